@@ -11,6 +11,7 @@ from nacl.encoding import RawEncoder
 from flcrypto.interface import (
     AEAD_KEY_BYTES,
     AEAD_NONCE_BYTES,
+    AEAD_TAG_BYTES,
     ED25519_PUBLIC_BYTES,
     ED25519_SEED_BYTES,
     ED25519_SIGNATURE_BYTES,
@@ -95,6 +96,8 @@ class PyNaClCrypto:
         )
 
     def aead_decrypt(self, key: bytes, nonce: bytes, ciphertext: bytes, associated_data: bytes = b"") -> bytes:
+        if len(ciphertext) < AEAD_TAG_BYTES:
+            raise DecryptionError(f"AEAD ciphertext too short ({len(ciphertext)} bytes < {AEAD_TAG_BYTES}-byte tag)")
         try:
             return b.crypto_aead_xchacha20poly1305_ietf_decrypt(
                 bytes(ciphertext),
@@ -102,5 +105,5 @@ class PyNaClCrypto:
                 _check_len("AEAD nonce", nonce, AEAD_NONCE_BYTES),
                 _check_len("AEAD key", key, AEAD_KEY_BYTES),
             )
-        except (nacl.exceptions.CryptoError, nacl.exceptions.TypeError, nacl.exceptions.ValueError):
+        except (nacl.exceptions.CryptoError, nacl.exceptions.TypeError, nacl.exceptions.ValueError, ValueError):
             raise DecryptionError("AEAD authentication failed") from None
