@@ -1,0 +1,92 @@
+"""Events fed into the coordinator engine and actions it hands back (the sans-I/O boundary).
+
+The engine never touches a socket, a clock or a random source of its own: a driver (asyncio server, the
+simulation harness, a test) feeds it :class:`Event` objects with the current time and executes the
+:class:`Action` objects it returns, in order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+# ── events (driver → engine) ────────────────────────────────────────────────────────────────────────────
+@dataclass(frozen=True)
+class Connected:
+    """A transport accepted a new connection ``conn`` (``kind`` is "websocket", "grpc" or "inprocess")."""
+
+    conn: str
+    kind: str
+    now: float
+
+
+@dataclass(frozen=True)
+class DataReceived:
+    """A whole frame arrived on ``conn`` (the transport enforces the frame-size limit before this)."""
+
+    conn: str
+    data: bytes
+    now: float
+
+
+@dataclass(frozen=True)
+class Disconnected:
+    """``conn`` is gone (closed by the peer, network loss, or after a :class:`Close` action)."""
+
+    conn: str
+    now: float
+
+
+@dataclass(frozen=True)
+class TimerFired:
+    """The timer the engine asked for with :class:`SetTimer` is due."""
+
+    name: str
+    now: float
+
+
+Event = Connected | DataReceived | Disconnected | TimerFired
+
+
+# ── actions (engine → driver) ───────────────────────────────────────────────────────────────────────────
+@dataclass(frozen=True)
+class Send:
+    """Send ``data`` as one frame on ``conn``."""
+
+    conn: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Close:
+    """Close ``conn`` after sending anything queued for it; feed back :class:`Disconnected` afterwards."""
+
+    conn: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class SetTimer:
+    """Feed :class:`TimerFired(name)` at time ``at`` (replaces an earlier timer of the same name)."""
+
+    name: str
+    at: float
+
+
+@dataclass(frozen=True)
+class PersistRound:
+    """Make a completed round durable *before* acting on anything after it (the store does it atomically)."""
+
+    round: int
+    model_bytes: bytes
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Log:
+    level: str
+    message: str
+
+
+Action = Send | Close | SetTimer | PersistRound | Log

@@ -1,0 +1,155 @@
+"""The wire protocol shared by the coordinator and every client: message types, schema, replay protection.
+
+Every message is a signed ``.mle`` file (see docs/protocol.md): the metadata carries the envelope
+(protocol version, type, sender, recipient, session, sequence number, round, body) and the tensors carry
+the payload (a model, a masked vector, …). One format, one parser (bounds-checked and fuzzed), one
+signature mechanism for files on disk and messages on the wire.
+
+Pure Python: imported by the browser client in Pyodide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+PROTOCOL_VERSIONS: tuple[int, ...] = (1,)
+COORDINATOR_ID = "coordinator"
+
+# Body schema per message type: required field → allowed Python types. Unknown fields are rejected too, so a
+# message means exactly one thing.
+_INT = (int,)
+_STR = (str,)
+_LIST = (list,)
+_DICT = (dict,)
+_FLOAT = (int, float)
+
+MESSAGE_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
+    # client → coordinator
+    "hello": {"public_key": _STR, "kind": _STR, "versions": _LIST},
+    "auth": {"challenge": _STR},
+    "ready": {},
+    "secagg": {"group": _INT, "phase": _STR, "payload": _STR},
+    "update": {"group": _INT, "num_samples": _INT},
+    "metrics": {"loss": _FLOAT, "num_samples": _INT},
+    "bye": {"reason": _STR},
+    # coordinator → client
+    "challenge": {"challenge": _STR, "version": _INT, "coordinator_key": _STR},
+    "welcome": {"client_id": _STR, "round": _INT},
+    "task": {"config": _DICT},
+    "round_end": {"round": _INT, "status": _STR},
+    "error": {"code": _STR, "message": _STR},
+}
+
+
+class ProtocolError(Exception):
+    """A message that is malformed, unexpected, unauthenticated or replayed.
+
+    ``code`` is a short machine-readable reason sent back to the peer in an ``error`` message."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class ReplayError(ProtocolError):
+    """A message whose (session, sequence number) was already seen or is out of order."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("replay", message)
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A protocol message before signing / after verification."""
+
+    type: str
+    sender: str
+    recipient: str
+    session: str
+    seq: int
+    round: int = -1
+    body: Mapping[str, Any] = field(default_factory=dict)
+    version: int = PROTOCOL_VERSIONS[-1]
+
+    def metadata(self) -> dict[str, Any]:
+        """The ``.mle`` metadata object that carries this envelope."""
+        return {
+            "fl": {
+                "v": self.version,
+                "type": self.type,
+                "from": self.sender,
+                "to": self.recipient,
+                "session": self.session,
+                "seq": self.seq,
+                "round": self.round,
+                "body": dict(self.body),
+            }
+        }
+
+
+def validate_body(msg_type: str, body: Mapping[str, Any]) -> None:
+    """Raise :class:`ProtocolError` unless ``body`` matches the schema of ``msg_type`` exactly."""
+    schema = MESSAGE_TYPES.get(msg_type)
+    if schema is None:
+        raise ProtocolError("unknown_type", f"unknown message type {msg_type!r}")
+    extra = set(body) - set(schema)
+    if extra:
+        raise ProtocolError("bad_message", f"{msg_type}: unexpected field(s) {sorted(extra)}")
+    for name, types in schema.items():
+        if name not in body:
+            raise ProtocolError("bad_message", f"{msg_type}: missing field {name!r}")
+        value = body[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise ProtocolError(
+                "bad_message", f"{msg_type}.{name}: expected {'/'.join(t.__name__ for t in types)}, "
+                f"got {type(value).__name__}"
+            )
+
+
+def envelope_from_metadata(meta: Mapping[str, Any]) -> Envelope:
+    """Parse and validate the envelope carried in an ``.mle`` file's metadata."""
+    fl = meta.get("fl") if isinstance(meta, Mapping) else None
+    if not isinstance(fl, Mapping):
+        raise ProtocolError("bad_message", "metadata has no 'fl' envelope object")
+    spec: dict[str, tuple[type, ...]] = {
+        "v": _INT, "type": _STR, "from": _STR, "to": _STR, "session": _STR, "seq": _INT, "round": _INT,
+        "body": _DICT,
+    }
+    if set(fl) != set(spec):
+        raise ProtocolError("bad_message", f"envelope fields must be exactly {sorted(spec)}, got {sorted(fl)}")
+    for name, types in spec.items():
+        if isinstance(fl[name], bool) or not isinstance(fl[name], types):
+            raise ProtocolError("bad_message", f"envelope field {name!r} has type {type(fl[name]).__name__}")
+    if fl["v"] not in PROTOCOL_VERSIONS:
+        raise ProtocolError("version", f"protocol version {fl['v']} not supported (supported: {PROTOCOL_VERSIONS})")
+    if fl["seq"] < 0 or fl["seq"] >= 2**63:
+        raise ProtocolError("bad_message", f"sequence number {fl['seq']} out of range")
+    validate_body(fl["type"], fl["body"])
+    return Envelope(
+        type=fl["type"], sender=fl["from"], recipient=fl["to"], session=fl["session"], seq=fl["seq"],
+        round=fl["round"], body=dict(fl["body"]), version=fl["v"],
+    )
+
+
+@dataclass
+class ReplayGuard:
+    """Accepts each (session, seq) once and only in increasing order (per sender).
+
+    Sequence numbers start at 0 in each session and must strictly increase; a session is bound to the
+    challenge the coordinator issued, so a message recorded in an earlier session never verifies again."""
+
+    last_seq: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def check(self, sender: str, session: str, seq: int) -> None:
+        """Raise :class:`ReplayError` if this message was seen before or arrives out of order; else record it."""
+        key = (sender, session)
+        last = self.last_seq.get(key, -1)
+        if seq <= last:
+            raise ReplayError(f"sequence number {seq} from {sender} in session {session[:16]} is not above {last}")
+        self.last_seq[key] = seq
+
+    def forget(self, sender: str, session: str) -> None:
+        self.last_seq.pop((sender, session), None)
