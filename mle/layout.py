@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from mle.errors import (
@@ -81,7 +81,7 @@ class Header:
         return self.table_offset + self.table_length
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Segment:
     role: int
     dtype: DType
@@ -98,7 +98,7 @@ class Segment:
         return ROLE_NAMES[self.role]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Entry:
     """One tensor-table entry: a logical tensor and the segments that store it."""
 
@@ -108,13 +108,14 @@ class Entry:
     shape: tuple[int, ...]
     params: dict[str, Any]
     segments: tuple[Segment, ...]
+    numel: int = -1
 
-    @property
-    def numel(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+    def __post_init__(self) -> None:
+        if self.numel < 0:
+            n = 1
+            for d in self.shape:
+                n *= d
+            self.numel = n
 
     @property
     def encoding_name(self) -> str:
@@ -219,18 +220,9 @@ def pack_entry(e: Entry) -> bytes:
     return b"".join(out)
 
 
-class _Cursor:
-    __slots__ = ("buf", "end", "pos")
-
-    def __init__(self, buf: bytes, pos: int, end: int) -> None:
-        self.buf, self.pos, self.end = buf, pos, end
-
-    def take(self, n: int, what: str) -> int:
-        start = self.pos
-        if n < 0 or start + n > self.end:
-            raise TruncatedError(f"tensor table ends inside {what} (at table byte {start})")
-        self.pos = start + n
-        return start
+_CODES = struct.Struct("<BBBB")
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
 
 
 def parse_table(buf: Any, h: Header) -> list[Entry]:
@@ -238,85 +230,103 @@ def parse_table(buf: Any, h: Header) -> list[Entry]:
     raw = bytes(buf[h.table_offset: h.table_offset + h.table_length])
     if zlib.crc32(raw) != h.table_crc:
         raise ChecksumError(f"tensor table CRC32 mismatch (bytes {h.table_offset}..{h.body_length})")
-    cur = _Cursor(raw, 0, len(raw))
     entries: list[Entry] = []
     names: set[str] = set()
+    pos = 0
     for index in range(h.tensor_count):
-        e = _parse_entry(raw, cur, index, h)
+        e, pos = _parse_entry(raw, pos, index, h)
         if e.name in names:
             raise TableError(f"duplicate tensor name {e.name!r} (entry {index})")
         names.add(e.name)
         entries.append(e)
-    if cur.pos != len(raw):
-        raise TableError(f"{len(raw) - cur.pos} trailing bytes after the last table entry")
+    if pos != len(raw):
+        raise TableError(f"{len(raw) - pos} trailing bytes after the last table entry")
     _check_no_overlap(entries, h)
     return entries
 
 
-def _parse_entry(raw: bytes, cur: _Cursor, index: int, h: Header) -> Entry:
-    where = f"table entry {index}"
-    p = cur.take(2, f"{where} name length")
-    (name_len,) = struct.unpack_from("<H", raw, p)
+def _need(raw: bytes, pos: int, n: int, index: int, what: str) -> None:
+    if pos + n > len(raw):
+        raise TruncatedError(f"tensor table ends inside {what} of entry {index} (at table byte {pos})")
+
+
+def _parse_entry(raw: bytes, pos: int, index: int, h: Header) -> tuple[Entry, int]:
+    """Parse entry ``index`` starting at table byte ``pos``; return it and the position after it.
+
+    Hot path (opening a file is dominated by this): error messages are only built on failure."""
+    _need(raw, pos, 2, index, "the name length")
+    (name_len,) = _U16.unpack_from(raw, pos)
+    pos += 2
     if name_len == 0 or name_len > MAX_NAME_BYTES:
-        raise TableError(f"{where}: name length {name_len} not in 1..{MAX_NAME_BYTES}")
-    p = cur.take(name_len, f"{where} name")
+        raise TableError(f"table entry {index}: name length {name_len} not in 1..{MAX_NAME_BYTES}")
+    _need(raw, pos, name_len + 4, index, "the name and codes")
     try:
-        name = raw[p: p + name_len].decode("utf-8")
+        name = raw[pos: pos + name_len].decode("utf-8")
     except UnicodeDecodeError:
-        raise TableError(f"{where}: name is not UTF-8") from None
-    where = f"tensor {name!r} (entry {index})"
-    p = cur.take(4, f"{where} codes")
-    dtype_code, encoding, rank, nseg = struct.unpack_from("<BBBB", raw, p)
+        raise TableError(f"table entry {index}: name is not UTF-8") from None
+    pos += name_len
+    dtype_code, encoding, rank, nseg = _CODES.unpack_from(raw, pos)
+    pos += 4
     dtype = DTYPE_BY_CODE.get(dtype_code)
     if dtype is None:
-        raise TableError(f"{where}: unknown dtype code {dtype_code}")
+        raise TableError(f"tensor {name!r} (entry {index}): unknown dtype code {dtype_code}")
     if encoding not in ENCODING_NAMES:
-        raise TableError(f"{where}: unknown encoding code {encoding}")
+        raise TableError(f"tensor {name!r} (entry {index}): unknown encoding code {encoding}")
     if rank > MAX_RANK:
-        raise LimitError(f"{where}: rank {rank} exceeds the limit {MAX_RANK}")
+        raise LimitError(f"tensor {name!r} (entry {index}): rank {rank} exceeds the limit {MAX_RANK}")
     if not 1 <= nseg <= MAX_SEGMENTS:
-        raise TableError(f"{where}: segment count {nseg} not in 1..{MAX_SEGMENTS}")
-    p = cur.take(8 * rank, f"{where} shape")
-    shape = struct.unpack_from(f"<{rank}Q", raw, p)
+        raise TableError(f"tensor {name!r} (entry {index}): segment count {nseg} not in 1..{MAX_SEGMENTS}")
+    _need(raw, pos, 8 * rank + 4, index, "the shape")
+    shape = struct.unpack_from(f"<{rank}Q", raw, pos)
+    pos += 8 * rank
     numel = 1
     for d in shape:
         if d > MAX_DIM:
-            raise LimitError(f"{where}: dimension {d} exceeds the limit {MAX_DIM}")
+            raise LimitError(f"tensor {name!r} (entry {index}): dimension {d} exceeds the limit {MAX_DIM}")
         numel *= d
         if numel > MAX_ELEMENTS:
-            raise LimitError(f"{where}: element count exceeds the limit {MAX_ELEMENTS}")
-    p = cur.take(4, f"{where} params length")
-    (plen,) = struct.unpack_from("<I", raw, p)
+            raise LimitError(f"tensor {name!r} (entry {index}): element count exceeds the limit {MAX_ELEMENTS}")
+    (plen,) = _U32.unpack_from(raw, pos)
+    pos += 4
     if plen > MAX_PARAMS_BYTES:
-        raise LimitError(f"{where}: params length {plen} exceeds the limit {MAX_PARAMS_BYTES}")
-    p = cur.take(plen, f"{where} params")
+        raise LimitError(f"tensor {name!r} (entry {index}): params length {plen} exceeds {MAX_PARAMS_BYTES}")
+    _need(raw, pos, plen + _SEGMENT.size * nseg, index, "the params and segments")
     params: dict[str, Any] = {}
     if plen:
         try:
-            params = json.loads(raw[p: p + plen].decode("utf-8"))
+            params = json.loads(raw[pos: pos + plen].decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError):
-            raise TableError(f"{where}: params are not UTF-8 JSON") from None
+            raise TableError(f"tensor {name!r} (entry {index}): params are not UTF-8 JSON") from None
         if not isinstance(params, dict):
-            raise TableError(f"{where}: params must be a JSON object")
+            raise TableError(f"tensor {name!r} (entry {index}): params must be a JSON object")
+        pos += plen
     segments = []
+    lo, hi = h.data_offset, h.data_offset + h.data_length
     for k in range(nseg):
-        p = cur.take(_SEGMENT.size, f"{where} segment {k}")
-        role, sdtype_code, reserved, crc, off, length = _SEGMENT.unpack_from(raw, p)
+        role, sdtype_code, reserved, crc, off, length = _SEGMENT.unpack_from(raw, pos)
+        pos += _SEGMENT.size
         sdtype = DTYPE_BY_CODE.get(sdtype_code)
         if role not in ROLE_NAMES or sdtype is None or reserved:
-            raise TableError(f"{where}: segment {k} has role {role}, dtype code {sdtype_code}, reserved {reserved}")
+            raise TableError(f"tensor {name!r} (entry {index}): segment {k} has role {role}, "
+                             f"dtype code {sdtype_code}, reserved {reserved}")
         if off % ALIGNMENT:
-            raise AlignmentError(f"{where}: segment {ROLE_NAMES[role]} offset {off} is not {ALIGNMENT}-byte aligned")
-        if off < h.data_offset or off + length > h.data_offset + h.data_length:
-            raise BoundsError(f"{where}: segment {ROLE_NAMES[role]} bytes {off}..{off + length} lie outside the "
-                              f"data section {h.data_offset}..{h.data_offset + h.data_length}")
+            raise AlignmentError(f"tensor {name!r}: segment {ROLE_NAMES[role]} offset {off} is not "
+                                 f"{ALIGNMENT}-byte aligned")
+        if off < lo or off + length > hi:
+            raise BoundsError(f"tensor {name!r}: segment {ROLE_NAMES[role]} bytes {off}..{off + length} lie "
+                              f"outside the data section {lo}..{hi}")
         if length % sdtype.itemsize:
-            raise BoundsError(f"{where}: segment {ROLE_NAMES[role]} length {length} is not a multiple of "
-                              f"{sdtype.name}'s {sdtype.itemsize} bytes")
+            raise BoundsError(f"tensor {name!r}: segment {ROLE_NAMES[role]} length {length} is not a multiple "
+                              f"of {sdtype.name}'s {sdtype.itemsize} bytes")
         segments.append(Segment(role, sdtype, crc, off, length))
-    entry = Entry(name, dtype, encoding, tuple(shape), params, tuple(segments))
-    _check_encoding(entry, where)
-    return entry
+    entry = Entry(name, dtype, encoding, shape, params, tuple(segments), numel)
+    if encoding == ENC_RAW and nseg == 1 and not params:  # fast path for the common case
+        s = segments[0]
+        if s.role != ROLE_DATA or s.dtype is not dtype or s.length != numel * dtype.itemsize:
+            _check_encoding(entry, f"tensor {name!r} (entry {index})")
+    else:
+        _check_encoding(entry, f"tensor {name!r} (entry {index})")
+    return entry, pos
 
 
 def _expect(entry: Entry, where: str, layout: list[tuple[int, set[str], int]]) -> None:
@@ -385,9 +395,3 @@ def _check_no_overlap(entries: list[Entry], h: Header) -> None:
         prev_end, prev_name = max(prev_end, end), name
 
 
-@dataclass
-class TableBuilder:
-    entries: list[Entry] = field(default_factory=list)
-
-    def pack(self) -> bytes:
-        return b"".join(pack_entry(e) for e in self.entries)

@@ -47,7 +47,7 @@ class MleFile:
     """A parsed .mle file over a buffer (bytes, bytearray, memoryview or mmap)."""
 
     def __init__(self, buf: Any, *, trusted_keys: Iterable[bytes] | None = None, require_signature: bool = False,
-                 backend: str = "auto", _mmap: Any = None, _file: Any = None) -> None:
+                 backend: str = "auto", verify_crc: bool = True, _mmap: Any = None, _file: Any = None) -> None:
         if backend not in ("auto", "numpy", "pure"):
             raise ValueError(f"backend must be 'auto', 'numpy' or 'pure', got {backend!r}")
         self._mmap, self._file = _mmap, _file
@@ -66,8 +66,11 @@ class MleFile:
         self.signer: bytes | None = None
         if require_signature and not self.signed:
             raise SignatureError("file is not signed but a signature is required")
+        # A verified signature already covers every byte of the body: per-tensor CRCs add nothing then.
+        self._verify_crc = verify_crc
         if trusted_keys is not None and self.signed:
             self.signer = verify_body(self._buf, self.header.body_length, trusted_keys)
+            self._verify_crc = False
         elif require_signature:
             raise SignatureError("a signature is required but no trusted keys were given")
         np = _numpy_or_none() if backend != "pure" else None
@@ -125,7 +128,7 @@ class MleFile:
         if name in self._checked:
             return
         e = self.entry(name)
-        for s in e.segments:
+        for s in e.segments if self._verify_crc else ():
             if zlib.crc32(self._segment_bytes(e, s)) != s.crc32:
                 raise ChecksumError(f"tensor {name!r}: CRC32 mismatch in segment {s.role_name} "
                                     f"(bytes {s.offset}..{s.offset + s.length})")
@@ -133,9 +136,15 @@ class MleFile:
         self._checked.add(name)
 
     def verify_all(self) -> None:
-        """Check every tensor now (a full read of the data section)."""
-        for name in self.tensor_names:
-            self.check(name)
+        """Check every tensor's CRC32 and encoding now (a full read of the data section), even when the
+        reader was opened with ``verify_crc=False``."""
+        saved, self._verify_crc = self._verify_crc, True
+        self._checked.clear()
+        try:
+            for name in self.tensor_names:
+                self.check(name)
+        finally:
+            self._verify_crc = saved
 
     def raw(self, name: str, role: str = "data") -> memoryview:
         """The stored bytes of one segment of a tensor (zero-copy), after checking the tensor."""
@@ -277,15 +286,19 @@ class MleFile:
 
 
 def loads(buf: Any, trusted_keys: Iterable[bytes] | None = None, require_signature: bool = False,
-          backend: str = "auto") -> MleFile:
-    """Parse a .mle file held in memory. Tensors are views into ``buf`` (keep it alive and unmodified)."""
+          backend: str = "auto", verify_crc: bool = True) -> MleFile:
+    """Parse a .mle file held in memory. Tensors are views into ``buf`` (keep it alive and unmodified).
+
+    ``verify_crc=False`` skips the per-tensor CRC32 on access (for bytes whose integrity is established
+    otherwise); all structural and encoding checks still run."""
     if isinstance(buf, str):
         raise TypeError("loads() takes bytes; use load(path) for a file name")
-    return MleFile(buf, trusted_keys=trusted_keys, require_signature=require_signature, backend=backend)
+    return MleFile(buf, trusted_keys=trusted_keys, require_signature=require_signature, backend=backend,
+                   verify_crc=verify_crc)
 
 
 def load(path: str | os.PathLike[str], trusted_keys: Iterable[bytes] | None = None,
-         require_signature: bool = False, backend: str = "auto") -> MleFile:
+         require_signature: bool = False, backend: str = "auto", verify_crc: bool = True) -> MleFile:
     """Memory-map a .mle file read-only and parse it; tensors are zero-copy views into the map."""
     import mmap  # imported here: the browser (Pyodide) uses loads() only
 
@@ -302,7 +315,7 @@ def load(path: str | os.PathLike[str], trusted_keys: Iterable[bytes] | None = No
         raise
     try:
         return MleFile(mm, trusted_keys=trusted_keys, require_signature=require_signature, backend=backend,
-                       _mmap=mm, _file=f)
+                       verify_crc=verify_crc, _mmap=mm, _file=f)
     except BaseException:
         f.close()
         raise

@@ -344,3 +344,21 @@ def test_limits_are_enforced() -> None:
     _CRC.pack_into(blob, _HEADER.size, zlib.crc32(bytes(blob[: _HEADER.size])))
     with pytest.raises(mle.LimitError):
         mle.loads(bytes(blob))
+
+
+def test_verify_crc_off_still_checks_structure_and_verify_all_forces_crc() -> None:
+    blob = bytearray(mle.dumps({"a": np.ones(100, np.float32)}))
+    f = mle.loads(bytes(blob))
+    blob[f.entry("a").segments[0].offset + 5] ^= 0x40
+    g = mle.loads(bytes(blob), verify_crc=False)
+    assert g["a"].shape == (100,)  # caller opted out of the CRC: the flipped bit is not detected here…
+    with pytest.raises(mle.ChecksumError):
+        g.verify_all()  # …but verify_all always checks
+
+
+def test_signature_covers_what_the_crc_would() -> None:
+    blob = bytearray(mle.dumps({"a": np.ones(100, np.float32)}, signing_key=SEED))
+    f = mle.loads(bytes(blob))
+    blob[f.entry("a").segments[0].offset + 5] ^= 0x40
+    with pytest.raises(mle.SignatureError):
+        mle.loads(bytes(blob), trusted_keys=[PK])
