@@ -1,0 +1,111 @@
+"""Distance-based rules, all computed from one Gram matrix ``X·Xᵀ``.
+
+- Krum and Multi-Krum: Blanchard, El Mhamdi, Guerraoui & Stainer, NeurIPS'17, "Machine Learning with
+  Adversaries: Byzantine Tolerant Gradient Descent". score(i) = Σ of the squared distances from x_i to its
+  n − f − 2 closest other inputs; Krum outputs the input with the lowest score; Multi-Krum averages the m
+  inputs with the lowest scores. Requires n ≥ 2f + 3.
+- Bulyan: El Mhamdi, Guerraoui & Rouault, ICML'18, "The Hidden Vulnerability of Distributed Learning in
+  Byzantium". θ = n − 2f inputs are selected by applying Krum recursively (select, remove, repeat); then each
+  coordinate is the average of the β = θ − 2f selected values closest to that coordinate's median.
+  Requires n ≥ 4f + 3.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from aggregation.core import (
+    AggregationResult,
+    check_f,
+    check_matrix,
+    column_chunks,
+    gram_sq_distances,
+    make_diagnostics,
+    split_finite,
+)
+
+
+def krum_scores(d2: np.ndarray, f: int, members: np.ndarray | None = None) -> np.ndarray:
+    """Krum scores of ``members`` (default all) within the set ``members``, from squared distances ``d2``.
+
+    The number of neighbours is ``n' − f − 2`` for the set size ``n'`` (at least 1, as Bulyan's recursion
+    needs when the set shrinks below 2f + 3)."""
+    idx = np.arange(d2.shape[0]) if members is None else members
+    sub = d2[np.ix_(idx, idx)].copy()
+    np.fill_diagonal(sub, np.inf)
+    k = max(len(idx) - f - 2, 1)
+    k = min(k, len(idx) - 1)
+    if k <= 0:
+        return np.zeros(len(idx))
+    part = np.partition(sub, k - 1, axis=1)[:, :k]
+    return part.sum(axis=1)
+
+
+def krum(x: Any, f: int) -> AggregationResult:
+    """Krum: the input with the lowest score (Blanchard et al. 2017). Requires n ≥ 2f+3."""
+    x = check_matrix(x)
+    xs, finite, _ = split_finite(x, None)
+    n = xs.shape[0]
+    check_f(n, f, "krum", lambda k: 2 * k + 3, "2f+3")
+    scores = krum_scores(gram_sq_distances(xs), f)
+    best = int(np.argmin(scores))
+    value = xs[best].copy()
+    sel = np.zeros(n, bool)
+    sel[best] = True
+    return AggregationResult(value, make_diagnostics("krum", x, finite, value, sel, scores))
+
+
+def multi_krum(x: Any, f: int, m: int | None = None) -> AggregationResult:
+    """Multi-Krum: the mean of the m inputs with the lowest Krum scores (default m = n − f).
+    Requires n ≥ 2f+3 and 1 ≤ m ≤ n."""
+    x = check_matrix(x)
+    xs, finite, _ = split_finite(x, None)
+    n = xs.shape[0]
+    check_f(n, f, "multi_krum", lambda k: 2 * k + 3, "2f+3")
+    m = n - f if m is None else m
+    if not 1 <= m <= n:
+        raise ValueError(f"multi_krum: m must be in [1, n={n}], got {m}")
+    scores = krum_scores(gram_sq_distances(xs), f)
+    chosen = np.argsort(scores, kind="stable")[:m]
+    sel = np.zeros(n, bool)
+    sel[chosen] = True
+    value = xs[np.sort(chosen)].mean(axis=0, dtype=np.float64 if xs.dtype == np.float64 else np.float32)
+    return AggregationResult(value, make_diagnostics("multi_krum", x, finite, value, sel, scores, {"m": m}))
+
+
+def bulyan(x: Any, f: int) -> AggregationResult:
+    """Bulyan over Krum (El Mhamdi et al. 2018). Requires n ≥ 4f+3."""
+    x = check_matrix(x)
+    xs, finite, _ = split_finite(x, None)
+    n, d = xs.shape
+    check_f(n, f, "bulyan", lambda k: 4 * k + 3, "4f+3")
+    theta, beta = n - 2 * f, n - 4 * f
+    d2 = gram_sq_distances(xs)
+    remaining = np.arange(n)
+    chosen: list[int] = []
+    first_scores = krum_scores(d2, f)
+    for _ in range(theta):
+        s = krum_scores(d2, f, remaining)
+        pick = int(np.argmin(s))
+        chosen.append(int(remaining[pick]))
+        remaining = np.delete(remaining, pick)
+    sel_idx = np.array(sorted(chosen))
+    out = np.empty(d, dtype=xs.dtype)
+
+    def work(a: int, b: int) -> None:
+        t = np.ascontiguousarray(xs[sel_idx, a:b].T)  # (cols, θ)
+        t.sort(axis=1)
+        lo, hi = (theta - 1) // 2, theta // 2
+        med = (t[:, lo] + t[:, hi]) * t.dtype.type(0.5)
+        dev = np.abs(t - med[:, None])
+        closest = np.argpartition(dev, beta - 1, axis=1)[:, :beta] if beta < theta else None
+        vals = t if closest is None else np.take_along_axis(t, closest, axis=1)
+        out[a:b] = vals.mean(axis=1, dtype=np.float64 if xs.dtype == np.float64 else np.float32)
+
+    column_chunks(d, work)
+    sel = np.zeros(n, bool)
+    sel[sel_idx] = True
+    return AggregationResult(out, make_diagnostics("bulyan", x, finite, out, sel, first_scores,
+                                                   {"theta": theta, "beta": beta}))

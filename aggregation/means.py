@@ -1,0 +1,56 @@
+"""Averages: the mean, and the weighted mean with a per-client weight cap.
+
+FedAvg's weighted mean (McMahan et al., AISTATS'17) weights each update by its sample count; a Byzantine client
+can claim an enormous count and dominate it, so the weight of every input is capped first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from aggregation.core import AggregationResult, check_matrix, check_weights, make_diagnostics, split_finite
+
+
+def mean(x: Any, weights: Any = None) -> AggregationResult:
+    """Arithmetic mean (weighted if ``weights`` given). Not robust: one input can move it arbitrarily."""
+    x = check_matrix(x)
+    w = check_weights(weights, x.shape[0])
+    xs, finite, ws = split_finite(x, w)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if ws is None:
+            value = xs.mean(axis=0, dtype=np.float64 if xs.dtype == np.float64 else np.float32)
+        else:
+            value = (ws.astype(xs.dtype) @ xs) / xs.dtype.type(ws.sum())
+    if not np.all(np.isfinite(value)):  # float32 accumulation overflowed on huge (finite) inputs
+        value = xs.mean(axis=0, dtype=np.float64) if ws is None else (ws @ xs.astype(np.float64)) / ws.sum()
+    value = value.astype(x.dtype, copy=False)
+    return AggregationResult(value, make_diagnostics("mean", x, finite, value, np.ones(len(xs), bool)))
+
+
+def weighted_mean(x: Any, weights: Any, cap: float | None = None) -> AggregationResult:
+    """Weighted mean with each weight capped at ``cap`` (e.g. a maximum credible sample count).
+
+    ``cap=None`` caps at the median weight's double, so that no single input outweighs two typical ones."""
+    x = check_matrix(x)
+    w = check_weights(weights, x.shape[0])
+    assert w is not None
+    if cap is None:
+        cap = 2.0 * float(np.median(w))
+    if not (cap > 0 and np.isfinite(cap)):
+        raise ValueError(f"weight cap must be a positive finite number, got {cap}")
+    capped = np.minimum(w, cap)
+    if capped[finite_mask(x)].sum() <= 0:
+        raise ValueError("all finite inputs have zero weight after capping")
+    res = mean(x, capped)
+    res.diagnostics.rule = "wmean"
+    res.diagnostics.extra["weights_capped"] = capped
+    res.diagnostics.extra["cap"] = cap
+    return res
+
+
+def finite_mask(x: np.ndarray) -> np.ndarray:
+    from aggregation.core import finite_rows
+
+    return finite_rows(x)
