@@ -21,8 +21,7 @@ from aggregation.core import (
     check_weights,
     distances_to,
     make_diagnostics,
-    split_finite,
-    sq_norms,
+    split_finite_norms,
 )
 
 
@@ -43,14 +42,14 @@ def centered_clipping(x: Any, tau: float, state: CenteredClippingState | None = 
     if iters < 1:
         raise ValueError(f"centered_clipping: iters must be >= 1, got {iters}")
     w = check_weights(weights, x.shape[0])
-    xs, finite, ws = split_finite(x, w)
+    xs, finite, ws, norms_all = split_finite_norms(x, w)
     n, d = xs.shape
     alpha = np.ones(n) / n if ws is None else ws / ws.sum()
     state = state or CenteredClippingState()
     if state.center is not None and state.center.shape != (d,):
         raise ValueError(f"centered_clipping: state center has shape {state.center.shape}, inputs have d={d}")
     v = np.zeros(d) if state.center is None else state.center.astype(np.float64)
-    norms2 = sq_norms(xs)
+    norms2 = norms_all[finite]
     clip_factors = np.ones(n)
     for _ in range(iters):
         dist = distances_to(xs, v, norms2)
@@ -61,7 +60,7 @@ def centered_clipping(x: Any, tau: float, state: CenteredClippingState | None = 
         v = (1.0 - c.sum()) * v + (c.astype(xs.dtype) @ xs).astype(np.float64)
     value = v.astype(x.dtype)
     res = AggregationResult(value, make_diagnostics("centered_clipping", x, finite, value, np.ones(n, bool),
-                                                    extra={"clip_factors": clip_factors, "tau": tau}))
+                                                    extra={"clip_factors": clip_factors, "tau": tau}, norms2=norms_all))
     return res, CenteredClippingState(center=value.copy())
 
 

@@ -17,7 +17,7 @@ from aggregation.core import (
     check_matrix,
     column_chunks,
     make_diagnostics,
-    split_finite,
+    split_finite_norms,
 )
 
 
@@ -33,7 +33,7 @@ def median(x: Any) -> AggregationResult:
     Robust to f < n/2 arbitrary inputs: every coordinate of the result lies within the range of the honest
     inputs' values of that coordinate."""
     x = check_matrix(x)
-    xs, finite, _ = split_finite(x, None)
+    xs, finite, _, norms_all = split_finite_norms(x, None)
     n, d = xs.shape
     out = np.empty(d, dtype=xs.dtype)
     lo, hi = (n - 1) // 2, n // 2
@@ -43,7 +43,7 @@ def median(x: Any) -> AggregationResult:
         out[a:b] = t[:, lo] if lo == hi else (t[:, lo] + t[:, hi]) * xs.dtype.type(0.5)
 
     column_chunks(d, work)
-    return AggregationResult(out, make_diagnostics("median", x, finite, out, np.ones(n, bool)))
+    return AggregationResult(out, make_diagnostics("median", x, finite, out, np.ones(n, bool), norms2=norms_all))
 
 
 def trimmed_mean(x: Any, f: int | None = None, fraction: float | None = None) -> AggregationResult:
@@ -53,7 +53,7 @@ def trimmed_mean(x: Any, f: int | None = None, fraction: float | None = None) ->
     Each coordinate of the result lies within the range of the honest values when at most b inputs are
     Byzantine (Yin et al. 2018)."""
     x = check_matrix(x)
-    xs, finite, _ = split_finite(x, None)
+    xs, finite, _, norms_all = split_finite_norms(x, None)
     n, d = xs.shape
     if (f is None) == (fraction is None):
         raise ValueError("trimmed_mean: give exactly one of f or fraction")
@@ -75,4 +75,4 @@ def trimmed_mean(x: Any, f: int | None = None, fraction: float | None = None) ->
 
     column_chunks(d, work)
     return AggregationResult(out, make_diagnostics("trimmed_mean", x, finite, out, np.ones(n, bool),
-                                                   extra={"trimmed_each_side": b}))
+                                                   extra={"trimmed_each_side": b}, norms2=norms_all))

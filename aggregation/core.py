@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -13,27 +13,68 @@ import numpy as np
 FloatArray = np.ndarray
 
 
-@dataclass
 class Diagnostics:
     """What an aggregator saw, per input (indexed like the caller's rows, excluded rows included).
 
     - ``scores``: the rule's own score (Krum: sum of squared distances to neighbours; FLTrust: trust score;
-      coordinate-wise rules: distance to the result). ``nan`` for excluded rows.
+      other rules: the distance to the result). ``nan`` for excluded rows.
     - ``selected``: the input contributed to the result.
     - ``excluded_nonfinite``: the input had a NaN/Inf and was dropped before aggregation.
     - ``distances``: ``‖x_i − result‖₂`` (``inf`` for non-finite rows).
     - ``outlier_scores``: ``distances / median(distances of finite rows)`` – about 1 for a typical input,
       large for an outlier, ``inf`` for a non-finite row; comparable across rounds and rules. The
       coordinator's trust system consumes this (docs/trust.md).
+
+    Distances cost one pass over the inputs, so they are computed on first access (and cached): a caller that
+    only needs the aggregate pays nothing for them.
     """
 
-    rule: str
-    scores: FloatArray
-    selected: np.ndarray
-    excluded_nonfinite: np.ndarray
-    distances: FloatArray
-    outlier_scores: FloatArray
-    extra: dict[str, Any] = field(default_factory=dict)
+    def __init__(self, rule: str, x: FloatArray, finite: np.ndarray, value: FloatArray, selected: np.ndarray,
+                 scores: np.ndarray | None, extra: dict[str, Any] | None, norms2: np.ndarray | None = None
+                 ) -> None:
+        self.rule = rule
+        self.selected = selected
+        self.excluded_nonfinite = ~finite
+        self.extra: dict[str, Any] = dict(extra or {})
+        self._x, self._finite, self._value, self._norms2 = x, finite, value, norms2
+        self._scores = scores
+        self._distances: np.ndarray | None = None
+
+    @property
+    def distances(self) -> np.ndarray:
+        if self._distances is None:
+            x, finite = self._x, self._finite
+            n = x.shape[0]
+            dist = np.full(n, np.inf)
+            idx = np.flatnonzero(finite)
+            rows = x if len(idx) == n else x[idx]
+            norms2 = None if self._norms2 is None else self._norms2[idx]
+            dist[idx] = distances_to(rows, self._value, norms2)
+            self._distances = dist
+            self._x = None  # drop the reference to the inputs
+        return self._distances
+
+    @property
+    def outlier_scores(self) -> np.ndarray:
+        dist = self.distances
+        finite = ~self.excluded_nonfinite
+        med = float(np.median(dist[finite])) if finite.any() else 0.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = dist / med if med > 0 else np.where(dist > 0, np.inf, 1.0)
+        out[~finite] = np.inf
+        return out
+
+    @property
+    def scores(self) -> np.ndarray:
+        n = len(self.selected)
+        out = np.full(n, np.nan)
+        idx = np.flatnonzero(~self.excluded_nonfinite)
+        out[idx] = self.distances[idx] if self._scores is None else self._scores
+        return out
+
+    def __repr__(self) -> str:
+        return (f"Diagnostics(rule={self.rule!r}, n={len(self.selected)}, selected={int(self.selected.sum())}, "
+                f"excluded_nonfinite={int(self.excluded_nonfinite.sum())})")
 
 
 @dataclass
@@ -77,15 +118,22 @@ def check_weights(weights: Any, n: int) -> FloatArray | None:
 
 
 def finite_rows(x: FloatArray) -> np.ndarray:
-    """Boolean mask of rows without NaN/Inf (one pass; no (n, d) temporary)."""
-    # A row's sum is finite iff every entry is finite, except for overflow of huge finite values, which we
-    # re-check exactly for the rows that failed.
+    """Boolean mask of rows without NaN/Inf (one BLAS dot per row; no (n, d) temporary)."""
+    return finite_rows_and_norms(x)[0]
+
+
+def finite_rows_and_norms(x: FloatArray) -> tuple[np.ndarray, np.ndarray]:
+    """(finite-row mask, squared row norms) in one pass: ``x_i·x_i`` is NaN/Inf iff the row has a NaN/Inf,
+    except when huge finite values overflow float32, which is re-checked exactly for those rows."""
     with np.errstate(over="ignore", invalid="ignore"):
-        s = np.add.reduce(x, axis=1, dtype=np.float64)
-    ok = np.isfinite(s)
+        norms2 = np.array([float(np.dot(r, r)) for r in x], dtype=np.float64)
+    ok = np.isfinite(norms2)
     for i in np.flatnonzero(~ok):
-        ok[i] = bool(np.all(np.isfinite(x[i])))
-    return ok
+        if np.all(np.isfinite(x[i])):
+            ok[i] = True
+            r = x[i].astype(np.float64)
+            norms2[i] = float(np.dot(r, r))
+    return ok, norms2
 
 
 def sq_norms(x: FloatArray) -> np.ndarray:
@@ -137,32 +185,29 @@ def distances_to(x: FloatArray, v: FloatArray, norms2: np.ndarray | None = None)
 
 def make_diagnostics(rule: str, x: FloatArray, finite: np.ndarray, value: FloatArray,
                      selected_finite: np.ndarray, scores_finite: np.ndarray | None = None,
-                     extra: dict[str, Any] | None = None) -> Diagnostics:
+                     extra: dict[str, Any] | None = None, norms2: np.ndarray | None = None) -> Diagnostics:
     """Build :class:`Diagnostics` for the caller's rows from per-finite-row selections/scores."""
-    n = x.shape[0]
-    dist = np.full(n, np.inf)
-    idx = np.flatnonzero(finite)
-    dist[idx] = distances_to(x[idx] if len(idx) < n else x, value)
-    selected = np.zeros(n, dtype=bool)
-    selected[idx] = selected_finite
-    scores = np.full(n, np.nan)
-    scores[idx] = dist[idx] if scores_finite is None else scores_finite
-    med = float(np.median(dist[idx])) if len(idx) else 0.0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        outlier = dist / med if med > 0 else np.where(dist > 0, np.inf, 1.0)
-    outlier[~finite] = np.inf
-    return Diagnostics(rule, scores, selected, ~finite, dist, outlier, dict(extra or {}))
+    selected = np.zeros(x.shape[0], dtype=bool)
+    selected[np.flatnonzero(finite)] = selected_finite
+    return Diagnostics(rule, x, finite, value, selected, scores_finite, extra, norms2)
 
 
 def split_finite(x: FloatArray, weights: FloatArray | None) -> tuple[FloatArray, np.ndarray,
                                                                      FloatArray | None]:
     """Drop non-finite rows. Returns (rows, finite mask, weights of the kept rows)."""
-    finite = finite_rows(x)
+    xs, finite, w, _ = split_finite_norms(x, weights)
+    return xs, finite, w
+
+
+def split_finite_norms(x: FloatArray, weights: FloatArray | None
+                       ) -> tuple[FloatArray, np.ndarray, FloatArray | None, np.ndarray]:
+    """:func:`split_finite` plus the squared norms of the caller's rows (``inf``/``nan`` where non-finite)."""
+    finite, norms2 = finite_rows_and_norms(x)
     if finite.all():
-        return x, finite, weights
+        return x, finite, weights, norms2
     if not finite.any():
         raise ValueError("every input contains NaN or Inf: nothing to aggregate")
-    return x[finite], finite, (None if weights is None else weights[finite])
+    return x[finite], finite, (None if weights is None else weights[finite]), norms2
 
 
 def threads() -> int:

@@ -23,7 +23,7 @@ from aggregation.core import (
     column_chunks,
     gram_sq_distances,
     make_diagnostics,
-    split_finite,
+    split_finite_norms,
 )
 
 
@@ -46,7 +46,7 @@ def krum_scores(d2: np.ndarray, f: int, members: np.ndarray | None = None) -> np
 def krum(x: Any, f: int) -> AggregationResult:
     """Krum: the input with the lowest score (Blanchard et al. 2017). Requires n ≥ 2f+3."""
     x = check_matrix(x)
-    xs, finite, _ = split_finite(x, None)
+    xs, finite, _, norms_all = split_finite_norms(x, None)
     n = xs.shape[0]
     check_f(n, f, "krum", lambda k: 2 * k + 3, "2f+3")
     scores = krum_scores(gram_sq_distances(xs), f)
@@ -54,14 +54,14 @@ def krum(x: Any, f: int) -> AggregationResult:
     value = xs[best].copy()
     sel = np.zeros(n, bool)
     sel[best] = True
-    return AggregationResult(value, make_diagnostics("krum", x, finite, value, sel, scores))
+    return AggregationResult(value, make_diagnostics("krum", x, finite, value, sel, scores, norms2=norms_all))
 
 
 def multi_krum(x: Any, f: int, m: int | None = None) -> AggregationResult:
     """Multi-Krum: the mean of the m inputs with the lowest Krum scores (default m = n − f).
     Requires n ≥ 2f+3 and 1 ≤ m ≤ n."""
     x = check_matrix(x)
-    xs, finite, _ = split_finite(x, None)
+    xs, finite, _, norms_all = split_finite_norms(x, None)
     n = xs.shape[0]
     check_f(n, f, "multi_krum", lambda k: 2 * k + 3, "2f+3")
     m = n - f if m is None else m
@@ -72,13 +72,13 @@ def multi_krum(x: Any, f: int, m: int | None = None) -> AggregationResult:
     sel = np.zeros(n, bool)
     sel[chosen] = True
     value = xs[np.sort(chosen)].mean(axis=0, dtype=np.float64 if xs.dtype == np.float64 else np.float32)
-    return AggregationResult(value, make_diagnostics("multi_krum", x, finite, value, sel, scores, {"m": m}))
+    return AggregationResult(value, make_diagnostics("multi_krum", x, finite, value, sel, scores, {"m": m}, norms2=norms_all))
 
 
 def bulyan(x: Any, f: int) -> AggregationResult:
     """Bulyan over Krum (El Mhamdi et al. 2018). Requires n ≥ 4f+3."""
     x = check_matrix(x)
-    xs, finite, _ = split_finite(x, None)
+    xs, finite, _, norms_all = split_finite_norms(x, None)
     n, d = xs.shape
     check_f(n, f, "bulyan", lambda k: 4 * k + 3, "4f+3")
     theta, beta = n - 2 * f, n - 4 * f
@@ -108,4 +108,4 @@ def bulyan(x: Any, f: int) -> AggregationResult:
     sel = np.zeros(n, bool)
     sel[sel_idx] = True
     return AggregationResult(out, make_diagnostics("bulyan", x, finite, out, sel, first_scores,
-                                                   {"theta": theta, "beta": beta}))
+                                                   {"theta": theta, "beta": beta}, norms2=norms_all))

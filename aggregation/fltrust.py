@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from aggregation.core import AggregationResult, check_matrix, make_diagnostics, split_finite, sq_norms
+from aggregation.core import AggregationResult, check_matrix, make_diagnostics, split_finite_norms
 
 
 def fltrust(x: Any, root_update: Any) -> AggregationResult:
@@ -25,8 +25,8 @@ def fltrust(x: Any, root_update: Any) -> AggregationResult:
     g0_norm = float(np.linalg.norm(g0))
     if g0_norm == 0:
         raise ValueError("fltrust: root update is the zero vector (no direction to trust)")
-    xs, finite, _ = split_finite(x, None)
-    norms = np.sqrt(sq_norms(xs))
+    xs, finite, _, norms_all = split_finite_norms(x, None)
+    norms = np.sqrt(norms_all[finite])
     dots = (xs @ g0.astype(xs.dtype)).astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         cos = np.where(norms > 0, dots / (norms * g0_norm), 0.0)
@@ -37,4 +37,4 @@ def fltrust(x: Any, root_update: Any) -> AggregationResult:
         coef = ts * g0_norm / np.where(norms > 0, norms, 1.0) / ts.sum()
         value = (coef.astype(xs.dtype) @ xs).astype(x.dtype)
     return AggregationResult(value, make_diagnostics("fltrust", x, finite, value, ts > 0, ts,
-                                                     {"cosine": cos}))
+                                                     {"cosine": cos}, norms2=norms_all))

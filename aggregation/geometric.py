@@ -20,8 +20,7 @@ from aggregation.core import (
     check_weights,
     distances_to,
     make_diagnostics,
-    split_finite,
-    sq_norms,
+    split_finite_norms,
 )
 
 
@@ -33,10 +32,10 @@ def geometric_median(x: Any, weights: Any = None, tol: float = 1e-6, nu: float =
     if not tol > 0 or not nu > 0 or max_iter < 1:
         raise ValueError(f"geometric_median: tol and nu must be > 0 and max_iter >= 1 (tol={tol}, nu={nu}, "
                          f"max_iter={max_iter})")
-    xs, finite, ws = split_finite(x, w)
+    xs, finite, ws, norms_all = split_finite_norms(x, w)
     n = xs.shape[0]
     alpha = np.ones(n) / n if ws is None else ws / ws.sum()
-    norms2 = sq_norms(xs)
+    norms2 = norms_all[finite]
     z = (alpha.astype(xs.dtype) @ xs).astype(np.float64)
     dist = distances_to(xs, z, norms2)
     obj = float(np.sum(alpha * np.maximum(nu, dist)))
@@ -55,4 +54,4 @@ def geometric_median(x: Any, weights: Any = None, tol: float = 1e-6, nu: float =
     value = z.astype(x.dtype)
     return AggregationResult(value, make_diagnostics("geometric_median", x, finite, value, np.ones(n, bool),
                                                      extra={"iterations": iters, "converged": converged,
-                                                            "objective": obj}))
+                                                            "objective": obj}, norms2=norms_all))

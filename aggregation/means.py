@@ -10,14 +10,21 @@ from typing import Any
 
 import numpy as np
 
-from aggregation.core import AggregationResult, check_matrix, check_weights, make_diagnostics, split_finite
+from aggregation.core import (
+    AggregationResult,
+    check_matrix,
+    check_weights,
+    finite_rows,
+    make_diagnostics,
+    split_finite_norms,
+)
 
 
 def mean(x: Any, weights: Any = None) -> AggregationResult:
     """Arithmetic mean (weighted if ``weights`` given). Not robust: one input can move it arbitrarily."""
     x = check_matrix(x)
     w = check_weights(weights, x.shape[0])
-    xs, finite, ws = split_finite(x, w)
+    xs, finite, ws, norms_all = split_finite_norms(x, w)
     with np.errstate(over="ignore", invalid="ignore"):
         if ws is None:
             value = xs.mean(axis=0, dtype=np.float64 if xs.dtype == np.float64 else np.float32)
@@ -26,7 +33,7 @@ def mean(x: Any, weights: Any = None) -> AggregationResult:
     if not np.all(np.isfinite(value)):  # float32 accumulation overflowed on huge (finite) inputs
         value = xs.mean(axis=0, dtype=np.float64) if ws is None else (ws @ xs.astype(np.float64)) / ws.sum()
     value = value.astype(x.dtype, copy=False)
-    return AggregationResult(value, make_diagnostics("mean", x, finite, value, np.ones(len(xs), bool)))
+    return AggregationResult(value, make_diagnostics("mean", x, finite, value, np.ones(len(xs), bool), norms2=norms_all))
 
 
 def weighted_mean(x: Any, weights: Any, cap: float | None = None) -> AggregationResult:
@@ -41,16 +48,10 @@ def weighted_mean(x: Any, weights: Any, cap: float | None = None) -> Aggregation
     if not (cap > 0 and np.isfinite(cap)):
         raise ValueError(f"weight cap must be a positive finite number, got {cap}")
     capped = np.minimum(w, cap)
-    if capped[finite_mask(x)].sum() <= 0:
+    if capped[finite_rows(x)].sum() <= 0:
         raise ValueError("all finite inputs have zero weight after capping")
     res = mean(x, capped)
     res.diagnostics.rule = "wmean"
     res.diagnostics.extra["weights_capped"] = capped
     res.diagnostics.extra["cap"] = cap
     return res
-
-
-def finite_mask(x: np.ndarray) -> np.ndarray:
-    from aggregation.core import finite_rows
-
-    return finite_rows(x)

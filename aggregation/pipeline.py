@@ -33,7 +33,13 @@ import numpy as np
 
 from aggregation.clipping import CenteredClippingState, MomentumState, centered_clipping, server_momentum
 from aggregation.coordinatewise import median, trimmed_mean
-from aggregation.core import AggregationResult, check_matrix, check_weights, make_diagnostics, split_finite
+from aggregation.core import (
+    AggregationResult,
+    check_matrix,
+    check_weights,
+    make_diagnostics,
+    split_finite_norms,
+)
 from aggregation.distance import bulyan, krum, multi_krum
 from aggregation.fltrust import fltrust
 from aggregation.geometric import geometric_median
@@ -200,7 +206,7 @@ class Pipeline:
         the finite inputs. Returns the result (diagnostics refer to the caller's rows) and the new state."""
         x = check_matrix(x)
         w = check_weights(weights, x.shape[0])
-        xs, finite, ws = split_finite(x, w)
+        xs, finite, ws, norms_all = split_finite_norms(x, w)
         self.validate(len(xs), f, has_weights=ws is not None, has_root_update=root_update is not None)
         state = state or PipelineState()
         new_state = PipelineState(dict(state.cc), dict(state.momentum))
@@ -234,7 +240,7 @@ class Pipeline:
         assert result is not None and value is not None
         selected = (mixing.T @ result.diagnostics.selected.astype(float)) > 0
         diag = make_diagnostics(str(self), x, finite, value, selected,
-                                extra={"final_stage": result.diagnostics, "f_final": cur_f})
+                                extra={"final_stage": result.diagnostics, "f_final": cur_f}, norms2=norms_all)
         return AggregationResult(value, diag), new_state
 
     @staticmethod
@@ -307,5 +313,4 @@ def aggregate(spec: str | Pipeline, x: Any, f: int, **kwargs: Any) -> tuple[Aggr
     return p(x, f, **kwargs)
 
 
-__all__ = ["AggregationResult", "Pipeline", "PipelineState", "Step", "aggregate", "make_diagnostics",
-           "parse_pipeline", "parse_step", "split_finite"]
+__all__ = ["Pipeline", "PipelineState", "Step", "aggregate", "parse_pipeline", "parse_step"]

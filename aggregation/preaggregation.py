@@ -59,7 +59,7 @@ def bucketing(x: np.ndarray, s: int, f: int, rng: np.random.Generator) -> StepOu
     mixing = np.zeros((len(buckets), n))
     for j, b in enumerate(buckets):
         mixing[j, b] = 1.0 / len(b)
-    out = (mixing.astype(x.dtype) @ x).astype(x.dtype)
+    out = mixing.astype(x.dtype) @ x
     return StepOutput(out, mixing, min(f, len(buckets)), {"buckets": [b.tolist() for b in buckets]})
 
 
@@ -75,5 +75,5 @@ def nnm(x: np.ndarray, f: int) -> StepOutput:
         # self first (distance 0), ties broken by index for determinism
         order = np.lexsort((np.arange(n), d2[i]))
         mixing[i, order[:k]] = 1.0 / k
-    out = (mixing.astype(x.dtype) @ x).astype(x.dtype)
+    out = mixing.astype(x.dtype) @ x
     return StepOutput(out, mixing, f, {"neighbours": k})
