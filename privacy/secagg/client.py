@@ -121,8 +121,9 @@ class SecAggClient:
                                  f"needs {self.cfg.t - 1}")
         holders = [*alive, self.me]
         xs = {h: self.cfg.share_x(h) for h in holders}
-        b_poly = shamir.split(self._b, len(self.cfg.members), self.cfg.t, self.crypto.random_bytes)
-        s_poly = shamir.split(self._s_sk, len(self.cfg.members), self.cfg.t, self.crypto.random_bytes)
+        points = sorted(xs.values())
+        b_poly = shamir.split_at(self._b, points, self.cfg.t, self.crypto.random_bytes)
+        s_poly = shamir.split_at(self._s_sk, points, self.cfg.t, self.crypto.random_bytes)
         by_x_b, by_x_s = dict(b_poly), dict(s_poly)
         items: dict[str, bytes] = {}
         for v in alive:

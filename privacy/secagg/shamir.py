@@ -14,15 +14,23 @@ ELEMENT_BYTES = 66
 
 def split(secret: bytes, n: int, t: int, random_bytes: Callable[[int], bytes]) -> list[tuple[int, int]]:
     """Shares ``(x, f(x))`` for x = 1..n of a random degree-(t−1) polynomial with f(0) = secret."""
+    return split_at(secret, list(range(1, n + 1)), t, random_bytes)
+
+
+def split_at(secret: bytes, xs: list[int], t: int, random_bytes: Callable[[int], bytes]) -> list[tuple[int, int]]:
+    """Shares at the given distinct non-zero x-coordinates (SecAgg+ evaluates only at the k+1 holders)."""
+    n = len(xs)
     if not 1 <= t <= n:
         raise ValueError(f"need 1 <= t <= n, got t={t}, n={n}")
+    if len(set(xs)) != n or any(not 0 < x < PRIME for x in xs):
+        raise ValueError("x-coordinates must be distinct and non-zero")
     if len(secret) > 64:
         raise ValueError("secret must be at most 64 bytes")
     coeffs = [int.from_bytes(secret, "little")]
     for _ in range(t - 1):
         coeffs.append(int.from_bytes(random_bytes(ELEMENT_BYTES), "little") % PRIME)
     shares = []
-    for x in range(1, n + 1):
+    for x in xs:
         y = 0
         for c in reversed(coeffs):
             y = (y * x + c) % PRIME
