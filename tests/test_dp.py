@@ -211,3 +211,12 @@ def test_pure_pipeline_matches_numpy_pipeline() -> None:
     a, _ = prepare_update(np.array(x), cfg, RandomStream(b"p" * 32), NB)
     b, _ = prepare_update(x, cfg, RandomStream(b"p" * 32), PB)
     assert a.tolist() == list(b)
+
+
+def test_adaptive_effective_multiplier() -> None:
+    from privacy.dp.server import adaptive_effective_multiplier
+
+    assert adaptive_effective_multiplier(1.0, 1e9) == pytest.approx(1.0)
+    assert adaptive_effective_multiplier(1.0, 0.5) == pytest.approx(2 ** -0.5)
+    with pytest.raises(ValueError):
+        adaptive_effective_multiplier(0.0, 1.0)

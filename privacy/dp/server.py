@@ -81,3 +81,12 @@ def adaptive_clip_update(state: AdaptiveClipState, norms: Any, stream: RandomStr
     b = (unclipped + noise) / m
     new_clip = state.clip * math.exp(-state.learning_rate * (b - state.target_quantile))
     return AdaptiveClipState(new_clip, state.target_quantile, state.learning_rate, state.count_noise)
+
+
+def adaptive_effective_multiplier(noise_multiplier: float, count_noise: float) -> float:
+    """Noise multiplier to account for when the clipped-count query (noise σ_b, sensitivity 1 with values in
+    {0, 1}, i.e. σ_b/½ relative to its range) is released with the update (Andrew et al. 2021, Thm. 1):
+    z_eff = (z⁻² + (2σ_b)⁻²)^(−1/2)."""
+    if noise_multiplier <= 0 or count_noise <= 0:
+        raise ValueError("both noise multipliers must be > 0")
+    return (noise_multiplier ** -2 + (2 * count_noise) ** -2) ** -0.5
