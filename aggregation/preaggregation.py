@@ -57,9 +57,15 @@ def bucketing(x: np.ndarray, s: int, f: int, rng: np.random.Generator) -> StepOu
     perm = rng.permutation(n)
     buckets = [perm[i: i + s] for i in range(0, n, s)]
     mixing = np.zeros((len(buckets), n))
+    out = np.empty((len(buckets), x.shape[1]), dtype=x.dtype)
     for j, b in enumerate(buckets):
         mixing[j, b] = 1.0 / len(b)
-    out = mixing.astype(x.dtype) @ x
+        # row sums in place: one read of each input row, one write of each bucket row
+        np.copyto(out[j], x[b[0]])
+        for i in b[1:]:
+            out[j] += x[i]
+        if len(b) > 1:
+            out[j] *= x.dtype.type(1.0 / len(b))
     return StepOutput(out, mixing, min(f, len(buckets)), {"buckets": [b.tolist() for b in buckets]})
 
 

@@ -186,3 +186,14 @@ def test_corrupted_groups_distribution_matches_enumeration() -> None:
     for combo in itertools.combinations(range(n), f):
         counts[len({owner[i] for i in combo})] += 1
     np.testing.assert_allclose(A.corrupted_groups_distribution(sizes, f), counts / counts.sum())
+
+
+def test_bucketing_averages_random_buckets(data) -> None:
+    """Karimireddy, He & Jaggi 2022: a random permutation cut into buckets of s, each averaged."""
+    out = A.bucketing(data, 3, 2, np.random.default_rng(4))
+    buckets = out.info["buckets"]
+    assert sorted(i for b in buckets for i in b) == list(range(len(data)))
+    assert all(len(b) == 3 for b in buckets[:-1]) and 1 <= len(buckets[-1]) <= 3
+    for row, b in zip(out.x, buckets, strict=True):
+        np.testing.assert_allclose(row, data[b].astype(np.float64).mean(0), rtol=1e-5, atol=1e-6)
+    assert out.f == min(2, len(buckets))
