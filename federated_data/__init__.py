@@ -1,0 +1,7 @@
+"""Offline federated datasets and partitions (nothing is downloaded): scikit-learn's bundled digits, the
+FedProx Synthetic(α, β) generator, and IID / Dirichlet label-skew / shard partitions."""
+
+from federated_data.datasets import Dataset, load_digits, synthetic
+from federated_data.partitions import dirichlet, iid, shards
+
+__all__ = ["Dataset", "dirichlet", "iid", "load_digits", "shards", "synthetic"]
