@@ -1,0 +1,143 @@
+"""Trust scores and client selection (docs/trust.md).
+
+Reputation: the beta reputation system (Jøsang & Ismail, Bled eConference 2002). Each client holds (α, β):
+positive and negative evidence plus a prior (α₀, β₀); trust = E[Beta(α, β)] = α / (α + β). Old evidence decays
+towards the prior by a forgetting factor λ per observation, so a client's recent behaviour dominates.
+
+Evidence is measured by the server, never self-reported: for each aggregated unit (a client when groups have
+size 1, else a secure-aggregation group) the aggregation diagnostics give an outlier score o (distance to the
+robust aggregate / median distance; ≈ 1 typical). It maps to negative evidence n = clip((o − 1)/(τ − 1), 0, 1)
+and positive evidence 1 − n; a non-finite update is full negative evidence. A group's evidence is given to
+each of its members: with fresh random groups every round an attacker is in a "bad" group every round,
+an honest client only when it happens to share a group with an attacker, so attackers' trust falls faster
+(group testing).
+
+Selection samples m distinct clients with probability ∝ max(trust, floor) (successive sampling without
+replacement); the floor keeps every non-banned client selectable. A client whose trust is below the ban
+threshold after at least ``min_evidence`` observations is banned. Randomness is injected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TrustParams:
+    prior_alpha: float = 2.0
+    prior_beta: float = 1.0
+    decay: float = 0.9  # λ: weight kept by old evidence at each new observation
+    outlier_threshold: float = 2.5  # τ: outlier score that counts as fully negative evidence
+    floor: float = 0.05  # exploration floor of the selection weight
+    ban_threshold: float = 0.2
+    min_evidence: int = 5
+
+    def __post_init__(self) -> None:
+        if self.prior_alpha <= 0 or self.prior_beta <= 0:
+            raise ValueError("prior alpha and beta must be > 0")
+        if not 0 <= self.decay <= 1:
+            raise ValueError(f"decay must be in [0, 1], got {self.decay}")
+        if not self.outlier_threshold > 1:
+            raise ValueError(f"outlier_threshold must be > 1, got {self.outlier_threshold}")
+        if not 0 < self.floor <= 1 or not 0 <= self.ban_threshold < 1 or self.min_evidence < 0:
+            raise ValueError("need 0 < floor <= 1, 0 <= ban_threshold < 1, min_evidence >= 0")
+
+
+@dataclass
+class ClientTrust:
+    alpha: float
+    beta: float
+    observations: int = 0
+    banned: bool = False
+
+    @property
+    def trust(self) -> float:
+        return self.alpha / (self.alpha + self.beta)
+
+
+def evidence_from_score(outlier_score: float, params: TrustParams) -> tuple[float, float]:
+    """(positive, negative) evidence of one observation from its outlier score (``inf``/``nan`` → negative)."""
+    if not np.isfinite(outlier_score):
+        return 0.0, 1.0
+    neg = float(np.clip((outlier_score - 1.0) / (params.outlier_threshold - 1.0), 0.0, 1.0))
+    return 1.0 - neg, neg
+
+
+@dataclass
+class TrustState:
+    params: TrustParams = field(default_factory=TrustParams)
+    clients: dict[str, ClientTrust] = field(default_factory=dict)
+
+    def ensure(self, client: str) -> ClientTrust:
+        if client not in self.clients:
+            self.clients[client] = ClientTrust(self.params.prior_alpha, self.params.prior_beta)
+        return self.clients[client]
+
+    def trust(self, client: str) -> float:
+        return self.ensure(client).trust
+
+    def observe(self, client: str, positive: float, negative: float) -> None:
+        """Decay old evidence towards the prior, add the new evidence, update the ban flag."""
+        p = self.params
+        c = self.ensure(client)
+        c.alpha = p.prior_alpha + p.decay * (c.alpha - p.prior_alpha) + positive
+        c.beta = p.prior_beta + p.decay * (c.beta - p.prior_beta) + negative
+        c.observations += 1
+        if c.observations >= p.min_evidence and c.trust < p.ban_threshold:
+            c.banned = True
+
+    def observe_units(self, units: list[list[str]], outlier_scores: Any) -> None:
+        """Evidence for one round: ``units[j]`` are the members of unit j (a client, or a group), scored
+        ``outlier_scores[j]`` by the aggregation diagnostics; every member receives the unit's evidence."""
+        scores = np.asarray(outlier_scores, dtype=float)
+        if len(units) != len(scores):
+            raise ValueError(f"{len(units)} units but {len(scores)} scores")
+        for members, score in zip(units, scores, strict=True):
+            pos, neg = evidence_from_score(float(score), self.params)
+            for m in members:
+                self.observe(m, pos, neg)
+
+    def selectable(self, clients: list[str]) -> list[str]:
+        return [c for c in clients if not self.ensure(c).banned]
+
+    def weights(self, clients: list[str]) -> np.ndarray:
+        return np.array([max(self.trust(c), self.params.floor) for c in clients])
+
+    def select(self, clients: list[str], m: int, rng: np.random.Generator) -> list[str]:
+        """m distinct non-banned clients, sampled ∝ max(trust, floor) without replacement (sorted)."""
+        pool = sorted(self.selectable(clients))
+        if m > len(pool):
+            raise ValueError(f"cannot select {m} clients: only {len(pool)} selectable")
+        w = self.weights(pool)
+        chosen = rng.choice(len(pool), size=m, replace=False, p=w / w.sum())
+        return sorted(pool[i] for i in chosen)
+
+    def max_inclusion_probability(self, clients: list[str], m: int) -> float:
+        """An upper bound on any client's probability of being selected in one round (for DP accounting).
+
+        In successive sampling, at each of the m draws client i is picked with probability
+        w_i / (remaining weight) ≤ w_i / (W − S_i), S_i = the m−1 largest other weights; a union bound over the
+        m draws gives P(i) ≤ min(1, m·w_i/(W − S_i))."""
+        pool = sorted(self.selectable(clients))
+        if m >= len(pool):
+            return 1.0
+        w = self.weights(pool)
+        total = float(w.sum())
+        order = np.sort(w)[::-1]
+        best = 0.0
+        for wi in w:
+            others = list(order)
+            others.remove(wi)
+            s_i = float(sum(others[: m - 1]))
+            best = max(best, min(1.0, m * float(wi) / (total - s_i)))
+        return best
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"params": asdict(self.params), "clients": {k: asdict(v) for k, v in self.clients.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrustState:
+        return cls(TrustParams(**data["params"]), {k: ClientTrust(**v) for k, v in data["clients"].items()})
