@@ -47,7 +47,7 @@ def set_parameters(module: nn.Module, params: dict[str, Any]) -> None:
         raise ValueError(f"missing parameters {sorted(missing)}")
     with torch.no_grad():
         for name, p in named.items():
-            value = np.asarray(params[name], dtype=np.float32).reshape(p.shape)
+            value = np.array(params[name], dtype=np.float32).reshape(p.shape)  # a writable copy
             p.copy_(torch.from_numpy(value))
 
 

@@ -30,14 +30,13 @@ MESSAGE_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
     "hello": {"public_key": _STR, "kind": _STR, "versions": _LIST},
     "auth": {"challenge": _STR},
     "ready": {},
-    "secagg": {"group": _INT, "phase": _STR, "payload": _STR},
-    "update": {"group": _INT, "num_samples": _INT},
-    "metrics": {"loss": _FLOAT, "num_samples": _INT},
+    "secagg": {"group": _INT},  # tensor "secagg": one SecAgg+ message (u8)
+    "metrics": {"round": _INT, "loss": _FLOAT, "num_samples": _INT},
     "bye": {"reason": _STR},
     # coordinator → client
     "challenge": {"challenge": _STR, "version": _INT, "coordinator_key": _STR},
     "welcome": {"client_id": _STR, "round": _INT},
-    "task": {"config": _DICT},
+    "task": {"config": _DICT},  # tensor "global_model": the coordinator-signed model file (u8)
     "round_end": {"round": _INT, "status": _STR},
     "error": {"code": _STR, "message": _STR},
 }

@@ -1,0 +1,76 @@
+"""Federation configuration, validated as a whole (e.g. a robust rule's n ≥ … against the group count)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from flcore.modelspec import ModelSpec
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    model: ModelSpec
+    rounds: int = 30
+    clients_per_round: int = 15  # m
+    group_size: int = 3  # s (1: no secure aggregation across clients – each client is its own group)
+    aggregator: str = "median"  # robust pipeline over group means
+    byzantine: int = 0  # f: Byzantine clients to tolerate
+    server_optimizer: str = "fedavg"
+    server_lr: float = 1.0
+    local_epochs: int = 1
+    batch_size: int = 32
+    lr: float = 0.1
+    l2_clip: float = 1.0
+    noise_multiplier: float = 0.0  # z of every released group sum (0: no DP noise)
+    quantization_bits: int = 16
+    modulus_bits: int = 32
+    epsilon: float = math.inf
+    delta: float = 1e-5
+    train_timeout: float = 60.0
+    phase_timeout: float = 20.0
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_groups(self) -> int:
+        return max(1, self.clients_per_round // self.group_size)
+
+    def validate(self) -> None:
+        from aggregation import parse_pipeline
+        from coordinator.optimizers import ServerOptimizer
+        from privacy.client_pipeline import DistributedDPConfig
+
+        if self.rounds < 1 or self.clients_per_round < 1 or self.group_size < 1:
+            raise ValueError("rounds, clients_per_round and group_size must be >= 1")
+        if self.group_size > self.clients_per_round:
+            raise ValueError(f"group_size {self.group_size} > clients_per_round {self.clients_per_round}")
+        g = self.num_groups
+        f_groups = min(self.byzantine, g)
+        try:
+            parse_pipeline(self.aggregator, n=g, f=f_groups)
+        except ValueError as exc:
+            raise ValueError(f"aggregator {self.aggregator!r} over {g} groups of {self.group_size} with "
+                             f"f={self.byzantine} Byzantine clients (≤ {f_groups} corrupted groups): {exc}") from None
+        ServerOptimizer(self.server_optimizer, lr=self.server_lr)
+        dp = self.dp_config()
+        dp.validate(self.group_size + self.clients_per_round % self.group_size)
+        if self.noise_multiplier > 0 and not self.epsilon < math.inf:
+            raise ValueError("DP noise is on but no ε budget is set")
+        if not 0 < self.delta < 1:
+            raise ValueError("delta must be in (0, 1)")
+        if self.train_timeout <= 0 or self.phase_timeout <= 0:
+            raise ValueError("timeouts must be > 0")
+        _ = DistributedDPConfig
+
+    def threshold(self) -> int:
+        """SecAgg+ threshold within a group (strict majority of the k + 1 holders, complete graph)."""
+        k = self.group_size - 1
+        return (k + 1) // 2 + 1 if self.group_size > 1 else 1
+
+    def dp_config(self) -> Any:
+        from privacy.client_pipeline import DistributedDPConfig
+
+        return DistributedDPConfig(self.l2_clip, self.noise_multiplier, self.quantization_bits, self.modulus_bits,
+                                   self.threshold(), self.model.num_parameters())

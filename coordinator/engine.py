@@ -1,0 +1,376 @@
+"""The coordinator engine: a sans-I/O state machine (no sockets, clock or randomness of its own).
+
+Feed it :mod:`coordinator.events` (``Connected``, ``DataReceived``, ``Disconnected``, ``TimerFired``) with the
+current time; execute the returned actions in order (``Send``, ``Close``, ``SetTimer``, ``PersistRound``,
+``Log``). A ``PersistRound`` must be made durable before later actions are executed (the store does it
+atomically).
+
+Round lifecycle: when enough authenticated clients are ready → select m by trust → partition into groups from
+the round's public seed → check the privacy budget → send each client its task (group, SecAgg+ parameters, DP
+parameters, the signed global model) → run SecAgg+ per group, all groups phase by phase, each phase closed when
+every expected client answered or at its deadline → decode the group sums → robust aggregation across groups
+→ server optimizer → evaluate → sign the new model → persist → trust update → round_end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+import mle
+from aggregation import PipelineState, aggregate_groups, parse_pipeline
+from coordinator.config import FederationConfig
+from coordinator.events import (
+    Action,
+    Close,
+    Connected,
+    DataReceived,
+    Disconnected,
+    Log,
+    PersistRound,
+    Send,
+    SetTimer,
+    TimerFired,
+)
+from coordinator.optimizers import OptimizerState, ServerOptimizer, apply_update
+from coordinator.trust import TrustState
+from flcore.protocol import COORDINATOR_ID, PROTOCOL_VERSIONS, Envelope, ProtocolError, ReplayGuard
+from flcore.wire import as_u8, client_id_for, decode, encode, tensor_bytes
+from flcrypto import Crypto, default_crypto
+from privacy.backends import numpy_backend
+from privacy.client_pipeline import decode_sum
+from privacy.dp import BudgetExceeded, PrivacyAccountant, PrivacyBudget, RoundEvent
+from privacy.secagg import GroupConfig, SecAggError, SecAggServer, ThresholdError, partition
+
+Evaluator = Callable[[dict[str, np.ndarray]], dict[str, float]]
+
+
+@dataclass
+class Connection:
+    conn: str
+    kind: str
+    client_id: str | None = None
+    public_key: bytes | None = None
+    challenge: str = ""
+    state: str = "hello"  # hello → auth → ready / busy
+    seq: int = 0
+
+
+@dataclass
+class RoundState:
+    number: int
+    seed: bytes
+    groups: list[list[str]]
+    servers: dict[int, SecAggServer]
+    group_of: dict[str, int]
+    deadline: float
+    phase_index: int = 0
+    failed: dict[int, str] = field(default_factory=dict)
+
+
+class Engine:
+    def __init__(self, config: FederationConfig, identity_seed: bytes, *, seed: int = 0,
+                 evaluator: Evaluator | None = None, crypto: Crypto | None = None,
+                 params: np.ndarray | None = None, state: dict[str, Any] | None = None,
+                 registry: dict[str, bytes] | None = None) -> None:
+        config.validate()
+        self.cfg = config
+        self.crypto = crypto or default_crypto()
+        self.seed = identity_seed
+        self.public_key = self.crypto.ed25519_public_key(identity_seed)
+        self.rng = np.random.default_rng(seed)
+        self.evaluator = evaluator
+        self.spec = config.model
+        self.pipeline = parse_pipeline(config.aggregator)
+        self.optimizer = ServerOptimizer(config.server_optimizer, lr=config.server_lr)
+        self.backend = numpy_backend()
+        self.conns: dict[str, Connection] = {}
+        self.by_client: dict[str, str] = {}
+        self.registry: dict[str, bytes] = dict(registry or {})  # client id → public key
+        self.guard = ReplayGuard()
+        state = state or {}
+        self.round_number = int(state.get("round", 0))
+        self.trust = TrustState.from_dict(state["trust"]) if "trust" in state else TrustState()
+        self.budget = PrivacyBudget(config.epsilon if config.epsilon < math.inf else 1e300, config.delta,
+                                    PrivacyAccountant.from_dict(state.get("accountant", {})))
+        d = self.spec.num_parameters()
+        self.opt_state = OptimizerState.from_dict(state["optimizer"], d) if "optimizer" in state else OptimizerState()
+        self.agg_state = PipelineState.from_dict(state["aggregation"]) if "aggregation" in state else PipelineState()
+        if params is None:
+            init = self.spec.init_parameters(config.seed)
+            params = np.concatenate([np.asarray(init[n], np.float32) for n, _ in self.spec.parameter_shapes()])
+        self.params = params.astype(np.float32)
+        self.model_bytes = self._model_file()
+        self.round: RoundState | None = None
+        self.history: list[dict[str, Any]] = list(state.get("history", []))
+        self.finished = self.round_number >= config.rounds
+        self.stopped_reason = ""
+
+    # ── model files ──────────────────────────────────────────────────────────────────────────────────
+    def params_dict(self) -> dict[str, np.ndarray]:
+        out, pos = {}, 0
+        for name, shape in self.spec.parameter_shapes():
+            n = math.prod(shape)
+            out[name] = self.params[pos: pos + n].reshape(shape)
+            pos += n
+        return out
+
+    def _model_file(self) -> bytes:
+        meta = {"kind": "model", "round": self.round_number, "model": self.spec.to_dict()}
+        return mle.dumps(self.params_dict(), meta, signing_key=self.seed)
+
+    def state(self) -> dict[str, Any]:
+        """Everything a restarted coordinator needs besides the model file."""
+        return {"round": self.round_number, "trust": self.trust.to_dict(),
+                "accountant": self.budget.accountant.to_dict(), "optimizer": self.opt_state.to_dict(),
+                "aggregation": self.agg_state.to_dict(), "history": self.history}
+
+    def epsilon(self) -> float:
+        return self.budget.epsilon_spent()
+
+    # ── event handling ───────────────────────────────────────────────────────────────────────────────
+    def handle(self, event: Any) -> list[Action]:
+        if isinstance(event, Connected):
+            self.conns[event.conn] = Connection(event.conn, event.kind)
+            return []
+        if isinstance(event, Disconnected):
+            return self._disconnected(event.conn, event.now)
+        if isinstance(event, TimerFired):
+            return self._timer(event.name, event.now)
+        if isinstance(event, DataReceived):
+            conn = self.conns.get(event.conn)
+            if conn is None:
+                return []
+            try:
+                return self._frame(conn, event.data, event.now)
+            except ProtocolError as exc:
+                return [self._error(conn, exc.code, exc.message),
+                        Log("warning", f"rejected message on {conn.conn} ({conn.client_id}): {exc}")]
+        raise TypeError(f"unknown event {event!r}")
+
+    def _send(self, conn: Connection, msg_type: str, body: dict[str, Any], round_: int = -1,
+              tensors: dict[str, Any] | None = None) -> Send:
+        env = Envelope(msg_type, COORDINATOR_ID, conn.client_id or "", conn.challenge, conn.seq, round_, body)
+        conn.seq += 1
+        return Send(conn.conn, encode(env, self.seed, tensors))
+
+    def _error(self, conn: Connection, code: str, message: str) -> Send:
+        return self._send(conn, "error", {"code": code, "message": message[:500]})
+
+    def _key_for(self, conn: Connection, env: Envelope) -> bytes | None:
+        if env.type == "hello":
+            try:
+                pk = bytes.fromhex(str(env.body.get("public_key", "")))
+            except ValueError:
+                return None
+            return pk if len(pk) == 32 and client_id_for(pk) == env.sender else None
+        return conn.public_key if conn.client_id == env.sender else None
+
+    def _frame(self, conn: Connection, data: bytes, now: float) -> list[Action]:
+        env, f = decode(data, lambda e: self._key_for(conn, e))
+        if env.recipient != COORDINATOR_ID:
+            raise ProtocolError("misrouted", f"message addressed to {env.recipient!r}")
+        if env.type == "hello":
+            return self._hello(conn, env)
+        if env.session != conn.challenge or conn.state == "hello":
+            raise ProtocolError("replay", "message outside the authenticated session")
+        self.guard.check(env.sender, env.session, env.seq)
+        if env.type == "auth":
+            return self._auth(conn, env, now)
+        if conn.state not in ("authenticated", "ready", "busy"):
+            raise ProtocolError("unexpected", f"{env.type} before authentication")
+        if env.type == "ready":
+            if conn.state == "authenticated":
+                conn.state = "ready"
+            return self._maybe_start(now)
+        if env.type == "secagg":
+            return self._secagg(conn, env, f, now)
+        if env.type == "bye":
+            return [Close(conn.conn, "client said bye")]
+        raise ProtocolError("unexpected", f"unexpected {env.type} message")
+
+    def _hello(self, conn: Connection, env: Envelope) -> list[Action]:
+        versions = [v for v in env.body["versions"] if v in PROTOCOL_VERSIONS]
+        if not versions:
+            raise ProtocolError("version", f"no common protocol version (we speak {PROTOCOL_VERSIONS})")
+        pk = bytes.fromhex(env.body["public_key"])
+        known = self.registry.get(env.sender)
+        if known is not None and known != pk:
+            raise ProtocolError("identity", "client id registered with another key")
+        conn.client_id, conn.public_key = env.sender, pk
+        conn.challenge = self.crypto.random_bytes(32).hex()
+        conn.state, conn.seq = "auth", 0
+        return [self._send(conn, "challenge", {"challenge": conn.challenge, "version": max(versions),
+                                               "coordinator_key": self.public_key.hex()})]
+
+    def _auth(self, conn: Connection, env: Envelope, now: float) -> list[Action]:
+        if conn.state != "auth" or env.body["challenge"] != conn.challenge:
+            raise ProtocolError("handshake", "wrong challenge")
+        assert conn.client_id is not None and conn.public_key is not None
+        old = self.by_client.get(conn.client_id)
+        actions: list[Action] = []
+        if old is not None and old != conn.conn:  # a reconnect replaces the previous connection
+            actions.append(Close(old, "replaced by a new connection"))
+            self.conns.pop(old, None)
+        self.by_client[conn.client_id] = conn.conn
+        self.registry[conn.client_id] = conn.public_key
+        self.trust.ensure(conn.client_id)
+        conn.state = "authenticated"
+        actions.append(self._send(conn, "welcome", {"client_id": conn.client_id, "round": self.round_number}))
+        actions.append(Log("info", f"client {conn.client_id[:8]} authenticated ({conn.kind})"))
+        return actions
+
+    def _disconnected(self, conn_id: str, now: float) -> list[Action]:
+        conn = self.conns.pop(conn_id, None)
+        if conn and conn.client_id and self.by_client.get(conn.client_id) == conn_id:
+            del self.by_client[conn.client_id]
+        return []  # a selected client that left simply stops answering: SecAgg+ treats it as a dropout
+
+    # ── rounds ───────────────────────────────────────────────────────────────────────────────────────
+    def ready_clients(self) -> list[str]:
+        return sorted(c.client_id for c in self.conns.values()
+                      if c.state == "ready" and c.client_id and self.by_client.get(c.client_id) == c.conn)
+
+    def _maybe_start(self, now: float) -> list[Action]:
+        if self.round is not None or self.finished:
+            return []
+        ready = self.trust.selectable(self.ready_clients())
+        if len(ready) < self.cfg.clients_per_round:
+            return []
+        r = self.round_number + 1
+        q = self.trust.max_inclusion_probability(ready, self.cfg.clients_per_round)
+        if self.cfg.noise_multiplier > 0:
+            event = RoundEvent(self.cfg.dp_config().effective_noise_multiplier(), max(q, 1e-9))
+            try:
+                self.budget.check(event)
+            except BudgetExceeded as exc:
+                self.finished, self.stopped_reason = True, str(exc)
+                return [Log("warning", f"privacy budget: {exc}")]
+        selected = self.trust.select(ready, self.cfg.clients_per_round, self.rng)
+        seed = hashlib.blake2b(hashlib.sha256(self.model_bytes).digest() + r.to_bytes(8, "little"),
+                               digest_size=32).digest()  # public: derived from public data only
+        groups = partition(selected, self.cfg.group_size, seed)
+        rs = RoundState(r, seed, groups, {}, {}, now + self.cfg.train_timeout)
+        model_sha = hashlib.sha256(mle.loads(self.model_bytes).body).hexdigest()
+        dp = self.cfg.dp_config()
+        actions: list[Action] = []
+        for g, members in enumerate(groups):
+            keys = {m: self.registry[m] for m in members}
+            gc = GroupConfig(r, g, tuple(members), keys, dp.dimension, dp.modulus_bits, seed)
+            rs.servers[g] = SecAggServer(gc, self.backend, self.crypto)
+            for m in members:
+                rs.group_of[m] = g
+                conn = self.conns[self.by_client[m]]
+                conn.state = "busy"
+                config = {"group": g, "members": members, "identity_keys": {k: v.hex() for k, v in keys.items()},
+                          "public_seed": seed.hex(), "model_sha256": model_sha,
+                          "dp": {"l2_clip": dp.l2_clip, "noise_multiplier": dp.noise_multiplier, "bits": dp.bits,
+                                 "modulus_bits": dp.modulus_bits, "min_contributors": dp.min_contributors,
+                                 "dimension": dp.dimension},
+                          "train": {"epochs": self.cfg.local_epochs, "batch_size": self.cfg.batch_size,
+                                    "lr": self.cfg.lr}}
+                actions.append(self._send(conn, "task", {"config": config}, r,
+                                          {"global_model": as_u8(self.model_bytes)}))
+        self.round = rs
+        actions.append(SetTimer("phase", rs.deadline))
+        actions.append(Log("info", f"round {r}: {len(selected)} clients in {len(groups)} groups"))
+        return actions
+
+    def _secagg(self, conn: Connection, env: Envelope, f: mle.MleFile, now: float) -> list[Action]:
+        rs = self.round
+        if rs is None or env.round != rs.number:
+            raise ProtocolError("stale", f"no round {env.round} in progress")
+        cid = conn.client_id
+        g = rs.group_of.get(cid or "")
+        if g is None or env.body["group"] != g:
+            raise ProtocolError("not_selected", "this client is not in that group this round")
+        if g in rs.failed:
+            raise ProtocolError("group_failed", rs.failed[g])
+        try:
+            rs.servers[g].receive(tensor_bytes(f, "secagg"))
+        except SecAggError as exc:
+            raise ProtocolError("secagg", str(exc)) from None
+        if all(s.phase_complete or s.phase in ("done", "failed") for s in rs.servers.values()):
+            return self._close_phase(now)
+        return []
+
+    def _timer(self, name: str, now: float) -> list[Action]:
+        if name == "phase" and self.round is not None and now >= self.round.deadline:
+            return self._close_phase(now)
+        return []
+
+    def _close_phase(self, now: float) -> list[Action]:
+        rs = self.round
+        assert rs is not None
+        actions: list[Action] = []
+        for g, server in rs.servers.items():
+            if g in rs.failed or server.phase == "done":
+                continue
+            try:
+                out = server.close_phase()
+            except ThresholdError as exc:
+                rs.failed[g] = str(exc)
+                out = getattr(server, "_failure_messages", {})
+                actions.append(Log("warning", f"round {rs.number} group {g} failed: {exc}"))
+            for member, blob in out.items():
+                conn_id = self.by_client.get(member)
+                if conn_id is not None:
+                    actions.append(self._send(self.conns[conn_id], "secagg", {"group": g}, rs.number,
+                                              {"secagg": as_u8(blob)}))
+        if all(s.phase == "done" or g in rs.failed for g, s in rs.servers.items()):
+            return actions + self._finish_round(now)
+        rs.deadline = now + self.cfg.phase_timeout
+        actions.append(SetTimer("phase", rs.deadline))
+        return actions
+
+    def _finish_round(self, now: float) -> list[Action]:
+        rs = self.round
+        assert rs is not None
+        self.round = None
+        done = [(g, s.result) for g, s in sorted(rs.servers.items()) if s.result is not None]
+        participants = [m for grp in rs.groups for m in grp]
+        if not done:
+            return [*self._round_end(participants, rs.number, "failed"),
+                    Log("warning", f"round {rs.number}: every group failed; retrying"), *self._maybe_start(now)]
+        dp = self.cfg.dp_config()
+        sums = np.stack([np.asarray(decode_sum(res.sum, dp, self.backend), dtype=np.float32) for _, res in done])
+        sizes = np.array([len(res.survivors) for _, res in done], dtype=np.float64)
+        result, self.agg_state = aggregate_groups(self.pipeline, sums, sizes, self.cfg.byzantine,
+                                                  state=self.agg_state, rng=self.rng)
+        if self.cfg.noise_multiplier > 0:
+            q = self.trust.max_inclusion_probability(self.trust.selectable(list(self.registry)),
+                                                     self.cfg.clients_per_round)
+            self.budget.spend(RoundEvent(dp.effective_noise_multiplier(), max(q, 1e-9)))
+        self.params, self.opt_state = apply_update(self.optimizer, self.params, result.value.astype(np.float32),
+                                                   self.opt_state)
+        self.round_number = rs.number
+        units = [list(res.survivors) for _, res in done]
+        self.trust.observe_units(units, result.diagnostics.outlier_scores)
+        metrics: dict[str, Any] = {"round": rs.number, "groups": len(rs.groups), "groups_ok": len(done),
+                                   "survivors": int(sizes.sum()), "epsilon": self.epsilon(), "time": now}
+        if self.evaluator is not None:
+            metrics.update(self.evaluator(self.params_dict()))
+        self.history.append(metrics)
+        self.model_bytes = self._model_file()
+        if self.round_number >= self.cfg.rounds:
+            self.finished = True
+        actions: list[Action] = [PersistRound(rs.number, self.model_bytes, self.state())]
+        actions += self._round_end(participants, rs.number, "ok")
+        actions.append(Log("info", f"round {rs.number} done: " + ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items() if k != "time")))
+        return actions + self._maybe_start(now)
+
+    def _round_end(self, participants: list[str], number: int, status: str) -> list[Action]:
+        out: list[Action] = []
+        for m in participants:
+            conn_id = self.by_client.get(m)
+            if conn_id is not None:
+                conn = self.conns[conn_id]
+                conn.state = "authenticated"
+                out.append(self._send(conn, "round_end", {"round": number, "status": status}, number))
+        return out
