@@ -9,6 +9,7 @@ With numpy absent (Pyodide), or ``backend="pure"``, tensors come back as ``memor
 from __future__ import annotations
 
 import array
+import contextlib
 import os
 import struct
 import zlib
@@ -318,4 +319,6 @@ def load(path: str | os.PathLike[str], trusted_keys: Iterable[bytes] | None = No
                        verify_crc=verify_crc, _mmap=mm, _file=f)
     except BaseException:
         f.close()
+        with contextlib.suppress(BufferError):  # a view still referenced from the traceback keeps the map
+            mm.close()
         raise
