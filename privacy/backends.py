@@ -14,10 +14,21 @@ from typing import Any, Protocol
 class Backend(Protocol):
     name: str
 
-    def field_from_bytes(self, data: bytes, d: int, modulus_bits: int) -> Any: ...
+    def field_from_bytes(self, data: bytes, d: int, modulus_bits: int) -> Any:
+        """A read-only little-endian view of ``data`` (no copy) when m is 16 or 32, else a masked copy."""
+        need = d * bytes_per_element(modulus_bits)
+        if len(data) < need:
+            raise ValueError(f"need {need} bytes for {d} elements, got {len(data)}")
+        a = self.np.frombuffer(data, dtype="<u2" if modulus_bits <= 16 else "<u4", count=d)
+        if modulus_bits not in (16, 32):
+            a = a & a.dtype.type((1 << modulus_bits) - 1)
+        return a
+
     def zeros_field(self, d: int, modulus_bits: int) -> Any: ...
     def add_mod(self, a: Any, b: Any, modulus_bits: int) -> Any: ...
     def sub_mod(self, a: Any, b: Any, modulus_bits: int) -> Any: ...
+    def iadd_mod(self, acc: Any, b: Any, modulus_bits: int) -> Any: ...
+    def isub_mod(self, acc: Any, b: Any, modulus_bits: int) -> Any: ...
     def ints_to_field(self, q: Any, modulus_bits: int) -> Any: ...
     def field_to_signed(self, f: Any, modulus_bits: int) -> Any: ...
     def to_list(self, v: Any) -> list: ...
@@ -57,6 +68,14 @@ class PureBackend:
     def sub_mod(self, a: Any, b: Any, modulus_bits: int) -> array.array:
         mask = (1 << modulus_bits) - 1
         return array.array(_storage(modulus_bits), ((x - y) & mask for x, y in zip(a, b, strict=True)))
+
+    def iadd_mod(self, acc: Any, b: Any, modulus_bits: int) -> array.array:
+        """``acc + b mod 2^m``; may reuse ``acc`` (an accumulator the caller owns). Use the return value."""
+        return self.add_mod(acc, b, modulus_bits)
+
+    def isub_mod(self, acc: Any, b: Any, modulus_bits: int) -> array.array:
+        """``acc − b mod 2^m``; may reuse ``acc``. Use the return value."""
+        return self.sub_mod(acc, b, modulus_bits)
 
     def ints_to_field(self, q: Any, modulus_bits: int) -> array.array:
         mask = (1 << modulus_bits) - 1
@@ -126,6 +145,27 @@ class NumpyBackend:
         if modulus_bits not in (16, 32):
             out &= out.dtype.type((1 << modulus_bits) - 1)
         return out
+
+    def iadd_mod(self, acc: Any, b: Any, modulus_bits: int) -> Any:
+        """``acc + b mod 2^m`` computed in place when ``acc`` is a writable array of the field's dtype (an
+        accumulator the caller owns); returns the result."""
+        dt = self._dtype(modulus_bits)
+        if not (isinstance(acc, self.np.ndarray) and acc.dtype == dt and acc.flags.writeable):
+            return self.add_mod(acc, b, modulus_bits)
+        self.np.add(acc, b, out=acc, dtype=dt, casting="unsafe")
+        if modulus_bits not in (16, 32):
+            acc &= dt((1 << modulus_bits) - 1)
+        return acc
+
+    def isub_mod(self, acc: Any, b: Any, modulus_bits: int) -> Any:
+        """``acc − b mod 2^m``, in place like :meth:`iadd_mod`."""
+        dt = self._dtype(modulus_bits)
+        if not (isinstance(acc, self.np.ndarray) and acc.dtype == dt and acc.flags.writeable):
+            return self.sub_mod(acc, b, modulus_bits)
+        self.np.subtract(acc, b, out=acc, dtype=dt, casting="unsafe")
+        if modulus_bits not in (16, 32):
+            acc &= dt((1 << modulus_bits) - 1)
+        return acc
 
     def ints_to_field(self, q: Any, modulus_bits: int) -> Any:
         q64 = self.np.asarray(q, dtype=self.np.int64)

@@ -57,6 +57,10 @@ class GroupConfig:
     def neighbours(self, member: str) -> frozenset[str]:
         return self._graph[member]
 
+    def holders(self, member: str) -> frozenset[str]:
+        """The k + 1 holders of ``member``'s Shamir shares: its neighbours and itself."""
+        return self._graph[member] | {member}
+
     def share_x(self, member: str) -> int:
         """The Shamir x-coordinate of ``member``'s shares (its 1-based index in the sorted members)."""
         return sorted(self.members).index(member) + 1
@@ -73,6 +77,13 @@ def pair_seed(crypto: Crypto, shared_point: bytes, cfg: GroupConfig, a: str, b: 
 
 def self_seed(crypto: Crypto, b_seed: bytes, cfg: GroupConfig, member: str) -> bytes:
     return crypto.blake2b(b"fl-secagg-self" + cfg.context() + _ids(member), key=b_seed)
+
+
+def self_commitment(crypto: Crypto, b_seed: bytes, cfg: GroupConfig, member: str) -> bytes:
+    """Published in the advertisement: a keyed BLAKE2b of the self-mask seed b under a different context than
+    :func:`self_seed` (a PRF output: reveals nothing about the mask). The server checks the b it reconstructs
+    against it, so a wrong share is detected (and its holder named) instead of silently corrupting the sum."""
+    return crypto.blake2b(b"fl-secagg-commit" + cfg.context() + _ids(member), key=b_seed)
 
 
 def share_key(crypto: Crypto, shared_point: bytes, cfg: GroupConfig, a: str, b: str) -> bytes:

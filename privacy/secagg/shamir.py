@@ -6,6 +6,7 @@ field element. Shares are (x, y) with x = 1..n; randomness comes from the caller
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 
 PRIME = (1 << 521) - 1
@@ -38,25 +39,61 @@ def split_at(secret: bytes, xs: list[int], t: int, random_bytes: Callable[[int],
     return shares
 
 
-def combine(shares: Sequence[tuple[int, int]], t: int, length: int = 32) -> bytes:
-    """Lagrange interpolation at 0 from at least t shares with distinct x."""
-    if len(shares) < t:
-        raise ValueError(f"need {t} shares, got {len(shares)}")
-    pts = list(shares)[:t]
+def _lagrange_at(pts: Sequence[tuple[int, int]], x0: int) -> int:
+    """Value at ``x0`` of the unique polynomial of degree < len(pts) through ``pts`` (Lagrange interpolation)."""
     xs = [x for x, _ in pts]
-    if len(set(xs)) != len(xs) or any(not 0 < x < PRIME for x in xs):
-        raise ValueError("share x-coordinates must be distinct and non-zero")
-    secret = 0
+    total = 0
     for i, (xi, yi) in enumerate(pts):
         num, den = 1, 1
         for j, xj in enumerate(xs):
             if i != j:
-                num = num * (-xj) % PRIME
+                num = num * (x0 - xj) % PRIME
                 den = den * (xi - xj) % PRIME
-        secret = (secret + yi * num * pow(den, -1, PRIME)) % PRIME
+        total = (total + yi * num * pow(den, -1, PRIME)) % PRIME
+    return total
+
+
+def _check_points(pts: Sequence[tuple[int, int]]) -> None:
+    xs = [x for x, _ in pts]
+    if len(set(xs)) != len(xs) or any(not 0 < x < PRIME for x in xs):
+        raise ValueError("share x-coordinates must be distinct and non-zero")
+
+
+def combine(shares: Sequence[tuple[int, int]], t: int, length: int = 32) -> bytes:
+    """Lagrange interpolation at 0 from the first t of at least t shares with distinct x."""
+    if len(shares) < t:
+        raise ValueError(f"need {t} shares, got {len(shares)}")
+    pts = list(shares)[:t]
+    _check_points(pts)
+    secret = _lagrange_at(pts, 0)
     if secret >= 1 << (8 * length):
         raise ValueError("reconstructed value does not fit: inconsistent shares")
     return secret.to_bytes(length, "little")
+
+
+def reconstruct(shares: Sequence[tuple[int, int]], t: int, is_valid: Callable[[bytes], bool], length: int = 32,
+                max_attempts: int = 2000) -> tuple[bytes, list[int]]:
+    """Robust reconstruction: a secret that ``is_valid`` accepts (e.g. matches a published commitment or public
+    key), and the x-coordinates of the shares that do not lie on its polynomial (wrong shares).
+
+    Tries the first t shares, then other t-subsets (at most ``max_attempts`` interpolations), so up to
+    ``len(shares) − t`` wrong shares are tolerated. Raises ``ValueError`` if no subset gives a valid secret."""
+    pts = list(shares)
+    if len(pts) < t:
+        raise ValueError(f"need {t} shares, got {len(pts)}")
+    _check_points(pts)
+    for attempt, subset in enumerate(itertools.combinations(pts, t)):
+        if attempt >= max_attempts:
+            break
+        value = _lagrange_at(subset, 0)
+        if value >= 1 << (8 * length):
+            continue
+        secret = value.to_bytes(length, "little")
+        if is_valid(secret):
+            chosen = {x for x, _ in subset}
+            bad = [x for x, y in pts if x not in chosen and _lagrange_at(subset, x) != y]
+            return secret, bad
+    raise ValueError(f"no {t} of the {len(pts)} shares reconstruct a valid secret: too many wrong shares")
 
 
 def encode_share(share: tuple[int, int]) -> bytes:
