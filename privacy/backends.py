@@ -122,13 +122,13 @@ class NumpyBackend:
         return self.np.uint16 if _storage(m) == "H" else self.np.uint32
 
     def field_from_bytes(self, data: bytes, d: int, modulus_bits: int) -> Any:
+        """A read-only little-endian view of ``data`` (no copy) when m is 16 or 32, else a masked copy."""
         need = d * bytes_per_element(modulus_bits)
         if len(data) < need:
             raise ValueError(f"need {need} bytes for {d} elements, got {len(data)}")
-        a = self.np.frombuffer(data, dtype=self._dtype(modulus_bits).__name__, count=d).astype(
-            "<u2" if modulus_bits <= 16 else "<u4")
+        a = self.np.frombuffer(data, dtype="<u2" if modulus_bits <= 16 else "<u4", count=d)
         if modulus_bits not in (16, 32):
-            a &= a.dtype.type((1 << modulus_bits) - 1)
+            a = a & a.dtype.type((1 << modulus_bits) - 1)
         return a
 
     def zeros_field(self, d: int, modulus_bits: int) -> Any:

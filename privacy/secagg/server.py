@@ -128,7 +128,8 @@ class SecAggServer:
         import mle
 
         try:
-            bits, values = decode_masked(blob, "numpy" if self.backend.name == "numpy" else "pure")
+            bits, values = decode_masked(blob, "numpy" if self.backend.name == "numpy" else "pure", self.cfg.round,
+                                         self.cfg.group)
         except (mle.FormatError, KeyError, ValueError) as exc:
             raise ProtocolError(f"masked: not a valid .mle field-element tensor: {exc}") from None
         if bits != self.cfg.modulus_bits or len(values) != self.cfg.vector_length:

@@ -1,18 +1,34 @@
-"""Masked vectors as .mle field-element tensors (what travels in the ``masked`` phase)."""
+"""Masked vectors as .mle field-element tensors (what travels in the ``masked`` phase; see docs/mle-format.md).
+
+The tensor is named ``masked``; the .mle metadata records ``{"kind": "secagg-masked-input", "round", "group"}``.
+The .mle file itself is not signed: it travels inside a SecAgg message whose Ed25519 signature covers every byte,
+so the reader skips the per-tensor CRC32 (``verify_crc=False``) and keeps all structural checks.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+KIND = "secagg-masked-input"
+
 
 def encode_masked(values: Any, modulus_bits: int, round: int, group: int) -> bytes:
+    """``values`` (d field elements mod 2^m; u16 storage when m <= 16, else u32) as .mle bytes."""
     import mle
 
     return mle.dumps({"masked": mle.FieldElements(values, modulus_bits=modulus_bits, check=False)},
-                     {"kind": "secagg-masked-input", "round": round, "group": group})
+                     {"kind": KIND, "round": round, "group": group})
 
 
-def decode_masked(blob: bytes, backend: str = "auto") -> tuple[int, Any]:
+def decode_masked(blob: bytes, backend: str = "auto", round: int | None = None, group: int | None = None
+                  ) -> tuple[int, Any]:
+    """``(modulus_bits, values)`` of a masked-input .mle: a numpy view (``backend="numpy"``) or a memoryview.
+    Raises ``mle.FormatError`` on malformed bytes, ``ValueError`` if it is not a masked input of this round/group."""
     import mle
 
-    return mle.loads(blob, backend=backend).field_values("masked")
+    f = mle.loads(blob, backend=backend, verify_crc=False)
+    meta = f.metadata
+    if meta.get("kind") != KIND or (round is not None and meta.get("round") != round) or \
+            (group is not None and meta.get("group") != group):
+        raise ValueError(f"not a masked input of round {round} group {group}: metadata {dict(meta)}")
+    return f.field_values("masked")
