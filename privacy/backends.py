@@ -12,18 +12,14 @@ from typing import Any, Protocol
 
 
 class Backend(Protocol):
+    """Vector math the clients and the server need. Field vectors hold integers mod 2^m (u16 storage when m <= 16,
+    else u32); ``i*`` methods may update their first argument in place and return the result (always use the
+    return value). Float helpers serve fixed-point encoding and DP."""
+
     name: str
 
-    def field_from_bytes(self, data: bytes, d: int, modulus_bits: int) -> Any:
-        """A read-only little-endian view of ``data`` (no copy) when m is 16 or 32, else a masked copy."""
-        need = d * bytes_per_element(modulus_bits)
-        if len(data) < need:
-            raise ValueError(f"need {need} bytes for {d} elements, got {len(data)}")
-        a = self.np.frombuffer(data, dtype="<u2" if modulus_bits <= 16 else "<u4", count=d)
-        if modulus_bits not in (16, 32):
-            a = a & a.dtype.type((1 << modulus_bits) - 1)
-        return a
-
+    # field elements mod 2^m
+    def field_from_bytes(self, data: bytes, d: int, modulus_bits: int) -> Any: ...
     def zeros_field(self, d: int, modulus_bits: int) -> Any: ...
     def add_mod(self, a: Any, b: Any, modulus_bits: int) -> Any: ...
     def sub_mod(self, a: Any, b: Any, modulus_bits: int) -> Any: ...
@@ -32,6 +28,15 @@ class Backend(Protocol):
     def ints_to_field(self, q: Any, modulus_bits: int) -> Any: ...
     def field_to_signed(self, f: Any, modulus_bits: int) -> Any: ...
     def to_list(self, v: Any) -> list: ...
+
+    # floats and signed integers
+    def from_floats(self, xs: Any) -> Any: ...
+    def first_nonfinite(self, x: Any) -> int | None: ...
+    def l2_norm(self, x: Any) -> float: ...
+    def scale(self, x: Any, c: float) -> Any: ...
+    def stochastic_round(self, x: Any, clip: float, scale: float, uniforms: Any) -> Any: ...
+    def add_ints(self, a: Any, b: Any) -> Any: ...
+    def ints_to_floats(self, q: Any, inv_scale: float) -> Any: ...
 
 
 def _storage(m: int) -> str:
@@ -89,6 +94,16 @@ class PureBackend:
         return list(v)
 
     # float helpers used by fixed point / DP
+    def from_floats(self, xs: Any) -> list[float]:
+        return [float(v) for v in xs]
+
+    def first_nonfinite(self, x: Any) -> int | None:
+        """Index of the first NaN/±inf, or ``None``."""
+        for i, v in enumerate(x):
+            if not math.isfinite(v):
+                return i
+        return None
+
     def l2_norm(self, x: Any) -> float:
         return math.sqrt(math.fsum(float(v) * float(v) for v in x))
 
@@ -178,6 +193,13 @@ class NumpyBackend:
 
     def to_list(self, v: Any) -> list:
         return self.np.asarray(v).tolist()
+
+    def from_floats(self, xs: Any) -> Any:
+        return self.np.asarray(xs, dtype=self.np.float64)
+
+    def first_nonfinite(self, x: Any) -> int | None:
+        bad = self.np.flatnonzero(~self.np.isfinite(self.np.asarray(x, dtype=self.np.float64)))
+        return int(bad[0]) if bad.size else None
 
     def l2_norm(self, x: Any) -> float:
         a = self.np.asarray(x, dtype=self.np.float64)

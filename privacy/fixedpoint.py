@@ -40,16 +40,25 @@ class FixedPointConfig:
 def quantize(x: Any, cfg: FixedPointConfig, stream: RandomStream, backend: Any) -> Any:
     """Clip each coordinate to ±c and round ``x·scale`` to a neighbouring integer, up with probability equal to
     the fractional part (unbiased: E[q] = clip(x)·scale)."""
+    bad = backend.first_nonfinite(x)
+    if bad is not None:
+        raise ValueError(f"quantize: coordinate {bad} is not finite ({x[bad]})")
     n = len(x)
     return backend.stochastic_round(x, cfg.clip, cfg.scale(), stream.uniforms(n, backend))
 
 
 def encode(x: Any, cfg: FixedPointConfig, stream: RandomStream, backend: Any) -> Any:
+    """:func:`quantize` then reduce mod 2^m: the field elements a client feeds to SecAgg+. (Distributed DP adds its
+    integer noise between the two steps: ``backend.ints_to_field(quantize(...) + noise, m)``.)"""
     return backend.ints_to_field(quantize(x, cfg, stream, backend), cfg.modulus_bits)
 
 
 def decode_sum(field_sum: Any, cfg: FixedPointConfig, count: int, backend: Any) -> Any:
-    """Centered lift of a sum of ``count`` encodings mod 2^m, divided by the scale: the float sum."""
+    """Centered lift of a sum of ``count`` encodings mod 2^m, divided by the scale: the float sum.
+
+    Exact when the integer sum lies in (−2^(m−1), 2^(m−1)), which ``count`` quantized inputs guarantee when
+    m ≥ B + ⌈log2 count⌉; raises ``ValueError`` otherwise (the sum may have wrapped around)."""
     if count < 1:
         raise ValueError("count must be >= 1")
+    cfg.validate(count)
     return backend.ints_to_floats(backend.field_to_signed(field_sum, cfg.modulus_bits), 1.0 / cfg.scale())

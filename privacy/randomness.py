@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import array
 import struct
+import sys
 from typing import Any
 
 from flcrypto import Crypto, default_crypto
 
 
 class RandomStream:
+    """Uniform randomness from libsodium's ChaCha20 PRG (through the :mod:`flcrypto` interface), deterministic
+    given its 32-byte seed. Request i returns ``PRG(BLAKE2b(key=seed, "fl-rand" ‖ u64le(i)), n)``."""
+
     def __init__(self, seed: bytes, crypto: Crypto | None = None) -> None:
         if len(seed) != 32:
             raise ValueError(f"RandomStream seed must be 32 bytes, got {len(seed)}")
@@ -25,6 +29,7 @@ class RandomStream:
 
     @classmethod
     def from_os(cls, crypto: Crypto | None = None) -> RandomStream:
+        """A stream seeded with 32 bytes from the OS CSPRNG (``crypto.random_bytes``)."""
         c = crypto or default_crypto()
         return cls(c.random_bytes(32), c)
 
@@ -37,12 +42,16 @@ class RandomStream:
         return self._crypto.prg(sub, n)
 
     def uint32(self, n: int, backend: Any = None) -> Any:
+        """``n`` uniform 32-bit unsigned integers (little endian from the stream)."""
         raw = self.bytes(4 * n)
         if backend is not None and backend.name == "numpy":
             import numpy as np
 
             return np.frombuffer(raw, dtype="<u4")
-        return array.array("I", raw)
+        out = array.array("I", raw) if array.array("I").itemsize == 4 else array.array("L", raw)
+        if sys.byteorder != "little":
+            out.byteswap()
+        return out
 
     def uniforms(self, n: int, backend: Any = None) -> Any:
         """``n`` floats uniform in [0, 1) with 53 random bits each."""
