@@ -359,6 +359,12 @@ def test_identity_and_config_validation() -> None:
         GroupConfig(1, 0, cfg.members, cfg.identity_keys, 8, 16, b"s" * 32, threshold=5)
     with pytest.raises(ValueError, match="public_seed"):
         GroupConfig(1, 0, cfg.members, cfg.identity_keys, 8, 16, b"s" * 31)
+    with pytest.raises(ValueError, match="member id 'server' is invalid"):
+        GroupConfig(1, 0, ("server", "a"), {"server": bytes(32), "a": bytes(32)}, 8, 16, b"s" * 32)
+    with pytest.raises(ValueError, match="u64"):
+        GroupConfig(-1, 0, cfg.members, cfg.identity_keys, 8, 16, b"s" * 32)
+    with pytest.raises(ValueError, match="32-byte"):
+        GroupConfig(1, 0, cfg.members, {**cfg.identity_keys, "client-00": b"x"}, 8, 16, b"s" * 32)
     with pytest.raises(ValueError, match="modulus_bits"):
         GroupConfig(1, 0, cfg.members, cfg.identity_keys, 8, 33, b"s" * 32)
     assert decode_survivors(encode_survivors(("b", "a"))) == ("a", "b")

@@ -29,13 +29,21 @@ class GroupConfig:
     degree: int | None = None
     threshold: int | None = None
     _graph: dict[str, frozenset[str]] = field(default_factory=dict, compare=False, repr=False)
+    _x: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if len(set(self.members)) != len(self.members) or len(self.members) < 1:
             raise ValueError("members must be distinct and non-empty")
+        if not (0 <= self.round < 1 << 64 and 0 <= self.group < 1 << 32):
+            raise ValueError(f"round must fit in u64 and group in u32, got {self.round}, {self.group}")
+        for m in self.members:
+            if not m or m == "server" or len(m.encode("utf-8")) > 1024:
+                raise ValueError(f"member id {m!r} is invalid (empty, 'server', or longer than 1024 bytes)")
         missing = [m for m in self.members if m not in self.identity_keys]
         if missing:
             raise ValueError(f"no identity key for {missing}")
+        if any(len(self.identity_keys[m]) != 32 for m in self.members):
+            raise ValueError("identity keys must be 32-byte Ed25519 public keys")
         if self.vector_length < 1:
             raise ValueError("vector_length must be >= 1")
         bytes_per_element(self.modulus_bits)
@@ -45,6 +53,7 @@ class GroupConfig:
         if not 1 <= self.t <= k + 1:
             raise ValueError(f"threshold must be in 1..k+1 = 1..{k + 1}, got {self.t}")
         object.__setattr__(self, "_graph", neighbour_graph(list(self.members), k, self.public_seed))
+        object.__setattr__(self, "_x", {u: i + 1 for i, u in enumerate(sorted(self.members))})
 
     @property
     def k(self) -> int:
@@ -63,7 +72,7 @@ class GroupConfig:
 
     def share_x(self, member: str) -> int:
         """The Shamir x-coordinate of ``member``'s shares (its 1-based index in the sorted members)."""
-        return sorted(self.members).index(member) + 1
+        return self._x[member]
 
     def context(self) -> bytes:
         return struct.pack("<QI", self.round, self.group)
