@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from coordinator.store import Store, StoreError
+from coordinator.store import MIGRATIONS, SCHEMA_VERSION, RoundRecord, Store, StoreError
+from coordinator.trust import TrustParams, TrustState
 
 
 def test_round_trip(tmp_path) -> None:
@@ -23,8 +24,8 @@ def test_round_trip(tmp_path) -> None:
     assert not s.register_client("c1", b"k" * 32, "native")
     with pytest.raises(StoreError, match="another key"):
         s.register_client("c1", b"x" * 32, "native")
-    s.commit_round(1, b"model-1", {"trust": {"c1": 0.5}}, {"accuracy": 0.5})
-    s.commit_round(2, b"model-2", {"trust": {"c1": 0.6}}, {"accuracy": 0.7})
+    s.commit_round(1, b"model-1", {"scores": {"c1": 0.5}}, {"accuracy": 0.5})
+    s.commit_round(2, b"model-2", {"scores": {"c1": 0.6}}, {"accuracy": 0.7})
     with pytest.raises(StoreError, match="not after"):
         s.commit_round(2, b"again", {}, {})
     s.log_event("rejected", {"client": "c1", "reason": "bad signature"}, 2)
@@ -32,9 +33,92 @@ def test_round_trip(tmp_path) -> None:
     t = Store(tmp_path)
     cp = t.latest_checkpoint()
     assert cp is not None and cp.round == 2 and cp.model_path.read_bytes() == b"model-2"
-    assert cp.state == {"trust": {"c1": 0.6}} and cp.metrics == {"accuracy": 0.7}
+    assert cp.state == {"scores": {"c1": 0.6}} and cp.metrics == {"accuracy": 0.7}
     assert t.client_key("c1") == b"k" * 32 and [r for r, _ in t.metrics()] == [1, 2]
     assert t.events("rejected")[0][2]["reason"] == "bad signature"
+    assert t.metric_series("accuracy") == [(1, 0.5), (2, 0.7)]
+    c = t.get_client("c1")
+    assert c is not None and c.kind == "native" and not c.banned and t.get_client("nobody") is None
+    with pytest.raises(StoreError, match="JSON"):
+        t.commit_round(3, b"m", {"x": float("nan")}, {})
+    with pytest.raises(StoreError, match=r"TrustState.to_dict"):
+        t.commit_round(3, b"m", {"trust": {"c1": 0.5}}, {})
+    assert t.latest_round() == 2 and not t.model_path(3).exists()
+
+
+def test_commit_records_trust_ledger_seed_and_resumes_them(tmp_path) -> None:
+    s = Store.open(tmp_path)
+    for cid in ("a", "b"):
+        s.register_client(cid, cid.encode() * 32, "browser")
+    trust = TrustState(TrustParams(ban_threshold=0.4, min_evidence=3))
+    events: list[dict] = []
+    for r in (1, 2, 3):
+        s.begin_round(RoundRecord(r, seed=f"{r:064x}", started_at=100.0 * r))
+        trust.observe_units([["a"], ["b"]], [1.0, 9.0])
+        events.append({"noise_multiplier": 1.0, "sampling_rate": 0.5, "count": 1})
+        s.commit_round(RoundRecord(r, completed_at=100.0 * r + 5), f"model-{r}".encode(),
+                       {"round": r, "trust": trust.to_dict(), "accountant": {"events": list(events)}},
+                       {"accuracy": 0.1 * r, "note": "text is kept in the JSON only"})
+    s.set_config("task", {"model": "mlp"})
+    s.close()
+    with Store.open(tmp_path) as t:
+        cp = t.latest_completed_round()
+        assert cp.round == 3 and cp.seed == f"{3:064x}" and cp.model_path.name == "round-000003.mle"
+        assert TrustState.from_dict(cp.trust).trust("b") == trust.trust("b")
+        assert cp.accountant == {"events": events}
+        assert [r for r, _ in t.dp_ledger()] == [1, 2, 3]
+        assert t.trust_table() == {"a": trust.trust("a"), "b": trust.trust("b")}
+        assert t.metric_series("accuracy") == [(1, 0.1), (2, 0.2), (3, pytest.approx(0.3))]
+        assert t.get_config("task") == {"model": "mlp"} and t.get_config("missing", 7) == 7
+        assert trust.ensure("b").banned and t.get_client("b").banned and not t.get_client("a").banned
+        # the accountant's history cannot be rewritten
+        with pytest.raises(StoreError, match="cannot be rewritten"):
+            t.commit_round(4, b"m4", {"accountant": {"events": events[:1]}}, {})
+        assert t.latest_round() == 3
+
+
+def test_interrupted_round_is_marked_and_redone(tmp_path) -> None:
+    s = Store(tmp_path)
+    s.commit_round(1, b"m1", {}, {})
+    s.begin_round(RoundRecord(2, seed="ab"))
+    s.close()
+    t = Store(tmp_path)
+    assert t.round_status(2) == "interrupted" and t.latest_round() == 1
+    t.commit_round(2, b"m2", {}, {})
+    assert t.round_status(2) == "completed" and t.latest_completed_round().seed == "ab"
+    with pytest.raises(StoreError, match="not after"):
+        t.begin_round(RoundRecord(2))
+    with pytest.raises(StoreError, match=">= 1"):
+        RoundRecord(0)
+
+
+def test_migrates_a_version_1_database_and_refuses_a_newer_one(tmp_path) -> None:
+    import sqlite3
+
+    (tmp_path / "models").mkdir()
+    db = sqlite3.connect(tmp_path / Store.DB_NAME)
+    db.executescript(MIGRATIONS[0])
+    db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    db.execute("INSERT INTO rounds VALUES (1, 5.0, 'round-000001.mle', ?, '{\"round\": 1}', '{}')",
+               (hashlib.sha256(b"old").hexdigest(),))
+    db.commit()
+    db.close()
+    (tmp_path / "models" / "round-000001.mle").write_bytes(b"old")
+    s = Store(tmp_path)
+    assert s.schema_version() == SCHEMA_VERSION
+    cp = s.latest_completed_round()
+    assert cp.round == 1 and cp.state == {"round": 1} and s.round_status(1) == "completed"
+    s.commit_round(2, b"new", {}, {"loss": 1.0})
+    s.db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION + 1),))
+    s.close()
+    with pytest.raises(StoreError, match="newer"):
+        Store(tmp_path)
+
+
+def test_garbage_database_is_a_typed_error(tmp_path) -> None:
+    (tmp_path / Store.DB_NAME).write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="not a usable SQLite"):
+        Store(tmp_path)
 
 
 def test_crash_between_model_write_and_commit_resumes_previous_round(tmp_path) -> None:
@@ -64,11 +148,12 @@ WRITER = textwrap.dedent("""
     import os, sys
     from coordinator.store import Store
     s = Store(sys.argv[1])
-    last = s.latest_round() or 0
-    r = last
+    r = s.latest_round() or 0
     while True:
         r += 1
-        s.commit_round(r, os.urandom(200_000) + r.to_bytes(8, "little"), {"round": r}, {"n": r})
+        events = [{"round": k} for k in range(1, r + 1)]
+        s.commit_round(r, os.urandom(200_000) + r.to_bytes(8, "little"),
+                       {"round": r, "accountant": {"events": events}}, {"n": r})
         print(r, flush=True)
 """)
 
@@ -88,7 +173,8 @@ def test_sigkill_at_random_moments_leaves_a_consistent_store(tmp_path) -> None:
         p.wait()
         s = Store(tmp_path)
         cp = s.latest_checkpoint()
-        assert cp is not None and cp.round > seen and cp.state == {"round": cp.round}
+        assert cp is not None and cp.round > seen and cp.state["round"] == cp.round
+        assert [e["round"] for _, e in s.dp_ledger()] == list(range(1, cp.round + 1))
         assert hashlib.sha256(cp.model_path.read_bytes()).hexdigest() == cp.model_sha256
         assert cp.model_path.read_bytes()[-8:] == cp.round.to_bytes(8, "little")
         # every model file on disk belongs to a committed round
