@@ -19,6 +19,7 @@ threshold after at least ``min_evidence`` observations is banned. Randomness is 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -104,36 +105,19 @@ class TrustState:
         return [c for c in clients if not self.ensure(c).banned]
 
     def weights(self, clients: list[str]) -> np.ndarray:
-        return np.array([max(self.trust(c), self.params.floor) for c in clients])
+        return _weights([self.trust(c) for c in clients], self.params.floor)
 
     def select(self, clients: list[str], m: int, rng: np.random.Generator) -> list[str]:
         """m distinct non-banned clients, sampled ∝ max(trust, floor) without replacement (sorted)."""
-        pool = sorted(self.selectable(clients))
-        if m > len(pool):
-            raise ValueError(f"cannot select {m} clients: only {len(pool)} selectable")
-        w = self.weights(pool)
-        chosen = rng.choice(len(pool), size=m, replace=False, p=w / w.sum())
-        return sorted(pool[i] for i in chosen)
+        pool = self.selectable(clients)
+        return select(pool, m, {c: self.trust(c) for c in pool}, rng, self.params.floor)
 
     def max_inclusion_probability(self, clients: list[str], m: int) -> float:
-        """An upper bound on any client's probability of being selected in one round (for DP accounting).
-
-        In successive sampling, at each of the m draws client i is picked with probability
-        w_i / (remaining weight) ≤ w_i / (W − S_i), S_i = the m−1 largest other weights; a union bound over the
-        m draws gives P(i) ≤ min(1, m·w_i/(W − S_i))."""
-        pool = sorted(self.selectable(clients))
-        if m >= len(pool):
-            return 1.0
-        w = self.weights(pool)
-        total = float(w.sum())
-        order = np.sort(w)[::-1]
-        best = 0.0
-        for wi in w:
-            others = list(order)
-            others.remove(wi)
-            s_i = float(sum(others[: m - 1]))
-            best = max(best, min(1.0, m * float(wi) / (total - s_i)))
-        return best
+        """Upper bound on any selectable client's per-round selection probability (see the module function).
+        ``clients`` must be the pool :meth:`select` will sample from (a smaller pool means larger
+        probabilities)."""
+        pool = self.selectable(clients)
+        return max_inclusion_probability([self.trust(c) for c in pool], m, self.params.floor)
 
     def to_dict(self) -> dict[str, Any]:
         return {"params": asdict(self.params), "clients": {k: asdict(v) for k, v in self.clients.items()}}
@@ -141,3 +125,54 @@ class TrustState:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrustState:
         return cls(TrustParams(**data["params"]), {k: ClientTrust(**v) for k, v in data["clients"].items()})
+
+
+def select(clients: list[str], m: int, trust: Mapping[str, float], rng: np.random.Generator,
+           floor: float) -> list[str]:
+    """Sample ``m`` distinct clients without replacement, each draw picking a remaining client with probability
+    ∝ max(trust, floor) (successive sampling). Returns them sorted. The caller removes banned clients first.
+    Randomness comes only from ``rng`` (the engine's seeded generator: selection is not secret, but must be
+    reproducible for the simulation harness)."""
+    pool = sorted(set(clients))
+    if len(pool) != len(clients):
+        raise ValueError("duplicate client ids in the selection pool")
+    if not 0 < floor <= 1:
+        raise ValueError(f"floor must be in (0, 1], got {floor}")
+    if isinstance(m, bool) or not isinstance(m, int) or m < 0:
+        raise ValueError(f"m must be an integer >= 0, got {m!r}")
+    if m > len(pool):
+        raise ValueError(f"cannot select {m} clients: only {len(pool)} selectable")
+    w = _weights([trust[c] for c in pool], floor)
+    # numpy's choice(replace=False, p=…) is successive sampling: each new pick ∝ the remaining weights
+    chosen = rng.choice(len(pool), size=m, replace=False, p=w / w.sum())
+    return sorted(pool[i] for i in chosen)
+
+
+def max_inclusion_probability(trust_values: Any, m: int, floor: float) -> float:
+    """An upper bound on any client's probability of being among the ``m`` selected in one round (the
+    subsampling rate q the DP accountant needs).
+
+    With weights w = max(trust, floor), total W: at each of the m successive draws, given that client i has not
+    been picked yet, the remaining weight is at least W − S_i (S_i = the m − 1 largest *other* weights), so
+    i is picked with probability ≤ w_i / (W − S_i); a union bound over the m draws gives
+    P(i selected) ≤ min(1, m·w_i / (W − S_i)). The bound is exact for m = 1 and tight for equal weights
+    (m/n · n/(n − m + 1)); 1 when m ≥ n."""
+    w = _weights(trust_values, floor)
+    n = len(w)
+    if m >= n:
+        return 1.0
+    if m <= 0:
+        return 0.0
+    total = float(w.sum())
+    top = np.sort(w)[::-1][:m]
+    # S_i: if w_i is among the m − 1 largest, the other m − 1 largest are top[:m] minus w_i; else top[:m − 1]
+    s_without = np.where(w >= top[m - 2] if m >= 2 else np.zeros(n, bool),
+                         top.sum() - w, top[: m - 1].sum())
+    return float(min(1.0, np.max(m * w / (total - s_without))))
+
+
+def _weights(trust_values: Any, floor: float) -> np.ndarray:
+    t = np.asarray(trust_values, dtype=float)
+    if t.ndim != 1 or not np.all(np.isfinite(t)) or np.any(t < 0) or np.any(t > 1):
+        raise ValueError("trust values must be a 1-D array of numbers in [0, 1]")
+    return np.maximum(t, floor)

@@ -6,7 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from coordinator.trust import TrustParams, TrustState, evidence_from_score
+from coordinator.trust import (
+    TrustParams,
+    TrustState,
+    evidence_from_score,
+    max_inclusion_probability,
+    select,
+)
 from privacy.secagg import partition
 
 
@@ -20,20 +26,24 @@ def test_evidence_mapping() -> None:
     assert evidence_from_score(float("nan"), p) == (0.0, 1.0)
 
 
-def test_group_evidence_singles_out_persistent_attackers() -> None:
+@pytest.mark.parametrize("seed", range(8))
+def test_group_evidence_singles_out_persistent_attackers(seed: int) -> None:
     """15 clients, 2 persistent attackers, fresh random groups of 3 each round (from a public seed): a group
-    containing an attacker scores as an outlier, others ≈ 1 with noise. After 30 rounds both attackers' trust is
-    below every honest client's."""
-    rng = np.random.default_rng(0)
+    containing an attacker scores as an outlier, N(3, 1), honest groups |N(1, 0.5)| – the two distributions
+    overlap. After 30 rounds both attackers' trust is below every honest client's."""
+    rng = np.random.default_rng(seed)
     clients = [f"c{i:02d}" for i in range(15)]
     attackers = {"c03", "c11"}
     state = TrustState(TrustParams(ban_threshold=0.0))
     for r in range(30):
-        groups = partition(clients, 3, r.to_bytes(32, "little"))
-        scores = [(rng.uniform(2.0, 6.0) if set(g) & attackers else abs(rng.normal(1.0, 0.3))) for g in groups]
+        groups = partition(clients, 3, (seed * 1000 + r).to_bytes(32, "little"))
+        scores = [max(0.0, rng.normal(3.0, 1.0)) if set(g) & attackers else abs(rng.normal(1.0, 0.5))
+                  for g in groups]
         state.observe_units(groups, scores)
     honest_min = min(state.trust(c) for c in clients if c not in attackers)
     assert max(state.trust(a) for a in attackers) < honest_min
+    # the evidence is group-level only: an honest client grouped with an attacker did get negative evidence
+    assert honest_min < TrustParams().prior_alpha / (TrustParams().prior_alpha + TrustParams().prior_beta)
 
 
 def test_floor_keeps_everyone_selectable_and_bans_apply() -> None:
@@ -82,3 +92,66 @@ def test_serialization_round_trip() -> None:
     s.observe("b", 0.0, 1.0)
     t = TrustState.from_dict(s.to_dict())
     assert t.trust("a") == s.trust("a") and t.trust("b") == s.trust("b") and t.params == s.params
+
+
+def _exact_inclusion(w: list[float], m: int) -> list[float]:
+    """Successive sampling's inclusion probabilities by enumerating every ordered draw sequence."""
+    from itertools import permutations
+
+    n, total = len(w), sum(w)
+    p = [0.0] * n
+    for seq in permutations(range(n), m):
+        prob, left = 1.0, total
+        for i in seq:
+            prob *= w[i] / left
+            left -= w[i]
+        for i in seq:
+            p[i] += prob
+    return p
+
+
+def test_inclusion_bound_against_exact_enumeration() -> None:
+    rng = np.random.default_rng(4)
+    for _ in range(30):
+        n = int(rng.integers(2, 7))
+        m = int(rng.integers(1, n + 1))
+        t = rng.uniform(0, 1, n)
+        t[rng.integers(n)] = 0.0  # below the floor
+        w = np.maximum(t, 0.05).tolist()
+        exact = max(_exact_inclusion(w, m))
+        bound = max_inclusion_probability(t, m, 0.05)
+        assert exact <= bound + 1e-12, (t, m, exact, bound)
+        if m == 1:
+            assert bound == pytest.approx(exact)
+    # equal weights: m/(n − m + 1), against the exact m/n
+    assert max_inclusion_probability([0.5] * 10, 3, 0.05) == pytest.approx(3 / 8)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        max_inclusion_probability([0.5, float("nan")], 1, 0.05)
+
+
+def test_module_select_validates_and_is_reproducible() -> None:
+    trust = {f"c{i}": 0.5 for i in range(6)}
+    a = select(list(trust), 3, trust, np.random.default_rng(9), 0.1)
+    assert a == select(list(trust), 3, trust, np.random.default_rng(9), 0.1) and len(set(a)) == 3
+    with pytest.raises(ValueError, match="duplicate"):
+        select(["c0", "c0"], 1, trust, np.random.default_rng(0), 0.1)
+    with pytest.raises(ValueError, match="only 6"):
+        select(list(trust), 7, trust, np.random.default_rng(0), 0.1)
+
+
+def test_default_ban_threshold_spares_honest_clients_grouped_with_attackers() -> None:
+    """With the defaults, 30 rounds of the scenario above (banned clients leave the pool) ban no honest client,
+    although honest clients share outlier groups with the attackers."""
+    clients = [f"c{i:02d}" for i in range(15)]
+    attackers = {"c03", "c11"}
+    banned_attackers = 0
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        state = TrustState()
+        for r in range(30):
+            groups = partition(state.selectable(clients), 3, (seed * 1000 + r).to_bytes(32, "little"))
+            state.observe_units(groups, [max(0.0, rng.normal(3.0, 1.0)) if set(g) & attackers
+                                         else abs(rng.normal(1.0, 0.5)) for g in groups])
+        assert not any(state.ensure(c).banned for c in clients if c not in attackers)
+        banned_attackers += sum(state.ensure(a).banned for a in attackers)
+    assert banned_attackers > 0
