@@ -20,11 +20,13 @@ from aggregation.groups import (
     aggregate_groups,
     corrupted_groups_distribution,
     corrupted_groups_tail,
+    f_groups_at_risk,
     group_means,
+    prob_at_most_corrupted_groups,
     worst_case_corrupted_groups,
 )
 from aggregation.means import mean, weighted_mean
-from aggregation.pipeline import Pipeline, PipelineState, Step, aggregate, parse_pipeline
+from aggregation.pipeline import Pipeline, PipelineState, Step, aggregate, parse_pipeline, validate_pipeline
 from aggregation.preaggregation import bucketing, clip_norms, nnm
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "clip_norms",
     "corrupted_groups_distribution",
     "corrupted_groups_tail",
+    "f_groups_at_risk",
     "fltrust",
     "geometric_median",
     "gram_sq_distances",
@@ -54,8 +57,10 @@ __all__ = [
     "multi_krum",
     "nnm",
     "parse_pipeline",
+    "prob_at_most_corrupted_groups",
     "server_momentum",
     "trimmed_mean",
+    "validate_pipeline",
     "weighted_mean",
     "worst_case_corrupted_groups",
 ]

@@ -117,6 +117,14 @@ def check_weights(weights: Any, n: int) -> FloatArray | None:
     return w
 
 
+def no_weights(weights: Any, rule: str) -> None:
+    """Rules defined by counting inputs (order statistics, selection of one input) have no per-input weights
+    in their papers; rather than silently ignore weights, refuse them."""
+    if weights is not None:
+        raise ValueError(f"{rule}: the rule counts inputs and has no per-input weights in its paper's "
+                         f"definition; pass weights=None (docs/aggregation.md, 'Weights')")
+
+
 def finite_rows(x: FloatArray) -> np.ndarray:
     """Boolean mask of rows without NaN/Inf (one BLAS dot per row; no (n, d) temporary)."""
     return finite_rows_and_norms(x)[0]
@@ -166,6 +174,10 @@ def gram_sq_distances(x: FloatArray) -> np.ndarray:
     if not np.all(np.isfinite(g)):
         x64 = x.astype(np.float64)
         g = x64 @ x64.T
+    return _sq_distances_from_gram(g)
+
+
+def _sq_distances_from_gram(g: np.ndarray) -> np.ndarray:
     diag = np.diag(g).copy()
     d2 = diag[:, None] + diag[None, :] - 2.0 * g
     np.maximum(d2, 0.0, out=d2)
@@ -208,6 +220,21 @@ def split_finite_norms(x: FloatArray, weights: FloatArray | None
     if not finite.any():
         raise ValueError("every input contains NaN or Inf: nothing to aggregate")
     return x[finite], finite, (None if weights is None else weights[finite]), norms2
+
+
+def split_finite_gram(x: FloatArray) -> tuple[FloatArray, np.ndarray, np.ndarray, np.ndarray]:
+    """Non-finite exclusion fused with the Gram matrix: (finite rows, finite mask, their pairwise squared
+    distances, squared norms of the caller's rows).
+
+    ``X·Xᵀ`` has a NaN/Inf in row i iff input i has one (or overflows float32), so the common all-finite case
+    costs the one Gram matrix and no separate pass; otherwise rows are checked exactly and the Gram matrix of
+    the finite rows is recomputed (in float64 where float32 overflows)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        g = (x @ x.T).astype(np.float64)
+    if np.all(np.isfinite(g)):
+        return x, np.ones(x.shape[0], bool), _sq_distances_from_gram(g), np.diag(g).copy()
+    xs, finite, _, norms2 = split_finite_norms(x, None)
+    return xs, finite, gram_sq_distances(xs), norms2
 
 
 def threads() -> int:

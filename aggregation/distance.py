@@ -20,10 +20,11 @@ from aggregation.core import (
     AggregationResult,
     check_f,
     check_matrix,
+    check_weights,
     column_chunks,
-    gram_sq_distances,
     make_diagnostics,
-    split_finite_norms,
+    no_weights,
+    split_finite_gram,
 )
 
 
@@ -43,13 +44,16 @@ def krum_scores(d2: np.ndarray, f: int, members: np.ndarray | None = None) -> np
     return part.sum(axis=1)
 
 
-def krum(x: Any, f: int) -> AggregationResult:
-    """Krum: the input with the lowest score (Blanchard et al. 2017). Requires n ≥ 2f+3."""
+def krum(x: Any, f: int, weights: Any = None) -> AggregationResult:
+    """Krum: the input with the lowest score (Blanchard et al. 2017). Requires n ≥ 2f+3.
+
+    The output is one of the inputs, so per-input weights have no meaning: ``weights`` must be None."""
     x = check_matrix(x)
-    xs, finite, _, norms_all = split_finite_norms(x, None)
+    no_weights(weights, "krum")
+    xs, finite, d2, norms_all = split_finite_gram(x)
     n = xs.shape[0]
     check_f(n, f, "krum", lambda k: 2 * k + 3, "2f+3")
-    scores = krum_scores(gram_sq_distances(xs), f)
+    scores = krum_scores(d2, f)
     best = int(np.argmin(scores))
     value = xs[best].copy()
     sel = np.zeros(n, bool)
@@ -57,32 +61,44 @@ def krum(x: Any, f: int) -> AggregationResult:
     return AggregationResult(value, make_diagnostics("krum", x, finite, value, sel, scores, norms2=norms_all))
 
 
-def multi_krum(x: Any, f: int, m: int | None = None) -> AggregationResult:
+def multi_krum(x: Any, f: int, m: int | None = None, weights: Any = None) -> AggregationResult:
     """Multi-Krum: the mean of the m inputs with the lowest Krum scores (default m = n − f).
-    Requires n ≥ 2f+3 and 1 ≤ m ≤ n."""
+    Requires n ≥ 2f+3 and 1 ≤ m ≤ n. With ``weights`` the selected inputs are averaged with them (selection
+    is by score only, as in the paper)."""
     x = check_matrix(x)
-    xs, finite, _, norms_all = split_finite_norms(x, None)
+    w = check_weights(weights, x.shape[0])
+    xs, finite, d2, norms_all = split_finite_gram(x)
+    if w is not None:
+        w = w[finite]
     n = xs.shape[0]
     check_f(n, f, "multi_krum", lambda k: 2 * k + 3, "2f+3")
     m = n - f if m is None else m
     if not 1 <= m <= n:
         raise ValueError(f"multi_krum: m must be in [1, n={n}], got {m}")
-    scores = krum_scores(gram_sq_distances(xs), f)
+    scores = krum_scores(d2, f)
     chosen = np.argsort(scores, kind="stable")[:m]
     sel = np.zeros(n, bool)
     sel[chosen] = True
-    value = xs[np.sort(chosen)].mean(axis=0, dtype=np.float64 if xs.dtype == np.float64 else np.float32)
+    idx = np.sort(chosen)
+    if w is None:
+        value = xs[idx].mean(axis=0, dtype=np.float64 if xs.dtype == np.float64 else np.float32)
+    else:
+        if w[idx].sum() <= 0:
+            raise ValueError("multi_krum: the selected inputs all have zero weight")
+        value = ((w[idx] / w[idx].sum()).astype(xs.dtype) @ xs[idx]).astype(xs.dtype)
     return AggregationResult(value, make_diagnostics("multi_krum", x, finite, value, sel, scores, {"m": m}, norms2=norms_all))
 
 
-def bulyan(x: Any, f: int) -> AggregationResult:
-    """Bulyan over Krum (El Mhamdi et al. 2018). Requires n ≥ 4f+3."""
+def bulyan(x: Any, f: int, weights: Any = None) -> AggregationResult:
+    """Bulyan over Krum (El Mhamdi et al. 2018). Requires n ≥ 4f+3.
+
+    Bulyan counts inputs (selection and coordinate-wise trimming), so ``weights`` must be None."""
     x = check_matrix(x)
-    xs, finite, _, norms_all = split_finite_norms(x, None)
+    no_weights(weights, "bulyan")
+    xs, finite, d2, norms_all = split_finite_gram(x)
     n, d = xs.shape
     check_f(n, f, "bulyan", lambda k: 4 * k + 3, "4f+3")
     theta, beta = n - 2 * f, n - 4 * f
-    d2 = gram_sq_distances(xs)
     remaining = np.arange(n)
     chosen: list[int] = []
     first_scores = krum_scores(d2, f)

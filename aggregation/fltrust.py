@@ -12,11 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from aggregation.core import AggregationResult, check_matrix, make_diagnostics, split_finite_norms
+from aggregation.core import AggregationResult, check_matrix, make_diagnostics, no_weights, split_finite_norms
 
 
-def fltrust(x: Any, root_update: Any) -> AggregationResult:
+def fltrust(x: Any, root_update: Any, weights: Any = None) -> AggregationResult:
+    """FLTrust aggregate of ``x`` given the server's ``root_update`` g0. The paper weights inputs by their trust
+    scores only, so ``weights`` must be None. ``diagnostics.scores`` are the trust scores."""
     x = check_matrix(x)
+    no_weights(weights, "fltrust")
     g0 = np.asarray(root_update, dtype=np.float64)
     if g0.shape != (x.shape[1],):
         raise ValueError(f"fltrust: root update must have shape ({x.shape[1]},), got {g0.shape}")

@@ -26,7 +26,10 @@ from aggregation.core import (
 
 def geometric_median(x: Any, weights: Any = None, tol: float = 1e-6, nu: float = 1e-6,
                      max_iter: int = 1000) -> AggregationResult:
-    """Smoothed-Weiszfeld geometric median with convergence tolerance ``tol`` (relative objective change)."""
+    """Smoothed-Weiszfeld geometric median (weighted by ``weights`` if given, the α_i of the paper).
+
+    Stops when a step moves the iterate by at most ``tol · (1 + ‖z‖)``; ``max_iter`` is a safety cap, and
+    ``diagnostics.extra`` reports ``iterations``, ``converged`` and the smoothed ``objective``."""
     x = check_matrix(x)
     w = check_weights(weights, x.shape[0])
     if not tol > 0 or not nu > 0 or max_iter < 1:

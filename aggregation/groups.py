@@ -52,7 +52,9 @@ def aggregate_groups(pipeline: str | Pipeline, group_sums: Any, group_sizes: Any
     if fg < 0 or fg > g:
         raise ValueError(f"f_groups must be in [0, G={g}], got {fg}")
     p = pipeline if isinstance(pipeline, Pipeline) else parse_pipeline(pipeline)
-    res, st = p(means, fg, weights=sizes, state=state, rng=rng, root_update=root_update)
+    # sizes weight the rules that average (mean, wmean, gm, cc, mkrum's final mean); counting rules (median,
+    # trmean, krum, bulyan, fltrust) take every group once, as the f_groups precondition counts groups
+    res, st = p(means, fg, weights=sizes, state=state, rng=rng, root_update=root_update, unit="groups")
     res.diagnostics.extra["f_groups"] = fg
     res.diagnostics.extra["group_sizes"] = sizes
     return res, st
@@ -91,3 +93,22 @@ def corrupted_groups_tail(group_sizes: list[int] | tuple[int, ...], f: int, k: i
     """P(more than k groups are corrupted) under a random partition."""
     dist = corrupted_groups_distribution(group_sizes, f)
     return float(dist[k + 1:].sum())
+
+
+def prob_at_most_corrupted_groups(group_sizes: list[int] | tuple[int, ...], f: int, k: int) -> float:
+    """P(at most k groups are corrupted) when f attackers land in a uniformly random partition with these group
+    sizes (the expected-case counterpart of the worst case ``min(f, G)``). For equal groups of size s this is
+    the multivariate-hypergeometric occupancy law: P(exactly j groups hit) =
+    C(G, j) · Σ_i (−1)^i C(j, i) C((j − i)s, f) / C(Gs, f)."""
+    dist = corrupted_groups_distribution(group_sizes, f)
+    return float(min(1.0, dist[: max(k, -1) + 1].sum()))
+
+
+def f_groups_at_risk(group_sizes: list[int] | tuple[int, ...], f: int, risk: float) -> int:
+    """The smallest k with P(more than k groups corrupted) ≤ ``risk``: an expected-case f_groups a caller may
+    pass to :func:`aggregate_groups` if it accepts that risk per round (the default stays the worst case)."""
+    if not 0.0 <= risk < 1.0:
+        raise ValueError(f"risk must be in [0, 1), got {risk}")
+    dist = corrupted_groups_distribution(group_sizes, f)
+    tail = 1.0 - np.cumsum(dist)
+    return int(np.flatnonzero(tail <= risk + 1e-15)[0])

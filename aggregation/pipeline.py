@@ -14,7 +14,7 @@ exactly one aggregator, then optionally ``momentum``.
 | ``median`` | coordinate-wise median | n ≥ 2f+1 |
 | ``trmean`` / ``trmean(f=…)`` / ``trmean(frac=…)`` | coordinate-wise trimmed mean | n ≥ 2b+1 |
 | ``krum`` | Krum | n ≥ 2f+3 |
-| ``mkrum`` / ``mkrum(m=…)`` | Multi-Krum | n ≥ 2f+3 |
+| ``mkrum`` / ``mkrum(m=…)`` | Multi-Krum (weighted mean of the selected when weights are given) | n ≥ 2f+3 |
 | ``bulyan`` | Bulyan over Krum | n ≥ 4f+3 |
 | ``gm(tol=…)`` | geometric median (smoothed Weiszfeld) | n ≥ 2f+1 |
 | ``cc(tau=…, iters=…)`` | centered clipping (stateful) | n ≥ 2f+1 |
@@ -162,8 +162,10 @@ class Pipeline:
     def aggregator(self) -> Step:
         return next(s for s in self.steps if s.name in AGGREGATORS)
 
-    def validate(self, n: int, f: int, has_weights: bool = False, has_root_update: bool = False) -> None:
-        """Check the whole pipeline's preconditions for n inputs of which f may be Byzantine."""
+    def validate(self, n: int, f: int, has_weights: bool = False, has_root_update: bool = False,
+                 unit: str = "") -> None:
+        """Check the whole pipeline's preconditions for n inputs of which f may be Byzantine (``unit`` names
+        the inputs in messages, e.g. ``"groups"``)."""
         if isinstance(f, bool) or not isinstance(f, int) or f < 0:
             raise ValueError(f"f must be a non-negative integer, got {f!r}")
         if n < 1:
@@ -180,7 +182,8 @@ class Pipeline:
             need, formula = _required_n(step, cur_f)
             if cur_n < need:
                 where = f" after {'|'.join(str(s) for s in self.steps[:i])}" if i else ""
-                raise ValueError(f"{step.name} needs n >= {formula}: got n={cur_n}, f={cur_f}{where} "
+                what = f" {unit}" if unit else ""
+                raise ValueError(f"{step.name} needs n >= {formula}: got n={cur_n}{what}, f={cur_f}{where} "
                                  f"(needs n >= {need})")
             if step.name == "wmean" and not has_weights:
                 raise ValueError("wmean needs per-input weights")
@@ -200,14 +203,14 @@ class Pipeline:
                     raise ValueError(f"momentum: beta must be in [0, 1), got {beta!r}")
 
     def __call__(self, x: Any, f: int, *, weights: Any = None, state: PipelineState | None = None,
-                 rng: np.random.Generator | None = None, root_update: Any = None
+                 rng: np.random.Generator | None = None, root_update: Any = None, unit: str = ""
                  ) -> tuple[AggregationResult, PipelineState]:
         """Run the pipeline. Non-finite inputs are dropped first (and reported); preconditions are checked on
         the finite inputs. Returns the result (diagnostics refer to the caller's rows) and the new state."""
         x = check_matrix(x)
         w = check_weights(weights, x.shape[0])
         xs, finite, ws, norms_all = split_finite_norms(x, w)
-        self.validate(len(xs), f, has_weights=ws is not None, has_root_update=root_update is not None)
+        self.validate(len(xs), f, has_weights=ws is not None, has_root_update=root_update is not None, unit=unit)
         state = state or PipelineState()
         new_state = PipelineState(dict(state.cc), dict(state.momentum))
         cur, cur_f, cur_w = xs, f, ws
@@ -258,7 +261,7 @@ class Pipeline:
         if name == "krum":
             return krum(x, f)
         if name == "mkrum":
-            return multi_krum(x, f, a.get("m"))
+            return multi_krum(x, f, a.get("m"), weights=w)
         if name == "bulyan":
             return bulyan(x, f)
         if name == "gm":
@@ -307,10 +310,20 @@ def parse_pipeline(spec: str | list[str] | list[dict[str, Any]], n: int | None =
     return p
 
 
+def validate_pipeline(spec: str | Pipeline | list[Any], n: int, f: int, *, unit: str = "",
+                      has_weights: bool = False, has_root_update: bool = False) -> Pipeline:
+    """Parse ``spec`` and check every step's precondition for n inputs of which f may be Byzantine; raises
+    ``ValueError`` stating the failed precondition, e.g. ``krum needs n >= 2f+3: got n=5 groups, f=2``.
+    Returns the parsed pipeline."""
+    p = spec if isinstance(spec, Pipeline) else parse_pipeline(spec)
+    p.validate(n, f, has_weights=has_weights, has_root_update=has_root_update, unit=unit)
+    return p
+
+
 def aggregate(spec: str | Pipeline, x: Any, f: int, **kwargs: Any) -> tuple[AggregationResult, PipelineState]:
     """One-shot: parse (if needed) and run a pipeline."""
     p = spec if isinstance(spec, Pipeline) else parse_pipeline(spec)
     return p(x, f, **kwargs)
 
 
-__all__ = ["Pipeline", "PipelineState", "Step", "aggregate", "parse_pipeline", "parse_step"]
+__all__ = ["Pipeline", "PipelineState", "Step", "aggregate", "parse_pipeline", "parse_step", "validate_pipeline"]

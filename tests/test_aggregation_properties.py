@@ -190,7 +190,7 @@ def test_group_mode() -> None:
     # uneven sizes
     res_w, _ = A.aggregate_groups("mean", sums[:2], [3, 1], f_clients=0)
     np.testing.assert_allclose(res_w.value, (sums[0] + sums[1]) / 4)
-    with pytest.raises(ValueError, match=r"krum needs n >= 2f\+3: got n=5, f=2"):
+    with pytest.raises(ValueError, match=r"krum needs n >= 2f\+3: got n=5 groups, f=2"):
         A.aggregate_groups("krum", sums, [3] * 5, f_clients=2)
     # 5 attackers among 25 clients in groups of 5: all 5 groups corrupted with positive probability
     dist = A.corrupted_groups_distribution([5] * 5, 5)
