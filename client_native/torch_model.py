@@ -40,15 +40,24 @@ def get_parameters(module: nn.Module) -> dict[str, np.ndarray]:
 
 
 def set_parameters(module: nn.Module, params: dict[str, Any]) -> None:
-    """Load parameters (numpy arrays or flat lists) by name; shapes must match."""
+    """Load parameters (numpy arrays or flat lists) by name. Every parameter must be given, with the right
+    number of finite entries; unknown names are rejected. Nothing is changed if any check fails."""
     named = dict(module.named_parameters())
-    missing = set(named) - set(params)
-    if missing:
-        raise ValueError(f"missing parameters {sorted(missing)}")
+    missing, unknown = set(named) - set(params), set(params) - set(named)
+    if missing or unknown:
+        raise ValueError(f"parameter names differ from the module's: missing {sorted(missing)}, "
+                         f"unknown {sorted(unknown)}")
+    values = {}
+    for name, p in named.items():
+        value = np.array(params[name], dtype=np.float32)  # a writable copy
+        if value.size != p.numel():
+            raise ValueError(f"parameter {name}: {value.size} values for shape {tuple(p.shape)}")
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"parameter {name} has non-finite values")
+        values[name] = value.reshape(p.shape)
     with torch.no_grad():
         for name, p in named.items():
-            value = np.array(params[name], dtype=np.float32).reshape(p.shape)  # a writable copy
-            p.copy_(torch.from_numpy(value))
+            p.copy_(torch.from_numpy(values[name]))
 
 
 def flatten(params: dict[str, np.ndarray], spec: ModelSpec) -> np.ndarray:

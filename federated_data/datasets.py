@@ -45,7 +45,7 @@ def synthetic(alpha: float, beta: float, num_clients: int, *, dim: int = 60, num
     """FedProx's Synthetic(α, β) (Li et al., MLSys'20, "Federated Optimization in Heterogeneous Networks"):
     client k draws u_k ~ N(0, α), B_k ~ N(0, β); model W_k, b_k ~ N(u_k, 1); feature mean v_k with entries
     ~ N(B_k, 1); x ~ N(v_k, Σ) with Σ = diag(j^−1.2); y = argmax softmax(W_k x + b_k). Sample counts follow a
-    power law (lognormal as in the reference code) unless ``samples_per_client`` bounds are given.
+    power law (lognormal(4, 2) + 50 as in the reference code, capped at 5,000 here) unless ``samples_per_client`` bounds are given.
     Returns per-client (x, y) lists."""
     if alpha < 0 or beta < 0 or num_clients < 1:
         raise ValueError("alpha and beta must be >= 0 and num_clients >= 1")

@@ -52,3 +52,24 @@ def test_synthetic_shapes_and_heterogeneity() -> None:
     spread_hi = np.std([x.mean() for x in xs])
     spread_lo = np.std([x.mean() for x in xs0])
     assert spread_hi > spread_lo  # β controls how far clients' feature means drift apart
+
+
+def test_synthetic_follows_the_definition() -> None:
+    """x ~ N(v_k, diag(j^−1.2)) per client, and labels are the argmax of a linear model: a (nearly)
+    unregularized linear classifier separates a client's data almost perfectly."""
+    from sklearn.linear_model import LogisticRegression
+
+    xs, ys = synthetic(0.5, 0.5, 3, samples_per_client=(4000, 4000), seed=1)
+    x = xs[0].astype(np.float64)
+    var = x.var(axis=0)
+    expected = np.arange(1, 61) ** -1.2
+    np.testing.assert_allclose(var, expected, rtol=0.15)
+    off = np.cov(x.T) - np.diag(np.diag(np.cov(x.T)))
+    assert np.abs(off).max() < 0.05
+    clf = LogisticRegression(C=1e4, max_iter=3000).fit(x, ys[0])
+    assert clf.score(x, ys[0]) > 0.97
+    # default sample counts: the reference's power law lognormal(4, 2) + 50 (capped)
+    counts = [len(y) for y in synthetic(0.0, 0.0, 30, seed=2)[1]]
+    assert min(counts) >= 50 and max(counts) <= 5000 and np.median(counts) < 200 < max(counts)
+    with pytest.raises(ValueError):
+        synthetic(-1.0, 0.0, 3)

@@ -54,3 +54,27 @@ def test_init_is_deterministic_and_in_range() -> None:
     assert a == b and a != CNN.init_parameters(2)
     assert all(abs(v) <= 1 / 3 for v in a["0.weight"])  # fan_in 9
     assert len(a["4.weight"]) == 640
+
+
+def test_size_limits() -> None:
+    from flcore import modelspec
+
+    with pytest.raises(ValueError, match=r"1\.\.64 layers"):
+        ModelSpec((10,), (ReLU(),) * (modelspec.MAX_LAYERS + 1) + (Linear(10, 10),), 10)
+    with pytest.raises(ValueError, match="exceed the limit"):
+        mlp([10_000, 10_000, 10])
+    with pytest.raises(ValueError, match="positive integer"):
+        ModelSpec((1, 8, 8), (MaxPool2d(2, 0), Flatten(), Linear(16, 10)), 10)
+    with pytest.raises(ValueError, match=r"needs input \(C, H, W\)"):
+        ModelSpec((64,), (MaxPool2d(2), Flatten(), Linear(64, 10)), 10)
+
+
+def test_parameter_layout_is_torch_layout() -> None:
+    """Shapes are torch's (Linear (out, in), Conv2d (out, in, kh, kw)); init bounds are 1/√fan_in."""
+    spec = ModelSpec((3, 6, 6), (Conv2d(3, 2, 3, stride=2), Flatten(), Linear(8, 4)), 4)
+    assert spec.parameter_shapes() == [("0.weight", (2, 3, 3, 3)), ("0.bias", (2,)), ("2.weight", (4, 8)),
+                                       ("2.bias", (4,))]
+    init = spec.init_parameters(0)
+    assert {k: len(v) for k, v in init.items()} == {"0.weight": 54, "0.bias": 2, "2.weight": 32, "2.bias": 4}
+    assert max(abs(v) for v in init["0.weight"] + init["0.bias"]) <= 1 / 27 ** 0.5
+    assert max(abs(v) for v in init["2.weight"]) > 0.5 / 8 ** 0.5  # spread over the range, not tiny

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from client_native.torch_model import (
@@ -90,3 +91,54 @@ def test_local_training_on_digits_learns() -> None:
     _, acc = evaluate(m, data.x_test, data.y_test)
     assert acc > 0.9 > acc0 and np.isfinite(loss)
     assert set(delta) == {n for n, _ in spec.parameter_shapes()}
+
+
+def test_set_parameters_rejects_bad_input_atomically() -> None:
+    spec = mlp([4, 3, 2])
+    m = build_module(spec)
+    before = get_parameters(m)
+    good = {k: np.zeros(v.shape, np.float32) for k, v in before.items()}
+    for bad, msg in (({**good, "0.bias": np.zeros(4)}, "0.bias: 4 values"),
+                     ({k: v for k, v in good.items() if k != "2.weight"}, "missing"),
+                     ({**good, "9.weight": np.zeros(1)}, "unknown"),
+                     ({**good, "2.bias": np.array([0.0, np.nan])}, "non-finite")):
+        with pytest.raises(ValueError, match=msg):
+            set_parameters(m, bad)
+        after = get_parameters(m)
+        assert all(np.array_equal(after[k], before[k]) for k in before)
+
+
+def test_train_local_delta_and_determinism() -> None:
+    data = load_digits()
+    spec = mlp([64, 16, 10])
+    init = spec.init_parameters(0)
+    runs = []
+    for _ in range(2):
+        m = build_module(spec)
+        set_parameters(m, init)
+        delta, _ = train_local(m, data.x_train[:200], data.y_train[:200], epochs=2, batch_size=16, lr=0.05,
+                               momentum=0.9, seed=3)
+        after = get_parameters(m)
+        for k, v in delta.items():
+            np.testing.assert_allclose(v, after[k] - np.asarray(init[k], np.float32).reshape(v.shape), atol=1e-6)
+        runs.append(delta)
+    assert all(np.array_equal(runs[0][k], runs[1][k]) for k in runs[0])
+    with pytest.raises(ValueError, match="non-empty"):
+        train_local(build_module(spec), data.x_train[:0], data.y_train[:0])
+
+
+def test_one_sgd_step_equals_manual_gradient_step() -> None:
+    """One full-batch SGD step: the delta is −lr · ∇ of the mean softmax cross-entropy, computed here in numpy
+    from the definition for a one-layer model (∇W = (softmax(xWᵀ + b) − onehot(y))ᵀ x / n)."""
+    rng = np.random.default_rng(1)
+    spec = ModelSpec((5,), (Linear(5, 3),), 3)
+    m = build_module(spec)
+    x, y = rng.normal(size=(8, 5)).astype(np.float32), rng.integers(0, 3, 8)
+    p = get_parameters(m)
+    logits = x.astype(np.float64) @ p["0.weight"].T + p["0.bias"]
+    sm = np.exp(logits - logits.max(1, keepdims=True))
+    sm /= sm.sum(1, keepdims=True)
+    g = (sm - np.eye(3)[y]) / len(x)
+    delta, _ = train_local(m, x, y, epochs=1, batch_size=8, lr=0.5, seed=0)
+    np.testing.assert_allclose(delta["0.weight"], -0.5 * g.T @ x, atol=1e-5)
+    np.testing.assert_allclose(delta["0.bias"], -0.5 * g.sum(0), atol=1e-5)
