@@ -79,13 +79,15 @@ def multi_krum(x: Any, f: int, m: int | None = None, weights: Any = None) -> Agg
     chosen = np.argsort(scores, kind="stable")[:m]
     sel = np.zeros(n, bool)
     sel[chosen] = True
-    idx = np.sort(chosen)
-    if w is None:
-        value = xs[idx].mean(axis=0, dtype=np.float64 if xs.dtype == np.float64 else np.float32)
-    else:
-        if w[idx].sum() <= 0:
-            raise ValueError("multi_krum: the selected inputs all have zero weight")
-        value = ((w[idx] / w[idx].sum()).astype(xs.dtype) @ xs[idx]).astype(xs.dtype)
+    # the (weighted) mean of the selected rows as one matrix-vector product over all rows (zero coefficients
+    # for the others): no copy of the selected rows
+    coef = sel.astype(np.float64) if w is None else np.where(sel, w, 0.0)
+    if coef.sum() <= 0:
+        raise ValueError("multi_krum: the selected inputs all have zero weight")
+    with np.errstate(over="ignore", invalid="ignore"):
+        value = (coef.astype(xs.dtype) @ xs) / xs.dtype.type(coef.sum())
+    if not np.all(np.isfinite(value)):  # float32 overflow on huge finite inputs
+        value = ((coef / coef.sum()) @ xs.astype(np.float64)).astype(xs.dtype)
     return AggregationResult(value, make_diagnostics("multi_krum", x, finite, value, sel, scores, {"m": m}, norms2=norms_all))
 
 
@@ -110,14 +112,18 @@ def bulyan(x: Any, f: int, weights: Any = None) -> AggregationResult:
     sel_idx = np.array(sorted(chosen))
     out = np.empty(d, dtype=xs.dtype)
 
+    lo, hi = (theta - 1) // 2, theta // 2
+    span = np.arange(beta)
+
     def work(a: int, b: int) -> None:
         t = np.ascontiguousarray(xs[sel_idx, a:b].T)  # (cols, θ)
         t.sort(axis=1)
-        lo, hi = (theta - 1) // 2, theta // 2
         med = (t[:, lo] + t[:, hi]) * t.dtype.type(0.5)
-        dev = np.abs(t - med[:, None])
-        closest = np.argpartition(dev, beta - 1, axis=1)[:, :beta] if beta < theta else None
-        vals = t if closest is None else np.take_along_axis(t, closest, axis=1)
+        # In sorted order the β values closest to the median are a contiguous window t[s : s+β]; its start is
+        # the number of windows whose left end is farther from the median than the value just past their right
+        # end (a monotone condition; ties keep the smaller value). No partition or argsort needed.
+        start = np.count_nonzero((med[:, None] - t[:, : theta - beta]) > (t[:, beta:] - med[:, None]), axis=1)
+        vals = np.take_along_axis(t, start[:, None] + span[None, :], axis=1)
         out[a:b] = vals.mean(axis=1, dtype=np.float64 if xs.dtype == np.float64 else np.float32)
 
     column_chunks(d, work)
