@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -133,8 +134,7 @@ def finite_rows(x: FloatArray) -> np.ndarray:
 def finite_rows_and_norms(x: FloatArray) -> tuple[np.ndarray, np.ndarray]:
     """(finite-row mask, squared row norms) in one pass: ``x_i·x_i`` is NaN/Inf iff the row has a NaN/Inf,
     except when huge finite values overflow float32, which is re-checked exactly for those rows."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        norms2 = np.array([float(np.dot(r, r)) for r in x], dtype=np.float64)
+    norms2 = _row_dots(x)
     ok = np.isfinite(norms2)
     for i in np.flatnonzero(~ok):
         if np.all(np.isfinite(x[i])):
@@ -144,11 +144,42 @@ def finite_rows_and_norms(x: FloatArray) -> tuple[np.ndarray, np.ndarray]:
     return ok, norms2
 
 
+def _row_dots(x: FloatArray) -> np.ndarray:
+    """``x_i·x_i`` per row (float32 BLAS dot, may overflow to inf), rows split across threads."""
+    def dot(r: np.ndarray) -> float:
+        with np.errstate(over="ignore", invalid="ignore"):
+            return float(np.dot(r, r))
+
+    k = threads()
+    if k == 1 or x.shape[0] * x.shape[1] < 1 << 20:
+        return np.array([dot(r) for r in x], dtype=np.float64)
+    with ThreadPoolExecutor(max_workers=k) as pool:
+        return np.array(list(pool.map(dot, x)), dtype=np.float64)
+
+
+def scale_rows(x: FloatArray, factors: np.ndarray) -> FloatArray:
+    """A new array with row i multiplied by ``factors[i]`` (row blocks in parallel threads: first-touch page
+    faults of the new array and the multiply both scale with threads)."""
+    out = np.empty_like(x)
+    f = factors.astype(x.dtype)
+    k = threads()
+    if k == 1 or x.size < 1 << 20:
+        np.multiply(x, f[:, None], out=out)
+        return out
+    bounds = np.linspace(0, x.shape[0], min(k, x.shape[0]) + 1).astype(int)
+
+    def work(a: int, b: int) -> None:
+        np.multiply(x[a:b], f[a:b, None], out=out[a:b])
+
+    with ThreadPoolExecutor(max_workers=k) as pool:
+        list(pool.map(lambda ab: work(*ab), itertools.pairwise(bounds)))
+    return out
+
+
 def sq_norms(x: FloatArray) -> np.ndarray:
     """Squared row norms as float64, without an (n, d) temporary (BLAS dot per row; rows whose float32 dot
     overflows are recomputed in float64)."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        out = np.array([float(np.dot(r, r)) for r in x], dtype=np.float64)
+    out = _row_dots(x)
     for i in np.flatnonzero(~np.isfinite(out)):
         r = x[i].astype(np.float64)
         out[i] = float(np.dot(r, r))

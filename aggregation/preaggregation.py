@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aggregation.core import gram_sq_distances, sq_norms
+from aggregation.core import gram_sq_distances, scale_rows, sq_norms
 
 
 @dataclass
@@ -45,7 +45,7 @@ def clip_norms(x: np.ndarray, c: float | str, f: int) -> StepOutput:
         raise ValueError(f"clip: threshold must be > 0, got {c}")
     with np.errstate(divide="ignore"):
         factors = np.minimum(1.0, threshold / np.where(norms > 0, norms, np.inf))
-    out = x * factors.astype(x.dtype)[:, None] if np.any(factors < 1) else x
+    out = scale_rows(x, factors) if np.any(factors < 1) else x
     return StepOutput(out, np.diag(factors), f, {"threshold": threshold, "factors": factors})
 
 
