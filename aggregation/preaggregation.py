@@ -15,11 +15,12 @@ so diagnostics can be traced back to the original inputs.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-from aggregation.core import gram_sq_distances, scale_rows, sq_norms
+from aggregation.core import gram_sq_distances, scale_rows, sq_norms, threads
 
 
 @dataclass
@@ -58,14 +59,25 @@ def bucketing(x: np.ndarray, s: int, f: int, rng: np.random.Generator) -> StepOu
     buckets = [perm[i: i + s] for i in range(0, n, s)]
     mixing = np.zeros((len(buckets), n))
     out = np.empty((len(buckets), x.shape[1]), dtype=x.dtype)
-    for j, b in enumerate(buckets):
-        mixing[j, b] = 1.0 / len(b)
+
+    def fill(j: int) -> None:
         # row sums in place: one read of each input row, one write of each bucket row
+        b = buckets[j]
         np.copyto(out[j], x[b[0]])
         for i in b[1:]:
             out[j] += x[i]
         if len(b) > 1:
             out[j] *= x.dtype.type(1.0 / len(b))
+
+    for j, b in enumerate(buckets):
+        mixing[j, b] = 1.0 / len(b)
+    k = threads()
+    if k == 1 or x.size < 1 << 20:
+        for j in range(len(buckets)):
+            fill(j)
+    else:
+        with ThreadPoolExecutor(max_workers=k) as pool:
+            list(pool.map(fill, range(len(buckets))))
     return StepOutput(out, mixing, min(f, len(buckets)), {"buckets": [b.tolist() for b in buckets]})
 
 
