@@ -1,0 +1,116 @@
+""":class:`WasmBackend`: the :class:`privacy.backends.Backend` of the browser, with the heavy vector math in the
+WASM kernel and results bit-identical to :class:`privacy.backends.PureBackend` (it is a subclass: whatever it
+does not override is the pure-Python reference itself).
+
+In the kernel: addition/subtraction mod 2^m (SecAgg+ masking), reduction of integers mod 2^m, stochastic
+rounding (binary64, same operations in the same order as the pure backend), scaling, the finiteness check.
+Kept in Python on purpose: ``l2_norm`` (``math.fsum`` is exactly rounded; a faster float sum would change the
+clipping factor in the last bit), the discrete-Gaussian sampler (needs ``log``/``exp`` bit-identical to the
+platform's libm; see docs/browser-kernel.md) and the server-side decoding helpers.
+
+Vectors are ``array.array``: field elements 'H' (m ≤ 16) / 'I', integers 'i', floats 'd'.
+"""
+
+from __future__ import annotations
+
+import array
+from typing import Any
+
+from client_pyodide.kernel import Kernel
+from privacy.backends import PureBackend, _storage
+
+
+def _typed(v: Any, code: str) -> array.array:
+    if isinstance(v, array.array) and v.typecode == code:
+        return v
+    if isinstance(v, array.array) and v.itemsize == array.array(code).itemsize and code in "HI" and v.typecode in "HI":
+        return array.array(code, v.tobytes())
+    return array.array(code, v)
+
+
+class WasmBackend(PureBackend):
+    name = "wasm"
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.k = kernel
+
+    # ── field elements ──────────────────────────────────────────────────────────────────────────────
+    def _field_op(self, acc: array.array, b: Any, m: int, op: str) -> array.array:
+        code = _storage(m)
+        bb = _typed(b, code)
+        if len(bb) != len(acc):
+            raise ValueError(f"length mismatch: {len(acc)} vs {len(bb)}")
+        fn = getattr(self.k.x, f"fl_{op}_mod_{'u16' if code == 'H' else 'u32'}")
+        with self.k.scratch():
+            pa, pb = self.k.put(acc), self.k.put(bb)
+            fn(pa, pb, len(acc), (1 << m) - 1)
+            self.k.read_into(pa, acc)
+        return acc
+
+    def add_mod(self, a: Any, b: Any, modulus_bits: int) -> array.array:
+        return self._field_op(array.array(_storage(modulus_bits), _typed(a, _storage(modulus_bits))), b,
+                              modulus_bits, "add")
+
+    def sub_mod(self, a: Any, b: Any, modulus_bits: int) -> array.array:
+        return self._field_op(array.array(_storage(modulus_bits), _typed(a, _storage(modulus_bits))), b,
+                              modulus_bits, "sub")
+
+    def iadd_mod(self, acc: Any, b: Any, modulus_bits: int) -> array.array:
+        """``acc + b mod 2^m``, in place when ``acc`` is an ``array.array`` of the field's type code."""
+        code = _storage(modulus_bits)
+        if not (isinstance(acc, array.array) and acc.typecode == code):
+            return self.add_mod(acc, b, modulus_bits)
+        return self._field_op(acc, b, modulus_bits, "add")
+
+    def isub_mod(self, acc: Any, b: Any, modulus_bits: int) -> array.array:
+        code = _storage(modulus_bits)
+        if not (isinstance(acc, array.array) and acc.typecode == code):
+            return self.sub_mod(acc, b, modulus_bits)
+        return self._field_op(acc, b, modulus_bits, "sub")
+
+    def ints_to_field(self, q: Any, modulus_bits: int) -> array.array:
+        code = _storage(modulus_bits)
+        try:
+            qa = _typed(q, "i")
+        except OverflowError:  # integers beyond int32 (huge noise): the exact pure-Python path
+            return super().ints_to_field(q, modulus_bits)
+        mask = (1 << modulus_bits) - 1
+        n = len(qa)
+        with self.k.scratch():
+            pq = self.k.put(qa)
+            if code == "I":
+                self.k.x.fl_ints_to_field_u32(pq, n, mask)
+                return self.k.read_into(pq, array.array("I", bytes(4 * n)))
+            out = self.k.alloc(2 * n)
+            self.k.x.fl_ints_to_field_u16(pq, n, mask, out)
+            return self.k.read_into(out, array.array("H", bytes(2 * n)))
+
+    # ── floats ──────────────────────────────────────────────────────────────────────────────────────
+    def from_floats(self, xs: Any) -> array.array:
+        return array.array("d", xs)
+
+    def first_nonfinite(self, x: Any) -> int | None:
+        xa = _typed(x, "d")
+        with self.k.scratch():
+            i = self.k.x.fl_first_nonfinite(self.k.put(xa), len(xa))
+        return None if i < 0 else int(i)
+
+    def scale(self, x: Any, c: float) -> array.array:
+        xa = _typed(x, "d")
+        n = len(xa)
+        with self.k.scratch():
+            p = self.k.put(xa)
+            self.k.x.fl_scale_f64(p, n, float(c), p)
+            return self.k.read_into(p, array.array("d", bytes(8 * n)))
+
+    def stochastic_round(self, x: Any, clip: float, scale: float, uniforms: Any) -> array.array:
+        xa, ua = _typed(x, "d"), _typed(uniforms, "d")
+        if len(xa) != len(ua):
+            raise ValueError(f"{len(xa)} values but {len(ua)} uniforms")
+        if float(clip) * float(scale) >= 2**31 - 1:  # cannot happen for bits <= 31; stay exact regardless
+            return array.array("q", super().stochastic_round(x, clip, scale, uniforms))
+        n = len(xa)
+        with self.k.scratch():
+            px, pu, out = self.k.put(xa), self.k.put(ua), self.k.alloc(4 * n)
+            self.k.x.fl_stochastic_round(px, pu, n, float(clip), float(scale), out)
+            return self.k.read_into(out, array.array("i", bytes(4 * n)))

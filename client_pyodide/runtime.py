@@ -1,0 +1,50 @@
+"""Entry point the JS loader calls once Pyodide, libsodium-wrappers and the kernel are ready.
+
+``install(sodium, kernel_exports)`` registers :class:`SodiumCrypto` as :func:`flcrypto.default_crypto` (so every
+client-core module – RandomStream, SecAgg+, .mle signing – uses libsodium-wrappers) and creates the kernel and
+the :class:`WasmBackend`; :func:`kernel`, :func:`backend`, :func:`crypto` hand them to the session code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_state: dict[str, Any] = {}
+
+
+def install(sodium: Any, kernel_exports: Any) -> None:
+    from client_pyodide.backend import WasmBackend
+    from client_pyodide.kernel import Kernel
+    from client_pyodide.sodium_crypto import SodiumCrypto
+    from flcrypto import set_default_crypto
+
+    crypto = SodiumCrypto(sodium)
+    set_default_crypto(crypto)
+    k = Kernel(kernel_exports)
+    _state.update(crypto=crypto, kernel=k, backend=WasmBackend(k))
+
+
+def _get(name: str) -> Any:
+    if name not in _state:
+        raise RuntimeError("client_pyodide.runtime.install() has not run (the JS loader calls it)")
+    return _state[name]
+
+
+def crypto() -> Any:
+    return _get("crypto")
+
+
+def kernel() -> Any:
+    return _get("kernel")
+
+
+def backend() -> Any:
+    return _get("backend")
+
+
+def model(spec_json: str, max_batch: int = 64) -> Any:
+    """A :class:`client_pyodide.engine.KernelModel` for a model spec given as JSON (as in .mle metadata)."""
+    from client_pyodide.engine import KernelModel
+    from flcore.modelspec import ModelSpec
+
+    return KernelModel(ModelSpec.from_json(spec_json), kernel(), max_batch)
