@@ -15,7 +15,41 @@ def build_parser() -> argparse.ArgumentParser:
     from mle.cli import add_mle_parser
 
     add_mle_parser(sub)
+    _add_serve_parser(sub)
     return parser
+
+
+def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
+    from coordinator.settings import add_serve_arguments
+
+    p = sub.add_parser(
+        "serve", help="run the coordinator (WebSocket + HTTP for browsers, gRPC for native clients)",
+        description="Run the federated-learning coordinator. Settings come from --config FILE.toml, overridden "
+                    "by flags. State (SQLite store, signed model files, identity key) lives in --data-dir; "
+                    "restarting with the same data dir resumes after the last completed round.")
+    add_serve_arguments(p)
+    p.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from coordinator.service import serve
+    from coordinator.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings(args)
+    except SettingsError as exc:
+        print(f"fl-coordinator serve: error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.server.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return asyncio.run(serve(settings))
+    except SettingsError as exc:
+        print(f"fl-coordinator serve: error: {exc}", file=sys.stderr)
+        return 2
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,12 +27,15 @@ from aggregation import PipelineState, aggregate_groups, parse_pipeline
 from coordinator.config import FederationConfig
 from coordinator.events import (
     Action,
+    ClientEnrolled,
     Close,
     Connected,
     DataReceived,
     Disconnected,
+    GroupAggregated,
     Log,
     PersistRound,
+    RoundStarted,
     Send,
     SetTimer,
     TimerFired,
@@ -57,8 +60,10 @@ class Connection:
     client_id: str | None = None
     public_key: bytes | None = None
     challenge: str = ""
-    state: str = "hello"  # hello → auth → ready / busy
+    state: str = "hello"  # hello → auth → authenticated → ready → busy
     seq: int = 0
+    errors: int = 0
+    connected_at: float = 0.0
 
 
 @dataclass
@@ -69,8 +74,13 @@ class RoundState:
     servers: dict[int, SecAggServer]
     group_of: dict[str, int]
     deadline: float
-    phase_index: int = 0
+    q: float  # the selection probability bound used for this round's DP accounting
+    started_at: float
     failed: dict[int, str] = field(default_factory=dict)
+    train_losses: list[float] = field(default_factory=list)
+
+
+MAX_ERRORS_PER_CONNECTION = 20
 
 
 class Engine:
@@ -83,7 +93,9 @@ class Engine:
         self.crypto = crypto or default_crypto()
         self.seed = identity_seed
         self.public_key = self.crypto.ed25519_public_key(identity_seed)
-        self.rng = np.random.default_rng(seed)
+        state = state or {}
+        # Selection randomness: a restarted coordinator continues with a fresh stream for the next round.
+        self.rng = np.random.default_rng([seed, int(state.get("round", 0))])
         self.evaluator = evaluator
         self.spec = config.model
         self.pipeline = parse_pipeline(config.aggregator)
@@ -93,7 +105,6 @@ class Engine:
         self.by_client: dict[str, str] = {}
         self.registry: dict[str, bytes] = dict(registry or {})  # client id → public key
         self.guard = ReplayGuard()
-        state = state or {}
         self.round_number = int(state.get("round", 0))
         self.trust = TrustState.from_dict(state["trust"]) if "trust" in state else TrustState()
         self.budget = PrivacyBudget(config.epsilon if config.epsilon < math.inf else 1e300, config.delta,
@@ -136,7 +147,7 @@ class Engine:
     # ── event handling ───────────────────────────────────────────────────────────────────────────────
     def handle(self, event: Any) -> list[Action]:
         if isinstance(event, Connected):
-            self.conns[event.conn] = Connection(event.conn, event.kind)
+            self.conns[event.conn] = Connection(event.conn, event.kind, connected_at=event.now)
             return []
         if isinstance(event, Disconnected):
             return self._disconnected(event.conn, event.now)
@@ -149,8 +160,12 @@ class Engine:
             try:
                 return self._frame(conn, event.data, event.now)
             except ProtocolError as exc:
-                return [self._error(conn, exc.code, exc.message),
-                        Log("warning", f"rejected message on {conn.conn} ({conn.client_id}): {exc}")]
+                conn.errors += 1
+                out: list[Action] = [self._error(conn, exc.code, exc.message),
+                                     Log("warning", f"rejected message on {conn.conn} ({conn.client_id}): {exc}")]
+                if conn.errors >= MAX_ERRORS_PER_CONNECTION:
+                    out.append(Close(conn.conn, f"{conn.errors} rejected messages"))
+                return out
         raise TypeError(f"unknown event {event!r}")
 
     def _send(self, conn: Connection, msg_type: str, body: dict[str, Any], round_: int = -1,
@@ -185,11 +200,15 @@ class Engine:
         if conn.state not in ("authenticated", "ready", "busy"):
             raise ProtocolError("unexpected", f"{env.type} before authentication")
         if env.type == "ready":
+            if self.finished:
+                return [self._send(conn, "stop", {"reason": self.stopped_reason or "federation finished"})]
             if conn.state == "authenticated":
                 conn.state = "ready"
             return self._maybe_start(now)
         if env.type == "secagg":
             return self._secagg(conn, env, f, now)
+        if env.type == "metrics":
+            return self._metrics(conn, env)
         if env.type == "bye":
             return [Close(conn.conn, "client said bye")]
         raise ProtocolError("unexpected", f"unexpected {env.type} message")
@@ -218,6 +237,8 @@ class Engine:
             actions.append(Close(old, "replaced by a new connection"))
             self.conns.pop(old, None)
         self.by_client[conn.client_id] = conn.conn
+        if conn.client_id not in self.registry:
+            actions.append(ClientEnrolled(conn.client_id, conn.public_key, conn.kind))
         self.registry[conn.client_id] = conn.public_key
         self.trust.ensure(conn.client_id)
         conn.state = "authenticated"
@@ -249,16 +270,16 @@ class Engine:
             try:
                 self.budget.check(event)
             except BudgetExceeded as exc:
-                self.finished, self.stopped_reason = True, str(exc)
-                return [Log("warning", f"privacy budget: {exc}")]
+                self.finished, self.stopped_reason = True, f"privacy budget exhausted: {exc}"
+                return [Log("warning", f"privacy budget: {exc}"), *self._stop_all()]
         selected = self.trust.select(ready, self.cfg.clients_per_round, self.rng)
         seed = hashlib.blake2b(hashlib.sha256(self.model_bytes).digest() + r.to_bytes(8, "little"),
                                digest_size=32).digest()  # public: derived from public data only
         groups = partition(selected, self.cfg.group_size, seed)
-        rs = RoundState(r, seed, groups, {}, {}, now + self.cfg.train_timeout)
+        rs = RoundState(r, seed, groups, {}, {}, now + self.cfg.train_timeout, q, now)
         model_sha = hashlib.sha256(mle.loads(self.model_bytes).body).hexdigest()
         dp = self.cfg.dp_config()
-        actions: list[Action] = []
+        actions: list[Action] = [RoundStarted(r, seed.hex())]
         for g, members in enumerate(groups):
             keys = {m: self.registry[m] for m in members}
             gc = GroupConfig(r, g, tuple(members), keys, dp.dimension, dp.modulus_bits, seed)
@@ -299,6 +320,46 @@ class Engine:
             return self._close_phase(now)
         return []
 
+    def _metrics(self, conn: Connection, env: Envelope) -> list[Action]:
+        """A selected client's self-reported training loss (informational only: never used for trust)."""
+        rs = self.round
+        if rs is None or env.round != rs.number or env.body["round"] != rs.number or conn.client_id not in rs.group_of:
+            raise ProtocolError("stale", f"no round {env.round} in progress for this client")
+        loss = float(env.body["loss"])
+        if not math.isfinite(loss) or env.body["num_samples"] < 0:
+            raise ProtocolError("bad_message", "metrics: loss must be finite and num_samples >= 0")
+        rs.train_losses.append(loss)
+        return []
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-ready summary for the status endpoint: rounds, clients, privacy spent, trust."""
+        connected = {c.client_id: c for c in self.conns.values()
+                     if c.client_id and self.by_client.get(c.client_id) == c.conn}
+        clients = []
+        for cid in sorted(set(self.registry) | set(self.trust.clients)):
+            t = self.trust.ensure(cid)
+            conn = connected.get(cid)
+            clients.append({"id": cid, "trust": t.trust, "banned": t.banned, "observations": t.observations,
+                            "connected": conn is not None, "kind": conn.kind if conn else None,
+                            "state": conn.state if conn else "offline"})
+        rs = self.round
+        return {
+            "round": self.round_number, "rounds": self.cfg.rounds, "finished": self.finished,
+            "stopped_reason": self.stopped_reason,
+            "round_in_progress": None if rs is None else {
+                "round": rs.number, "groups": len(rs.groups), "failed_groups": len(rs.failed),
+                "phases": sorted({s.phase for s in rs.servers.values()})},
+            "clients_per_round": self.cfg.clients_per_round, "group_size": self.cfg.group_size,
+            "aggregator": self.cfg.aggregator,
+            "privacy": {"epsilon": self.epsilon(), "delta": self.cfg.delta,
+                        "epsilon_budget": self.cfg.epsilon if math.isfinite(self.cfg.epsilon) else None,
+                        "noise_multiplier": self.cfg.noise_multiplier, "l2_clip": self.cfg.l2_clip},
+            "clients": clients, "connected": len(connected),
+            "ready": len(self.ready_clients()),
+            "coordinator_key": self.public_key.hex(),
+            "metrics": self.history[-1] if self.history else None,
+        }
+
     def _timer(self, name: str, now: float) -> list[Action]:
         if name == "phase" and self.round is not None and now >= self.round.deadline:
             return self._close_phase(now)
@@ -315,7 +376,7 @@ class Engine:
                 out = server.close_phase()
             except ThresholdError as exc:
                 rs.failed[g] = str(exc)
-                out = getattr(server, "_failure_messages", {})
+                out = server.failure_messages
                 actions.append(Log("warning", f"round {rs.number} group {g} failed: {exc}"))
             for member, blob in out.items():
                 conn_id = self.by_client.get(member)
@@ -338,32 +399,45 @@ class Engine:
             return [*self._round_end(participants, rs.number, "failed"),
                     Log("warning", f"round {rs.number}: every group failed; retrying"), *self._maybe_start(now)]
         dp = self.cfg.dp_config()
+        audit: list[Action] = [GroupAggregated(rs.number, g, tuple(res.survivors), tuple(res.dropped),
+                                               tuple(res.faulty), res.sum) for g, res in done]
         sums = np.stack([np.asarray(decode_sum(res.sum, dp, self.backend), dtype=np.float32) for _, res in done])
         sizes = np.array([len(res.survivors) for _, res in done], dtype=np.float64)
         result, self.agg_state = aggregate_groups(self.pipeline, sums, sizes, self.cfg.byzantine,
                                                   state=self.agg_state, rng=self.rng)
-        if self.cfg.noise_multiplier > 0:
-            q = self.trust.max_inclusion_probability(self.trust.selectable(list(self.registry)),
-                                                     self.cfg.clients_per_round)
-            self.budget.spend(RoundEvent(dp.effective_noise_multiplier(), max(q, 1e-9)))
+        if self.cfg.noise_multiplier > 0:  # the same q the budget check used (selection pool of this round)
+            self.budget.spend(RoundEvent(dp.effective_noise_multiplier(), max(rs.q, 1e-9)))
         self.params, self.opt_state = apply_update(self.optimizer, self.params, result.value.astype(np.float32),
                                                    self.opt_state)
         self.round_number = rs.number
         units = [list(res.survivors) for _, res in done]
         self.trust.observe_units(units, result.diagnostics.outlier_scores)
+        for _, res in done:  # a holder whose share contradicted the owner's commitment: direct evidence
+            for c in res.faulty:
+                self.trust.observe(c, 0.0, 1.0)
         metrics: dict[str, Any] = {"round": rs.number, "groups": len(rs.groups), "groups_ok": len(done),
-                                   "survivors": int(sizes.sum()), "epsilon": self.epsilon(), "time": now}
+                                   "survivors": int(sizes.sum()), "epsilon": self.epsilon(),
+                                   "duration": now - rs.started_at, "time": now}
+        if rs.train_losses:
+            metrics["train_loss"] = float(np.mean(rs.train_losses))
         if self.evaluator is not None:
             metrics.update(self.evaluator(self.params_dict()))
         self.history.append(metrics)
         self.model_bytes = self._model_file()
         if self.round_number >= self.cfg.rounds:
-            self.finished = True
-        actions: list[Action] = [PersistRound(rs.number, self.model_bytes, self.state())]
+            self.finished, self.stopped_reason = True, f"all {self.cfg.rounds} rounds done"
+        actions: list[Action] = [*audit, PersistRound(rs.number, self.model_bytes, self.state())]
         actions += self._round_end(participants, rs.number, "ok")
         actions.append(Log("info", f"round {rs.number} done: " + ", ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items() if k != "time")))
+        if self.finished:
+            return actions + self._stop_all()
         return actions + self._maybe_start(now)
+
+    def _stop_all(self) -> list[Action]:
+        """Tell every authenticated client the federation is over."""
+        return [self._send(c, "stop", {"reason": self.stopped_reason}) for c in self.conns.values()
+                if c.state in ("authenticated", "ready", "busy") and self.by_client.get(c.client_id or "") == c.conn]
 
     def _round_end(self, participants: list[str], number: int, status: str) -> list[Action]:
         out: list[Action] = []

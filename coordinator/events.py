@@ -84,9 +84,41 @@ class PersistRound:
 
 
 @dataclass(frozen=True)
+class RoundStarted:
+    """A round began (the store notes it; a restart marks an unfinished one 'interrupted')."""
+
+    round: int
+    seed: str  # the public round seed, hex
+
+
+@dataclass(frozen=True)
+class ClientEnrolled:
+    """A client authenticated for the first time with this key (the store registers it)."""
+
+    client_id: str
+    public_key: bytes
+    kind: str
+
+
+@dataclass(frozen=True)
+class GroupAggregated:
+    """One group's unmasked sum (field elements mod 2^m) – exactly what secure aggregation lets the server learn.
+
+    Drivers may ignore it or write it to an audit directory (tests compare it bit-exactly with the plaintext
+    sum of the survivors' inputs)."""
+
+    round: int
+    group: int
+    survivors: tuple[str, ...]
+    dropped: tuple[str, ...]
+    faulty: tuple[str, ...]
+    field_sum: Any
+
+
+@dataclass(frozen=True)
 class Log:
     level: str
     message: str
 
 
-Action = Send | Close | SetTimer | PersistRound | Log
+Action = Send | Close | SetTimer | PersistRound | RoundStarted | ClientEnrolled | GroupAggregated | Log

@@ -17,6 +17,19 @@ from typing import Any
 PROTOCOL_VERSIONS: tuple[int, ...] = (1,)
 COORDINATOR_ID = "coordinator"
 
+# Transport addresses (the same frames on both): gRPC bidirectional stream of raw bytes, WebSocket binary frames.
+GRPC_SERVICE = "flcoordinator.v1.Federation"
+GRPC_METHOD = f"/{GRPC_SERVICE}/Session"
+WS_PATH = "/ws"
+
+
+def grpc_channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    """gRPC channel/server options shared by both ends (message size limits, keepalive)."""
+    return [("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.keepalive_time_ms", 20_000), ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0)]
+
 # Body schema per message type: required field → allowed Python types. Unknown fields are rejected too, so a
 # message means exactly one thing.
 _INT = (int,)
@@ -38,6 +51,7 @@ MESSAGE_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
     "welcome": {"client_id": _STR, "round": _INT},
     "task": {"config": _DICT},  # tensor "global_model": the coordinator-signed model file (u8)
     "round_end": {"round": _INT, "status": _STR},
+    "stop": {"reason": _STR},  # the federation is over (rounds done or privacy budget spent)
     "error": {"code": _STR, "message": _STR},
 }
 

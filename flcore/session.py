@@ -44,18 +44,25 @@ class RoundDone:
 
 
 @dataclass(frozen=True)
+class Stopped:
+    """The coordinator ended the federation; the driver should disconnect and not reconnect."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class Failed:
     code: str
     message: str
 
 
-Action = SendFrame | Train | RoundDone | Failed
+Action = SendFrame | Train | RoundDone | Stopped | Failed
 
 
 @dataclass
 class ClientSession:
     identity_seed: bytes
-    coordinator_key: bytes
+    coordinator_key: bytes | None  # None: trust on first use (pin the key the first challenge carries)
     kind: str = "native"
     backend: Any = None
     crypto: Crypto = field(default_factory=default_crypto)
@@ -75,6 +82,7 @@ class ClientSession:
         self.guard = ReplayGuard()
         self._task: dict[str, Any] | None = None
         self._secagg: Any = None
+        self.last_input: Any = None  # the field vector this client fed into the last secure aggregation
 
     # ── sending ──────────────────────────────────────────────────────────────────────────────────────
     def _send(self, msg_type: str, body: dict[str, Any], round_: int = -1, tensors: dict[str, Any] | None = None
@@ -93,13 +101,24 @@ class ClientSession:
     # ── receiving ────────────────────────────────────────────────────────────────────────────────────
     def receive(self, data: bytes) -> list[Action]:
         try:
-            env, f = decode(data, lambda e: self.coordinator_key if e.sender == COORDINATOR_ID else None)
+            env, f = decode(data, self._coordinator_key_for)
             if env.recipient != self.client_id:
                 raise ProtocolError("misrouted", f"message for {env.recipient}, we are {self.client_id}")
             self.guard.check(env.sender, env.session, env.seq)
             return self._dispatch(env, f)
         except ProtocolError as exc:
             return [Failed(exc.code, exc.message)]
+
+    def _coordinator_key_for(self, env: Envelope) -> bytes | None:
+        if env.sender != COORDINATOR_ID:
+            return None
+        if self.coordinator_key is None and env.type == "challenge" and self.state == "hello":
+            try:  # trust on first use: the challenge must at least be signed by the key it announces
+                key = bytes.fromhex(str(env.body["coordinator_key"]))
+            except ValueError:
+                return None
+            return key if len(key) == 32 else None
+        return self.coordinator_key
 
     def _dispatch(self, env: Envelope, f: mle.MleFile) -> list[Action]:
         t, b = env.type, env.body
@@ -108,7 +127,10 @@ class ClientSession:
         if t == "challenge":
             if self.state != "hello":
                 raise ProtocolError("unexpected", "challenge outside the handshake")
-            if b["version"] not in PROTOCOL_VERSIONS or bytes.fromhex(b["coordinator_key"]) != self.coordinator_key:
+            announced = bytes.fromhex(b["coordinator_key"])
+            if self.coordinator_key is None:
+                self.coordinator_key = announced  # pinned from now on; the driver persists it
+            if b["version"] not in PROTOCOL_VERSIONS or announced != self.coordinator_key:
                 raise ProtocolError("handshake", "coordinator offered an unsupported version or another key")
             self.session, self.state = b["challenge"], "auth"
             return [self._send("auth", {"challenge": b["challenge"]})]
@@ -123,6 +145,9 @@ class ClientSession:
             return self._on_task(env, f)
         if t == "secagg":
             return self._on_secagg(env, f)
+        if t == "stop":
+            self._task, self._secagg, self.state = None, None, "stopped"
+            return [Stopped(str(b["reason"]))]
         if t == "round_end":
             self._task, self._secagg = None, None
             return [RoundDone(b["round"], b["status"]), self._send("ready", {})]
@@ -147,8 +172,12 @@ class ClientSession:
         self.state = "training"
         return [Train(env.round, spec, params, dict(config.get("train", {})))]
 
-    def training_done(self, delta: Any) -> list[Action]:
-        """The local update (flat, spec order). Prepares it (clip, quantize, DP noise) and starts SecAgg+."""
+    def training_done(self, delta: Any, loss: float | None = None, num_samples: int | None = None) -> list[Action]:
+        """The local update (flat, spec order). Prepares it (clip, quantize, DP noise) and starts SecAgg+.
+
+        ``loss``/``num_samples``, when given, are reported to the coordinator first (informational metrics).
+        A non-finite update is refused here (:class:`Failed`); the client then simply does not take part in
+        this round's secure aggregation, which the coordinator handles as a dropout."""
         from privacy.client_pipeline import DistributedDPConfig, prepare_update
         from privacy.secagg import GroupConfig, SecAggClient
 
@@ -156,13 +185,22 @@ class ClientSession:
             return [Failed("unexpected", "no task in progress")]
         c = self._task
         dp = DistributedDPConfig(**c["dp"])
-        field_vec, _norm = prepare_update(delta, dp, self.stream, self.backend)
+        try:
+            field_vec, _norm = prepare_update(delta, dp, self.stream, self.backend)
+        except ValueError as exc:
+            self.state = "ready"
+            return [Failed("bad_update", f"local update refused: {exc}")]
+        self.last_input = field_vec
+        out: list[Action] = []
+        if loss is not None and loss == loss and abs(loss) != float("inf"):
+            out.append(self._send("metrics", {"round": c["_round"], "loss": float(loss),
+                                              "num_samples": int(num_samples or 0)}, c["_round"]))
         gc = GroupConfig(c["_round"], c["group"], tuple(c["members"]),
                          {k: bytes.fromhex(v) for k, v in c["identity_keys"].items()}, dp.dimension,
                          dp.modulus_bits, bytes.fromhex(c["public_seed"]), c.get("degree"), c.get("threshold"))
         self._secagg = SecAggClient(gc, self.client_id, self.identity_seed, field_vec, self.backend, self.crypto)
         self.state = "secagg"
-        return [self._send("secagg", {"group": c["group"]}, c["_round"], {"secagg": as_u8(self._secagg.start())})]
+        return [*out, self._send("secagg", {"group": c["group"]}, c["_round"], {"secagg": as_u8(self._secagg.start())})]
 
     def _on_secagg(self, env: Envelope, f: mle.MleFile) -> list[Action]:
         from privacy.secagg import SecAggError

@@ -1,0 +1,122 @@
+"""Client-side transports: a gRPC bidirectional stream or a WebSocket, both carrying whole protocol frames.
+
+A channel is ``await send(bytes)``, ``await recv() -> bytes | None`` (``None``: the server closed the session) and
+``await close()``; connection failures raise :class:`ChannelError` so the client can reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Protocol
+
+
+class ChannelError(ConnectionError):
+    """The connection failed or broke."""
+
+
+class Channel(Protocol):
+    async def send(self, data: bytes) -> None: ...
+    async def recv(self) -> bytes | None: ...
+    async def close(self) -> None: ...
+
+
+class GrpcChannel:
+    """The ``flcoordinator.v1.Federation/Session`` stream (see coordinator/transport_grpc.py)."""
+
+    def __init__(self, target: str, max_message_bytes: int = 64 * 1024 * 1024) -> None:
+        self.target, self.max_message_bytes = target, max_message_bytes
+        self._out: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    async def open(self, timeout: float = 10.0) -> GrpcChannel:
+        import grpc
+
+        from flcore.protocol import GRPC_METHOD as METHOD
+        from flcore.protocol import grpc_channel_options as channel_options
+
+        self._grpc = grpc
+        self.channel = grpc.aio.insecure_channel(self.target, options=channel_options(self.max_message_bytes))
+        try:
+            await asyncio.wait_for(self.channel.channel_ready(), timeout)
+        except (TimeoutError, grpc.aio.AioRpcError) as exc:
+            await self.channel.close()
+            raise ChannelError(f"gRPC {self.target}: not reachable ({type(exc).__name__})") from None
+        self.call = self.channel.stream_stream(METHOD)(self._requests())
+        return self
+
+    async def _requests(self):
+        while True:
+            data = await self._out.get()
+            if data is None:
+                return
+            yield data
+
+    async def send(self, data: bytes) -> None:
+        self._out.put_nowait(data)
+
+    async def recv(self) -> bytes | None:
+        try:
+            msg = await self.call.read()
+        except self._grpc.aio.AioRpcError as exc:
+            raise ChannelError(f"gRPC {self.target}: {exc.code().name}: {exc.details()}") from None
+        if msg is self._grpc.aio.EOF:
+            return None
+        return bytes(msg)
+
+    async def close(self) -> None:
+        self._out.put_nowait(None)
+        with contextlib.suppress(Exception):
+            await self.channel.close()
+
+
+class WebSocketChannel:
+    def __init__(self, url: str, max_message_bytes: int = 64 * 1024 * 1024) -> None:
+        self.url, self.max_message_bytes = url, max_message_bytes
+
+    async def open(self, timeout: float = 10.0) -> WebSocketChannel:
+        from websockets.asyncio.client import connect
+
+        try:
+            self.ws = await connect(self.url, max_size=self.max_message_bytes, compression=None,
+                                    open_timeout=timeout)
+        except (OSError, TimeoutError) as exc:
+            raise ChannelError(f"WebSocket {self.url}: {exc}") from None
+        except Exception as exc:  # websockets' handshake errors (InvalidStatus, InvalidURI, …)
+            raise ChannelError(f"WebSocket {self.url}: {exc}") from None
+        return self
+
+    async def send(self, data: bytes) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            await self.ws.send(data)
+        except ConnectionClosed as exc:
+            raise ChannelError(f"WebSocket closed: {exc}") from None
+
+    async def recv(self) -> bytes | None:
+        from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
+
+        try:
+            msg = await self.ws.recv()
+        except ConnectionClosedOK:
+            return None
+        except ConnectionClosed as exc:
+            raise ChannelError(f"WebSocket closed: {exc}") from None
+        return msg.encode() if isinstance(msg, str) else bytes(msg)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.ws.close()
+
+
+async def open_channel(server: str, transport: str = "grpc", max_message_bytes: int = 64 * 1024 * 1024
+                       ) -> GrpcChannel | WebSocketChannel:
+    """``server`` is HOST:PORT (gRPC) or HOST:PORT / ws://HOST:PORT/ws (WebSocket)."""
+    if transport == "grpc":
+        return await GrpcChannel(server, max_message_bytes).open()
+    if transport == "websocket":
+        from flcore.protocol import WS_PATH
+
+        url = server if server.startswith(("ws://", "wss://")) else f"ws://{server}{WS_PATH}"
+        return await WebSocketChannel(url, max_message_bytes).open()
+    raise ValueError(f"unknown transport {transport!r} (grpc or websocket)")

@@ -1,0 +1,171 @@
+"""The asyncio driver of the coordinator engine: feeds it events from the transports and the clock, executes
+its actions (send, close, timers, persistence, logging).
+
+Transports (:mod:`coordinator.transport_ws`, :mod:`coordinator.transport_grpc`) only move frames: they call
+:meth:`EngineDriver.open` for a new connection, :meth:`EngineDriver.receive` for each whole frame and
+:meth:`EngineDriver.closed` when it ends, and hand the driver a :class:`Link` to send frames back. Everything runs
+on one event loop thread, so the engine sees events strictly one at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import mle
+from coordinator.engine import Engine
+from coordinator.events import (
+    Action,
+    ClientEnrolled,
+    Close,
+    Connected,
+    DataReceived,
+    Disconnected,
+    GroupAggregated,
+    Log,
+    PersistRound,
+    RoundStarted,
+    Send,
+    SetTimer,
+    TimerFired,
+)
+from coordinator.store import RoundRecord, Store, StoreError
+
+log = logging.getLogger("fl-coordinator")
+
+
+class Link(Protocol):
+    """A transport's handle on one connection."""
+
+    def send(self, data: bytes) -> None:
+        """Queue one frame (never blocks)."""
+
+    def close(self, reason: str) -> None:
+        """Close after the queued frames are sent."""
+
+
+@dataclass
+class QueueLink:
+    """A :class:`Link` backed by an asyncio queue that the transport's writer task drains (``None`` = close)."""
+
+    queue: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
+    close_reason: str = ""
+
+    def send(self, data: bytes) -> None:
+        self.queue.put_nowait(data)
+
+    def close(self, reason: str) -> None:
+        self.close_reason = reason
+        self.queue.put_nowait(None)
+
+
+class EngineDriver:
+    def __init__(self, engine: Engine, store: Store | None = None, *, audit_dir: str | Path | None = None,
+                 clock: Callable[[], float] = time.time,
+                 on_round: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.engine = engine
+        self.store = store
+        self.audit_dir = Path(audit_dir) if audit_dir else None
+        if self.audit_dir:
+            self.audit_dir.mkdir(parents=True, exist_ok=True)
+        self.clock = clock
+        self.on_round = on_round
+        self.links: dict[str, Link] = {}
+        self._ids = itertools.count(1)
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self.finished = asyncio.Event()
+
+    # ── transport side ───────────────────────────────────────────────────────────────────────────────
+    def open(self, kind: str, link: Link, peer: str = "") -> str:
+        conn = f"{kind}-{next(self._ids)}"
+        self.links[conn] = link
+        log.debug("connection %s from %s", conn, peer)
+        self.feed(Connected(conn, kind, self.clock()))
+        return conn
+
+    def receive(self, conn: str, data: bytes) -> None:
+        if conn in self.links:
+            self.feed(DataReceived(conn, data, self.clock()))
+
+    def closed(self, conn: str) -> None:
+        if self.links.pop(conn, None) is not None:
+            self.feed(Disconnected(conn, self.clock()))
+
+    # ── engine side ──────────────────────────────────────────────────────────────────────────────────
+    def feed(self, event: Any) -> None:
+        try:
+            actions = self.engine.handle(event)
+        except Exception:  # an engine bug must not take the service down; the event is dropped and logged
+            log.exception("engine failed on %s", type(event).__name__)
+            return
+        self.execute(actions)
+
+    def execute(self, actions: list[Action]) -> None:
+        for a in actions:
+            if isinstance(a, Send):
+                link = self.links.get(a.conn)
+                if link is not None:
+                    link.send(a.data)
+            elif isinstance(a, Close):
+                link = self.links.get(a.conn)
+                if link is not None:
+                    link.close(a.reason)
+            elif isinstance(a, SetTimer):
+                self._set_timer(a.name, a.at)
+            elif isinstance(a, PersistRound):
+                self._persist(a)
+            elif isinstance(a, RoundStarted):
+                if self.store is not None:
+                    self.store.begin_round(RoundRecord(a.round, a.seed))
+            elif isinstance(a, ClientEnrolled):
+                if self.store is not None:
+                    try:
+                        self.store.register_client(a.client_id, a.public_key, a.kind)
+                    except StoreError as exc:
+                        log.warning("client %s: %s", a.client_id[:8], exc)
+            elif isinstance(a, GroupAggregated):
+                self._audit(a)
+            elif isinstance(a, Log):
+                log.log(logging.getLevelName(a.level.upper()), a.message)
+        if self.engine.finished and not self.finished.is_set():
+            self.finished.set()
+
+    def _persist(self, a: PersistRound) -> None:
+        metrics = dict(self.engine.history[-1]) if self.engine.history else {}
+        if self.store is not None:
+            self.store.commit_round(a.round, a.model_bytes, a.state, metrics)
+        if self.on_round is not None:
+            self.on_round(metrics)
+
+    def _audit(self, a: GroupAggregated) -> None:
+        if self.audit_dir is None:
+            return
+        import numpy as np
+
+        meta = {"kind": "group_sum", "round": a.round, "group": a.group, "survivors": list(a.survivors),
+                "dropped": list(a.dropped), "faulty": list(a.faulty)}
+        mle.save(self.audit_dir / f"round-{a.round:06d}-group-{a.group:03d}.mle",
+                 {"sum": np.asarray(a.field_sum)}, meta)
+
+    def _set_timer(self, name: str, at: float) -> None:
+        old = self._timers.pop(name, None)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, at - self.clock())
+        self._timers[name] = loop.call_later(delay, self._fire, name)
+
+    def _fire(self, name: str) -> None:
+        self._timers.pop(name, None)
+        self.feed(TimerFired(name, self.clock()))
+
+    def cancel_timers(self) -> None:
+        for t in self._timers.values():
+            t.cancel()
+        self._timers.clear()

@@ -1,0 +1,77 @@
+"""The coordinator's HTTP endpoints (served on the WebSocket port): health, status JSON, static files.
+
+Pure request → response functions; :mod:`coordinator.transport_ws` adapts them to the ``websockets`` server.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+mimetypes.add_type("application/wasm", ".wasm")
+mimetypes.add_type("text/javascript", ".mjs")
+mimetypes.add_type("text/javascript", ".js")
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    status: int
+    content_type: str
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_response(value: Any, status: int = 200) -> HttpResponse:
+    return HttpResponse(status, "application/json", json.dumps(value, allow_nan=False).encode() + b"\n",
+                        {"Cache-Control": "no-store"})
+
+
+def not_found(path: str) -> HttpResponse:
+    return json_response({"error": "not_found", "path": path}, 404)
+
+
+@dataclass
+class HttpRoutes:
+    """``status`` returns the engine's status dict; ``static`` maps URL prefixes (``/sdk/``) to directories."""
+
+    status: Callable[[], dict[str, Any]]
+    static: dict[str, Path] = field(default_factory=dict)
+    index: Path | None = None  # the page served at "/"
+
+    def handle(self, method: str, path: str) -> HttpResponse:
+        path = path.split("?", 1)[0]
+        if method != "GET":
+            return json_response({"error": "method_not_allowed"}, 405)
+        if path == "/health":
+            s = self.status()
+            return json_response({"ok": True, "round": s["round"], "finished": s["finished"]})
+        if path == "/status":
+            return json_response(self.status())
+        if path == "/" and self.index is not None:
+            return _file(self.index)
+        for prefix, root in self.static.items():
+            if path.startswith(prefix):
+                return _static(root, path[len(prefix):]) or not_found(path)
+        return not_found(path)
+
+
+def _static(root: Path, rel: str) -> HttpResponse | None:
+    """A file under ``root`` (no escaping it with ``..`` or symlinks pointing out)."""
+    root = root.resolve()
+    try:
+        target = (root / rel).resolve()
+        target.relative_to(root)
+    except (ValueError, OSError):
+        return None
+    if not target.is_file():
+        return None
+    return _file(target)
+
+
+def _file(path: Path) -> HttpResponse:
+    ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return HttpResponse(200, ctype, path.read_bytes(), {"Cache-Control": "no-cache"})

@@ -1,0 +1,138 @@
+"""``fl-coordinator serve``: the store, the engine (resumed from the last completed round), the driver and the
+transports (WebSocket + HTTP, gRPC) in one asyncio process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import mle
+from coordinator.driver import EngineDriver
+from coordinator.engine import Engine
+from coordinator.http_routes import HttpRoutes
+from coordinator.settings import ServeSettings, SettingsError, federation_to_dict
+from coordinator.store import Store
+from coordinator.transport_grpc import GrpcTransport
+from coordinator.transport_ws import WebSocketTransport
+from flcrypto import default_crypto
+
+log = logging.getLogger("fl-coordinator")
+KEY_FILE = "coordinator.key"
+
+
+def load_or_create_identity(data_dir: Path) -> bytes:
+    """The coordinator's Ed25519 seed, created (mode 0600) on first start."""
+    path = data_dir / KEY_FILE
+    if path.exists():
+        seed = path.read_bytes()
+        if len(seed) != 32:
+            raise SettingsError(f"{path}: expected a 32-byte Ed25519 seed, found {len(seed)} bytes")
+        return seed
+    seed = default_crypto().random_bytes(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(seed)
+        f.flush()
+        os.fsync(f.fileno())
+    return seed
+
+
+def build_engine(settings: ServeSettings, store: Store, seed: bytes) -> Engine:
+    """A fresh engine, or one resumed from the store's last completed round (model, round, trust, accountant,
+    optimizer state); refuses to resume with a different federation configuration."""
+    cfg = settings.federation
+    wanted = json.loads(json.dumps(federation_to_dict(cfg)))
+    stored = store.get_config("federation")
+    if stored is None:
+        store.set_config("federation", wanted)
+    elif stored != wanted:
+        diff = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+        raise SettingsError(f"{store.dir} holds a federation with other settings ({', '.join(diff)}); "
+                            "use another --data-dir or the same settings")
+    evaluator = None
+    if settings.evaluation == "digits":
+        from coordinator.evaluation import evaluator as make_evaluator
+        from federated_data import load_digits
+
+        ds = load_digits(images=cfg.model.input_shape == (1, 8, 8))
+        evaluator = make_evaluator(cfg.model, ds.x_test, ds.y_test)
+    registry = {c.id: c.public_key for c in store.clients()}
+    cp = store.latest_completed_round()
+    if cp is None:
+        return Engine(cfg, seed, seed=cfg.seed, evaluator=evaluator, registry=registry)
+    model = mle.load(cp.model_path, trusted_keys=[default_crypto().ed25519_public_key(seed)],
+                     require_signature=True)
+    params = np.concatenate([np.asarray(model[n], np.float32).ravel() for n, _ in cfg.model.parameter_shapes()])
+    log.info("resuming after round %d (model %s)", cp.round, cp.model_path.name)
+    return Engine(cfg, seed, seed=cfg.seed, evaluator=evaluator, params=params, state=cp.state, registry=registry)
+
+
+@dataclass
+class RunningService:
+    driver: EngineDriver
+    ws: WebSocketTransport
+    grpc: GrpcTransport
+    ws_port: int
+    grpc_port: int
+    store: Store
+
+    async def stop(self) -> None:
+        self.driver.cancel_timers()
+        await self.ws.stop()
+        await self.grpc.stop()
+        self.store.close()
+
+
+async def start_service(settings: ServeSettings, static: dict[str, Path] | None = None,
+                        index: Path | None = None) -> RunningService:
+    s = settings.server
+    data_dir = Path(s.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store.open(data_dir)
+    seed = load_or_create_identity(data_dir)
+    engine = build_engine(settings, store, seed)
+    driver = EngineDriver(engine, store, audit_dir=s.audit_dir or None)
+    logging.getLogger("websockets").setLevel(max(logging.WARNING, log.getEffectiveLevel()))
+    routes = HttpRoutes(engine.status, dict(static or {}), index)
+    ws = WebSocketTransport(driver, routes, s.max_message_bytes)
+    grpc_t = GrpcTransport(driver, s.max_message_bytes)
+    ws_port = await ws.start(s.host, s.ws_port)
+    grpc_port = await grpc_t.start(s.host, s.grpc_port)
+    info = {"ws_port": ws_port, "grpc_port": grpc_port, "coordinator_key": engine.public_key.hex(),
+            "pid": os.getpid()}
+    log.info("coordinator %s… listening: ws+http %s:%d, grpc %s:%d, data %s (round %d of %d)",
+             engine.public_key.hex()[:16], s.host, ws_port, s.host, grpc_port, data_dir, engine.round_number,
+             settings.federation.rounds)
+    if s.port_file:
+        tmp = Path(s.port_file + ".tmp")
+        tmp.write_text(json.dumps(info))
+        os.replace(tmp, s.port_file)
+    return RunningService(driver, ws, grpc_t, ws_port, grpc_port, store)
+
+
+async def serve(settings: ServeSettings) -> int:
+    service = await start_service(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    waiters = [asyncio.create_task(stop.wait())]
+    if settings.server.exit_when_finished:
+        waiters.append(asyncio.create_task(service.driver.finished.wait()))
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    if service.driver.finished.is_set():
+        await asyncio.sleep(0.5)  # let the stop messages reach the clients
+        log.info("federation finished: %s", service.driver.engine.stopped_reason)
+    for w in waiters:
+        w.cancel()
+    await service.stop()
+    return 0

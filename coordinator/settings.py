@@ -1,0 +1,227 @@
+"""``fl-coordinator serve`` settings: a TOML file plus CLI flags (flags win), validated as a whole.
+
+TOML layout (every key optional; see ``fl-coordinator serve --help`` and docs/protocol.md)::
+
+    [server]      host, ws_port, grpc_port, data_dir, max_message_mb, audit_dir, log_level, exit_when_finished
+    [federation]  rounds, clients_per_round, group_size, aggregator, byzantine, server_optimizer, server_lr,
+                  local_epochs, batch_size, lr, l2_clip, noise_multiplier, quantization_bits, modulus_bits,
+                  epsilon, delta, train_timeout, phase_timeout, seed
+    [model]       spec = "mlp:64-32-10"  (or a JSON file path, or an inline table {input_shape, layers, ...})
+    [evaluation]  dataset = "digits" | "none"
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from coordinator.config import FederationConfig
+from flcore.modelspec import ModelSpec, mlp
+
+
+class SettingsError(ValueError):
+    """An invalid option or an invalid combination of options."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    ws_port: int = 8765  # WebSocket (browsers) + HTTP (health, status, SDK files); 0 = any free port
+    grpc_port: int = 8766  # gRPC (native clients); 0 = any free port
+    data_dir: str = "fl-data"
+    max_message_mb: float = 64.0
+    audit_dir: str = ""
+    log_level: str = "info"
+    exit_when_finished: bool = False
+    port_file: str = ""  # write {"ws_port", "grpc_port", "coordinator_key"} here once listening
+
+    @property
+    def max_message_bytes(self) -> int:
+        return int(self.max_message_mb * 1024 * 1024)
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    server: ServerSettings
+    federation: FederationConfig
+    evaluation: str = "digits"
+    model_text: str = "mlp:64-32-10"
+
+
+SERVER_HELP = {
+    "host": "address to listen on",
+    "ws_port": "WebSocket + HTTP port (browsers, /health, /status); 0 picks a free port",
+    "grpc_port": "gRPC port (native clients); 0 picks a free port",
+    "data_dir": "directory for the SQLite store, model files and the coordinator's identity key",
+    "max_message_mb": "largest accepted message (MiB); bigger frames are refused by the transport",
+    "audit_dir": "if set, write every group's unmasked sum there as .mle (what the server learns)",
+    "log_level": "debug, info, warning or error",
+    "exit_when_finished": "exit once all rounds are done (or the privacy budget is spent)",
+    "port_file": "write the bound ports and the coordinator key as JSON to this file",
+}
+FEDERATION_HELP = {
+    "rounds": "number of rounds to train",
+    "clients_per_round": "m: clients selected per round (trust-weighted)",
+    "group_size": "s: secure-aggregation group size (1 = no cross-client secure aggregation)",
+    "aggregator": "robust pipeline across group means, e.g. median, krum, trmean, 'bucket(2)|cc(tau=1)'",
+    "byzantine": "f: Byzantine clients to tolerate (checked against the robust rule and the group count)",
+    "server_optimizer": "fedavg, fedavgm or fedadam",
+    "server_lr": "server learning rate",
+    "local_epochs": "local epochs per round",
+    "batch_size": "local batch size",
+    "lr": "local SGD learning rate",
+    "l2_clip": "L2 clipping norm of each client update",
+    "noise_multiplier": "z: distributed DP noise per released group sum (0 = off)",
+    "quantization_bits": "B: bits per quantized coordinate",
+    "modulus_bits": "m: secure-aggregation field is Z_{2^m}",
+    "epsilon": "privacy budget ε (rounds that would exceed it are refused); inf = none",
+    "delta": "privacy δ",
+    "train_timeout": "seconds selected clients get to train and send their first message",
+    "phase_timeout": "seconds per later secure-aggregation phase",
+    "seed": "seed of the initial model",
+}
+
+
+def parse_model(value: Any) -> ModelSpec:
+    """``mlp:64-32-10``, a path to a JSON model spec, or a spec mapping."""
+    if isinstance(value, dict):
+        return ModelSpec.from_dict(value)
+    text = str(value)
+    if text.startswith("mlp:"):
+        try:
+            sizes = [int(v) for v in text[4:].split("-")]
+        except ValueError:
+            raise SettingsError(f"model {text!r}: expected mlp:IN-HIDDEN-...-CLASSES") from None
+        if len(sizes) < 2:
+            raise SettingsError(f"model {text!r}: an MLP needs at least input and output sizes")
+        return mlp(sizes)
+    path = Path(text)
+    if path.is_file():
+        return ModelSpec.from_json(path.read_text())
+    raise SettingsError(f"model {text!r}: not 'mlp:…' and not a JSON file")
+
+
+def _coerce(name: str, value: Any, typ: Any) -> Any:
+    try:
+        if typ is bool or typ == "bool":
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if typ is int or typ == "int":
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if typ is float or typ == "float":
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"option {name}: {value!r} is not a valid {getattr(typ, '__name__', typ)}") from None
+
+
+def _fields(cls: Any, skip: tuple[str, ...] = ()) -> list[dataclasses.Field[Any]]:
+    return [f for f in dataclasses.fields(cls) if f.name not in skip]
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE.toml", help="TOML settings file (flags override it)")
+    g = p.add_argument_group("server")
+    for f in _fields(ServerSettings):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in (bool, "bool"):
+            g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                           help=f"{SERVER_HELP[f.name]} (default: {f.default})")
+        else:
+            g.add_argument(flag, dest=f.name, default=None, help=f"{SERVER_HELP[f.name]} (default: {f.default})")
+    g = p.add_argument_group("federation")
+    g.add_argument("--model", dest="model", default=None,
+                   help="model spec: mlp:64-32-10 or a JSON spec file (default: mlp:64-32-10)")
+    g.add_argument("--evaluation", dest="evaluation", default=None,
+                   help="server-side evaluation data: digits or none (default: digits)")
+    for f in _fields(FederationConfig, ("model", "extra")):
+        g.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
+                       help=f"{FEDERATION_HELP[f.name]} (default: {f.default})")
+
+
+def load_settings(args: argparse.Namespace) -> ServeSettings:
+    """Merge defaults ← TOML ← flags, then validate the federation as a whole."""
+    doc: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        path = Path(args.config)
+        try:
+            doc = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise SettingsError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {path}: {exc}") from None
+    unknown = set(doc) - {"server", "federation", "model", "evaluation"}
+    if unknown:
+        raise SettingsError(f"unknown section(s) {sorted(unknown)} (known: server, federation, model, evaluation)")
+    server_doc, fed_doc = dict(doc.get("server", {})), dict(doc.get("federation", {}))
+    for section, d, cls, skip in (("server", server_doc, ServerSettings, ()),
+                                  ("federation", fed_doc, FederationConfig, ("model", "extra"))):
+        names = {f.name for f in _fields(cls, skip)}
+        bad = set(d) - names
+        if bad:
+            raise SettingsError(f"[{section}]: unknown option(s) {sorted(bad)}")
+    server_kw: dict[str, Any] = {}
+    for f in _fields(ServerSettings):
+        v = getattr(args, f.name, None)
+        v = server_doc.get(f.name) if v is None else v
+        if v is not None:
+            server_kw[f.name] = _coerce(f.name, v, f.type)
+    fed_kw: dict[str, Any] = {}
+    for f in _fields(FederationConfig, ("model", "extra")):
+        v = getattr(args, f.name, None)
+        v = fed_doc.get(f.name) if v is None else v
+        if v is not None:
+            fed_kw[f.name] = _coerce(f.name, v, f.type)
+    model_doc = doc.get("model", {})
+    model_value = getattr(args, "model", None) or (model_doc.get("spec") if isinstance(model_doc, dict) else None)
+    model_value = model_value or "mlp:64-32-10"
+    evaluation = getattr(args, "evaluation", None) or doc.get("evaluation", {}).get("dataset", "digits")
+    if evaluation not in ("digits", "none"):
+        raise SettingsError(f"evaluation {evaluation!r}: expected digits or none")
+    try:
+        spec = parse_model(model_value)
+    except ValueError as exc:
+        raise SettingsError(f"model: {exc}") from None
+    server = ServerSettings(**server_kw)
+    if server.log_level not in ("debug", "info", "warning", "error"):
+        raise SettingsError(f"log_level {server.log_level!r}: expected debug, info, warning or error")
+    if not 0 < server.max_message_mb <= 2047:
+        raise SettingsError("max_message_mb must be in (0, 2047]")
+    for name in ("ws_port", "grpc_port"):
+        if not 0 <= getattr(server, name) <= 65535:
+            raise SettingsError(f"{name} must be a port number (0-65535)")
+    if server.ws_port == server.grpc_port and server.ws_port != 0:
+        raise SettingsError("ws_port and grpc_port must differ")
+    fed = FederationConfig(model=spec, **fed_kw)
+    try:
+        fed.validate()
+    except ValueError as exc:
+        raise SettingsError(f"invalid federation: {exc}") from None
+    if evaluation == "digits" and (spec.input_shape not in ((64,), (1, 8, 8)) or spec.num_classes != 10):
+        raise SettingsError(f"evaluation on digits needs a model with input (64,) or (1, 8, 8) and 10 classes, "
+                            f"got input {spec.input_shape} and {spec.num_classes} classes")
+    text = model_value if isinstance(model_value, str) else json.dumps(model_value)
+    return ServeSettings(server, fed, evaluation, text)
+
+
+def federation_to_dict(cfg: FederationConfig) -> dict[str, Any]:
+    d = {f.name: getattr(cfg, f.name) for f in _fields(FederationConfig, ("model", "extra"))}
+    d["model"] = cfg.model.to_dict()
+    return {k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in d.items()}
+
+
+__all__ = ["ServeSettings", "ServerSettings", "SettingsError", "add_serve_arguments", "federation_to_dict",
+           "load_settings", "parse_model"]
