@@ -132,7 +132,7 @@ class KernelModel:
         labels = y if isinstance(y, array.array) and y.typecode == "i" else array.array("i", (int(v) for v in y))
         if len(labels) != n:
             raise ValueError(f"{n} examples but {len(labels)} labels")
-        if n and not (0 <= min(labels) and max(labels) < self.num_classes):
+        if n and not (min(labels) >= 0 and max(labels) < self.num_classes):
             raise ValueError(f"labels must lie in 0..{self.num_classes - 1}")
         return labels
 

@@ -1,0 +1,185 @@
+"""The WASM kernel in real headless Chromium (Pyodide + client_pyodide.engine) against torch autograd: loss,
+logits and the gradient of every parameter for every layer type within 1e-4; an epoch of SGD with momentum
+against torch.optim.SGD; the committed flkernel.wasm is exactly what build.sh produces."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import random
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from browser_support import CLIENT_WEB, browser_page  # noqa: F401  (module-scoped fixture)
+
+from client_native.torch_model import build_module, flatten, get_parameters, set_parameters, unflatten
+from flcore.modelspec import Conv2d, Flatten, Linear, MaxPool2d, ModelSpec, ReLU, mlp
+
+pytestmark = pytest.mark.browser
+
+SPECS = {
+    "mlp": mlp([20, 32, 17, 5]),
+    "conv_pad_pool": ModelSpec((2, 9, 9), (Conv2d(2, 4, 3, 1, 1), ReLU(), MaxPool2d(2), Flatten(), Linear(64, 6)), 6),
+    "conv_stride_overlap_pool": ModelSpec(
+        (3, 11, 10), (Conv2d(3, 5, 3, 2, 0), ReLU(), MaxPool2d(3, 1), Conv2d(5, 4, 2, 1, 1), Flatten(),
+                      Linear(4 * 4 * 3, 7), ReLU(), Linear(7, 3)), 3),
+    "flatten_first": ModelSpec((1, 4, 4), (Flatten(), Linear(16, 9), ReLU(), Linear(9, 4)), 4),
+}
+
+BROWSER_GRAD = """
+import json
+from client_pyodide import runtime
+from flcore.modelspec import ModelSpec
+a = json.loads(ARGS)
+m = runtime.model(a["spec"], max_batch=64)
+m.set_flat_parameters(a["params"])
+loss, g = m.loss_and_gradients(a["x"], a["y"])
+result = {"loss": loss, "grads": list(g), "logits": m.logits(a["x"]), "params": list(m.flat_parameters())}
+"""
+
+
+def _run(page, template: str, args: dict):
+    return page.run(f"ARGS = {json.dumps(json.dumps(args))}\n" + template)
+
+
+def _torch_loss_grads(spec: ModelSpec, params: np.ndarray, x: np.ndarray, y: np.ndarray):
+    module = build_module(spec)
+    set_parameters(module, unflatten(params, spec))
+    logits = module(torch.from_numpy(x))
+    loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y))
+    loss.backward()
+    grads = np.concatenate([p.grad.detach().numpy().reshape(-1) for p in module.parameters()])
+    return float(loss.detach()), grads, logits.detach().numpy()
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+@pytest.mark.parametrize("batch", [1, 13, 32])
+def test_gradients_equal_torch_autograd(browser_page, name: str, batch: int) -> None:  # noqa: F811
+    spec = SPECS[name]
+    rng = np.random.default_rng(hash((name, batch)) % 2**32)
+    init = spec.init_parameters(seed=batch)
+    params = np.concatenate([np.asarray(init[n], np.float32) for n, _ in spec.parameter_shapes()])
+    params += rng.normal(0, 0.05, params.shape).astype(np.float32)  # off the initialization's symmetry
+    x = rng.normal(0, 1, (batch, *spec.input_shape)).astype(np.float32)
+    y = rng.integers(0, spec.num_classes, batch).astype(np.int64)
+    out = _run(browser_page, BROWSER_GRAD, {"spec": spec.to_json(), "params": params.tolist(),
+                                            "x": x.reshape(-1).tolist(), "y": y.tolist()})
+    t_loss, t_grads, t_logits = _torch_loss_grads(spec, params, x, y)
+    assert np.array_equal(np.asarray(out["params"], np.float32), params)  # round trip through kernel memory
+    np.testing.assert_allclose(np.asarray(out["logits"]), t_logits, atol=1e-4, rtol=1e-4)
+    assert abs(out["loss"] - t_loss) <= 1e-4 * max(1.0, abs(t_loss))
+    g = np.asarray(out["grads"], np.float32)
+    assert g.shape == t_grads.shape
+    assert np.abs(t_grads).max() > 1e-3  # the comparison is not vacuous
+    np.testing.assert_allclose(g, t_grads, atol=1e-4, rtol=1e-4)
+    # every layer with parameters gets its own check, so a wrong layout cannot hide behind a small tensor
+    pos = 0
+    for pname, shape in spec.parameter_shapes():
+        n = int(np.prod(shape))
+        np.testing.assert_allclose(g[pos: pos + n], t_grads[pos: pos + n], atol=1e-4, rtol=1e-4, err_msg=pname)
+        pos += n
+
+
+BROWSER_TRAIN = """
+import json
+from client_pyodide import runtime
+a = json.loads(ARGS)
+m = runtime.model(a["spec"], max_batch=32)
+m.set_flat_parameters(a["params"])
+delta, loss = m.train(a["x"], a["y"], epochs=2, batch_size=a["batch"], lr=0.05, momentum=0.9, seed=a["seed"])
+ev = m.evaluate(a["x"], a["y"])
+result = {"delta": list(delta), "loss": loss, "eval": ev, "pred": m.predict(a["x"][: 3 * a["d"]])}
+"""
+
+
+def test_sgd_epochs_match_torch_sgd_with_momentum(browser_page) -> None:  # noqa: F811
+    spec = SPECS["conv_pad_pool"]
+    n, batch, seed = 45, 8, 7
+    rng = np.random.default_rng(3)
+    init = spec.init_parameters(seed=1)
+    params = np.concatenate([np.asarray(init[k], np.float32) for k, _ in spec.parameter_shapes()])
+    x = rng.normal(0, 1, (n, *spec.input_shape)).astype(np.float32)
+    y = rng.integers(0, spec.num_classes, n).astype(np.int64)
+    d = int(np.prod(spec.input_shape))
+    out = _run(browser_page, BROWSER_TRAIN, {"spec": spec.to_json(), "params": params.tolist(), "d": d,
+                                             "x": x.reshape(-1).tolist(), "y": y.tolist(), "batch": batch,
+                                             "seed": seed})
+    # the same visiting order in torch: random.Random(seed).shuffle per epoch (engine.train's contract)
+    module = build_module(spec)
+    set_parameters(module, unflatten(params, spec))
+    opt = torch.optim.SGD(module.parameters(), lr=0.05, momentum=0.9)
+    r, perm, losses = random.Random(seed), list(range(n)), []
+    for _ in range(2):
+        r.shuffle(perm)
+        for i in range(0, n, batch):
+            idx = perm[i: i + batch]
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(module(torch.from_numpy(x[idx])), torch.from_numpy(y[idx]))
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    t_delta = flatten(get_parameters(module), spec) - params
+    np.testing.assert_allclose(np.asarray(out["delta"], np.float32), t_delta, atol=1e-4, rtol=1e-3)
+    assert abs(out["loss"] - float(np.mean(losses))) < 1e-4
+    with torch.no_grad():
+        logits = module(torch.from_numpy(x))
+    t_eval_loss = float(torch.nn.functional.cross_entropy(logits, torch.from_numpy(y)))
+    assert abs(out["eval"][0] - t_eval_loss) < 1e-4
+    assert out["eval"][1] == pytest.approx(float((logits.argmax(1).numpy() == y).mean()))
+    assert out["pred"] == logits.argmax(1).numpy()[:3].tolist()
+
+
+def test_training_learns_digits_in_browser(browser_page) -> None:  # noqa: F811
+    from sklearn.datasets import load_digits
+
+    xd, yd = load_digits(return_X_y=True)
+    x = (xd / 16.0).astype(np.float32)[:600]
+    y = yd[:600]
+    spec = mlp([64, 32, 10])
+    init = spec.init_parameters(seed=0)
+    params = np.concatenate([np.asarray(init[k], np.float32) for k, _ in spec.parameter_shapes()])
+    out = _run(browser_page, """
+import json
+from client_pyodide import runtime
+a = json.loads(ARGS)
+m = runtime.model(a["spec"], max_batch=32)
+m.set_flat_parameters(a["params"])
+before = m.evaluate(a["x"], a["y"])
+m.train(a["x"], a["y"], epochs=15, batch_size=32, lr=0.1, momentum=0.9, seed=1)
+result = [before, m.evaluate(a["x"], a["y"])]
+""", {"spec": spec.to_json(), "params": params.tolist(), "x": x.reshape(-1).tolist(), "y": y.tolist()})
+    (loss0, acc0), (loss1, acc1) = out
+    assert loss1 < loss0 / 3 and acc1 > 0.9 > acc0
+
+
+def test_kernel_rejects_bad_inputs(browser_page) -> None:  # noqa: F811
+    out = browser_page.run("""
+from client_pyodide import runtime
+from flcore.modelspec import mlp
+m = runtime.model(mlp([4, 3]).to_json(), max_batch=2)
+errs = []
+for call in (lambda: m.loss_and_gradients([0.0] * 12, [0, 1, 2]),   # batch 3 > max_batch 2
+             lambda: m.loss_and_gradients([0.0] * 8, [0, 3]),       # label out of range
+             lambda: m.loss_and_gradients([0.0] * 7, [0, 1]),       # not whole examples
+             lambda: m.set_flat_parameters([float("nan")] * 15)):
+    try:
+        call()
+        errs.append(None)
+    except ValueError as exc:
+        errs.append(str(exc))
+result = errs
+""")
+    assert all(e for e in out), out
+
+
+def test_committed_wasm_is_reproducible(tmp_path) -> None:
+    """flkernel.wasm is committed; rebuilding it with the pinned flags gives the same bytes."""
+    if not (shutil.which("clang") and shutil.which("wasm-ld")):
+        pytest.fail("clang and wasm-ld are needed (Debian packages clang, lld): run `make web-setup`", pytrace=False)
+    out = tmp_path / "flkernel.wasm"
+    subprocess.run(["sh", str(CLIENT_WEB / "kernel" / "build.sh"), str(out)], check=True, capture_output=True)
+    assert filecmp.cmp(out, CLIENT_WEB / "kernel" / "flkernel.wasm", shallow=False), \
+        "client_web/kernel/flkernel.wasm is stale: run client_web/kernel/build.sh and commit the result"
