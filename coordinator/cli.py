@@ -15,6 +15,9 @@ def build_parser() -> argparse.ArgumentParser:
     from mle.cli import add_mle_parser
 
     add_mle_parser(sub)
+    from simulations.cli import add_simulate_parser
+
+    add_simulate_parser(sub)
     _add_serve_parser(sub)
     return parser
 

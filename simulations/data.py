@@ -1,0 +1,58 @@
+"""Client datasets for a simulation: scikit-learn digits split by IID / Dirichlet(α) / shards, or FedProx's
+Synthetic(α, β) (one generated client per simulated client, with a pooled held-out test set)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from federated_data import dirichlet, iid, load_digits, shards, synthetic
+from simulations.config import DataConfig
+
+
+@dataclass
+class FederatedData:
+    xs: list[np.ndarray]  # per client, float32 (n_i, features)
+    ys: list[np.ndarray]  # per client, int64
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    image_shape: tuple[int, int] | None = None  # digits: (8, 8), used by the backdoor trigger
+
+    @property
+    def num_clients(self) -> int:
+        return len(self.xs)
+
+    @property
+    def input_dim(self) -> int:
+        return int(self.x_test.shape[1])
+
+
+def build_data(cfg: DataConfig, seed: int) -> FederatedData:
+    rng = np.random.default_rng([seed, 1])
+    if cfg.dataset == "digits":
+        ds = load_digits(test_fraction=cfg.test_fraction, seed=seed)
+        n = cfg.num_clients
+        if cfg.partition == "iid":
+            parts = iid(ds.y_train, n, rng)
+        elif cfg.partition == "dirichlet":
+            parts = dirichlet(ds.y_train, n, cfg.alpha, rng, min_size=min(cfg.min_size, len(ds.y_train) // n))
+        else:
+            parts = shards(ds.y_train, n, cfg.shards_per_client, rng)
+        return FederatedData([ds.x_train[p] for p in parts], [ds.y_train[p] for p in parts], ds.x_test, ds.y_test,
+                             ds.num_classes, (8, 8))
+    xs, ys = synthetic(cfg.synthetic_alpha, cfg.synthetic_beta, cfg.num_clients, dim=cfg.synthetic_dim,
+                       samples_per_client=cfg.synthetic_samples, seed=seed)
+    # hold out test_fraction of every client's examples; the pooled held-out set is the test set
+    tr_x, tr_y, te_x, te_y = [], [], [], []
+    for x, y in zip(xs, ys, strict=True):
+        order = rng.permutation(len(y))
+        k = max(1, round(cfg.test_fraction * len(y)))
+        k = min(k, len(y) - 1) if len(y) > 1 else 0
+        te, tr = order[:k], order[k:]
+        tr_x.append(x[tr])
+        tr_y.append(y[tr])
+        te_x.append(x[te])
+        te_y.append(y[te])
+    return FederatedData(tr_x, tr_y, np.concatenate(te_x), np.concatenate(te_y), 10, None)

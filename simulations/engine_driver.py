@@ -1,0 +1,171 @@
+"""Drive the real coordinator engine in-process: ``Engine.handle(event) -> actions`` with one real
+``flcore.session.ClientSession`` per simulated client (Ed25519 identities, signed messages, SecAgg+ in groups,
+the client pipeline's clipping/quantization/distributed DP), no sockets.
+
+The only simulated parts are the clock (a virtual ``now`` advanced to the next timer when nothing is in
+flight), local training (batched across the round's clients, see :mod:`simulations.training`) and the
+Byzantine clients' updates (:mod:`simulations.attacks`). When the engine hands out a round's tasks, every
+selected client's ``Train`` action is collected first, all updates are computed in one batch, and then each
+session's ``training_done`` is called – the order a real federation would see if all clients trained in
+parallel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from coordinator.engine import Engine
+from coordinator.events import (
+    Close,
+    Connected,
+    DataReceived,
+    Disconnected,
+    Log,
+    PersistRound,
+    Send,
+    SetTimer,
+    TimerFired,
+)
+from flcore.session import ClientSession, Failed, SendFrame, Train
+from privacy.randomness import RandomStream
+
+UpdateFn = Callable[[int, np.ndarray, list[int]], np.ndarray]  # (round, global params, client idxs) → (k, d)
+
+
+def derive_seed(seed: int, purpose: str, index: int = 0) -> bytes:
+    """32 deterministic bytes for identities and client randomness (simulation only, never production)."""
+    return hashlib.blake2b(f"{purpose}:{seed}:{index}".encode(), key=b"fl-coordinator-simulation",
+                           digest_size=32).digest()
+
+
+class UnclippedSession(ClientSession):
+    """A Byzantine client's session: it runs the production client pipeline but does not honour the L2 clip
+    (a Byzantine client controls its own code, and under secure aggregation nobody can check). It encodes its
+    update on the *same* fixed-point grid with the widest range the field allows: bits raised to 31 and the
+    clip raised by the same factor, so the grid step – and hence the server's decoding – is unchanged."""
+
+    def training_done(self, delta: Any) -> list[Any]:
+        task = self._task
+        if task is None:
+            return super().training_done(delta)
+        dp = dict(task["dp"])
+        wide_bits = min(31, int(dp["modulus_bits"]) - 1)
+        factor = ((1 << (wide_bits - 1)) - 1) / ((1 << (int(dp["bits"]) - 1)) - 1)
+        task["dp"] = {**dp, "bits": wide_bits, "l2_clip": float(dp["l2_clip"]) * factor}
+        try:
+            return super().training_done(delta)
+        finally:
+            if self._task is not None:
+                self._task["dp"] = dp
+
+
+class EngineDriver:
+    """Runs one federation through :class:`coordinator.engine.Engine` until it finishes or stalls."""
+
+    def __init__(self, fed_cfg: Any, num_clients: int, updates: UpdateFn, *, seed: int,
+                 byzantine: set[int] = frozenset(), attackers_clip: bool = True,
+                 evaluator: Any = None, engine_state: dict[str, Any] | None = None) -> None:
+        self.cfg = fed_cfg
+        self.updates = updates
+        self.engine = Engine(fed_cfg, derive_seed(seed, "coordinator"), seed=seed, evaluator=evaluator,
+                             state=engine_state)
+        self.sessions: dict[str, ClientSession] = {}
+        self.index: dict[str, int] = {}
+        for i in range(num_clients):
+            cls = ClientSession if (i not in byzantine or attackers_clip) else UnclippedSession
+            conn = f"client{i}"
+            self.sessions[conn] = cls(derive_seed(seed, "identity", i), self.engine.public_key,
+                                      stream=RandomStream(derive_seed(seed, "stream", i)))
+            self.index[conn] = i
+        self.outbox: deque[tuple[str, bytes]] = deque()
+        self.pending: list[tuple[str, Train]] = []
+        self.timers: dict[str, float] = {}
+        self.now = 0.0
+        self.failures: list[tuple[int, str, str]] = []
+        self.logs: list[tuple[str, str]] = []
+        self.stopped_reason = ""
+        self.selected: dict[int, list[int]] = {}
+        self.byzantine = set(byzantine)
+        self.by_id = {sess.client_id: i for i, sess in enumerate(self.sessions.values())}
+        self.group_stats: dict[int, tuple[int, int]] = {}  # round → (groups, groups with a Byzantine member)
+
+    # ── actions ──────────────────────────────────────────────────────────────────────────────────────
+    def _engine(self, event: Any) -> None:
+        for a in self.engine.handle(event):
+            if isinstance(a, Send):
+                self._deliver(a.conn, a.data)
+            elif isinstance(a, SetTimer):
+                self.timers[a.name] = a.at
+            elif isinstance(a, Log):
+                self.logs.append((a.level, a.message))
+            elif isinstance(a, Close):
+                self.outbox = deque(x for x in self.outbox if x[0] != a.conn)
+                self._engine(Disconnected(a.conn, self.now))
+            elif isinstance(a, PersistRound):
+                pass  # in memory: nothing to make durable
+            # other actions (status notifications) carry nothing the simulation needs
+
+    def _deliver(self, conn: str, data: bytes) -> None:
+        for act in self.sessions[conn].receive(data):
+            self._client(conn, act)
+
+    def _client(self, conn: str, act: Any) -> None:
+        if isinstance(act, SendFrame):
+            self.outbox.append((conn, act.data))
+        elif isinstance(act, Train):
+            self.pending.append((conn, act))
+        elif isinstance(act, Failed):
+            self.failures.append((self.index[conn], act.code, act.message))
+
+    def _train_pending(self) -> None:
+        batch, self.pending = self.pending, []
+        rnd = batch[0][1].round
+        spec = batch[0][1].spec
+        params = np.concatenate([np.asarray(batch[0][1].parameters[n], np.float32).reshape(-1)
+                                 for n, _ in spec.parameter_shapes()])
+        idxs = [self.index[conn] for conn, _ in batch]
+        self.selected[rnd] = sorted(idxs)
+        rs = self.engine.round
+        if rs is not None:
+            bad = sum(any(self.by_id[m] in self.byzantine for m in g) for g in rs.groups)
+            self.group_stats[rnd] = (len(rs.groups), bad)
+        deltas = self.updates(rnd, params, idxs)
+        for (conn, _), delta in zip(batch, deltas, strict=True):
+            for act in self.sessions[conn].training_done(np.asarray(delta, np.float32)):
+                self._client(conn, act)
+
+    # ── main loop ────────────────────────────────────────────────────────────────────────────────────
+    def run(self, on_round: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+        for conn, s in self.sessions.items():
+            self._engine(Connected(conn, "inprocess", self.now))
+            for act in s.start():
+                self._client(conn, act)
+        seen = 0
+        while not self.engine.finished:
+            if self.pending and not self.outbox:
+                self._train_pending()
+            elif self.outbox:
+                conn, data = self.outbox.popleft()
+                self._engine(DataReceived(conn, data, self.now))
+            elif self.engine.round is not None and "phase" in self.timers:
+                self.now = max(self.now, self.timers.pop("phase"))
+                self._engine(TimerFired("phase", self.now))
+            else:
+                ready = len(self.engine.trust.selectable(self.engine.ready_clients()))
+                self.stopped_reason = (f"stalled after round {self.engine.round_number}: {ready} selectable "
+                                       f"clients < clients_per_round={self.cfg.clients_per_round}")
+                break
+            while on_round is not None and seen < len(self.engine.history):
+                on_round(self.engine.history[seen])
+                seen += 1
+        if self.engine.stopped_reason and not self.stopped_reason:
+            self.stopped_reason = self.engine.stopped_reason
+        for h in self.engine.history:
+            if h["round"] in self.group_stats:
+                h["corrupted_groups"] = self.group_stats[h["round"]][1]
+        return self.engine.history

@@ -1,0 +1,276 @@
+"""Grids: one base config, swept over attacks × defences (× secure-aggregation group sizes).
+
+```toml
+# … a full simulation config (the base) …
+[grid]
+attacks = ["none", "sign_flip(scale=10)", {label = "IPM", spec = "ipm(eps=10)"}]
+defences = [{label = "FedAvg", spec = "mean"}, "median"]
+group_sizes = [1, 2, 5]      # optional (default: the base's group_size)
+seeds = [0]                  # optional: several seeds are averaged
+workers = 2                  # optional: runs in parallel processes
+```
+Outputs under ``out_dir``: one folder per run (config, metrics, plot), ``grid.json``, and per group size a
+markdown table (attack × defence, final test accuracy in %) and a heatmap PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simulations.config import ConfigError, SimulationConfig, load_toml
+
+
+@dataclass(frozen=True)
+class Axis:
+    label: str
+    spec: str
+
+
+def _axis(name: str, items: Any) -> list[Axis]:
+    if not isinstance(items, list) or not items:
+        raise ConfigError(f"[grid] {name} must be a non-empty list")
+    out = []
+    for it in items:
+        if isinstance(it, str):
+            out.append(Axis(it, it))
+        elif isinstance(it, dict) and set(it) <= {"label", "spec"} and isinstance(it.get("spec"), str):
+            out.append(Axis(str(it.get("label", it["spec"])), it["spec"]))
+        else:
+            raise ConfigError(f"[grid] {name}: each entry is a string or {{label = …, spec = …}}, got {it!r}")
+    labels = [a.label for a in out]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"[grid] {name}: duplicate labels {labels}")
+    return out
+
+
+@dataclass
+class GridSpec:
+    base: SimulationConfig
+    attacks: list[Axis]
+    defences: list[Axis]
+    group_sizes: list[int]
+    seeds: list[int]
+    workers: int
+    adapt_byzantine: bool = True
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GridSpec:
+        if "grid" not in data or not isinstance(data["grid"], dict):
+            raise ConfigError("a grid config needs a [grid] table with attacks and defences")
+        g = dict(data["grid"])
+        unknown = set(g) - {"attacks", "defences", "group_sizes", "seeds", "workers", "adapt_byzantine"}
+        if unknown:
+            raise ConfigError(f"unknown key(s) {sorted(unknown)} in [grid]")
+        base = SimulationConfig.from_dict({k: v for k, v in data.items() if k != "grid"})
+        spec = cls(base, _axis("attacks", g.get("attacks")), _axis("defences", g.get("defences")),
+                   list(g.get("group_sizes", [base.federation.group_size])), list(g.get("seeds", [base.seed])),
+                   int(g.get("workers", 1)), bool(g.get("adapt_byzantine", True)))
+        for run in spec.runs():  # validate every cell up front: a typo fails before hours of compute
+            spec.config_for(*run)
+        return spec
+
+    def runs(self) -> list[tuple[int, Axis, Axis, int]]:
+        return [(s, a, d, seed) for s in self.group_sizes for a in self.attacks for d in self.defences
+                for seed in self.seeds]
+
+    def config_for(self, s: int, attack: Axis, defence: Axis, seed: int) -> SimulationConfig:
+        """The cell's config. The attackers stay in the population for every attack except "none" (same
+        population, same seed). If the defence cannot tolerate the base's f over this cell's groups (e.g. Krum
+        over 5 groups tolerates 1 corrupted group), f told to the defence is lowered to the largest value its
+        precondition accepts, and the table marks the cell (the guarantee no longer covers the attackers)."""
+        num_byz = self.base.attack.num_byzantine if attack.spec.split("(")[0].strip() != "none" else 0
+        changes = {"federation.group_size": s, "federation.aggregator": defence.spec, "attack.name": attack.spec,
+                   "attack.num_byzantine": num_byz, "seed": seed,
+                   "name": f"{self.base.name}/s{s}/{attack.label}/{defence.label}"}
+        first: ConfigError | None = None
+        for f in range(self.base.federation.byzantine, -1, -1):
+            try:
+                return self.base.replace(**changes, **{"federation.byzantine": f})
+            except ConfigError as exc:
+                first = first or exc
+                if not self.adapt_byzantine or "[federation]" not in str(exc):
+                    break
+        raise ConfigError(f"grid cell (group_size={s}, attack={attack.label!r}, defence={defence.label!r}): "
+                          f"{first}")
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text).strip("_") or "x"
+
+
+def _run_one(args: tuple[dict[str, Any], str | None]) -> dict[str, Any]:
+    from simulations.runner import run_simulation
+
+    cfg_dict, out = args
+    r = run_simulation(cfg_dict, out)
+    return {"history": r.history, "stopped_reason": r.stopped_reason, "seconds": r.seconds,
+            "byzantine": r.byzantine, "f_told": r.config.federation.byzantine}
+
+
+def run_grid(spec: GridSpec | dict[str, Any], out_dir: str | Path | None = None, verbose: bool = True
+             ) -> dict[str, Any]:
+    if isinstance(spec, dict):
+        spec = GridSpec.from_dict(spec)
+    out = Path(out_dir or spec.base.out_dir or f"results/{_slug(spec.base.name)}")
+    out.mkdir(parents=True, exist_ok=True)
+    cells = spec.runs()
+    jobs = []
+    for s, a, d, seed in cells:
+        cfg = spec.config_for(s, a, d, seed)
+        jobs.append((cfg.to_dict(), str(out / f"s{s}" / _slug(a.label) / _slug(d.label) / f"seed{seed}")))
+    results: list[dict[str, Any]] = []
+    if spec.workers > 1:
+        with ProcessPoolExecutor(spec.workers, initializer=_worker_init) as ex:
+            for i, r in enumerate(ex.map(_run_one, jobs)):
+                results.append(r)
+                if verbose:
+                    _report(cells[i], r)
+    else:
+        for i, job in enumerate(jobs):
+            results.append(_run_one(job))
+            if verbose:
+                _report(cells[i], results[-1])
+    summary = summarize(spec, cells, results)
+    (out / "grid.json").write_text(json.dumps(summary, indent=1, default=_default))
+    write_tables(spec, summary, out)
+    return summary
+
+
+def _default(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        return x.item()
+    raise TypeError(type(x))
+
+
+def _worker_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    os.environ.setdefault("AGGREGATION_THREADS", "1")
+
+
+def _report(cell: tuple[int, Axis, Axis, int], r: dict[str, Any]) -> None:
+    s, a, d, seed = cell
+    acc = r["history"][-1]["accuracy"] if r["history"] else math.nan
+    print(f"s={s} {a.label:>14} × {d.label:<14} seed={seed}: final accuracy {100 * acc:5.1f}% "
+          f"({r['seconds']:.1f}s){'  ' + r['stopped_reason'] if r['history'] and len(r['history']) < 1 else ''}",
+          flush=True)
+
+
+def summarize(spec: GridSpec, cells: list[tuple[int, Axis, Axis, int]], results: list[dict[str, Any]]
+              ) -> dict[str, Any]:
+    table: dict[str, Any] = {}
+    for (s, a, d, seed), r in zip(cells, results, strict=True):
+        h = r["history"]
+        entry = table.setdefault(str(s), {}).setdefault(a.label, {}).setdefault(d.label, {"runs": []})
+        entry["runs"].append({"seed": seed, "final_accuracy": h[-1]["accuracy"] if h else math.nan,
+                              "best_accuracy": max((x["accuracy"] for x in h), default=math.nan),
+                              "rounds": len(h), "stopped_reason": r["stopped_reason"],
+                              "groups_ok_min": min((x.get("groups_ok", 0) for x in h), default=0),
+                              "f_told": r["f_told"],
+                              "groups": h[-1].get("groups") if h else None,
+                              "corrupted_groups_max": max((x.get("corrupted_groups", 0) for x in h), default=0),
+                              "corrupted_groups_mean": float(np.mean([x.get("corrupted_groups", 0) for x in h]))
+                              if h else 0.0,
+                              "rounds_all_groups_corrupted": sum(
+                                  1 for x in h if x.get("corrupted_groups", 0) >= x.get("groups", 1) > 0),
+                              "rounds_over_tolerance": sum(
+                                  1 for x in h if x.get("corrupted_groups", 0) > min(r["f_told"], x.get("groups", 0))),
+                              "attack_success_rate": h[-1].get("attack_success_rate") if h else None,
+                              "seconds": r["seconds"]})
+    for by_attack in table.values():
+        for by_def in by_attack.values():
+            for entry in by_def.values():
+                accs = [x["final_accuracy"] for x in entry["runs"]]
+                entry["final_accuracy"] = float(np.mean(accs))
+                entry["f_told"] = min(x["f_told"] for x in entry["runs"])
+                entry["rounds_over_tolerance"] = sum(x["rounds_over_tolerance"] for x in entry["runs"])
+    return {"name": spec.base.name, "base": spec.base.to_dict(), "attacks": [a.__dict__ for a in spec.attacks],
+            "defences": [d.__dict__ for d in spec.defences], "group_sizes": spec.group_sizes,
+            "seeds": spec.seeds, "table": table}
+
+
+def matrix(summary: dict[str, Any], s: int) -> tuple[np.ndarray, list[str], list[str]]:
+    rows = [a["label"] for a in summary["attacks"]]
+    cols = [d["label"] for d in summary["defences"]]
+    t = summary["table"][str(s)]
+    m = np.array([[t[r][c]["final_accuracy"] for c in cols] for r in rows], dtype=float)
+    return m, rows, cols
+
+
+def markdown_table(summary: dict[str, Any], s: int) -> str:
+    """Final accuracy in %; † = the defence was told a smaller f than the attackers present (its precondition
+    over this many groups allows no more); ‡ = in some round more groups were corrupted than the f the
+    defence was told (no guarantee that round)."""
+    m, rows, cols = matrix(summary, s)
+    t = summary["table"][str(s)]
+    f_base = summary["base"]["federation"]["byzantine"]
+    lines = ["| attack \\ defence | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    for i, r in enumerate(rows):
+        cells = []
+        for j, c in enumerate(cols):
+            e = t[r][c]
+            mark = ("†" if e["f_told"] < f_base else "") + ("‡" if e["rounds_over_tolerance"] else "")
+            cells.append(("–" if np.isnan(m[i, j]) else f"{100 * m[i, j]:.1f}") + mark)
+        lines.append(f"| {r} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def corruption_note(summary: dict[str, Any], s: int) -> str:
+    """How many groups the attackers corrupted (from the runs with an attack)."""
+    t = summary["table"][str(s)]
+    runs = [x for a, by_def in t.items() for e in by_def.values() for x in e["runs"] if a != "none"]
+    runs = [x for x in runs if x["groups"]]
+    if not runs:
+        return ""
+    g = runs[0]["groups"]
+    mean = float(np.mean([x["corrupted_groups_mean"] for x in runs]))
+    allc = sum(x["rounds_all_groups_corrupted"] for x in runs)
+    total = sum(x["rounds"] for x in runs)
+    f_told = sorted({(c, e["f_told"]) for by_def in t.values() for c, e in by_def.items()})
+    told = ", ".join(f"{c}: f={f}" for c, f in dict(f_told).items())
+    return (f"{g} groups per round; on average {mean:.2f} of them contained a Byzantine client; every group "
+            f"was corrupted in {allc} of {total} attacked rounds. f told to each defence: {told}.")
+
+
+def write_tables(spec: GridSpec, summary: dict[str, Any], out: Path) -> None:
+    from simulations.plots import plot_heatmap
+
+    b = spec.base
+    parts = [f"# {b.name}\n", f"Final test accuracy (%) after {b.rounds} rounds; {b.data.num_clients} clients on "
+             f"{b.data.dataset} ({b.data.partition}), {b.federation.clients_per_round} per round, "
+             f"{b.attack.num_byzantine} Byzantine; seeds {spec.seeds}. Config: `config.toml`.\n"]
+    for s in spec.group_sizes:
+        m, rows, cols = matrix(summary, s)
+        title = "no secure aggregation (groups of 1)" if s == 1 else f"secure aggregation in groups of {s}"
+        parts.append(f"\n## {title}\n\n{markdown_table(summary, s)}\n\n{corruption_note(summary, s)}\n")
+        if b.plots:
+            plot_heatmap(m, rows, cols, f"{b.name}: final accuracy, {title}", out / f"heatmap_s{s}.png")
+    parts.append("\n† the defence was told a smaller f than the attackers present (its precondition over this many "
+                 "groups allows no more). ‡ in some round more groups were corrupted than the f the defence was "
+                 "told: no guarantee in that round.\n")
+    (out / "table.md").write_text("".join(parts))
+    (out / "config.toml").write_text(b.to_toml() + _grid_toml(spec))
+
+
+def _grid_toml(spec: GridSpec) -> str:
+    from simulations.config import _toml_value
+
+    def ax(items: list[Axis]) -> str:
+        return "[" + ", ".join(f"{{label = {_toml_value(a.label)}, spec = {_toml_value(a.spec)}}}" for a in items) + "]"
+
+    return (f"\n[grid]\nattacks = {ax(spec.attacks)}\ndefences = {ax(spec.defences)}\n"
+            f"group_sizes = {_toml_value(spec.group_sizes)}\nseeds = {_toml_value(spec.seeds)}\n"
+            f"workers = {spec.workers}\n")
+
+
+def load_grid(path: str | Path) -> GridSpec:
+    return GridSpec.from_dict(load_toml(path))

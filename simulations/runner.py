@@ -1,0 +1,238 @@
+"""One simulation run: data, clients (honest and Byzantine), the federation, metrics and outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simulations.attacks import Attack, AttackContext, add_trigger, make_attack
+from simulations.config import SimulationConfig
+from simulations.data import FederatedData, build_data
+from simulations.training import train_clients
+
+
+@dataclass
+class SimulationResult:
+    config: SimulationConfig
+    history: list[dict[str, Any]]
+    byzantine: list[int]
+    stopped_reason: str = ""
+    seconds: float = 0.0
+    client_updates: int = 0
+    out_dir: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def final_accuracy(self) -> float:
+        return float(self.history[-1]["accuracy"]) if self.history else math.nan
+
+    def final(self, key: str) -> float:
+        return float(self.history[-1].get(key, math.nan)) if self.history else math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.config.name, "config": self.config.to_dict(), "byzantine": self.byzantine,
+                "stopped_reason": self.stopped_reason, "seconds": self.seconds,
+                "client_updates": self.client_updates, "rounds": self.history, **self.extra}
+
+
+def training_seed(seed: int, rnd: int, client: int) -> int:
+    return int(np.random.SeedSequence([seed, rnd, client]).generate_state(1, np.uint64)[0] >> 1)
+
+
+class Simulation:
+    """Build with a validated :class:`SimulationConfig`; :meth:`run` returns a :class:`SimulationResult`."""
+
+    def __init__(self, cfg: SimulationConfig, data: FederatedData | None = None) -> None:
+        self.cfg = cfg.validate()
+        if cfg.torch_threads:
+            import torch
+
+            torch.set_num_threads(cfg.torch_threads)
+        self.data = data or build_data(cfg.data, cfg.seed)
+        if self.data.num_clients != cfg.data.num_clients:
+            raise ValueError(f"data has {self.data.num_clients} clients, config says {cfg.data.num_clients}")
+        self.spec = cfg.model_spec(self.data.input_dim, self.data.num_classes)
+        self.fed = cfg.federation_config(self.spec)
+        rng = np.random.default_rng([cfg.seed, 2])
+        self.byzantine = sorted(int(i) for i in rng.choice(cfg.data.num_clients, cfg.attack.num_byzantine,
+                                                            replace=False))
+        self.attack: Attack = make_attack(cfg.attack.name)
+        self.omniscient = (self.attack.omniscient_default if cfg.attack.omniscient is None
+                           else cfg.attack.omniscient)
+        self.attack_rng = np.random.default_rng([cfg.seed, 3])
+        self.xs = list(self.data.xs)
+        self.ys = list(self.data.ys)
+        if self.attack.data_poisoning:
+            prng = np.random.default_rng([cfg.seed, 4])
+            for i in self.byzantine:
+                self.xs[i], self.ys[i] = self.attack.poison(self.xs[i], self.ys[i], self.data.num_classes,
+                                                            self.data.image_shape, prng)
+        self.trainer = self._make_trainer()
+        self.client_updates = 0
+        self._module = None
+        self._backdoor_x: np.ndarray | None = None
+        if hasattr(self.attack, "poison") and self.attack.name in ("backdoor", "model_replacement"):
+            target = int(self.attack.p("target", 0))
+            keep = self.data.y_test != target
+            self._backdoor_x = add_trigger(self.data.x_test[keep], self.data.image_shape,
+                                           int(self.attack.p("size", 2)))
+            self._backdoor_target = target
+
+    def _make_trainer(self) -> Any:
+        if self.cfg.backend == "ray":
+            from simulations.ray_backend import RayTrainer
+
+            return RayTrainer(self.spec, self.xs, self.ys, workers=self.cfg.ray_workers,
+                              address=self.cfg.ray_address)
+        return LocalTrainer(self.spec, self.xs, self.ys)
+
+    # ── one round's client updates ──────────────────────────────────────────────────────────────────
+    def updates(self, rnd: int, params: np.ndarray, idxs: list[int]) -> np.ndarray:
+        """Every selected client's update: honest deltas in one batch, then the attackers' crafted ones."""
+        f = self.fed
+        seeds = [training_seed(self.cfg.seed, rnd, i) for i in idxs]
+        deltas = self.trainer.train(params, idxs, seeds, epochs=f.local_epochs, batch_size=f.batch_size, lr=f.lr)
+        self.client_updates += len(idxs)
+        byz = set(self.byzantine)
+        bad = [k for k, i in enumerate(idxs) if i in byz]
+        if not bad or self.attack.name == "none":
+            return deltas
+        good = [k for k, i in enumerate(idxs) if i not in byz]
+        honest = deltas[good] if self.omniscient else np.zeros((0, deltas.shape[1]), np.float32)
+        ctx = AttackContext(rnd, honest, deltas[bad], len(idxs), len(bad), [idxs[k] for k in good] if
+                            self.omniscient else [], self.attack_rng, params)
+        crafted = np.asarray(self.attack.craft(ctx), np.float32)
+        if crafted.shape != (len(bad), deltas.shape[1]):
+            raise AssertionError(f"attack {self.attack} returned {crafted.shape}")
+        out = deltas.copy()
+        out[bad] = crafted
+        return out
+
+    # ── evaluation ──────────────────────────────────────────────────────────────────────────────────
+    def evaluate(self, params: dict[str, np.ndarray]) -> dict[str, float]:
+        import torch
+
+        from client_native.torch_model import build_module, set_parameters
+
+        if self._module is None:
+            self._module = build_module(self.spec)
+        set_parameters(self._module, params)
+        self._module.eval()
+        with torch.no_grad():
+            x = torch.from_numpy(np.asarray(self.data.x_test, np.float32).reshape(-1, *self.spec.input_shape))
+            y = torch.from_numpy(self.data.y_test)
+            logits = self._module(x)
+            out = {"loss": float(torch.nn.functional.cross_entropy(logits, y)),
+                   "accuracy": float((logits.argmax(1) == y).float().mean())}
+            if self._backdoor_x is not None:
+                xb = torch.from_numpy(self._backdoor_x.reshape(-1, *self.spec.input_shape))
+                out["attack_success_rate"] = float((self._module(xb).argmax(1) == self._backdoor_target)
+                                                   .float().mean())
+        if not math.isfinite(out["loss"]):
+            out["loss"] = float("nan")
+        return out
+
+    # ── run ─────────────────────────────────────────────────────────────────────────────────────────
+    def run(self, out_dir: str | Path | None = None, verbose: bool = False) -> SimulationResult:
+        t0 = time.perf_counter()
+        cfg = self.cfg
+        state = None
+        if not cfg.federation.bans:
+            from coordinator.trust import TrustParams, TrustState
+
+            state = {"trust": TrustState(TrustParams(ban_threshold=0.0)).to_dict()}
+
+        def log(m: dict[str, Any]) -> None:
+            if verbose:
+                extra = f" asr={m['attack_success_rate']:.3f}" if "attack_success_rate" in m else ""
+                print(f"[{cfg.name}] round {m['round']:>3}: accuracy={m['accuracy']:.4f} "
+                      f"loss={m['loss']:.4f}{extra}", flush=True)
+
+        if cfg.mode == "engine":
+            from simulations.engine_driver import EngineDriver
+
+            driver = EngineDriver(self.fed, cfg.data.num_clients, self.updates, seed=cfg.seed,
+                                  byzantine=set(self.byzantine), attackers_clip=cfg.attack.respect_clip,
+                                  evaluator=self.evaluate, engine_state=state)
+            history = driver.run(on_round=log)
+            reason = driver.stopped_reason
+            extra = {"failures": [list(x) for x in driver.failures[:20]]}
+        else:
+            from simulations.direct import DirectDriver
+
+            ddriver = DirectDriver(self.fed, cfg.data.num_clients, self.updates, seed=cfg.seed,
+                                   byzantine=set(self.byzantine), attackers_clip=cfg.attack.respect_clip,
+                                   evaluator=self.evaluate, engine_state=state)
+            history = ddriver.run(on_round=log)
+            reason = ddriver.stopped_reason
+            extra = {}
+        self.trainer.close()
+        history = [{k: v for k, v in h.items() if k != "time"} for h in history]
+        result = SimulationResult(cfg, history, self.byzantine, reason, time.perf_counter() - t0,
+                                  self.client_updates, extra=extra)
+        target = out_dir or cfg.out_dir
+        if target:
+            write_outputs(result, Path(target))
+        return result
+
+
+class LocalTrainer:
+    def __init__(self, spec: Any, xs: list[np.ndarray], ys: list[np.ndarray]) -> None:
+        self.spec, self.xs, self.ys = spec, xs, ys
+
+    def train(self, params: np.ndarray, idxs: list[int], seeds: list[int], **kw: Any) -> np.ndarray:
+        deltas, _ = train_clients(self.spec, params, [self.xs[i] for i in idxs], [self.ys[i] for i in idxs],
+                                  seeds=seeds, **kw)
+        return deltas
+
+    def close(self) -> None:
+        pass
+
+
+def run_simulation(cfg: SimulationConfig | dict[str, Any], out_dir: str | Path | None = None,
+                   verbose: bool = False) -> SimulationResult:
+    """The Python API: ``run_simulation(load_config("exp.toml"))`` or with a dict of the same shape."""
+    if isinstance(cfg, dict):
+        cfg = SimulationConfig.from_dict(cfg)
+    return Simulation(cfg).run(out_dir, verbose=verbose)
+
+
+# ── outputs ─────────────────────────────────────────────────────────────────────────────────────────
+def write_outputs(result: SimulationResult, out: Path) -> None:
+    """``config.toml`` (the resolved config: rerunning it reproduces the run), ``metrics.csv``,
+    ``metrics.json`` and, if matplotlib is available and plots are on, ``accuracy.png``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.toml").write_text(result.config.to_toml())
+    (out / "metrics.json").write_text(json.dumps(_jsonable(result.to_dict()), indent=1))
+    keys: list[str] = []
+    for h in result.history:
+        keys += [k for k in h if k not in keys]
+    with (out / "metrics.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        for h in result.history:
+            w.writerow(h)
+    if result.config.plots and result.history:
+        from simulations.plots import plot_run
+
+        plot_run(result, out / "accuracy.png")
+    result.out_dir = out
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None if math.isnan(x) else ("inf" if x > 0 else "-inf")
+    return x
