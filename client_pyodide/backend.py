@@ -47,6 +47,23 @@ class WasmBackend(PureBackend):
             self.k.read_into(pa, acc)
         return acc
 
+    def field_from_bytes(self, data: bytes, d: int, modulus_bits: int) -> array.array:
+        """Little-endian u16/u32 words reduced mod 2^m (the mask reduction runs in the kernel)."""
+        code = _storage(modulus_bits)
+        a = super().field_from_bytes(data, d, 16 if code == "H" else 32)
+        if modulus_bits in (16, 32) or not d:
+            return a
+        mask = (1 << modulus_bits) - 1
+        with self.k.scratch():
+            p = self.k.put(a)
+            if code == "I":
+                self.k.x.fl_ints_to_field_u32(p, d, mask)
+            else:  # a + 0 mod 2^m
+                z = self.k.alloc(2 * d)
+                self.k.x.fl_zero(z, 2 * d)
+                self.k.x.fl_add_mod_u16(p, z, d, mask)
+            return self.k.read_into(p, a)
+
     def add_mod(self, a: Any, b: Any, modulus_bits: int) -> array.array:
         return self._field_op(array.array(_storage(modulus_bits), _typed(a, _storage(modulus_bits))), b,
                               modulus_bits, "add")

@@ -180,7 +180,9 @@ for m in (1, 8, 15, 16, 17, 20, 31, 32):
                            list(acc) == list(a),
                            list(wb.ints_to_field(ints, m)) == list(pb.ints_to_field(ints, m)),
                            list(wb.ints_to_field([2**40, -2**40 - 3], m)) == list(pb.ints_to_field([2**40, -2**40 - 3], m)),
-                           wb.add_mod(a, b, m).typecode == pb.add_mod(a, b, m).typecode]
+                           wb.add_mod(a, b, m).typecode == pb.add_mod(a, b, m).typecode,
+                           list(wb.field_from_bytes(C.prg(bytes([m]) * 32, 4 * d), d, m)) ==
+                           list(pb.field_from_bytes(C.prg(bytes([m]) * 32, 4 * d), d, m))]
 result = res
 """)
     bad = {k: v for k, v in out.items() if not all(v)}
