@@ -192,11 +192,14 @@ class KernelModel:
             raise ValueError("need at least one example")
         if not 1 <= batch_size <= self.max_batch:
             raise ValueError(f"batch_size must be in 1..{self.max_batch}")
-        before = self.flat_parameters()
         rng = random.Random(seed)
         total, batches = 0.0, 0
-        self.k.x.fl_zero(self._mom, 4 * self.num_parameters)
+        nbytes = 4 * self.num_parameters
+        self.k.x.fl_zero(self._mom, nbytes)
+        delta = array.array("f", bytes(nbytes))
         with self.k.scratch():
+            before = self.k.alloc(nbytes)
+            self.k.x.fl_copy(before, self._params, nbytes)
             px, py = self.k.put(xa), self.k.put(ya)
             pperm = self.k.alloc(4 * n)
             perm = array.array("i", range(n))
@@ -205,6 +208,6 @@ class KernelModel:
                 self.k.write(pperm, perm)
                 total += self.k.x.fl_train_epoch(self._m, px, py, pperm, n, batch_size, lr, momentum)
                 batches += (n + batch_size - 1) // batch_size
-        after = self.flat_parameters()
-        delta = array.array("f", (a - b for a, b in zip(after, before, strict=True)))
+            self.k.x.fl_sub_f32(self._params, before, self.num_parameters, before)
+            self.k.read_into(before, delta)
         return delta, total / batches

@@ -101,3 +101,10 @@ EXPORT(fl_uniforms_from_u64) void fl_uniforms_from_u64(const uint64_t *w, int n,
 /* f32 → f64 and f64 → f32 conversions (model vectors are f32, fixed point works in binary64) */
 EXPORT(fl_f32_to_f64) void fl_f32_to_f64(const f32 *x, int n, f64 *out) { for (int i = 0; i < n; i++) out[i] = x[i]; }
 EXPORT(fl_f64_to_f32) void fl_f64_to_f32(const f64 *x, int n, f32 *out) { for (int i = 0; i < n; i++) out[i] = (f32)x[i]; }
+
+/* out[i] = a[i] − b[i] (float32; a model delta = new − old parameters) */
+EXPORT(fl_sub_f32) void fl_sub_f32(const f32 *a, const f32 *b, int n, f32 *out) {
+    int i = 0;
+    for (; i + 4 <= n; i += 4) wasm_v128_store(out + i, wasm_f32x4_sub(wasm_v128_load(a + i), wasm_v128_load(b + i)));
+    for (; i < n; i++) out[i] = a[i] - b[i];
+}
