@@ -4,9 +4,11 @@ does not override is the pure-Python reference itself).
 
 In the kernel: addition/subtraction mod 2^m (SecAgg+ masking), reduction of integers mod 2^m, stochastic
 rounding (binary64, same operations in the same order as the pure backend), scaling, the finiteness check.
+The discrete-Gaussian sampler (:meth:`WasmBackend.sample_discrete_gaussian`, which
+``privacy.dp.discrete_gaussian`` uses when a backend has it) consumes the RandomStream exactly as the pure loop
+does, with the kernel's own ``log``/``exp`` (see docs/browser-kernel.md for what that means for bit-identity).
 Kept in Python on purpose: ``l2_norm`` (``math.fsum`` is exactly rounded; a faster float sum would change the
-clipping factor in the last bit), the discrete-Gaussian sampler (needs ``log``/``exp`` bit-identical to the
-platform's libm; see docs/browser-kernel.md) and the server-side decoding helpers.
+clipping factor in the last bit) and the server-side decoding helpers.
 
 Vectors are ``array.array``: field elements 'H' (m ≤ 16) / 'I', integers 'i', floats 'd'.
 """
@@ -14,6 +16,7 @@ Vectors are ``array.array``: field elements 'H' (m ≤ 16) / 'I', integers 'i', 
 from __future__ import annotations
 
 import array
+import math
 from typing import Any
 
 from client_pyodide.kernel import Kernel
@@ -131,3 +134,32 @@ class WasmBackend(PureBackend):
             px, pu, out = self.k.put(xa), self.k.put(ua), self.k.alloc(4 * n)
             self.k.x.fl_stochastic_round(px, pu, n, float(clip), float(scale), out)
             return self.k.read_into(out, array.array("i", bytes(4 * n)))
+
+    # ── DP noise ────────────────────────────────────────────────────────────────────────────────────
+    def sample_discrete_gaussian(self, n: int, sigma: float, stream: Any) -> array.array:
+        """``n`` samples of N_Z(0, σ²) as int32, drawing ``stream.bytes(24·r)`` per round over the r still-rejected
+        coordinates – the very bytes ``stream.uniforms_open(3r)`` consumes in the pure-Python sampler – and
+        accepting/rejecting with the same binary64 operations (kernel ``fl_dgauss_round``)."""
+        if not (sigma > 0 and math.isfinite(sigma)):
+            raise ValueError(f"sigma must be a positive finite number, got {sigma}")
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        t = math.floor(sigma) + 1
+        if 40 * t >= 2**31:  # |y| < 37.5·t for 53-bit uniforms; int32 output would not hold it
+            return array.array("q", _pure_dgauss(n, sigma, stream))
+        out = array.array("i", bytes(4 * n))
+        with self.k.scratch():
+            pout, ptodo = self.k.alloc(4 * n), self.k.put(array.array("i", range(n)))
+            r = n
+            while r:
+                with self.k.scratch():
+                    pw = self.k.put(stream.bytes(24 * r))
+                    r = self.k.x.fl_dgauss_round(pw, r, float(t), sigma * sigma, ptodo, pout)
+            self.k.read_into(pout, out)
+        return out
+
+
+def _pure_dgauss(n: int, sigma: float, stream: Any) -> list[int]:
+    from privacy.dp.discrete_gaussian import sample_discrete_gaussian
+
+    return sample_discrete_gaussian(n, sigma, stream, PureBackend())

@@ -13,7 +13,7 @@ trap 'rm -rf "$tmp"' EXIT
 CFLAGS="--target=wasm32 -msimd128 -mbulk-memory -nostdlib -O3 -ffreestanding -fno-builtin-memset -fno-builtin-memcpy
         -fno-ident -g0 -Wall -Wextra -Werror -Wno-unused-parameter"
 objs=""
-for src in field.c gemm.c math.c memory.c nn.c; do
+for src in dp.c field.c gemm.c math.c memory.c nn.c; do
     # compile from inside the kernel directory with relative names so no absolute path can reach the object
     (cd "$here" && $CLANG $CFLAGS -c "$src" -o "$tmp/${src%.c}.o")
     objs="$objs $tmp/${src%.c}.o"

@@ -22,6 +22,9 @@ def sample_discrete_gaussian(n: int, sigma: float, stream: RandomStream, backend
         raise ValueError(f"sigma must be a positive finite number, got {sigma}")
     if n < 0:
         raise ValueError("n must be >= 0")
+    fast = getattr(backend, "sample_discrete_gaussian", None)
+    if fast is not None:  # a backend's own implementation (the browser's WASM kernel); same stream bytes, same rounds
+        return fast(n, sigma, stream)
     t = math.floor(sigma) + 1
     s2 = sigma * sigma
     if backend.name == "numpy":
