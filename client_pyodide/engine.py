@@ -46,6 +46,12 @@ def _floats(x: Any, n: int | None = None) -> array.array:
     """A flat float32 array from an array/bytes/memoryview or (nested) sequences of numbers."""
     if isinstance(x, array.array) and x.typecode == "f":
         a = x
+    elif hasattr(x, "to_bytes") and hasattr(x, "BYTES_PER_ELEMENT"):  # a JS typed array (Float32Array, …)
+        if str(x.constructor.name) == "Float32Array":
+            a = array.array("f")
+            a.frombytes(x.to_bytes())
+        else:
+            a = array.array("f", x.to_py())
     elif isinstance(x, bytes | bytearray | memoryview):
         a = array.array("f")
         a.frombytes(bytes(x))
@@ -129,6 +135,8 @@ class KernelModel:
 
     # ── data ────────────────────────────────────────────────────────────────────────────────────────
     def _labels(self, y: Any, n: int) -> array.array:
+        if hasattr(y, "to_py") and hasattr(y, "BYTES_PER_ELEMENT"):  # a JS typed array
+            y = y.to_py()
         labels = y if isinstance(y, array.array) and y.typecode == "i" else array.array("i", (int(v) for v in y))
         if len(labels) != n:
             raise ValueError(f"{n} examples but {len(labels)} labels")

@@ -95,8 +95,9 @@ class BrowserPage:
     """One harness page with the runtime loaded. ``run(code)`` executes Python in Pyodide and returns its
     ``result`` variable (JSON round trip); ``js(expr, arg)`` evaluates a JS function in the page."""
 
-    def __init__(self, page: Any, timings: dict) -> None:
+    def __init__(self, page: Any, timings: dict, external: list[str]) -> None:
         self.page, self.timings = page, timings
+        self.external_requests = external  # every request not to our server (aborted)
 
     def run(self, code: str) -> Any:
         return self.page.evaluate("code => window.fl.run(code)", code)
@@ -112,13 +113,23 @@ def launch_browser(playwright: Any) -> Any:
 def open_runtime_page(browser: Any, server: StaticServer) -> BrowserPage:
     page = browser.new_page()
     errors: list[str] = []
+    external: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    def guard(route: Any) -> None:  # nothing may come from the internet: abort and record anything else
+        if route.request.url.startswith(server.url):
+            route.continue_()
+        else:
+            external.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", guard)
     page.goto(server.url + "harness.html")
     try:
         timings = page.evaluate("() => window.flRuntime")
     except Exception as exc:
         raise RuntimeError(f"runtime failed to load: {exc}; page errors: {errors}") from None
-    return BrowserPage(page, timings)
+    return BrowserPage(page, timings, external)
 
 
 @pytest.fixture(scope="module")

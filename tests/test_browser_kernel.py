@@ -175,6 +175,35 @@ result = errs
     assert all(e for e in out), out
 
 
+def test_nothing_is_fetched_from_outside_the_local_server(browser_page) -> None:  # noqa: F811
+    """Pyodide, libsodium, the kernel and the Python files all come from the local server (every other request
+    would be aborted and recorded by the fixture's route guard)."""
+    assert browser_page.external_requests == []
+    assert browser_page.timings["ready"] > 0
+    files = browser_page.run("import sys, privacy.secagg.client, flcore.modelspec\n"
+                             "result = sorted(m.__file__ for m in list(sys.modules.values()) "
+                             "if getattr(m, '__file__', None) and m.__file__.startswith('/home/pyodide/fl/'))")
+    assert "/home/pyodide/fl/privacy/secagg/client.py" in files and "/home/pyodide/fl/flcore/modelspec.py" in files
+
+
+def test_typed_arrays_from_js_feed_the_engine(browser_page) -> None:  # noqa: F811
+    """The SDK hands data over as JS typed arrays (Float32Array/Int32Array): the engine takes them as they are."""
+    out = browser_page.js("""() => {
+        const py = window.fl.pyodide;
+        const rt = py.pyimport("client_pyodide.runtime");
+        const m = rt.model(JSON.stringify({input_shape: [4], num_classes: 3, loss: "softmax_cross_entropy",
+                                           layers: [{type: "Linear", in_features: 4, out_features: 3}]}), 8);
+        m.set_flat_parameters(new Float32Array([1,0,0,0, 0,1,0,0, 0,0,1,0, 0,0,0]));
+        const x = new Float32Array([0.1, 0.9, 0.2, 0, 3, 1, 2, 0]);
+        const pred = m.predict(x).toJs();
+        const res = m.train.callKwargs(x, new Int32Array([1, 0]), {epochs: 3, batch_size: 2, lr: 0.5});
+        const delta = Array.from(res.get(0));
+        m.destroy(); rt.destroy();
+        return {pred, n: delta.length};
+    }""")
+    assert out == {"pred": [1, 0], "n": 15}
+
+
 def test_committed_wasm_is_reproducible(tmp_path) -> None:
     """flkernel.wasm is committed; rebuilding it with the pinned flags gives the same bytes."""
     if not (shutil.which("clang") and shutil.which("wasm-ld")):
