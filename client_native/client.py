@@ -214,6 +214,8 @@ class NativeClient:
     async def _train(self, task: Train) -> list[Any]:
         delta, loss = await asyncio.to_thread(self._train_sync, task)
         delta = np.asarray(self.transform_update(task.round, delta), dtype=np.float32)
+        if self.disconnect_after_send(task.round, 0):
+            raise ChannelError(f"disconnecting on purpose in round {task.round} before secure aggregation")
         return self.session.training_done(delta, loss, len(self.data.x))
 
     def _train_sync(self, task: Train) -> tuple[np.ndarray, float]:

@@ -14,6 +14,7 @@ class FederationConfig:
     model: ModelSpec
     rounds: int = 30
     clients_per_round: int = 15  # m
+    min_clients_per_round: int = 0  # start with fewer (≥ this) when every connected client is ready; 0 = m
     group_size: int = 3  # s (1: no secure aggregation across clients – each client is its own group)
     aggregator: str = "median"  # robust pipeline over group means
     byzantine: int = 0  # f: Byzantine clients to tolerate
@@ -31,11 +32,27 @@ class FederationConfig:
     train_timeout: float = 60.0
     phase_timeout: float = 20.0
     seed: int = 0
+    trust_decay: float = 0.9
+    trust_outlier_threshold: float = 2.5
+    trust_floor: float = 0.05
+    ban_threshold: float = 0.2
+    trust_min_evidence: int = 5
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_groups(self) -> int:
         return max(1, self.clients_per_round // self.group_size)
+
+    @property
+    def min_clients(self) -> int:
+        return self.min_clients_per_round or self.clients_per_round
+
+    def trust_params(self) -> Any:
+        from coordinator.trust import TrustParams
+
+        return TrustParams(decay=self.trust_decay, outlier_threshold=self.trust_outlier_threshold,
+                           floor=self.trust_floor, ban_threshold=self.ban_threshold,
+                           min_evidence=self.trust_min_evidence)
 
     def validate(self) -> None:
         from aggregation import parse_pipeline
@@ -46,16 +63,26 @@ class FederationConfig:
             raise ValueError("rounds, clients_per_round and group_size must be >= 1")
         if self.group_size > self.clients_per_round:
             raise ValueError(f"group_size {self.group_size} > clients_per_round {self.clients_per_round}")
-        g = self.num_groups
-        f_groups = min(self.byzantine, g)
-        try:
-            parse_pipeline(self.aggregator, n=g, f=f_groups)
-        except ValueError as exc:
-            raise ValueError(f"aggregator {self.aggregator!r} over {g} groups of {self.group_size} with "
-                             f"f={self.byzantine} Byzantine clients (≤ {f_groups} corrupted groups): {exc}") from None
+        if not 0 <= self.min_clients_per_round <= self.clients_per_round:
+            raise ValueError(f"min_clients_per_round must be in [0, clients_per_round={self.clients_per_round}]")
+        if self.min_clients < self.group_size:
+            raise ValueError(f"min_clients_per_round {self.min_clients} < group_size {self.group_size}")
+        for m in sorted({self.clients_per_round, self.min_clients}, reverse=True):
+            g = max(1, m // self.group_size)
+            f_groups = min(self.byzantine, g)
+            try:
+                parse_pipeline(self.aggregator, n=g, f=f_groups)
+            except ValueError as exc:
+                raise ValueError(f"aggregator {self.aggregator!r} over {g} groups of {self.group_size} "
+                                 f"({m} clients) with f={self.byzantine} Byzantine clients (≤ {f_groups} corrupted "
+                                 f"groups): {exc}") from None
+        self.trust_params()
         ServerOptimizer(self.server_optimizer, lr=self.server_lr)
         dp = self.dp_config()
-        dp.validate(self.group_size + self.clients_per_round % self.group_size)
+        # partition() merges a remainder into the last group: with fewer clients than m, any remainder can occur
+        largest = self.group_size + (self.group_size - 1 if self.min_clients < self.clients_per_round
+                                     else self.clients_per_round % self.group_size)
+        dp.validate(largest)
         if self.noise_multiplier > 0 and not self.epsilon < math.inf:
             raise ValueError("DP noise is on but no ε budget is set")
         if not 0 < self.delta < 1:

@@ -40,6 +40,7 @@ from coordinator.events import (
     SetTimer,
     TimerFired,
 )
+from coordinator.evidence import debiased_outlier_scores, mean_norm_bound, noise_variance_of_mean
 from coordinator.optimizers import OptimizerState, ServerOptimizer, apply_update
 from coordinator.trust import TrustState
 from flcore.protocol import COORDINATOR_ID, PROTOCOL_VERSIONS, Envelope, ProtocolError, ReplayGuard
@@ -106,7 +107,7 @@ class Engine:
         self.registry: dict[str, bytes] = dict(registry or {})  # client id → public key
         self.guard = ReplayGuard()
         self.round_number = int(state.get("round", 0))
-        self.trust = TrustState.from_dict(state["trust"]) if "trust" in state else TrustState()
+        self.trust = TrustState.from_dict(state["trust"]) if "trust" in state else TrustState(config.trust_params())
         self.budget = PrivacyBudget(config.epsilon if config.epsilon < math.inf else 1e300, config.delta,
                                     PrivacyAccountant.from_dict(state.get("accountant", {})))
         d = self.spec.num_parameters()
@@ -202,6 +203,9 @@ class Engine:
         if env.type == "ready":
             if self.finished:
                 return [self._send(conn, "stop", {"reason": self.stopped_reason or "federation finished"})]
+            if self.trust.ensure(conn.client_id or "").banned:
+                return [self._send(conn, "stop", {"reason": "banned: trust below the ban threshold"}),
+                        Close(conn.conn, "banned")]
             if conn.state == "authenticated":
                 conn.state = "ready"
             return self._maybe_start(now)
@@ -231,6 +235,8 @@ class Engine:
         if conn.state != "auth" or env.body["challenge"] != conn.challenge:
             raise ProtocolError("handshake", "wrong challenge")
         assert conn.client_id is not None and conn.public_key is not None
+        if conn.client_id in self.trust.clients and self.trust.clients[conn.client_id].banned:
+            raise ProtocolError("banned", "this client is banned (trust below the ban threshold)")
         old = self.by_client.get(conn.client_id)
         actions: list[Action] = []
         if old is not None and old != conn.conn:  # a reconnect replaces the previous connection
@@ -261,10 +267,16 @@ class Engine:
         if self.round is not None or self.finished:
             return []
         ready = self.trust.selectable(self.ready_clients())
-        if len(ready) < self.cfg.clients_per_round:
-            return []
+        m = self.cfg.clients_per_round
+        if len(ready) < m:
+            # fewer than m: start only with ≥ min_clients and when nobody else connected could still become ready
+            pending = [c for c in self.conns.values() if c.state == "authenticated" and c.client_id
+                       and self.by_client.get(c.client_id) == c.conn and not self.trust.ensure(c.client_id).banned]
+            if len(ready) < self.cfg.min_clients or pending:
+                return []
+            m = len(ready)
         r = self.round_number + 1
-        q = self.trust.max_inclusion_probability(ready, self.cfg.clients_per_round)
+        q = self.trust.max_inclusion_probability(ready, m)
         if self.cfg.noise_multiplier > 0:
             event = RoundEvent(self.cfg.dp_config().effective_noise_multiplier(), max(q, 1e-9))
             try:
@@ -272,7 +284,7 @@ class Engine:
             except BudgetExceeded as exc:
                 self.finished, self.stopped_reason = True, f"privacy budget exhausted: {exc}"
                 return [Log("warning", f"privacy budget: {exc}"), *self._stop_all()]
-        selected = self.trust.select(ready, self.cfg.clients_per_round, self.rng)
+        selected = self.trust.select(ready, m, self.rng)
         seed = hashlib.blake2b(hashlib.sha256(self.model_bytes).digest() + r.to_bytes(8, "little"),
                                digest_size=32).digest()  # public: derived from public data only
         groups = partition(selected, self.cfg.group_size, seed)
@@ -403,20 +415,43 @@ class Engine:
                                                tuple(res.faulty), res.sum) for g, res in done]
         sums = np.stack([np.asarray(decode_sum(res.sum, dp, self.backend), dtype=np.float32) for _, res in done])
         sizes = np.array([len(res.survivors) for _, res in done], dtype=np.float64)
-        result, self.agg_state = aggregate_groups(self.pipeline, sums, sizes, self.cfg.byzantine,
-                                                  state=self.agg_state, rng=self.rng)
+        noise_var = np.array([noise_variance_of_mean(len(res.survivors), dp.sigma_client() if dp.noise_multiplier > 0
+                                                     else 0.0, dp.fixed_point().scale()) for _, res in done])
+        # Honest members clip to C, so a group mean longer than C plus the quantization/noise allowance proves
+        # that some member did not: clip it back (before aggregation) and count it as full negative evidence.
+        bounds = np.array([mean_norm_bound(dp.l2_clip, dp.dimension, dp.fixed_point().scale(), v)
+                           for v in noise_var])
+        norms = np.linalg.norm(sums / sizes[:, None], axis=1)
+        over = ~(norms <= bounds)
+        keep = ~over
+        # excluded groups are proven corrupted, so at most f_groups − excluded corrupted groups remain
+        f_left = max(0, min(self.cfg.byzantine, len(done)) - int(over.sum()))
+        if over.any():
+            audit.append(Log("warning", f"round {rs.number}: group(s) {[done[i][0] for i in np.flatnonzero(over)]} "
+                                        f"exceed the honest norm bound; excluded and counted against their members"))
+            if not self._aggregable(int(keep.sum()), f_left):  # too few left for the rule: clip them back instead
+                factor = np.where(over & np.isfinite(norms), bounds / np.where(norms > 0, norms, 1.0), 0.0)
+                sums = (sums * np.where(over, factor, 1.0)[:, None]).astype(np.float32)
+                keep = np.ones(len(done), bool)
+                f_left = min(self.cfg.byzantine, len(done))
+        result, self.agg_state = aggregate_groups(self.pipeline, sums[keep], sizes[keep], self.cfg.byzantine,
+                                                  f_groups=min(f_left, int(keep.sum())), state=self.agg_state,
+                                                  rng=self.rng)
         if self.cfg.noise_multiplier > 0:  # the same q the budget check used (selection pool of this round)
             self.budget.spend(RoundEvent(dp.effective_noise_multiplier(), max(rs.q, 1e-9)))
         self.params, self.opt_state = apply_update(self.optimizer, self.params, result.value.astype(np.float32),
                                                    self.opt_state)
         self.round_number = rs.number
         units = [list(res.survivors) for _, res in done]
-        self.trust.observe_units(units, result.diagnostics.outlier_scores)
+        scores = debiased_outlier_scores(sums / sizes[:, None], noise_var) if len(done) > 1 else np.ones(1)
+        scores[over] = np.inf
+        self.trust.observe_units(units, scores)
         for _, res in done:  # a holder whose share contradicted the owner's commitment: direct evidence
             for c in res.faulty:
                 self.trust.observe(c, 0.0, 1.0)
         metrics: dict[str, Any] = {"round": rs.number, "groups": len(rs.groups), "groups_ok": len(done),
-                                   "survivors": int(sizes.sum()), "epsilon": self.epsilon(),
+                                   "survivors": int(sizes.sum()), "groups_over_bound": int(over.sum()),
+                                   "epsilon": self.epsilon(),
                                    "duration": now - rs.started_at, "time": now}
         if rs.train_losses:
             metrics["train_loss"] = float(np.mean(rs.train_losses))
@@ -439,6 +474,16 @@ class Engine:
         return [self._send(c, "stop", {"reason": self.stopped_reason}) for c in self.conns.values()
                 if c.state in ("authenticated", "ready", "busy") and self.by_client.get(c.client_id or "") == c.conn]
 
+    def _aggregable(self, groups: int, f_groups: int) -> bool:
+        """Whether the robust rule can run over ``groups`` group means with ``f_groups`` corrupted."""
+        if groups < 1:
+            return False
+        try:
+            parse_pipeline(self.cfg.aggregator, n=groups, f=min(f_groups, groups))
+        except ValueError:
+            return False
+        return True
+
     def _round_end(self, participants: list[str], number: int, status: str) -> list[Action]:
         out: list[Action] = []
         for m in participants:
@@ -447,4 +492,7 @@ class Engine:
                 conn = self.conns[conn_id]
                 conn.state = "authenticated"
                 out.append(self._send(conn, "round_end", {"round": number, "status": status}, number))
+                if self.trust.ensure(m).banned:
+                    out.append(self._send(conn, "stop", {"reason": "banned: trust below the ban threshold"}))
+                    out.append(Log("warning", f"client {m[:8]} banned (trust {self.trust.trust(m):.3f})"))
         return out

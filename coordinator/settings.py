@@ -3,9 +3,10 @@
 TOML layout (every key optional; see ``fl-coordinator serve --help`` and docs/protocol.md)::
 
     [server]      host, ws_port, grpc_port, data_dir, max_message_mb, audit_dir, log_level, exit_when_finished
-    [federation]  rounds, clients_per_round, group_size, aggregator, byzantine, server_optimizer, server_lr,
-                  local_epochs, batch_size, lr, l2_clip, noise_multiplier, quantization_bits, modulus_bits,
-                  epsilon, delta, train_timeout, phase_timeout, seed
+    [federation]  rounds, clients_per_round, min_clients_per_round, group_size, aggregator, byzantine,
+                  server_optimizer, server_lr, local_epochs, batch_size, lr, l2_clip, noise_multiplier,
+                  quantization_bits, modulus_bits, epsilon, delta, train_timeout, phase_timeout, seed,
+                  trust_decay, trust_outlier_threshold, trust_floor, ban_threshold, trust_min_evidence
     [model]       spec = "mlp:64-32-10"  (or a JSON file path, or an inline table {input_shape, layers, ...})
     [evaluation]  dataset = "digits" | "none"
 """
@@ -84,7 +85,14 @@ FEDERATION_HELP = {
     "delta": "privacy δ",
     "train_timeout": "seconds selected clients get to train and send their first message",
     "phase_timeout": "seconds per later secure-aggregation phase",
-    "seed": "seed of the initial model",
+    "seed": "seed of the initial model and of client selection",
+    "min_clients_per_round": "start a round with fewer clients (at least this many) once every connected client is "
+                             "ready; 0 = clients_per_round",
+    "trust_decay": "λ: weight old trust evidence keeps per observation (beta reputation, docs/trust.md)",
+    "trust_outlier_threshold": "τ: outlier score counted as fully negative evidence",
+    "trust_floor": "exploration floor of the selection weight (nobody starves)",
+    "ban_threshold": "ban a client whose trust falls below this (after trust_min_evidence rounds); 0 = never",
+    "trust_min_evidence": "observations before a client can be banned",
 }
 
 

@@ -1,0 +1,132 @@
+"""Real processes on loopback for the end-to-end tests: a coordinator (`fl-coordinator serve`) and client
+worker processes (tests/e2e/client_worker.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+WORKER = REPO / "tests" / "e2e" / "client_worker.py"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["OMP_NUM_THREADS"] = "1"
+    env["MKL_NUM_THREADS"] = "1"
+    return env
+
+
+@dataclass
+class Coordinator:
+    tmp: Path
+    flags: list[str]
+    ws_port: int = 0
+    grpc_port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    key: str = ""
+    starts: int = 0
+    logs: list[Path] = field(default_factory=list)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.tmp / "data"
+
+    def start(self, timeout: float = 60.0) -> Coordinator:
+        if not self.ws_port:
+            self.ws_port, self.grpc_port = free_port(), free_port()
+        port_file = self.tmp / "ports.json"
+        port_file.unlink(missing_ok=True)
+        self.starts += 1
+        log = self.tmp / f"coordinator-{self.starts}.log"
+        self.logs.append(log)
+        cmd = [sys.executable, "-m", "coordinator.cli", "serve", "--data-dir", str(self.data_dir),
+               "--ws-port", str(self.ws_port), "--grpc-port", str(self.grpc_port), "--port-file", str(port_file),
+               "--evaluation", "digits", *self.flags]
+        with open(log, "wb") as out:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=_env())
+        deadline = time.time() + timeout
+        while not port_file.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"coordinator exited with {self.proc.returncode}:\n{log.read_text()}")
+            if time.time() > deadline:
+                raise TimeoutError(f"coordinator did not start:\n{log.read_text()}")
+            time.sleep(0.05)
+        self.key = json.loads(port_file.read_text())["coordinator_key"]
+        return self
+
+    def status(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ws_port}/status", timeout=10) as r:
+            return json.loads(r.read())
+
+    def wait_round(self, n: int, timeout: float) -> dict[str, Any]:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            s = self.status()
+            if s["round"] >= n:
+                return s
+            time.sleep(0.1)
+        raise TimeoutError(f"round {n} not reached in {timeout}s:\n{self.log_text()}")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise TimeoutError(f"coordinator still running after {timeout}s:\n{self.log_text()}") from None
+
+    def log_text(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-6000:] for p in self.logs if p.exists())
+
+
+@dataclass
+class Workers:
+    procs: list[tuple[subprocess.Popen[bytes], Path]] = field(default_factory=list)
+
+    def spawn(self, tmp: Path, server: str, indices: list[int], num_clients: int, *extra: str) -> None:
+        log = tmp / f"worker-{len(self.procs)}.log"
+        cmd = [sys.executable, str(WORKER), "--server", server, "--indices", ",".join(map(str, indices)),
+               "--num-clients", str(num_clients), *extra]
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=_env())
+        self.procs.append((proc, log))
+
+    def wait(self, timeout: float) -> list[dict[str, Any]]:
+        deadline = time.time() + timeout
+        out = []
+        for proc, log in self.procs:
+            try:
+                proc.wait(max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                raise TimeoutError(f"worker still running:\n{log.read_text()[-3000:]}") from None
+            if proc.returncode != 0:
+                raise RuntimeError(f"worker failed ({proc.returncode}):\n{log.read_text()[-3000:]}")
+            out += [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+        return out
+
+    def kill(self) -> None:
+        for proc, _ in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
