@@ -42,9 +42,21 @@ def backend() -> Any:
     return _get("backend")
 
 
-def model(spec_json: str, max_batch: int = 64) -> Any:
-    """A :class:`client_pyodide.engine.KernelModel` for a model spec given as JSON (as in .mle metadata)."""
+def model(spec_json: str, max_batch: int = 64, fresh: bool = False) -> Any:
+    """The :class:`client_pyodide.engine.KernelModel` for a model spec given as JSON (as in .mle metadata).
+
+    Kernel memory is a bump allocator that never frees a model, so models are cached by (spec, max_batch): a
+    client calls this every round and gets the same buffers back (load the new global model with
+    ``set_parameters``). ``fresh=True`` allocates a separate one (tests, or two models side by side)."""
     from client_pyodide.engine import KernelModel
     from flcore.modelspec import ModelSpec
 
-    return KernelModel(ModelSpec.from_json(spec_json), kernel(), max_batch)
+    spec = ModelSpec.from_json(spec_json)
+    key = (spec.to_json(), int(max_batch))
+    cache = _state.setdefault("models", {})
+    if fresh or key not in cache:
+        m = KernelModel(spec, kernel(), max_batch)
+        if fresh:
+            return m
+        cache[key] = m
+    return cache[key]

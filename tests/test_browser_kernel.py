@@ -27,6 +27,7 @@ SPECS = {
         (3, 11, 10), (Conv2d(3, 5, 3, 2, 0), ReLU(), MaxPool2d(3, 1), Conv2d(5, 4, 2, 1, 1), Flatten(),
                       Linear(4 * 4 * 3, 7), ReLU(), Linear(7, 3)), 3),
     "flatten_first": ModelSpec((1, 4, 4), (Flatten(), Linear(16, 9), ReLU(), Linear(9, 4)), 4),
+    "wide_mlp": mlp([300, 261, 10]),  # K and N beyond the GEMM's 256 blocks, odd tails
 }
 
 BROWSER_GRAD = """
@@ -34,7 +35,7 @@ import json
 from client_pyodide import runtime
 from flcore.modelspec import ModelSpec
 a = json.loads(ARGS)
-m = runtime.model(a["spec"], max_batch=64)
+m = runtime.model(a["spec"], max_batch=64, fresh=True)
 m.set_flat_parameters(a["params"])
 loss, g = m.loss_and_gradients(a["x"], a["y"])
 result = {"loss": loss, "grads": list(g), "logits": m.logits(a["x"]), "params": list(m.flat_parameters())}
@@ -153,6 +154,49 @@ result = [before, m.evaluate(a["x"], a["y"])]
 """, {"spec": spec.to_json(), "params": params.tolist(), "x": x.reshape(-1).tolist(), "y": y.tolist()})
     (loss0, acc0), (loss1, acc1) = out
     assert loss1 < loss0 / 3 and acc1 > 0.9 > acc0
+
+
+def test_gemm_matches_numpy_on_odd_shapes(browser_page) -> None:  # noqa: F811
+    """fl_gemm (the blocked, register-tiled product behind every layer) on shapes that hit every edge: rows not a
+    multiple of 4, columns not a multiple of 8 or 4, K and N across the 256 blocks; overwrite and accumulate."""
+    shapes = [(1, 1, 1), (3, 5, 7), (4, 8, 1), (5, 9, 300), (33, 260, 17), (64, 10, 513), (7, 513, 259)]
+    rng = np.random.default_rng(5)
+    mats = [(rng.normal(size=(m, k)).astype(np.float32), rng.normal(size=(k, n)).astype(np.float32),
+             rng.normal(size=(m, n)).astype(np.float32)) for m, n, k in shapes]
+    out = browser_page.run(f"SHAPES = {shapes!r}\nMATS = {json.dumps([[a.ravel().tolist(), b.ravel().tolist(), c.ravel().tolist()] for a, b, c in mats])}\n" + """
+import array, json
+from client_pyodide import runtime
+k = runtime.kernel()
+res = []
+for (m, n, kk), (a, b, c) in zip(SHAPES, MATS):
+    with k.scratch():
+        pa, pb, pc = k.put(array.array("f", a)), k.put(array.array("f", b)), k.put(array.array("f", c))
+        k.x.fl_gemm(m, n, kk, pa, pb, pc, 1)
+        acc = list(k.read_into(pc, array.array("f", bytes(4 * m * n))))
+        k.x.fl_gemm(m, n, kk, pa, pb, pc, 0)
+        res.append([acc, list(k.read_into(pc, array.array("f", bytes(4 * m * n))))])
+result = res
+""")
+    for (m, n, _), (a, b, c), (acc, over) in zip(shapes, mats, out, strict=True):
+        want = a.astype(np.float64) @ b.astype(np.float64)
+        np.testing.assert_allclose(np.asarray(over).reshape(m, n), want, atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(np.asarray(acc).reshape(m, n), want + c, atol=1e-4, rtol=1e-4)
+
+
+def test_models_are_cached_per_spec(browser_page) -> None:  # noqa: F811
+    out = browser_page.run("""
+from client_pyodide import runtime
+from flcore.modelspec import mlp
+k = runtime.kernel()
+spec = mlp([8, 4, 2]).to_json()
+a, b = runtime.model(spec), runtime.model(spec)
+mark = k.x.fl_mark()
+for _ in range(50):
+    runtime.model(spec)
+same_memory = k.x.fl_mark() == mark
+result = [a is b, runtime.model(spec, fresh=True) is not a, same_memory]
+""")
+    assert out == [True, True, True]
 
 
 def test_kernel_rejects_bad_inputs(browser_page) -> None:  # noqa: F811
