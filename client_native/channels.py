@@ -26,7 +26,6 @@ class GrpcChannel:
 
     def __init__(self, target: str, max_message_bytes: int = 64 * 1024 * 1024) -> None:
         self.target, self.max_message_bytes = target, max_message_bytes
-        self._out: asyncio.Queue[bytes | None] = asyncio.Queue()
 
     async def open(self, timeout: float = 10.0) -> GrpcChannel:
         import grpc
@@ -41,18 +40,15 @@ class GrpcChannel:
         except (TimeoutError, grpc.aio.AioRpcError) as exc:
             await self.channel.close()
             raise ChannelError(f"gRPC {self.target}: not reachable ({type(exc).__name__})") from None
-        self.call = self.channel.stream_stream(METHOD)(self._requests())
+        self.call = self.channel.stream_stream(METHOD)()  # no request iterator: explicit write()/read()
         return self
 
-    async def _requests(self):
-        while True:
-            data = await self._out.get()
-            if data is None:
-                return
-            yield data
-
     async def send(self, data: bytes) -> None:
-        self._out.put_nowait(data)
+        """Returns once gRPC has taken the message (flow control), so a later close() does not lose it."""
+        try:
+            await self.call.write(data)
+        except (self._grpc.aio.AioRpcError, self._grpc.aio.UsageError) as exc:
+            raise ChannelError(f"gRPC {self.target}: {exc}") from None
 
     async def recv(self) -> bytes | None:
         try:
@@ -64,9 +60,10 @@ class GrpcChannel:
         return bytes(msg)
 
     async def close(self) -> None:
-        self._out.put_nowait(None)
         with contextlib.suppress(Exception):
-            await self.channel.close()
+            await asyncio.wait_for(self.call.done_writing(), 2.0)  # half-close: queued messages go out first
+        with contextlib.suppress(Exception):
+            await self.channel.close(grace=1.0)
 
 
 class WebSocketChannel:

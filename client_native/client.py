@@ -166,15 +166,15 @@ class NativeClient:
                         self._pin_coordinator_key()
                 elif isinstance(action, Train):
                     current_round, secagg_sent = action.round, 0
-                    for a2 in await self._train(action):
+                    for a2 in await self._train(action):  # [metrics,] the first SecAgg+ message, or Failed
                         if isinstance(a2, SendFrame):
                             await self._channel.send(a2.data)
-                            secagg_sent += 1 if self.session.state == "secagg" else 0
-                            if self.session.state == "secagg" and self.disconnect_after_send(current_round,
-                                                                                             secagg_sent):
-                                raise ChannelError(f"disconnecting on purpose in round {current_round}")
                         elif isinstance(a2, Failed):
                             self._failed(a2)
+                    if self.session.state == "secagg":
+                        secagg_sent = 1
+                        if self.disconnect_after_send(current_round, secagg_sent):
+                            raise ChannelError(f"disconnecting on purpose in round {current_round}")
                 elif isinstance(action, RoundDone):
                     if action.status == "ok":
                         self.summary.rounds.append(action.round)
