@@ -26,6 +26,11 @@ from typing import Any
 from client_pyodide import runtime
 
 
+def _absent(v: Any) -> bool:
+    """``None``, or JS ``null``/``undefined`` as Pyodide passes them (``JsNull`` / ``None``)."""
+    return v is None or type(v).__name__ == "JsNull"
+
+
 def _bytes(data: Any) -> bytes:
     if hasattr(data, "to_bytes") and not isinstance(data, int):  # a JS Uint8Array / ArrayBuffer view
         return bytes(data.to_bytes())
@@ -40,8 +45,8 @@ class BrowserClient:
         from flcore.session import ClientSession
 
         crypto = runtime.crypto()
-        self.identity_seed = _bytes(identity_seed) if identity_seed is not None else crypto.random_bytes(32)
-        key = _bytes(coordinator_key) if coordinator_key is not None else None
+        self.identity_seed = crypto.random_bytes(32) if _absent(identity_seed) else _bytes(identity_seed)
+        key = None if _absent(coordinator_key) else _bytes(coordinator_key)
         self.session = ClientSession(self.identity_seed, key, kind="browser", backend=runtime.backend(),
                                      crypto=crypto)
         self.max_batch = int(max_batch)

@@ -145,3 +145,44 @@ def test_browser_and_native_clients_federate_with_secure_aggregation(browser_pag
     assert not nf
     print("accuracy per round, mixed:", acc, "native only:", [h["accuracy"] for h in native_only.history])
     assert abs(native_only.history[-1]["accuracy"] - acc[-1]) < 0.06, (native_only.history[-1], acc)
+
+
+def test_js_drives_browser_client_through_the_handshake(browser_page) -> None:  # noqa: F811
+    """The wiring docs/browser-kernel.md gives the SDK, from JS: BrowserClient.callKwargs (JS null = no pinned key),
+    start()/receive(Uint8Array) → arrays of Uint8Array frames, take_events(); the engine authenticates the client."""
+    from coordinator.events import ClientEnrolled
+
+    c = default_crypto()
+    engine = Engine(FederationConfig(**CFG), c.blake2b(b"coordinator"), seed=1)
+    browser_page.js("""() => {
+        const { BrowserClient } = window.fl.pyodide.pyimport("client_pyodide.client");
+        window.jsClient = BrowserClient.callKwargs({ identity_seed: new Uint8Array(32).fill(7), coordinator_key: null });
+        window.jsClient.set_data(new Float32Array(64 * 3), new Int32Array([1, 2, 3]));
+    }""")
+    step = """(hex) => {
+        const frames = hex === null ? window.jsClient.start().toJs()
+            : window.jsClient.receive(new Uint8Array(hex.match(/../g).map((b) => parseInt(b, 16)))).toJs();
+        const events = window.jsClient.take_events().toJs({ dict_converter: Object.fromEntries });
+        return { frames: frames.map((f) => (f instanceof Uint8Array ? Array.from(f, (b) => b.toString(16).padStart(2, "0")).join("") : null)), events };
+    }"""
+    actions = engine.handle(Connected("js", "inprocess", 0.0))
+    out = browser_page.js(step, None)
+    enrolled = []
+    for _ in range(10):
+        replies = []
+        for f in out["frames"]:
+            assert f is not None  # every frame is a Uint8Array
+            for a in engine.handle(DataReceived("js", bytes.fromhex(f), 0.0)):
+                if isinstance(a, Send):
+                    replies.append(a.data)
+                elif isinstance(a, ClientEnrolled):
+                    enrolled.append(a)
+        assert not [e for e in out["events"] if e["type"] == "failed"], out["events"]
+        if not replies:
+            break
+        frames = []
+        for r in replies:
+            frames.extend(browser_page.js(step, r.hex())["frames"])
+        out = {"frames": frames, "events": []}
+    assert actions is not None
+    assert [e.client_id for e in enrolled] == [browser_page.js("() => window.jsClient.client_id")]
