@@ -44,7 +44,7 @@ def debiased_outlier_scores(means: np.ndarray, noise_var: np.ndarray) -> np.ndar
     of its D_ij over the other units (robust while honest units are a majority); the score is that spread over
     the median spread. Non-finite rows score ``inf``. When every unit is within the noise, spreads are compared
     with a floor of 5 % of the noise's own scale, so pure noise gives scores ≲ 1, not spurious outliers."""
-    means = np.asarray(means, dtype=np.float64)
+    means = np.asarray(means)
     noise_var = np.asarray(noise_var, dtype=np.float64)
     g, d = means.shape
     finite = np.isfinite(means).all(axis=1)
@@ -56,8 +56,11 @@ def debiased_outlier_scores(means: np.ndarray, noise_var: np.ndarray) -> np.ndar
         out[finite] = 1.0
         return out
     x, var = means[finite], noise_var[finite]
+    x32 = x.astype(np.float32)
     sq = np.einsum("ij,ij->i", x, x)
-    raw = sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)  # Gram form: G² + one BLAS product
+    # Gram form: one float32 BLAS product (float64 squared norms); cancellation is harmless here since the
+    # distances that matter (noise, outliers) are of the order of the norms themselves
+    raw = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (x32 @ x32.T).astype(np.float64), 0.0)
     signal = np.sqrt(np.maximum(raw - d * (var[:, None] + var[None, :]), 0.0))
     np.fill_diagonal(signal, np.nan)
     spread = np.nanmedian(signal, axis=1)
