@@ -43,6 +43,14 @@ def derive_seed(seed: int, purpose: str, index: int = 0) -> bytes:
                            digest_size=32).digest()
 
 
+def unclipped_dp(dp: dict[str, Any]) -> dict[str, Any]:
+    """The DP/quantization parameters a clip-ignoring Byzantine client encodes with: the same grid step
+    ((2^(B−1) − 1)/C), but B raised to m − 1 (at most 31) and C raised by the same factor."""
+    wide_bits = min(31, int(dp["modulus_bits"]) - 1)
+    factor = ((1 << (wide_bits - 1)) - 1) / ((1 << (int(dp["bits"]) - 1)) - 1)
+    return {**dp, "bits": wide_bits, "l2_clip": float(dp["l2_clip"]) * factor}
+
+
 class UnclippedSession(ClientSession):
     """A Byzantine client's session: it runs the production client pipeline but does not honour the L2 clip
     (a Byzantine client controls its own code, and under secure aggregation nobody can check). It encodes its
@@ -54,9 +62,7 @@ class UnclippedSession(ClientSession):
         if task is None:
             return super().training_done(delta)
         dp = dict(task["dp"])
-        wide_bits = min(31, int(dp["modulus_bits"]) - 1)
-        factor = ((1 << (wide_bits - 1)) - 1) / ((1 << (int(dp["bits"]) - 1)) - 1)
-        task["dp"] = {**dp, "bits": wide_bits, "l2_clip": float(dp["l2_clip"]) * factor}
+        task["dp"] = unclipped_dp(dp)
         try:
             return super().training_done(delta)
         finally:

@@ -180,6 +180,7 @@ def summarize(spec: GridSpec, cells: list[tuple[int, Axis, Axis, int]], results:
                               "corrupted_groups_max": max((x.get("corrupted_groups", 0) for x in h), default=0),
                               "corrupted_groups_mean": float(np.mean([x.get("corrupted_groups", 0) for x in h]))
                               if h else 0.0,
+                              "groups_over_bound": sum(x.get("groups_over_bound", 0) for x in h),
                               "rounds_all_groups_corrupted": sum(
                                   1 for x in h if x.get("corrupted_groups", 0) >= x.get("groups", 1) > 0),
                               "rounds_over_tolerance": sum(
