@@ -62,6 +62,7 @@ class DpSgdTrainer:
                               generator=gen)
         losses = []
         gsm.train()
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")  # opacus, harmless
         for _ in range(epochs):
             for xb, yb in loader:
                 if len(xb) == 0:

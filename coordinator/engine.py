@@ -133,7 +133,12 @@ class Engine:
         return out
 
     def _model_file(self) -> bytes:
-        meta = {"kind": "model", "round": self.round_number, "model": self.spec.to_dict()}
+        c = self.cfg
+        meta = {"kind": "model", "round": self.round_number, "model": self.spec.to_dict(),
+                "task": {"loss": self.spec.loss, "local_epochs": c.local_epochs, "batch_size": c.batch_size,
+                         "lr": c.lr, "l2_clip": c.l2_clip, "noise_multiplier": c.noise_multiplier,
+                         "aggregator": c.aggregator, "group_size": c.group_size,
+                         "server_optimizer": c.server_optimizer, "server_lr": c.server_lr}}
         return mle.dumps(self.params_dict(), meta, signing_key=self.seed)
 
     def state(self) -> dict[str, Any]:

@@ -64,6 +64,17 @@ def build_engine(settings: ServeSettings, store: Store, seed: bytes) -> Engine:
 
         ds = load_digits(images=cfg.model.input_shape == (1, 8, 8))
         evaluator = make_evaluator(cfg.model, ds.x_test, ds.y_test)
+    elif settings.evaluation.endswith(".npz"):
+        from coordinator.evaluation import evaluator as make_evaluator
+
+        with np.load(settings.evaluation) as z:
+            if "x" not in z or "y" not in z:
+                raise SettingsError(f"{settings.evaluation}: needs arrays 'x' and 'y'")
+            x, y = np.asarray(z["x"], np.float32), np.asarray(z["y"], np.int64)
+        if x.shape[1:] != tuple(cfg.model.input_shape) and x[0].size != np.prod(cfg.model.input_shape):
+            raise SettingsError(f"{settings.evaluation}: x has shape {x.shape[1:]}, the model takes "
+                                f"{cfg.model.input_shape}")
+        evaluator = make_evaluator(cfg.model, x, y)
     registry = {c.id: c.public_key for c in store.clients()}
     cp = store.latest_completed_round()
     if cp is None:

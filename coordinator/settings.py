@@ -8,7 +8,7 @@ TOML layout (every key optional; see ``fl-coordinator serve --help`` and docs/pr
                   quantization_bits, modulus_bits, epsilon, delta, train_timeout, phase_timeout, seed,
                   trust_decay, trust_outlier_threshold, trust_floor, ban_threshold, trust_min_evidence
     [model]       spec = "mlp:64-32-10"  (or a JSON file path, or an inline table {input_shape, layers, ...})
-    [evaluation]  dataset = "digits" | "none"
+    [evaluation]  dataset = "digits" | "none" | "path/to/test.npz" (arrays x, y)
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", dest="model", default=None,
                    help="model spec: mlp:64-32-10 or a JSON spec file (default: mlp:64-32-10)")
     g.add_argument("--evaluation", dest="evaluation", default=None,
-                   help="server-side evaluation data: digits or none (default: digits)")
+                   help="server-side evaluation data: digits, none, or FILE.npz with arrays x, y (default: digits)")
     for f in _fields(FederationConfig, ("model", "extra")):
         g.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
                        help=f"{FEDERATION_HELP[f.name]} (default: {f.default})")
@@ -197,8 +197,8 @@ def load_settings(args: argparse.Namespace) -> ServeSettings:
     model_value = getattr(args, "model", None) or (model_doc.get("spec") if isinstance(model_doc, dict) else None)
     model_value = model_value or "mlp:64-32-10"
     evaluation = getattr(args, "evaluation", None) or doc.get("evaluation", {}).get("dataset", "digits")
-    if evaluation not in ("digits", "none"):
-        raise SettingsError(f"evaluation {evaluation!r}: expected digits or none")
+    if evaluation not in ("digits", "none") and not (evaluation.endswith(".npz") and Path(evaluation).is_file()):
+        raise SettingsError(f"evaluation {evaluation!r}: expected digits, none or an existing .npz file (x, y)")
     try:
         spec = parse_model(model_value)
     except ValueError as exc:

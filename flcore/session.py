@@ -107,6 +107,9 @@ class ClientSession:
             self.guard.check(env.sender, env.session, env.seq)
             return self._dispatch(env, f)
         except ProtocolError as exc:
+            if self.state == "hello" and exc.code in ("bad_signature", "unknown_sender"):
+                # the handshake's first answer is not from the coordinator we trust: fatal, not retryable
+                return [Failed("handshake", f"the coordinator is not the one whose key is pinned ({exc.message})")]
             return [Failed(exc.code, exc.message)]
 
     def _coordinator_key_for(self, env: Envelope) -> bytes | None:
