@@ -1,0 +1,607 @@
+"""Coordinator engine rules, driven in-process (no sockets, no torch): min_clients_per_round, bans, the metrics
+message, status(), DP accounting over the selection pool, reconnects. Clients are real ClientSessions (real
+crypto, real SecAgg+ in groups of 1) whose "training" returns a fixed small vector."""
+
+from __future__ import annotations
+
+import json
+import math
+import types
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import pytest
+
+import mle
+import mle.writer
+from coordinator.config import FederationConfig
+from coordinator.engine import Engine
+from coordinator.events import Close, Connected, DataReceived, Disconnected, Send, SetTimer, TimerFired
+from flcore.modelspec import mlp
+from flcore.protocol import COORDINATOR_ID, Envelope
+from flcore.session import ClientSession, Failed, SendFrame, Stopped, Train
+from flcore.wire import client_id_for, decode, encode
+from flcrypto import default_crypto
+from privacy.dp import RoundEvent
+from privacy.dp.accounting import epsilon_for
+
+SPEC = mlp([4, 3])  # d = 15
+
+
+def cfg(**kw: Any) -> FederationConfig:
+    base: dict[str, Any] = dict(model=SPEC, rounds=3, clients_per_round=2, group_size=1, aggregator="mean",
+                                local_epochs=1, l2_clip=1.0, quantization_bits=16, modulus_bits=32)
+    base.update(kw)
+    return FederationConfig(**base)
+
+
+def frame_type(data: bytes) -> str:
+    return str(mle.loads(data).metadata["fl"]["type"])
+
+
+class Fed:
+    """A federation in one process: the engine plus client sessions keyed by connection id."""
+
+    def __init__(self, config: FederationConfig, evaluator: Any = None) -> None:
+        self.crypto = default_crypto()
+        self.engine = Engine(config, b"\x11" * 32, seed=1, evaluator=evaluator)
+        self.sessions: dict[str, ClientSession] = {}
+        self.outbox: list[tuple[str, bytes]] = []
+        self.actions: list[Any] = []
+        self.got: dict[str, list[Any]] = defaultdict(list)  # conn → session actions and received frame types
+        self.hold: set[tuple[str, str]] = set()  # (conn, message type) the client does not send (yet)
+        self.held: list[tuple[str, bytes]] = []
+        self.train_hold: set[str] = set()  # conns that keep their Train action instead of answering
+        self.pending_train: dict[str, Train] = {}
+        self.closed: set[str] = set()
+        self.now = 0.0
+        self.timer: float | None = None
+
+    # ── clients ──────────────────────────────────────────────────────────────────────────────────────
+    def connect(self, conn: str, seed: bytes | None = None) -> ClientSession:
+        s = ClientSession(seed or self.crypto.random_bytes(32), self.engine.public_key)
+        self.sessions[conn] = s
+        self.feed(Connected(conn, "inprocess", self.now))
+        for a in s.start():
+            self._client_action(conn, a)
+        return s
+
+    def cid(self, conn: str) -> str:
+        return self.sessions[conn].client_id
+
+    def _client_action(self, conn: str, a: Any) -> None:
+        if isinstance(a, SendFrame):
+            if (conn, frame_type(a.data)) in self.hold:
+                self.held.append((conn, a.data))
+            else:
+                self.outbox.append((conn, a.data))
+        elif isinstance(a, Train):
+            if conn in self.train_hold:
+                self.pending_train[conn] = a
+            else:
+                self.train(conn, a)
+        else:
+            self.got[conn].append(a)
+
+    def train(self, conn: str, task: Train | None = None) -> None:
+        task = task or self.pending_train.pop(conn)
+        rng = np.random.default_rng(sum(conn.encode()) + 1000 * task.round)
+        delta = 0.2 + 0.02 * rng.normal(size=SPEC.num_parameters())
+        for a in self.sessions[conn].training_done(delta.astype(np.float32), loss=0.5, num_samples=10):
+            self._client_action(conn, a)
+
+    def release(self, conn: str, msg_type: str) -> None:
+        self.hold.discard((conn, msg_type))
+        for item in [h for h in self.held if h[0] == conn and frame_type(h[1]) == msg_type]:
+            self.held.remove(item)
+            self.outbox.append(item)
+
+    # ── engine ───────────────────────────────────────────────────────────────────────────────────────
+    def feed(self, event: Any) -> list[Any]:
+        acts = self.engine.handle(event)
+        self.actions.extend(acts)
+        for a in acts:
+            if isinstance(a, Send):
+                if a.conn in self.closed:
+                    continue
+                self.got[a.conn].append(("frame", frame_type(a.data)))
+                for ca in self.sessions[a.conn].receive(a.data):
+                    self._client_action(a.conn, ca)
+            elif isinstance(a, SetTimer):
+                self.timer = a.at
+            elif isinstance(a, Close) and a.conn not in self.closed:
+                self.closed.add(a.conn)
+                self.feed(Disconnected(a.conn, self.now))  # what the driver does once the transport closed
+        return acts
+
+    def send(self, conn: str, data: bytes) -> list[Any]:
+        return self.feed(DataReceived(conn, data, self.now))
+
+    def pump(self) -> None:
+        while self.outbox:
+            conn, data = self.outbox.pop(0)
+            if conn not in self.closed:
+                self.send(conn, data)
+
+    def fire_timer(self) -> None:
+        self.now = max(self.now + 1.0, self.timer or 0.0)
+        self.feed(TimerFired("phase", self.now))
+
+    def run_round(self, r: int, max_steps: int = 50) -> None:
+        for _ in range(max_steps):
+            self.pump()
+            if self.engine.round_number >= r:
+                return
+            self.fire_timer()
+        raise AssertionError(f"round {r} did not complete (at {self.engine.round_number})")
+
+    def errors(self, conn: str) -> list[str]:
+        return [a.code for a in self.got[conn] if isinstance(a, Failed)]
+
+    def frames(self, conn: str) -> list[str]:
+        return [x[1] for x in self.got[conn] if isinstance(x, tuple) and x[0] == "frame"]
+
+    def tasked(self) -> list[str]:
+        return sorted(c for c in self.sessions if "task" in self.frames(c))
+
+
+def error_code(acts: list[Any], key: bytes) -> str | None:
+    for a in acts:
+        if isinstance(a, Send):
+            env, _ = decode(a.data, lambda e: key)
+            if env.type == "error":
+                return str(env.body["code"])
+    return None
+
+
+# ── min_clients_per_round ─────────────────────────────────────────────────────────────────────────────────
+def test_min_clients_starts_a_smaller_round_only_when_every_connected_client_is_ready() -> None:
+    fed = Fed(cfg(clients_per_round=4, min_clients_per_round=2))
+    for c in ("a", "b", "c"):
+        fed.hold.add((c, "ready"))
+        fed.train_hold.add(c)
+        fed.connect(c)
+    fed.pump()
+    assert fed.engine.status()["connected"] == 3 and fed.engine.status()["ready"] == 0
+    fed.release("a", "ready")
+    fed.pump()
+    assert fed.engine.round is None  # 1 ready < min 2
+    fed.release("b", "ready")
+    fed.pump()
+    assert fed.engine.round is None  # 2 ready ≥ min, but c is authenticated and could still become ready
+    # a client still in the handshake (hello sent, auth not) does not hold the round back
+    fed.hold.add(("d", "auth"))
+    fed.connect("d")
+    fed.pump()
+    fed.release("c", "ready")
+    fed.pump()
+    assert fed.engine.round is not None and fed.engine.round.number == 1
+    assert fed.tasked() == ["a", "b", "c"]  # m = the 3 ready clients (< clients_per_round = 4)
+    for c in ("a", "b", "c"):
+        fed.train(c)
+    fed.run_round(1)
+    assert fed.engine.history[-1]["survivors"] == 3
+
+
+def test_without_min_clients_a_round_needs_clients_per_round() -> None:
+    fed = Fed(cfg(clients_per_round=3))
+    fed.train_hold.update({"a", "b", "c"})
+    fed.connect("a")
+    fed.connect("b")
+    fed.pump()
+    assert fed.engine.status()["ready"] == 2 and fed.engine.round is None  # min_clients 0 means m = 3
+    fed.connect("c")
+    fed.pump()
+    assert fed.engine.round is not None and fed.tasked() == ["a", "b", "c"]
+
+
+def test_full_rounds_still_select_clients_per_round() -> None:
+    fed = Fed(cfg(clients_per_round=2, min_clients_per_round=1))
+    for c in ("a", "b", "c", "d"):
+        fed.train_hold.add(c)
+        fed.connect(c)
+    fed.pump()
+    assert len(fed.pending_train) == 2  # as soon as m are ready, exactly m are selected
+
+
+def test_banned_authenticated_client_does_not_hold_back_a_min_clients_round() -> None:
+    fed = Fed(cfg(clients_per_round=4, min_clients_per_round=2))
+    fed.hold.add(("c", "ready"))
+    fed.train_hold.update({"a", "b", "c", "e"})
+    for c in ("a", "b", "c"):
+        fed.connect(c)
+    fed.pump()
+    assert fed.engine.round is None
+    fed.engine.trust.ensure(fed.cid("c")).banned = True
+    fed.connect("e")  # any later event re-evaluates: e's ready starts the round without c
+    fed.pump()
+    assert fed.tasked() == ["a", "b", "e"]
+
+
+@pytest.mark.xfail(strict=True, reason="Engine._disconnected returns [] without calling _maybe_start: when the only "
+                   "not-yet-ready client disconnects, the min_clients_per_round round that was waiting for it never "
+                   "starts (no timer is pending and the ready clients send nothing more) until another client "
+                   "connects")
+def test_min_clients_round_starts_when_the_last_pending_client_leaves() -> None:
+    fed = Fed(cfg(clients_per_round=4, min_clients_per_round=2))
+    fed.hold.add(("c", "ready"))
+    fed.train_hold.update({"a", "b", "c"})
+    for c in ("a", "b", "c"):
+        fed.connect(c)
+    fed.pump()
+    assert fed.engine.round is None
+    fed.closed.add("c")
+    fed.feed(Disconnected("c", fed.now))
+    fed.pump()
+    assert fed.engine.round is not None
+
+
+# ── bans ──────────────────────────────────────────────────────────────────────────────────────────────
+def test_banned_client_gets_banned_error_at_auth() -> None:
+    fed = Fed(cfg())
+    seed = b"\x42" * 32
+    cid = client_id_for(default_crypto().ed25519_public_key(seed))
+    fed.engine.trust.ensure(cid).banned = True
+    fed.connect("x", seed)
+    fed.pump()
+    assert fed.errors("x") == ["banned"]
+    assert fed.frames("x") == ["challenge", "error"]  # no welcome
+    assert fed.engine.conns["x"].state == "auth" and cid not in fed.engine.by_client
+    assert fed.engine.status()["connected"] == 0
+
+
+def test_client_banned_after_auth_gets_stop_on_ready_and_is_closed() -> None:
+    fed = Fed(cfg())
+    fed.hold.add(("x", "ready"))
+    fed.connect("x")
+    fed.pump()
+    assert fed.frames("x") == ["challenge", "welcome"]
+    fed.engine.trust.ensure(fed.cid("x")).banned = True
+    fed.release("x", "ready")
+    fed.pump()
+    assert fed.frames("x")[-1] == "stop"
+    stopped = [a for a in fed.got["x"] if isinstance(a, Stopped)]
+    assert stopped and stopped[0].reason.startswith("banned")
+    assert any(isinstance(a, Close) and a.conn == "x" and a.reason == "banned" for a in fed.actions)
+    assert "x" not in fed.engine.conns
+
+
+def test_participants_banned_by_the_round_get_round_end_then_stop() -> None:
+    """With λ = 0 and a ban threshold of 0.9 after one observation, any evidence bans (trust ≤ 3/4): every
+    participant gets round_end, then stop, and is no longer selectable; the others are unaffected."""
+    fed = Fed(cfg(clients_per_round=2, min_clients_per_round=1, trust_decay=0.0, ban_threshold=0.9,
+                  trust_min_evidence=1))
+    fed.train_hold.update({"a", "b", "c"})
+    for c in ("a", "b", "c"):
+        fed.connect(c)
+    fed.pump()
+    selected = sorted(fed.pending_train)
+    for c in selected:
+        fed.train(c)
+    fed.run_round(1)
+    for c in selected:
+        frames = fed.frames(c)
+        i = frames.index("round_end")
+        assert frames[i + 1] == "stop", frames  # (a second stop answers the ready the client sent meanwhile)
+        assert any(isinstance(a, Close) and a.conn == c and a.reason == "banned" for a in fed.actions)
+        assert fed.engine.trust.ensure(fed.cid(c)).banned
+        assert any(isinstance(a, Stopped) and a.reason.startswith("banned") for a in fed.got[c])
+    (other,) = {"a", "b", "c"} - set(selected)
+    assert "stop" not in fed.frames(other)
+    # round 2 starts at once with the one non-banned client (min_clients_per_round = 1; banned ones don't count)
+    assert fed.engine.round is not None and set(fed.engine.round.group_of) == {fed.cid(other)}
+
+
+# ── metrics ───────────────────────────────────────────────────────────────────────────────────────────
+def _round_in_progress(n: int = 3, m: int = 2) -> Fed:
+    fed = Fed(cfg(clients_per_round=m))
+    names = [f"c{i}" for i in range(n)]
+    for c in names:
+        fed.train_hold.add(c)
+        fed.connect(c)
+    fed.pump()
+    assert fed.engine.round is not None and len(fed.pending_train) == m
+    return fed
+
+
+def test_metrics_only_from_a_selected_client_of_the_current_round() -> None:
+    fed = _round_in_progress()
+    r = fed.engine.round.number
+    selected = sorted(fed.pending_train)
+    other = next(c for c in fed.sessions if c not in selected)
+    key = fed.engine.public_key
+
+    def metrics(conn: str, body_round: int, env_round: int, loss: Any = 0.7, n: int = 5) -> str | None:
+        s = fed.sessions[conn]
+        frame = s._send("metrics", {"round": body_round, "loss": loss, "num_samples": n}, env_round)
+        return error_code(fed.send(conn, frame.data), key)
+
+    assert metrics(other, r, r) == "stale"  # authenticated, but not selected this round
+    assert metrics(selected[0], r + 1, r + 1) == "stale"  # not the current round
+    assert metrics(selected[0], r, r + 1) == "stale"  # envelope and body disagree
+    assert metrics(selected[0], r - 1, r) == "stale"
+    assert metrics(selected[0], r, r, n=-1) == "bad_message"
+    assert fed.engine.round.train_losses == []
+    assert metrics(selected[0], r, r, loss=0.7) is None
+    assert metrics(selected[1], r, r, loss=3) is None  # an int loss is a number too
+    assert fed.engine.round.train_losses == [0.7, 3.0]
+    for c in selected:
+        fed.train(c)
+    fed.run_round(r)
+    assert fed.engine.history[-1]["train_loss"] == pytest.approx(np.mean([0.7, 3.0, 0.5, 0.5]))
+    assert metrics(selected[0], r, r) == "stale"  # the round is over
+
+
+def test_metrics_before_any_round_is_stale() -> None:
+    fed = Fed(cfg(clients_per_round=3))
+    fed.connect("a")
+    fed.pump()
+    s = fed.sessions["a"]
+    acts = fed.send("a", s._send("metrics", {"round": 1, "loss": 0.1, "num_samples": 1}, 1).data)
+    assert error_code(acts, fed.engine.public_key) == "stale"
+
+
+class _NanJson:
+    """Stands in for ``json`` inside mle.writer so a malicious client can put NaN/Infinity into the metadata
+    (the reader's json.loads accepts those literals)."""
+
+    @staticmethod
+    def dumps(*args: Any, **kw: Any) -> str:
+        kw["allow_nan"] = True
+        return json.dumps(*args, **kw)
+
+
+@pytest.mark.parametrize("loss", [math.nan, math.inf, -math.inf])
+def test_metrics_with_non_finite_loss_is_rejected(monkeypatch: pytest.MonkeyPatch, loss: float) -> None:
+    fed = _round_in_progress()
+    r = fed.engine.round.number
+    conn = sorted(fed.pending_train)[0]
+    monkeypatch.setattr(mle.writer, "json", types.SimpleNamespace(dumps=_NanJson.dumps))
+    frame = fed.sessions[conn]._send("metrics", {"round": r, "loss": loss, "num_samples": 5}, r)
+    monkeypatch.undo()
+    assert error_code(fed.send(conn, frame.data), fed.engine.public_key) == "bad_message"
+    assert fed.engine.round.train_losses == []
+
+
+@pytest.mark.xfail(strict=True, reason="Engine._metrics does float(env.body['loss']) unguarded: a JSON integer loss "
+                   "too large for a float (e.g. 10**400, which validate_body accepts as int) raises OverflowError out "
+                   "of Engine.handle instead of a ProtocolError → no error reply, not counted against the "
+                   "connection (the driver only logs the exception)")
+def test_metrics_with_huge_integer_loss_is_a_protocol_error() -> None:
+    fed = _round_in_progress()
+    r = fed.engine.round.number
+    conn = sorted(fed.pending_train)[0]
+    frame = fed.sessions[conn]._send("metrics", {"round": r, "loss": 10**400, "num_samples": 5}, r)
+    assert error_code(fed.send(conn, frame.data), fed.engine.public_key) == "bad_message"
+
+
+# ── status ────────────────────────────────────────────────────────────────────────────────────────────
+def test_status_is_strict_json_and_reports_epsilon_trust_and_counts() -> None:
+    fed = Fed(cfg(clients_per_round=2, noise_multiplier=0.5, epsilon=50.0),
+              evaluator=lambda p: {"loss": 1.0, "accuracy": 0.5})
+    fed.train_hold.update({"a", "b", "c"})
+    for c in ("a", "b", "c"):
+        fed.connect(c)
+    fed.hold.add(("d", "ready"))
+    fed.connect("d")
+    fed.hold.add(("e", "auth"))
+    fed.connect("e")  # mid-handshake: not counted as connected
+    fed.pump()
+    s0 = json.loads(json.dumps(fed.engine.status(), allow_nan=False))
+    assert s0["round_in_progress"] == {"round": 1, "groups": 2, "failed_groups": 0, "phases": s0[
+        "round_in_progress"]["phases"]}
+    assert s0["connected"] == 4 and s0["ready"] == 1  # a, b, c ready → 2 busy; d authenticated; e in handshake
+    busy = {c["state"] for c in s0["clients"]}
+    assert busy == {"busy", "ready", "authenticated"}
+    for c in list(fed.pending_train):
+        fed.train(c)
+    fed.run_round(1)
+    st = fed.engine.status()
+    text = json.dumps(st, allow_nan=False)  # no NaN/inf anywhere
+    st = json.loads(text)
+    assert st["round"] == 1 and st["rounds"] == 3 and st["finished"] is False
+    assert st["privacy"]["epsilon"] == pytest.approx(fed.engine.epsilon()) and st["privacy"]["epsilon"] > 0
+    assert st["privacy"]["epsilon_budget"] == 50.0 and st["privacy"]["noise_multiplier"] == 0.5
+    assert st["connected"] == 4 and st["ready"] + 0 >= 0
+    ids = {fed.cid(c): c for c in ("a", "b", "c", "d")}
+    assert {c["id"] for c in st["clients"]} == set(ids)
+    for c in st["clients"]:
+        assert 0 < c["trust"] < 1 and c["connected"] is True and c["kind"] == "inprocess" and c["banned"] is False
+        assert c["state"] in ("authenticated", "ready", "busy")
+    observed = {c["id"] for c in st["clients"] if c["observations"] == 1}
+    assert len(observed) == 2  # the two selected clients got evidence
+    assert st["metrics"]["round"] == 1 and st["metrics"]["accuracy"] == 0.5 and st["metrics"]["epsilon"] > 0
+    assert st["coordinator_key"] == fed.engine.public_key.hex()
+    # a client that left is reported offline
+    fed.closed.add("a")
+    fed.feed(Disconnected("a", fed.now))
+    st = json.loads(json.dumps(fed.engine.status(), allow_nan=False))
+    a = next(c for c in st["clients"] if c["id"] == fed.cid("a"))
+    assert a["connected"] is False and a["state"] == "offline" and a["kind"] is None and st["connected"] == 3
+
+
+@pytest.mark.xfail(strict=True, reason="Engine.status() passes the evaluator's metrics through unchecked: a "
+                   "diverged model's NaN/inf evaluation loss makes status() non-JSON (json_response raises "
+                   "ValueError → /status fails) and Store.commit_round raise StoreError inside "
+                   "EngineDriver.execute, which does not catch it (later actions of the round are lost)")
+def test_status_stays_json_when_the_evaluator_reports_nan() -> None:
+    fed = Fed(cfg(clients_per_round=2), evaluator=lambda p: {"loss": math.nan, "accuracy": 0.1})
+    fed.connect("a")
+    fed.connect("b")
+    fed.run_round(1)
+    json.dumps(fed.engine.status(), allow_nan=False)
+
+
+# ── DP accounting over the selection pool ────────────────────────────────────────────────────────────────
+def all_ready_at_once(fed: Fed, names: list[str]) -> None:
+    """Authenticate every client with its ready held back, then make them all ready in one step (white-box:
+    the engine starts a round as soon as m are ready, so releasing readies one by one never gives a larger pool)."""
+    for c in names:
+        fed.hold.add((c, "ready"))
+        fed.train_hold.add(c)
+        fed.connect(c)
+    fed.pump()
+    for c in names[:-1]:
+        fed.engine.conns[c].state = "ready"
+    fed.release(names[-1], "ready")
+    fed.pump()
+
+
+def test_dp_accounting_uses_q_of_the_selection_pool() -> None:
+    fed = Fed(cfg(clients_per_round=2, noise_multiplier=0.7, epsilon=100.0))
+    # offline registered clients are not part of the pool (a smaller pool means a larger q)
+    for i in range(6):
+        pk = default_crypto().ed25519_public_key(bytes([i + 1]) * 32)
+        fed.engine.registry[client_id_for(pk)] = pk
+    names = ["a", "b", "c", "d", "e"]
+    for n in names:
+        fed.hold.add((n, "ready"))
+        fed.connect(n)
+    fed.pump()
+    for i, c in enumerate(names):  # unequal trust
+        t = fed.engine.trust.ensure(fed.cid(c))
+        t.alpha, t.beta = 2.0 + i, 1.0 + 2 * (4 - i)
+    cids = sorted(fed.cid(c) for c in names)
+    expected_q = fed.engine.trust.max_inclusion_probability(cids, 2)
+    everyone = fed.engine.trust.max_inclusion_probability(sorted(set(cids) | set(fed.engine.registry)), 2)
+    fed.hold.clear()
+    fed.train_hold.update(names)
+    for c in names[:-1]:
+        fed.engine.conns[c].state = "ready"
+    fed.release(names[-1], "ready")
+    fed.pump()
+    assert fed.engine.round is not None and fed.engine.round.q == pytest.approx(expected_q)
+    for c in list(fed.pending_train):
+        fed.train(c)
+    fed.run_round(1)
+    events = fed.engine.budget.accountant.events
+    z = fed.engine.cfg.dp_config().effective_noise_multiplier()
+    assert events == [RoundEvent(z, expected_q)]
+    assert 0 < expected_q < 1
+    assert everyone < expected_q  # had the pool been everyone ever registered, q would have been (wrongly) smaller
+    assert fed.engine.epsilon() == pytest.approx(epsilon_for([RoundEvent(z, expected_q)], 1e-5))
+    assert fed.engine.history[-1]["epsilon"] == pytest.approx(fed.engine.epsilon())
+
+
+def test_dp_accounting_smaller_pool_gives_larger_q() -> None:
+    qs = []
+    for n in (2, 3, 6):
+        fed = Fed(cfg(clients_per_round=2, noise_multiplier=0.7, epsilon=100.0))
+        all_ready_at_once(fed, [f"c{i}" for i in range(n)])
+        assert fed.engine.round is not None
+        for c in list(fed.pending_train):
+            fed.train(c)
+        fed.run_round(1)
+        qs.append(fed.engine.budget.accountant.events[0].sampling_rate)
+    assert qs[0] == 1.0 and qs[0] > qs[1] > qs[2]
+    assert qs[2] == pytest.approx(2 / (6 - 2 + 1))  # equal trust: m / (n − m + 1)
+
+
+def test_budget_refuses_a_round_that_would_exceed_epsilon() -> None:
+    fed = Fed(cfg(clients_per_round=2, noise_multiplier=0.5, epsilon=1e-3))
+    fed.connect("a")
+    fed.connect("b")
+    fed.pump()
+    assert fed.engine.finished and fed.engine.round is None
+    assert fed.engine.stopped_reason.startswith("privacy budget exhausted")
+    assert fed.frames("a")[-1] == "stop" and fed.engine.budget.accountant.events == []
+
+
+# ── reconnects ────────────────────────────────────────────────────────────────────────────────────────
+def test_reconnect_replaces_the_old_connection() -> None:
+    fed = Fed(cfg(clients_per_round=3))
+    seed = b"\x05" * 32
+    fed.connect("old", seed)
+    fed.connect("b")
+    fed.pump()
+    cid = fed.cid("old")
+    assert fed.engine.by_client[cid] == "old"
+    fed.connect("new", seed)  # same identity, new connection (the old one is half-dead)
+    fed.pump()
+    assert any(isinstance(a, Close) and a.conn == "old" and "replaced" in a.reason for a in fed.actions)
+    assert fed.engine.by_client[cid] == "new" and "old" not in fed.engine.conns
+    st = fed.engine.status()
+    assert st["connected"] == 2 and st["ready"] == 2
+    assert sum(1 for c in st["clients"] if c["id"] == cid) == 1
+    # frames still arriving on the replaced connection are ignored
+    assert fed.send("old", fed.sessions["old"]._send("ready", {}).data) == []
+    fed.connect("c")
+    fed.run_round(1)
+    assert "task" in fed.frames("new") and "task" not in fed.frames("old")
+    assert not any(isinstance(a, Send) and a.conn == "old" for a in fed.actions[-50:])
+
+
+def test_reconnect_during_a_round_rejoins_the_next_one() -> None:
+    fed = Fed(cfg(clients_per_round=2, rounds=3))
+    seed = b"\x06" * 32
+    fed.train_hold.update({"a", "b"})
+    fed.connect("a", seed)
+    fed.connect("b")
+    fed.pump()
+    assert sorted(fed.pending_train) == ["a", "b"]
+    del fed.pending_train["a"]  # a's connection dies mid-training
+    fed.connect("a2", seed)
+    fed.pump()
+    fed.train("b")
+    fed.run_round(1)  # a's group has no input: it fails at the deadline, b's group carries the round
+    assert fed.engine.history[-1]["groups_ok"] == 1
+    assert "round_end" in fed.frames("a2")
+    fed.pump()
+    assert fed.engine.round is not None and fed.engine.round.number == 2
+    assert fed.engine.round.group_of.keys() == {fed.cid("a2"), fed.cid("b")}
+    for c in list(fed.pending_train):
+        fed.train(c)
+    fed.run_round(2)  # a2 answered round_end with ready and takes part again
+    assert fed.engine.history[-1]["survivors"] == 2 and fed.engine.round_number == 2
+
+
+def test_identity_mismatch_and_misrouted() -> None:
+    fed = Fed(cfg())
+    c = default_crypto()
+    fed.connect("a")
+    fed.pump()
+    cid = fed.cid("a")
+    # a hello claiming a's id with another key
+    seed = c.random_bytes(32)
+    other_pk = c.ed25519_public_key(seed)
+    hello = Envelope("hello", client_id_for(other_pk), COORDINATOR_ID, "", 0, -1,
+                     {"public_key": other_pk.hex(), "kind": "native", "versions": [1]})
+    fed.feed(Connected("z", "inprocess", 0.0))
+    fed.sessions["z"] = ClientSession(seed, fed.engine.public_key)
+    assert error_code(fed.feed(DataReceived("z", encode(hello, seed), 0.0)), fed.engine.public_key) is None
+    fed.engine.registry[client_id_for(other_pk)] = fed.engine.registry[cid]  # the id is registered elsewhere
+    assert error_code(fed.feed(DataReceived("z", encode(hello, seed), 0.0)), fed.engine.public_key) == "identity"
+    s = fed.sessions["a"]
+    env = Envelope("ready", s.client_id, "somebody-else", s.session, s.seq + 1, -1, {})
+    assert error_code(fed.send("a", encode(env, s.identity_seed)), fed.engine.public_key) == "misrouted"
+
+
+def test_error_limit_closes_the_connection() -> None:
+    fed = Fed(cfg())
+    fed.feed(Connected("junk", "inprocess", 0.0))
+    fed.sessions["junk"] = ClientSession(b"\x01" * 32, fed.engine.public_key)
+    closes = []
+    for i in range(20):
+        acts = fed.engine.handle(DataReceived("junk", b"garbage" * (i + 1), 0.0))
+        closes += [a for a in acts if isinstance(a, Close)]
+        assert error_code(acts, fed.engine.public_key) == "bad_format"
+    assert len(closes) == 1 and "20 rejected" in closes[0].reason
+
+
+@pytest.mark.xfail(strict=True, reason="errors raised before the client id is known (no common version, identity "
+                   "mismatch on a fresh connection, malformed first frame) are addressed to recipient '' "
+                   "(Engine._send uses conn.client_id or ''); ClientSession.receive rejects them as 'misrouted', so "
+                   "the native client never sees the fatal 'version'/'identity' codes and waits forever")
+def test_client_sees_the_version_error() -> None:
+    fed = Fed(cfg())
+    seed = b"\x09" * 32
+    s = ClientSession(seed, fed.engine.public_key)
+    s.start()
+    hello = Envelope("hello", s.client_id, COORDINATOR_ID, "", 0, -1,
+                     {"public_key": s.public_key.hex(), "kind": "native", "versions": [99]})
+    fed.feed(Connected("v", "inprocess", 0.0))
+    acts = fed.engine.handle(DataReceived("v", encode(hello, seed), 0.0))
+    assert error_code(acts, fed.engine.public_key) == "version"
+    reply = next(a for a in acts if isinstance(a, Send))
+    assert [a.code for a in s.receive(reply.data) if isinstance(a, Failed)] == ["version"]
