@@ -40,6 +40,7 @@ class Attack:
     name: ClassVar[str] = "none"
     omniscient_default: ClassVar[bool] = False
     data_poisoning: ClassVar[bool] = False
+    absent: ClassVar[bool] = False  # the Byzantine clients never submit (dropouts)
     allowed: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
@@ -334,6 +335,15 @@ class FreeRider(Attack):
         return ctx.rng.normal(0.0, s, ctx.own.shape).astype(np.float32)
 
 
+class Absent(Attack):
+    """Not an attack: a reference. The Byzantine clients are selected but never submit an update (they drop out
+    before secure aggregation, which the engine handles as dropouts), so the federation learns from the honest
+    clients alone – what losing the attackers' data costs, the level a perfect defence can reach."""
+
+    name = "absent"
+    absent = True
+
+
 class Sybil(LabelFlip):
     """Sybil identities: one adversary controls all Byzantine identities and sends the *same* poisoned update
     from each (the mean of its label-flipped deltas), amplifying its vote.
@@ -349,7 +359,7 @@ class Sybil(LabelFlip):
 
 ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (
     NoAttack, SignFlip, GaussianNoise, ALIE, IPM, MinMax, MinSum, Mimic, LabelFlip, Backdoor, ModelReplacement,
-    FreeRider, Sybil)}
+    FreeRider, Sybil, Absent)}
 _SPEC = re.compile(r"^\s*([a-z_]+)\s*(?:\((.*)\))?\s*$", re.S)
 
 

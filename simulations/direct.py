@@ -37,8 +37,10 @@ from simulations.engine_driver import UpdateFn, derive_seed, unclipped_dp
 class DirectDriver:
     def __init__(self, fed_cfg: Any, num_clients: int, updates: UpdateFn, *, seed: int,
                  byzantine: set[int] = frozenset(), attackers_clip: bool = True,
-                 evaluator: Any = None, engine_state: dict[str, Any] | None = None) -> None:
+                 evaluator: Any = None, engine_state: dict[str, Any] | None = None,
+                 absent: set[int] = frozenset()) -> None:
         self.cfg = fed_cfg
+        self.absent = set(absent)
         self.updates = updates
         self.engine = Engine(fed_cfg, derive_seed(seed, "coordinator"), seed=seed, evaluator=evaluator,
                              state=engine_state)
@@ -102,17 +104,30 @@ class DirectDriver:
         bad_groups = 0
         for gi, g in enumerate(groups):
             acc = backend.zeros_field(self.dp.dimension, mod)
-            for c in g:
+            survivors = [c for c in g if self.index[c] not in self.absent]
+            for c in survivors:
                 i = self.index[c]
                 dp = self.dp_attacker if i in self.byzantine else self.dp
                 vec, _ = prepare_update(deltas[row[i]], dp, self.streams[i], backend)
                 acc = backend.iadd_mod(acc, vec, mod)
-            result = SimpleNamespace(sum=acc, survivors=tuple(g), dropped=(), faulty=())
-            servers[gi] = SimpleNamespace(result=result, phase="done", phase_complete=True)
-            bad_groups += any(self.index[c] in self.byzantine for c in g)
+            # SecAgg+ releases a group's sum only if at least its threshold of members took part
+            ok = len(survivors) >= max(1, cfg.threshold())
+            result = SimpleNamespace(sum=acc, survivors=tuple(survivors),
+                                     dropped=tuple(c for c in g if c not in survivors), faulty=())
+            servers[gi] = SimpleNamespace(result=result if ok else None, phase="done" if ok else "failed",
+                                          phase_complete=True)
+            bad_groups += any(self.index[c] in self.byzantine for c in survivors)
+        if not any(s.result is not None for s in servers.values()):
+            self.stopped_reason = f"round {r}: every group failed (too few survivors)"
+            return False
         e.round = RoundState(r, seed, groups, servers, {c: gi for gi, g in enumerate(groups) for c in g},
                              self.now, q, self.now)
-        e._finish_round(self.now)  # the engine's own decode → bound → aggregate → optimizer → trust → evaluate
+        try:
+            e._finish_round(self.now)  # the engine's own decode → bound → aggregate → optimizer → trust → evaluate
+        except ValueError as exc:  # e.g. too few groups left for the rule (as the engine mode raises it)
+            e.round = None
+            self.stopped_reason = f"engine error in round {r}: {exc}"
+            return False
         if e.round is not None:  # pragma: no cover - no transport, so no next round can have started
             raise AssertionError("the engine started a round without connected clients")
         e.history[-1]["corrupted_groups"] = bad_groups

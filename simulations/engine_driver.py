@@ -75,9 +75,11 @@ class EngineDriver:
 
     def __init__(self, fed_cfg: Any, num_clients: int, updates: UpdateFn, *, seed: int,
                  byzantine: set[int] = frozenset(), attackers_clip: bool = True,
-                 evaluator: Any = None, engine_state: dict[str, Any] | None = None) -> None:
+                 evaluator: Any = None, engine_state: dict[str, Any] | None = None,
+                 absent: set[int] = frozenset()) -> None:
         self.cfg = fed_cfg
         self.updates = updates
+        self.absent = set(absent)  # clients that train but never submit (dropouts)
         self.engine = Engine(fed_cfg, derive_seed(seed, "coordinator"), seed=seed, evaluator=evaluator,
                              state=engine_state)
         self.sessions: dict[str, ClientSession] = {}
@@ -138,10 +140,13 @@ class EngineDriver:
         self.selected[rnd] = sorted(idxs)
         rs = self.engine.round
         if rs is not None:
-            bad = sum(any(self.by_id[m] in self.byzantine for m in g) for g in rs.groups)
+            bad = sum(any(self.by_id[m] in self.byzantine and self.by_id[m] not in self.absent for m in g)
+                      for g in rs.groups)
             self.group_stats[rnd] = (len(rs.groups), bad)
         deltas = self.updates(rnd, params, idxs)
         for (conn, _), delta in zip(batch, deltas, strict=True):
+            if self.index[conn] in self.absent:
+                continue  # drops out: never answers this round (the engine's phase timer moves on)
             for act in self.sessions[conn].training_done(np.asarray(delta, np.float32)):
                 self._client(conn, act)
 
@@ -157,10 +162,18 @@ class EngineDriver:
                 self._train_pending()
             elif self.outbox:
                 conn, data = self.outbox.popleft()
-                self._engine(DataReceived(conn, data, self.now))
+                try:
+                    self._engine(DataReceived(conn, data, self.now))
+                except ValueError as exc:  # e.g. too few groups left for the rule (an engine bug, reported)
+                    self.stopped_reason = f"engine error in round {self.engine.round_number + 1}: {exc}"
+                    break
             elif self.engine.round is not None and "phase" in self.timers:
                 self.now = max(self.now, self.timers.pop("phase"))
-                self._engine(TimerFired("phase", self.now))
+                try:
+                    self._engine(TimerFired("phase", self.now))
+                except ValueError as exc:
+                    self.stopped_reason = f"engine error in round {self.engine.round_number + 1}: {exc}"
+                    break
             else:
                 ready = len(self.engine.trust.selectable(self.engine.ready_clients()))
                 self.stopped_reason = (f"stalled after round {self.engine.round_number}: {ready} selectable "

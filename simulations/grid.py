@@ -220,6 +220,7 @@ def markdown_table(summary: dict[str, Any], s: int) -> str:
         for j, c in enumerate(cols):
             e = t[r][c]
             mark = ("†" if e["f_told"] < f_base else "") + ("‡" if e["rounds_over_tolerance"] else "")
+            mark += "§" if any(x["stopped_reason"].startswith("engine error") for x in e["runs"]) else ""
             cells.append(("–" if np.isnan(m[i, j]) else f"{100 * m[i, j]:.1f}") + mark)
         lines.append(f"| {r} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -257,7 +258,8 @@ def write_tables(spec: GridSpec, summary: dict[str, Any], out: Path) -> None:
             plot_heatmap(m, rows, cols, f"{b.name}: final accuracy, {title}", out / f"heatmap_s{s}.png")
     parts.append("\n† the defence was told a smaller f than the attackers present (its precondition over this many "
                  "groups allows no more). ‡ in some round more groups were corrupted than the f the defence was "
-                 "told: no guarantee in that round.\n")
+                 "told: no guarantee in that round. § the engine raised an error and the run stopped early (the "
+                 "accuracy is the last completed round's; see grid.json for the message).\n")
     (out / "table.md").write_text("".join(parts))
     (out / "config.toml").write_text(b.to_toml() + _grid_toml(spec))
 

@@ -102,7 +102,7 @@ class Simulation:
         self.client_updates += len(idxs)
         byz = set(self.byzantine)
         bad = [k for k, i in enumerate(idxs) if i in byz]
-        if not bad or self.attack.name == "none":
+        if not bad or self.attack.name == "none" or self.attack.absent:
             return deltas
         good = [k for k, i in enumerate(idxs) if i not in byz]
         honest = deltas[good] if self.omniscient else np.zeros((0, deltas.shape[1]), np.float32)
@@ -160,7 +160,8 @@ class Simulation:
 
             driver = EngineDriver(self.fed, cfg.data.num_clients, self.updates, seed=cfg.seed,
                                   byzantine=set(self.byzantine), attackers_clip=cfg.attack.respect_clip,
-                                  evaluator=self.evaluate, engine_state=state)
+                                  evaluator=self.evaluate, engine_state=state,
+                                  absent=set(self.byzantine) if self.attack.absent else set())
             history = driver.run(on_round=log)
             reason = driver.stopped_reason
             extra = {"failures": [list(x) for x in driver.failures[:20]]}
@@ -169,7 +170,8 @@ class Simulation:
 
             ddriver = DirectDriver(self.fed, cfg.data.num_clients, self.updates, seed=cfg.seed,
                                    byzantine=set(self.byzantine), attackers_clip=cfg.attack.respect_clip,
-                                   evaluator=self.evaluate, engine_state=state)
+                                   evaluator=self.evaluate, engine_state=state,
+                                   absent=set(self.byzantine) if self.attack.absent else set())
             history = ddriver.run(on_round=log)
             reason = ddriver.stopped_reason
             extra = {}

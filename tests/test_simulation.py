@@ -150,17 +150,21 @@ def small(**over) -> dict:
     return cfg
 
 
-def test_direct_mode_is_bit_identical_to_driving_the_engine() -> None:
-    """The harness's own round arithmetic (direct) equals the real engine + sessions + SecAgg+ path exactly:
-    selection, groups, clipping/quantization/DP noise, group sums, CC+bucketing+momentum, trust, ε."""
-    e = Simulation(SimulationConfig.from_dict(small(mode="engine")))
-    d = Simulation(SimulationConfig.from_dict(small(mode="direct")))
+@pytest.mark.parametrize("attack", ["gaussian(sigma=0.3)", "absent"])
+def test_direct_mode_is_bit_identical_to_driving_the_engine(attack: str) -> None:
+    """The direct mode equals the real engine + sessions + SecAgg+ path exactly: selection, groups, clipping/
+    quantization/DP noise (attackers ignoring the clip), group sums, dropouts, CC+bucketing+momentum, trust, ε."""
+    over = {"attack.name": attack}
+    if attack == "absent":  # dropouts fail groups of 2: leave enough groups for the rule
+        over["federation.aggregator"] = "median"
+    e = Simulation(SimulationConfig.from_dict(small(mode="engine", **over)))
+    d = Simulation(SimulationConfig.from_dict(small(mode="direct", **over)))
     re, rd = e.run(), d.run()
     assert len(re.history) == 3
     for a, b in zip(re.history, rd.history, strict=True):
-        for k in ("accuracy", "loss", "epsilon", "groups", "survivors", "corrupted_groups"):
+        for k in ("accuracy", "loss", "epsilon", "groups", "groups_ok", "survivors", "corrupted_groups"):
             assert a[k] == b[k], (k, a, b)
-    assert re.history[-1]["epsilon"] > 0 and not re.extra["failures"]
+    assert re.history[-1]["epsilon"] > 0 and not re.extra["failures"] and re.stopped_reason == rd.stopped_reason
 
 
 def test_group_size_one_and_the_aggregate_equals_the_mean_of_quantized_updates() -> None:
