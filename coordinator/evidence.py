@@ -1,13 +1,13 @@
 """Trust evidence from one round's aggregation: how far each unit (a client, or a group mean) lies from the
-robust aggregate, with the known DP and quantization noise taken out.
+other units, with the known DP and quantization noise taken out; and the honest norm bound on group means.
 
 Distributed DP adds noise of a variance the server knows exactly (each survivor's discrete-Gaussian share σ_c,
 plus stochastic rounding), isotropic over d coordinates. It inflates every squared distance by about d·σ²,
 which for realistic d and σ drowns the signal: raw distances of honest and attacked groups become nearly equal
 (observed: trust of sign-flipping attackers indistinguishable from honest clients). Subtracting the expected
-noise energy from each squared distance gives an unbiased estimate of the *signal* distance
-‖μ_i − μ‖² + d·(σ_i² + σ̄²/G) ≈ E‖x_i − v‖²; its square root, divided by the median over units, is the
-outlier score the trust model consumes (≈ 1 typical, ≫ 1 outlier; see docs/trust.md).
+noise energy d·(σ_i² + σ_j²) from each pairwise squared distance gives an unbiased estimate of the squared
+*signal* distance ‖μ_i − μ_j‖²; a unit's median signal distance to the others, divided by the median over units,
+is the outlier score the trust model consumes (≈ 1 typical, ≫ 1 outlier; see docs/trust.md).
 """
 
 from __future__ import annotations

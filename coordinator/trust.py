@@ -5,8 +5,9 @@ positive and negative evidence plus a prior (α₀, β₀); trust = E[Beta(α, �
 towards the prior by a forgetting factor λ per observation, so a client's recent behaviour dominates.
 
 Evidence is measured by the server, never self-reported: for each aggregated unit (a client when groups have
-size 1, else a secure-aggregation group) the aggregation diagnostics give an outlier score o (distance to the
-robust aggregate / median distance; ≈ 1 typical). It maps to negative evidence n = clip((o − 1)/(τ − 1), 0, 1)
+size 1, else a secure-aggregation group) the engine computes an outlier score o (the noise-debiased median
+pairwise distance over its median, :mod:`coordinator.evidence`; ≈ 1 typical). It maps to negative evidence
+n = clip((o − 1)/(τ − 1), 0, 1)
 and positive evidence 1 − n; a non-finite update is full negative evidence. A group's evidence is given to
 each of its members: with fresh random groups every round an attacker is in a "bad" group every round,
 an honest client only when it happens to share a group with an attacker, so attackers' trust falls faster
