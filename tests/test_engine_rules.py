@@ -591,8 +591,9 @@ def test_error_limit_closes_the_connection() -> None:
 
 @pytest.mark.xfail(strict=True, reason="errors raised before the client id is known (no common version, identity "
                    "mismatch on a fresh connection, malformed first frame) are addressed to recipient '' "
-                   "(Engine._send uses conn.client_id or ''); ClientSession.receive rejects them as 'misrouted', so "
-                   "the native client never sees the fatal 'version'/'identity' codes and waits forever")
+                   "(Engine._send uses conn.client_id or ''); a ClientSession with a pinned key rejects them as "
+                   "'misrouted' (not fatal: the native client never sees 'version'/'identity' and waits forever); "
+                   "under TOFU they surface as 'handshake'")
 def test_client_sees_the_version_error() -> None:
     fed = Fed(cfg())
     seed = b"\x09" * 32
