@@ -4,6 +4,7 @@ against torch.optim.SGD; the committed flkernel.wasm is exactly what build.sh pr
 
 from __future__ import annotations
 
+import base64
 import filecmp
 import json
 import random
@@ -163,20 +164,22 @@ def test_gemm_matches_numpy_on_odd_shapes(browser_page) -> None:  # noqa: F811
     rng = np.random.default_rng(5)
     mats = [(rng.normal(size=(m, k)).astype(np.float32), rng.normal(size=(k, n)).astype(np.float32),
              rng.normal(size=(m, n)).astype(np.float32)) for m, n, k in shapes]
-    out = browser_page.run(f"SHAPES = {shapes!r}\nMATS = {json.dumps([[a.ravel().tolist(), b.ravel().tolist(), c.ravel().tolist()] for a, b, c in mats])}\n" + """
-import array, json
+    blobs = [[base64.b64encode(t.tobytes()).decode() for t in abc] for abc in mats]
+    out = browser_page.run(f"SHAPES = {shapes!r}\nMATS = {blobs!r}\n" + """
+import array, base64
 from client_pyodide import runtime
 k = runtime.kernel()
 res = []
-for (m, n, kk), (a, b, c) in zip(SHAPES, MATS):
+for (m, n, kk), blob in zip(SHAPES, MATS):
     with k.scratch():
-        pa, pb, pc = k.put(array.array("f", a)), k.put(array.array("f", b)), k.put(array.array("f", c))
+        pa, pb, pc = (k.put(base64.b64decode(t)) for t in blob)
         k.x.fl_gemm(m, n, kk, pa, pb, pc, 1)
-        acc = list(k.read_into(pc, array.array("f", bytes(4 * m * n))))
+        acc = k.read(pc, 4 * m * n)
         k.x.fl_gemm(m, n, kk, pa, pb, pc, 0)
-        res.append([acc, list(k.read_into(pc, array.array("f", bytes(4 * m * n))))])
+        res.append([base64.b64encode(acc).decode(), base64.b64encode(k.read(pc, 4 * m * n)).decode()])
 result = res
 """)
+    out = [[np.frombuffer(base64.b64decode(t), np.float32) for t in pair] for pair in out]
     for (m, n, _), (a, b, c), (acc, over) in zip(shapes, mats, out, strict=True):
         want = a.astype(np.float64) @ b.astype(np.float64)
         np.testing.assert_allclose(np.asarray(over).reshape(m, n), want, atol=1e-4, rtol=1e-4)
