@@ -403,7 +403,7 @@ def test_status_is_strict_json_and_reports_epsilon_trust_and_counts() -> None:
     assert st["round"] == 1 and st["rounds"] == 3 and st["finished"] is False
     assert st["privacy"]["epsilon"] == pytest.approx(fed.engine.epsilon()) and st["privacy"]["epsilon"] > 0
     assert st["privacy"]["epsilon_budget"] == 50.0 and st["privacy"]["noise_multiplier"] == 0.5
-    assert st["connected"] == 4 and st["ready"] + 0 >= 0
+    assert st["connected"] == 4 and st["ready"] == sum(c["state"] == "ready" for c in st["clients"])
     ids = {fed.cid(c): c for c in ("a", "b", "c", "d")}
     assert {c["id"] for c in st["clients"]} == set(ids)
     for c in st["clients"]:
