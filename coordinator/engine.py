@@ -5,11 +5,12 @@ current time; execute the returned actions in order (``Send``, ``Close``, ``SetT
 ``Log``). A ``PersistRound`` must be made durable before later actions are executed (the store does it
 atomically).
 
-Round lifecycle: when enough authenticated clients are ready → select m by trust → partition into groups from
-the round's public seed → check the privacy budget → send each client its task (group, SecAgg+ parameters, DP
-parameters, the signed global model) → run SecAgg+ per group, all groups phase by phase, each phase closed when
-every expected client answered or at its deadline → decode the group sums → robust aggregation across groups
-→ server optimizer → evaluate → sign the new model → persist → trust update → round_end.
+Round lifecycle: when enough authenticated clients are ready → check the privacy budget (q of the selection
+pool) → select m by trust → partition into groups from the round's public seed → send each client its task
+(group, SecAgg+ parameters, DP parameters, the signed global model) → run SecAgg+ per group, all groups phase by
+phase, each phase closed when every expected client answered or at its deadline → decode the group sums →
+honest norm bound → robust aggregation across groups → DP accounting → server optimizer → trust update →
+evaluate → sign the new model → persist → round_end.
 """
 
 from __future__ import annotations
