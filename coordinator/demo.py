@@ -54,10 +54,10 @@ async def run(rounds: int, clients: int, out: Path) -> int:
 
     def on_round(metrics: dict) -> None:
         bar.update(1)
-        bar.set_postfix(acc=f"{metrics.get('accuracy', float('nan')):.3f}", eps=f"{metrics['epsilon']:.3g}",
+        acc, loss = metrics.get("accuracy") or float("nan"), metrics.get("loss") or float("nan")
+        bar.set_postfix(acc=f"{acc:.3f}", eps=f"{metrics['epsilon']:.3g}",
                         groups=f"{metrics['groups_ok']}/{metrics['groups']}")
-        tqdm.write(f"  round {metrics['round']:>2}: accuracy {metrics.get('accuracy', float('nan')):.3f}  "
-                   f"loss {metrics.get('loss', float('nan')):.3f}  ε {metrics['epsilon']:.4g}  "
+        tqdm.write(f"  round {metrics['round']:>2}: accuracy {acc:.3f}  loss {loss:.3f}  ε {metrics['epsilon']:.4g}  "
                    f"{metrics['duration']:.2f} s")
 
     service.driver.on_round = on_round

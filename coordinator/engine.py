@@ -262,7 +262,9 @@ class Engine:
         conn = self.conns.pop(conn_id, None)
         if conn and conn.client_id and self.by_client.get(conn.client_id) == conn_id:
             del self.by_client[conn.client_id]
-        return []  # a selected client that left simply stops answering: SecAgg+ treats it as a dropout
+        # a selected client that left simply stops answering: SecAgg+ treats it as a dropout; a round that was
+        # waiting for this (not yet ready) client under min_clients_per_round may start now
+        return self._maybe_start(now)
 
     # ── rounds ───────────────────────────────────────────────────────────────────────────────────────
     def ready_clients(self) -> list[str]:
@@ -343,7 +345,10 @@ class Engine:
         rs = self.round
         if rs is None or env.round != rs.number or env.body["round"] != rs.number or conn.client_id not in rs.group_of:
             raise ProtocolError("stale", f"no round {env.round} in progress for this client")
-        loss = float(env.body["loss"])
+        try:
+            loss = float(env.body["loss"])
+        except OverflowError:
+            loss = math.inf
         if not math.isfinite(loss) or env.body["num_samples"] < 0:
             raise ProtocolError("bad_message", "metrics: loss must be finite and num_samples >= 0")
         rs.train_losses.append(loss)
@@ -461,8 +466,9 @@ class Engine:
                                    "duration": now - rs.started_at, "time": now}
         if rs.train_losses:
             metrics["train_loss"] = float(np.mean(rs.train_losses))
-        if self.evaluator is not None:
-            metrics.update(self.evaluator(self.params_dict()))
+        if self.evaluator is not None:  # a diverged model may evaluate to NaN/inf: kept as None (JSON, SQLite)
+            metrics.update({k: (float(v) if math.isfinite(v) else None)
+                            for k, v in self.evaluator(self.params_dict()).items()})
         self.history.append(metrics)
         self.model_bytes = self._model_file()
         if self.round_number >= self.cfg.rounds:

@@ -116,6 +116,8 @@ def parse_model(value: Any) -> ModelSpec:
 
 
 def _coerce(name: str, value: Any, typ: Any) -> Any:
+    if isinstance(value, bool) and typ not in (bool, "bool"):
+        raise SettingsError(f"option {name}: {value!r} is a boolean, expected a {getattr(typ, '__name__', typ)}")
     try:
         if typ is bool or typ == "bool":
             if isinstance(value, bool):
@@ -174,6 +176,13 @@ def load_settings(args: argparse.Namespace) -> ServeSettings:
     unknown = set(doc) - {"server", "federation", "model", "evaluation"}
     if unknown:
         raise SettingsError(f"unknown section(s) {sorted(unknown)} (known: server, federation, model, evaluation)")
+    for section in ("server", "federation", "model", "evaluation"):
+        if section in doc and not isinstance(doc[section], dict):
+            raise SettingsError(f"[{section}] must be a table (a [{section}] section), got {doc[section]!r}")
+    for section, allowed in (("model", {"spec"}), ("evaluation", {"dataset"})):
+        bad = set(doc.get(section, {})) - allowed
+        if bad:
+            raise SettingsError(f"[{section}]: unknown option(s) {sorted(bad)} (known: {', '.join(sorted(allowed))})")
     server_doc, fed_doc = dict(doc.get("server", {})), dict(doc.get("federation", {}))
     for section, d, cls, skip in (("server", server_doc, ServerSettings, ()),
                                   ("federation", fed_doc, FederationConfig, ("model", "extra"))):

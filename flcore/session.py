@@ -102,12 +102,15 @@ class ClientSession:
     def receive(self, data: bytes) -> list[Action]:
         try:
             env, f = decode(data, self._coordinator_key_for)
-            if env.recipient != self.client_id:
+            # errors before the coordinator knows our id (no common version, …) are addressed to "" – still
+            # signed by the coordinator, so they are accepted
+            if env.recipient != self.client_id and not (env.type == "error" and env.recipient == ""):
                 raise ProtocolError("misrouted", f"message for {env.recipient}, we are {self.client_id}")
             self.guard.check(env.sender, env.session, env.seq)
             return self._dispatch(env, f)
         except ProtocolError as exc:
-            if self.state == "hello" and exc.code in ("bad_signature", "unknown_sender"):
+            if self.state == "hello" and exc.code in ("bad_signature", "unknown_sender") and \
+                    self.coordinator_key is not None:
                 # the handshake's first answer is not from the coordinator we trust: fatal, not retryable
                 return [Failed("handshake", f"the coordinator is not the one whose key is pinned ({exc.message})")]
             return [Failed(exc.code, exc.message)]
