@@ -194,7 +194,9 @@ def summarize(spec: GridSpec, cells: list[tuple[int, Axis, Axis, int]], results:
                 entry["final_accuracy"] = float(np.mean(accs))
                 entry["f_told"] = min(x["f_told"] for x in entry["runs"])
                 entry["rounds_over_tolerance"] = sum(x["rounds_over_tolerance"] for x in entry["runs"])
-    return {"name": spec.base.name, "base": spec.base.to_dict(), "attacks": [a.__dict__ for a in spec.attacks],
+    from simulations.runner import code_version
+
+    return {"name": spec.base.name, "code_version": code_version(), "base": spec.base.to_dict(), "attacks": [a.__dict__ for a in spec.attacks],
             "defences": [d.__dict__ for d in spec.defences], "group_sizes": spec.group_sizes,
             "seeds": spec.seeds, "table": table}
 
@@ -249,7 +251,8 @@ def write_tables(spec: GridSpec, summary: dict[str, Any], out: Path) -> None:
     b = spec.base
     parts = [f"# {b.name}\n", f"Final test accuracy (%) after {b.rounds} rounds; {b.data.num_clients} clients on "
              f"{b.data.dataset} ({b.data.partition}), {b.federation.clients_per_round} per round, "
-             f"{b.attack.num_byzantine} Byzantine; seeds {spec.seeds}. Config: `config.toml`.\n"]
+             f"{b.attack.num_byzantine} Byzantine; seeds {spec.seeds}; code {summary['code_version']}. "
+             f"Config: `config.toml`.\n"]
     for s in spec.group_sizes:
         m, rows, cols = matrix(summary, s)
         title = "no secure aggregation (groups of 1)" if s == 1 else f"secure aggregation in groups of {s}"

@@ -26,8 +26,10 @@ def plot_run(result: Any, path: Path) -> None:
         ax.plot(rounds, [h.get("attack_success_rate", np.nan) for h in result.history], "--",
                 label="attack success rate")
     c = result.config
-    ax.set_title(f"{c.name}: {c.attack.name} vs {c.federation.aggregator} (s={c.federation.group_size})",
-                 fontsize=8)
+    import textwrap
+
+    title = f"{c.name}\n{c.attack.name} vs {c.federation.aggregator} (groups of {c.federation.group_size})"
+    ax.set_title("\n".join(textwrap.fill(line, 90) for line in title.split("\n")), fontsize=7)
     ax.set_xlabel("round")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)

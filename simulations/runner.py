@@ -37,9 +37,25 @@ class SimulationResult:
         return float(self.history[-1].get(key, math.nan)) if self.history else math.nan
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.config.name, "config": self.config.to_dict(), "byzantine": self.byzantine,
+        return {"name": self.config.name, "code_version": code_version(), "config": self.config.to_dict(),
+                "byzantine": self.byzantine,
                 "stopped_reason": self.stopped_reason, "seconds": self.seconds,
                 "client_updates": self.client_updates, "rounds": self.history, **self.extra}
+
+
+def code_version() -> str:
+    """The git commit the harness runs from (``+dirty`` with local changes), for the saved results."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (head + ("+dirty" if dirty else "")) if head else "unknown"
 
 
 def training_seed(seed: int, rnd: int, client: int) -> int:
