@@ -164,9 +164,6 @@ def test_routes_over_the_websocket_port(site: dict[str, Path]) -> None:
     assert got["/"][0] == 200 and got["/"][1]["content-type"] == "text/html"
 
 
-@pytest.mark.xfail(strict=True, reason="transport_ws.WebSocketTransport._process_request calls "
-                   "routes.handle(\"GET\", request.path) instead of routes.handle(request.method, ...): "
-                   "over the real port a POST/PUT/DELETE is answered as a GET (200), the 405 is unreachable")
 def test_non_get_is_405_over_the_websocket_port() -> None:
     async def main() -> list[int]:
         engine = _engine()
