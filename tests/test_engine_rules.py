@@ -590,3 +590,27 @@ def test_client_sees_the_version_error() -> None:
     assert error_code(acts, fed.engine.public_key) == "version"
     reply = next(a for a in acts if isinstance(a, Send))
     assert [a.code for a in s.receive(reply.data) if isinstance(a, Failed)] == ["version"]
+
+
+@pytest.mark.xfail(strict=True, reason="since bed21bb ClientSession.receive accepts any coordinator-signed 'error' "
+                   "addressed to '' in every state; such errors are bound to no client and to session '' only, so a "
+                   "network attacker can obtain one (send the coordinator a hello with versions [99]) and inject it "
+                   "into any authenticated client's stream: the session reports the fatal 'version' code and the "
+                   "native client exits for good (FATAL_CODES) instead of treating it as misrouted/replayed")
+def test_replayed_pre_identity_error_cannot_stop_an_authenticated_client() -> None:
+    fed = Fed(cfg(clients_per_round=3))
+    fed.connect("victim")
+    fed.pump()
+    victim = fed.sessions["victim"]
+    assert victim.state == "ready"
+    # the attacker's own connection: a hello with no common version gets a signed error addressed to ""
+    seed = b"\x0a" * 32
+    pk = default_crypto().ed25519_public_key(seed)
+    hello = Envelope("hello", client_id_for(pk), COORDINATOR_ID, "", 0, -1,
+                     {"public_key": pk.hex(), "kind": "native", "versions": [99]})
+    fed.feed(Connected("attacker", "inprocess", 0.0))
+    acts = fed.engine.handle(DataReceived("attacker", encode(hello, seed), 0.0))
+    recorded = next(a.data for a in acts if isinstance(a, Send))
+    assert error_code(acts, fed.engine.public_key) == "version"
+    codes = [a.code for a in victim.receive(recorded) if isinstance(a, Failed)]
+    assert not set(codes) & {"handshake", "identity", "version", "banned"}, codes
