@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(opacus); 0 = off (default)")
     p.add_argument("--dp-sgd-clip", type=float, default=1.0, help="DP-SGD per-sample gradient norm bound")
     p.add_argument("--max-rounds", type=int, default=None, help="leave after this many completed rounds")
+    p.add_argument("--max-message-mb", type=float, default=64.0, help="largest message accepted (MiB; default 64)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     return p
 
@@ -85,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         if key is not None and len(key) != 32:
             raise ValueError("--coordinator-key must be 32 bytes of hex")
         dp = DpSgdOptions(args.dp_sgd_noise, args.dp_sgd_clip) if args.dp_sgd_noise > 0 else None
-        opts = ClientOptions(args.server, args.transport, args.state_dir, key, args.threads, dp)
+        if not 0 < args.max_message_mb <= 2047:
+            raise ValueError("--max-message-mb must be in (0, 2047]")
+        opts = ClientOptions(args.server, args.transport, args.state_dir, key, args.threads, dp,
+                             max_message_bytes=int(args.max_message_mb * 1024 * 1024))
         client = NativeClient(data, opts)
     except ValueError as exc:
         print(f"fl-client: error: {exc}", file=sys.stderr)

@@ -96,12 +96,13 @@ class NativeClient:
         coord_key = options.coordinator_key
         if coord_key is None and state and (state / "coordinator.pub").exists():
             coord_key = bytes.fromhex((state / "coordinator.pub").read_text().strip())
-        self.session = ClientSession(seed, coord_key, kind="native")
+        self.session = ClientSession(seed, coord_key, kind="native", max_message_bytes=options.max_message_bytes)
         self.summary = ClientSummary(self.session.client_id)
         self.trainer = DpSgdTrainer(options.dp_sgd) if options.dp_sgd else None
         self._rng = np.random.default_rng(options.seed)
         self._channel: Any = None
         self._stopped = False
+        self._authenticated = False
 
     @property
     def client_id(self) -> str:
@@ -133,13 +134,15 @@ class NativeClient:
             except ChannelError as exc:
                 log.info("%s: %s; retrying", self.client_id[:8], exc)
                 continue
+            self._authenticated = False
             try:
-                if await self._session_loop(max_rounds):
-                    delay = self.opt.reconnect_initial
+                await self._session_loop(max_rounds)
             except ChannelError as exc:
                 log.info("%s: connection lost (%s); reconnecting", self.client_id[:8], exc)
             finally:
                 await self._channel.close()
+            if self._authenticated:  # the last connection worked: start the back-off afresh
+                delay = self.opt.reconnect_initial
         if self.trainer is not None:
             self.summary.dp_sgd_epsilon = self.trainer.epsilon()
         return self.summary
@@ -162,7 +165,7 @@ class NativeClient:
                         if self.disconnect_after_send(current_round, secagg_sent):
                             raise ChannelError(f"disconnecting on purpose in round {current_round}")
                     if self.session.state == "ready" and not authenticated:
-                        authenticated = True
+                        authenticated = self._authenticated = True
                         self._pin_coordinator_key()
                 elif isinstance(action, Train):
                     current_round, secagg_sent = action.round, 0
@@ -200,6 +203,8 @@ class NativeClient:
     def _failed(self, f: Failed) -> None:
         self.summary.errors.append((f.code, f.message))
         log.warning("%s: %s: %s", self.client_id[:8], f.code, f.message)
+        if f.code == "rejected":  # our first frame was refused before the coordinator knew us: start over
+            raise ChannelError(f"handshake rejected: {f.message}")
         if f.code in FATAL_CODES:
             self._stopped = True
             raise ClientError(f"{f.code}: {f.message}")

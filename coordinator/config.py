@@ -79,7 +79,8 @@ class FederationConfig:
         self.trust_params()
         ServerOptimizer(self.server_optimizer, lr=self.server_lr)
         dp = self.dp_config()
-        # partition() merges a remainder into the last group: with fewer clients than m, any remainder can occur
+        # partition() spreads a remainder over the groups (no group exceeds 2s − 1 members); with fewer clients
+        # than m any remainder can occur, so bound the largest group by 2s − 1
         largest = self.group_size + (self.group_size - 1 if self.min_clients < self.clients_per_round
                                      else self.clients_per_round % self.group_size)
         dp.validate(largest)

@@ -54,7 +54,7 @@ async def run(rounds: int, clients: int, out: Path) -> int:
 
     def on_round(metrics: dict) -> None:
         bar.update(1)
-        acc, loss = metrics.get("accuracy") or float("nan"), metrics.get("loss") or float("nan")
+        acc, loss = (float("nan") if metrics.get(k) is None else metrics[k] for k in ("accuracy", "loss"))
         bar.set_postfix(acc=f"{acc:.3f}", eps=f"{metrics['epsilon']:.3g}",
                         groups=f"{metrics['groups_ok']}/{metrics['groups']}")
         tqdm.write(f"  round {metrics['round']:>2}: accuracy {acc:.3f}  loss {loss:.3f}  ε {metrics['epsilon']:.4g}  "

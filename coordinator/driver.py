@@ -80,6 +80,8 @@ class EngineDriver:
         self._ids = itertools.count(1)
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self.finished = asyncio.Event()
+        self.failed = asyncio.Event()  # set with ``fatal`` when durability is lost (the service must stop)
+        self.fatal: str | None = None
 
     # ── transport side ───────────────────────────────────────────────────────────────────────────────
     def open(self, kind: str, link: Link, peer: str = "") -> str:
@@ -108,33 +110,44 @@ class EngineDriver:
 
     def execute(self, actions: list[Action]) -> None:
         for a in actions:
-            if isinstance(a, Send):
-                link = self.links.get(a.conn)
-                if link is not None:
-                    link.send(a.data)
-            elif isinstance(a, Close):
-                link = self.links.get(a.conn)
-                if link is not None:
-                    link.close(a.reason)
-            elif isinstance(a, SetTimer):
-                self._set_timer(a.name, a.at)
-            elif isinstance(a, PersistRound):
-                self._persist(a)
-            elif isinstance(a, RoundStarted):
-                if self.store is not None:
-                    self.store.begin_round(RoundRecord(a.round, a.seed))
-            elif isinstance(a, ClientEnrolled):
-                if self.store is not None:
-                    try:
-                        self.store.register_client(a.client_id, a.public_key, a.kind)
-                    except StoreError as exc:
-                        log.warning("client %s: %s", a.client_id[:8], exc)
-            elif isinstance(a, GroupAggregated):
-                self._audit(a)
-            elif isinstance(a, Log):
-                log.log(logging.getLevelName(a.level.upper()), a.message)
+            try:
+                self._execute(a)
+            except Exception as exc:  # one failed action must not drop the rest of the batch
+                if isinstance(a, PersistRound | RoundStarted):
+                    log.exception("could not persist round %d", a.round)
+                    self.fatal = f"persisting round {a.round} failed: {exc}"
+                    self.failed.set()
+                else:
+                    log.exception("action %s failed", type(a).__name__)
         if self.engine.finished and not self.finished.is_set():
             self.finished.set()
+
+    def _execute(self, a: Action) -> None:
+        if isinstance(a, Send):
+            link = self.links.get(a.conn)
+            if link is not None:
+                link.send(a.data)
+        elif isinstance(a, Close):
+            link = self.links.get(a.conn)
+            if link is not None:
+                link.close(a.reason)
+        elif isinstance(a, SetTimer):
+            self._set_timer(a.name, a.at)
+        elif isinstance(a, PersistRound):
+            self._persist(a)
+        elif isinstance(a, RoundStarted):
+            if self.store is not None:
+                self.store.begin_round(RoundRecord(a.round, a.seed))
+        elif isinstance(a, ClientEnrolled):
+            if self.store is not None:
+                try:
+                    self.store.register_client(a.client_id, a.public_key, a.kind)
+                except StoreError as exc:
+                    log.warning("client %s: %s", a.client_id[:8], exc)
+        elif isinstance(a, GroupAggregated):
+            self._audit(a)
+        elif isinstance(a, Log):
+            log.log(logging.getLevelName(a.level.upper()), a.message)
 
     def _persist(self, a: PersistRound) -> None:
         metrics = dict(self.engine.history[-1]) if self.engine.history else {}

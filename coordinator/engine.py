@@ -45,7 +45,7 @@ from coordinator.evidence import debiased_outlier_scores, mean_norm_bound, noise
 from coordinator.optimizers import OptimizerState, ServerOptimizer, apply_update
 from coordinator.trust import TrustState
 from flcore.protocol import COORDINATOR_ID, PROTOCOL_VERSIONS, Envelope, ProtocolError, ReplayGuard
-from flcore.wire import as_u8, client_id_for, decode, encode, tensor_bytes
+from flcore.wire import MAX_MESSAGE_BYTES, as_u8, client_id_for, decode, encode, tensor_bytes
 from flcrypto import Crypto, default_crypto
 from privacy.backends import numpy_backend
 from privacy.client_pipeline import decode_sum
@@ -80,6 +80,7 @@ class RoundState:
     started_at: float
     failed: dict[int, str] = field(default_factory=dict)
     train_losses: list[float] = field(default_factory=list)
+    reported: set[str] = field(default_factory=set)
 
 
 MAX_ERRORS_PER_CONNECTION = 20
@@ -89,9 +90,10 @@ class Engine:
     def __init__(self, config: FederationConfig, identity_seed: bytes, *, seed: int = 0,
                  evaluator: Evaluator | None = None, crypto: Crypto | None = None,
                  params: np.ndarray | None = None, state: dict[str, Any] | None = None,
-                 registry: dict[str, bytes] | None = None) -> None:
+                 registry: dict[str, bytes] | None = None, max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
         config.validate()
         self.cfg = config
+        self.max_message_bytes = max_message_bytes
         self.crypto = crypto or default_crypto()
         self.seed = identity_seed
         self.public_key = self.crypto.ed25519_public_key(identity_seed)
@@ -176,8 +178,9 @@ class Engine:
         raise TypeError(f"unknown event {event!r}")
 
     def _send(self, conn: Connection, msg_type: str, body: dict[str, Any], round_: int = -1,
-              tensors: dict[str, Any] | None = None) -> Send:
-        env = Envelope(msg_type, COORDINATOR_ID, conn.client_id or "", conn.challenge, conn.seq, round_, body)
+              tensors: dict[str, Any] | None = None, recipient: str | None = None) -> Send:
+        to = conn.client_id or "" if recipient is None else recipient
+        env = Envelope(msg_type, COORDINATOR_ID, to, conn.challenge, conn.seq, round_, body)
         conn.seq += 1
         return Send(conn.conn, encode(env, self.seed, tensors))
 
@@ -194,7 +197,7 @@ class Engine:
         return conn.public_key if conn.client_id == env.sender else None
 
     def _frame(self, conn: Connection, data: bytes, now: float) -> list[Action]:
-        env, f = decode(data, lambda e: self._key_for(conn, e))
+        env, f = decode(data, lambda e: self._key_for(conn, e), self.max_message_bytes)
         if env.recipient != COORDINATOR_ID:
             raise ProtocolError("misrouted", f"message addressed to {env.recipient!r}")
         if env.type == "hello":
@@ -225,8 +228,11 @@ class Engine:
 
     def _hello(self, conn: Connection, env: Envelope) -> list[Action]:
         versions = [v for v in env.body["versions"] if v in PROTOCOL_VERSIONS]
-        if not versions:
-            raise ProtocolError("version", f"no common protocol version (we speak {PROTOCOL_VERSIONS})")
+        if not versions:  # addressed to the (signature-verified) sender: useless to replay to anyone else
+            conn.errors += 1
+            return [self._send(conn, "error", {"code": "version", "message": f"no common protocol version (we "
+                                               f"speak {list(PROTOCOL_VERSIONS)})"}, recipient=env.sender),
+                    Log("warning", f"rejected hello on {conn.conn}: no common protocol version")]
         pk = bytes.fromhex(env.body["public_key"])
         known = self.registry.get(env.sender)
         if known is not None and known != pk:
@@ -260,8 +266,10 @@ class Engine:
 
     def _disconnected(self, conn_id: str, now: float) -> list[Action]:
         conn = self.conns.pop(conn_id, None)
-        if conn and conn.client_id and self.by_client.get(conn.client_id) == conn_id:
-            del self.by_client[conn.client_id]
+        if conn and conn.client_id:
+            self.guard.forget(conn.client_id, conn.challenge)  # that session can never verify again anyway
+            if self.by_client.get(conn.client_id) == conn_id:
+                del self.by_client[conn.client_id]
         # a selected client that left simply stops answering: SecAgg+ treats it as a dropout; a round that was
         # waiting for this (not yet ready) client under min_clients_per_round may start now
         return self._maybe_start(now)
@@ -351,6 +359,9 @@ class Engine:
             loss = math.inf
         if not math.isfinite(loss) or env.body["num_samples"] < 0:
             raise ProtocolError("bad_message", "metrics: loss must be finite and num_samples >= 0")
+        if conn.client_id in rs.reported:
+            raise ProtocolError("bad_message", "metrics: already reported for this round")
+        rs.reported.add(conn.client_id or "")
         rs.train_losses.append(loss)
         return []
 

@@ -103,16 +103,23 @@ class RunningService:
 
 
 async def start_service(settings: ServeSettings, static: dict[str, Path] | None = None,
-                        index: Path | None = None) -> RunningService:
+                        index: Path | None = None, web: bool | None = None) -> RunningService:
+    """``web``: serve the browser client and the demo page (coordinator.web_assets); default: when neither
+    ``static`` nor ``index`` is given (and client_web/node_modules exists – logged if not)."""
     s = settings.server
     data_dir = Path(s.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     store = Store.open(data_dir)
     seed = load_or_create_identity(data_dir)
     engine = build_engine(settings, store, seed)
+    engine.max_message_bytes = s.max_message_bytes
     driver = EngineDriver(engine, store, audit_dir=s.audit_dir or None)
     logging.getLogger("websockets").setLevel(max(logging.WARNING, log.getEffectiveLevel()))
     routes = HttpRoutes(engine.status, dict(static or {}), index)
+    if web or (web is None and static is None and index is None):
+        from coordinator.web_assets import mount
+
+        mount(routes)
     ws = WebSocketTransport(driver, routes, s.max_message_bytes)
     grpc_t = GrpcTransport(driver, s.max_message_bytes)
     ws_port = await ws.start(s.host, s.ws_port)
@@ -137,13 +144,16 @@ async def serve(settings: ServeSettings) -> int:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     waiters = [asyncio.create_task(stop.wait())]
+    waiters.append(asyncio.create_task(service.driver.failed.wait()))
     if settings.server.exit_when_finished:
         waiters.append(asyncio.create_task(service.driver.finished.wait()))
     await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    if service.driver.finished.is_set():
+    if service.driver.fatal is not None:
+        log.critical("stopping: %s", service.driver.fatal)
+    elif service.driver.finished.is_set():
         await asyncio.sleep(0.5)  # let the stop messages reach the clients
         log.info("federation finished: %s", service.driver.engine.stopped_reason)
     for w in waiters:
         w.cancel()
     await service.stop()
-    return 0
+    return 1 if service.driver.fatal is not None else 0

@@ -67,6 +67,7 @@ class ClientSession:
     backend: Any = None
     crypto: Crypto = field(default_factory=default_crypto)
     stream: Any = None  # privacy.randomness.RandomStream for rounding and DP noise
+    max_message_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
         from privacy.backends import default_backend
@@ -101,11 +102,15 @@ class ClientSession:
     # ── receiving ────────────────────────────────────────────────────────────────────────────────────
     def receive(self, data: bytes) -> list[Action]:
         try:
-            env, f = decode(data, self._coordinator_key_for)
-            # errors before the coordinator knows our id (no common version, …) are addressed to "" – still
-            # signed by the coordinator, so they are accepted
-            if env.recipient != self.client_id and not (env.type == "error" and env.recipient == ""):
+            env, f = decode(data, self._coordinator_key_for, self.max_message_bytes)
+            # an error about a first frame the coordinator could not attribute (malformed, bad signature) is
+            # addressed to "": bound to no client, so accepted only during our handshake and never as fatal
+            anonymous = env.type == "error" and env.recipient == "" and self.state == "hello"
+            if env.recipient != self.client_id and not anonymous:
                 raise ProtocolError("misrouted", f"message for {env.recipient}, we are {self.client_id}")
+            if anonymous:
+                self.guard.check(env.sender, env.session, env.seq)
+                return [Failed("rejected", f"{env.body.get('code')}: {env.body.get('message')}")]
             self.guard.check(env.sender, env.session, env.seq)
             return self._dispatch(env, f)
         except ProtocolError as exc:
