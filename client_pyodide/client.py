@@ -55,6 +55,7 @@ class BrowserClient:
         self.model: Any = None
         self.global_parameters: dict[str, Any] | None = None
         self._events: list[dict[str, Any]] = []
+        self._last_round, self._last_bits = -1, 0
 
     @property
     def client_id(self) -> str:
@@ -81,12 +82,42 @@ class BrowserClient:
         return self._run(self.session.start())
 
     def receive(self, frame: Any) -> list[bytes]:
-        """Feed one frame from the coordinator; returns the frames to send back (in order)."""
-        return self._run(self.session.receive(_bytes(frame)))
+        """Feed one frame from the coordinator; returns the frames to send back (in order). The ``welcome``
+        that completes the handshake adds a ``connected`` event (with the pinned coordinator key)."""
+        before = self.session.state
+        frames = self._run(self.session.receive(_bytes(frame)))
+        if before == "auth" and self.session.state == "ready":
+            self._events.append({"type": "connected", "client_id": self.client_id,
+                                 "coordinator_key": self.coordinator_key})
+        return frames
+
+    def leave(self, reason: str = "left") -> list[bytes]:
+        """The ``bye`` frame to send before closing (none if the handshake is not complete)."""
+        if self.session.state in ("new", "hello", "auth", "stopped"):
+            return []
+        return [self.session._send("bye", {"reason": str(reason)[:200]}).data]
+
+    @property
+    def coordinator_key(self) -> str | None:
+        """The coordinator's public key this session trusts (hex; pinned on first use), or ``None`` yet."""
+        key = self.session.coordinator_key
+        return None if key is None else key.hex()
+
+    @property
+    def state(self) -> str:
+        return self.session.state
+
+    def last_input(self) -> dict[str, Any] | None:
+        """Debugging/tests: the field vector this client fed into its last secure aggregation (after clipping,
+        quantization and its DP noise share – what the masks hide), as ``{"round", "modulus_bits", "values"}``."""
+        values = self.session.last_input
+        if values is None:
+            return None
+        return {"round": self._last_round, "modulus_bits": self._last_bits, "values": [int(v) for v in values]}
 
     def take_events(self) -> list[dict[str, Any]]:
-        """Progress events since the last call: ``{"type": "train" | "trained" | "round_done" | "stopped" |
-        "failed", …}``."""
+        """Progress events since the last call: ``{"type": "connected" | "train" | "trained" | "round_done" |
+        "stopped" | "failed", …}``."""
         out, self._events = self._events, []
         return out
 
@@ -121,6 +152,8 @@ class BrowserClient:
                                        lr=float(hp.get("lr", 0.1)), momentum=float(hp.get("momentum", 0.0)),
                                        seed=task.round)
         self._events.append({"type": "trained", "round": task.round, "loss": loss})
+        self._last_round = task.round
+        self._last_bits = int((self.session._task or {}).get("dp", {}).get("modulus_bits", 0))
         return self._run(self.session.training_done(delta, loss, len(self.y)))
 
     # ── inference ───────────────────────────────────────────────────────────────────────────────────

@@ -34,16 +34,22 @@ def not_found(path: str) -> HttpResponse:
     return json_response({"error": "not_found", "path": path}, 404)
 
 
+# a generated route: (path after the prefix, query string) → response, or None for 404
+Handler = Callable[[str, str], "HttpResponse | None"]
+
+
 @dataclass
 class HttpRoutes:
-    """``status`` returns the engine's status dict; ``static`` maps URL prefixes (``/sdk/``) to directories."""
+    """``status`` returns the engine's status dict; ``static`` maps URL prefixes (``/sdk/``) to directories;
+    ``handlers`` maps URL prefixes to functions that generate the response (checked before ``static``)."""
 
     status: Callable[[], dict[str, Any]]
     static: dict[str, Path] = field(default_factory=dict)
     index: Path | None = None  # the page served at "/"
+    handlers: dict[str, Handler] = field(default_factory=dict)
 
     def handle(self, method: str, path: str) -> HttpResponse:
-        path = path.split("?", 1)[0]
+        path, _, query = path.partition("?")
         if method != "GET":
             return json_response({"error": "method_not_allowed"}, 405)
         if path == "/health":
@@ -53,6 +59,9 @@ class HttpRoutes:
             return json_response(self.status())
         if path == "/" and self.index is not None:
             return _file(self.index)
+        for prefix, handler in self.handlers.items():
+            if path.startswith(prefix):
+                return handler(path[len(prefix):], query) or not_found(path)
         for prefix, root in self.static.items():
             if path.startswith(prefix):
                 return _static(root, path[len(prefix):]) or not_found(path)

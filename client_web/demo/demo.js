@@ -1,0 +1,213 @@
+// The demo page ("/" on the coordinator): joins the federation with a digits shard through the SDK, shows the
+// round, local loss, global accuracy and ε, and classifies digits drawn on a canvas.
+//
+// URL parameters: shard=I/N (default: a random one of 10) · partition=dirichlet:0.5|iid · identity=NAME
+// (IndexedDB identity slot; "ephemeral" = none). window.flDemo holds the state; a "fl-demo-client" event on
+// window (detail: the FlClient) fires before the client joins, so a script can add its own listeners.
+import { connect } from "/sdk/sdk/fl-client.js";
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const demo = { client: null, events: [], history: [], summary: null, error: null, prediction: null };
+window.flDemo = demo;
+
+function setStatus(text, cls = "") {
+  $("status").textContent = text;
+  $("status").className = cls;
+}
+
+function log(text) {
+  const li = document.createElement("li");
+  li.textContent = `${new Date().toLocaleTimeString()}  ${text}`;
+  $("log").prepend(li);
+  while ($("log").children.length > 40) $("log").lastChild.remove();
+}
+
+function pickShard() {
+  const m = /^(\d+)\/(\d+)$/.exec(params.get("shard") ?? "");
+  if (m && +m[1] < +m[2]) return { i: +m[1], n: +m[2] };
+  const n = 10;
+  return { i: Math.floor(Math.random() * n), n };
+}
+
+function base64ToFloat32(b64) {
+  const bin = atob(b64);
+  const bytes = new Uint8Array(bin.length);
+  for (let k = 0; k < bin.length; k++) bytes[k] = bin.charCodeAt(k);
+  return new Float32Array(bytes.buffer);
+}
+
+// ── chart: global accuracy (blue) and mean local loss (orange) per round ───────────────────────────────
+function drawChart() {
+  const svg = $("chart");
+  const h = demo.history;
+  const W = 600, H = 170, P = 24;
+  if (!h.length) { svg.innerHTML = ""; return; }
+  const maxRound = Math.max(...h.map((p) => p.round), 2);
+  const maxLoss = Math.max(...h.map((p) => p.trainLoss ?? 0), 0.5);
+  const x = (r) => P + ((r - 1) / Math.max(1, maxRound - 1)) * (W - 2 * P);
+  const line = (key, scale, color) => {
+    const pts = h.filter((p) => p[key] !== null && p[key] !== undefined).map((p) => `${x(p.round).toFixed(1)},${(H - P - (p[key] / scale) * (H - 2 * P)).toFixed(1)}`);
+    return pts.length ? `<polyline fill="none" stroke="${color}" stroke-width="2.5" points="${pts.join(" ")}"/>` +
+      pts.map((pt) => `<circle cx="${pt.split(",")[0]}" cy="${pt.split(",")[1]}" r="3" fill="${color}"/>`).join("") : "";
+  };
+  svg.innerHTML = `<line x1="${P}" y1="${H - P}" x2="${W - P}" y2="${H - P}" stroke="#ccd"/>
+    <text x="${P}" y="14" font-size="12" fill="#2f6fed">global accuracy</text>
+    <text x="${P + 120}" y="14" font-size="12" fill="#e8710a">mean local loss</text>
+    <text x="${W - P}" y="${H - 6}" font-size="11" fill="#667085" text-anchor="end">round ${maxRound}</text>
+    ${line("accuracy", 1, "#2f6fed")}${line("trainLoss", maxLoss, "#e8710a")}`;
+}
+
+function showStatus(s) {
+  if (s.round !== undefined) {
+    $("round").textContent = `${s.round} / ${s.rounds}`;
+    $("round-sub").textContent = s.finished ? "finished" : s.inProgress ? `round ${s.inProgress.round} in progress` : "waiting for clients";
+  }
+  if (s.accuracy !== null && s.accuracy !== undefined) $("accuracy").textContent = `${(100 * s.accuracy).toFixed(1)}%`;
+  if (s.loss !== null && s.loss !== undefined) $("accuracy-sub").textContent = `test loss ${s.loss.toFixed(3)}`;
+  if (s.epsilon !== null && s.epsilon !== undefined) {
+    $("epsilon").textContent = s.epsilon < 100 ? s.epsilon.toFixed(2) : s.epsilon.toExponential(1);
+    $("epsilon-sub").textContent = `δ = ${s.delta}`;
+  }
+  if (s.connected !== undefined) $("clients").textContent = String(s.connected);
+  if (s.round > 0 && !demo.history.some((p) => p.round === s.round)) {
+    demo.history.push({ round: s.round, accuracy: s.accuracy, trainLoss: s.trainLoss });
+    drawChart();
+    predictDrawing();
+  }
+}
+
+// ── drawing → 8×8 like scikit-learn's digits ───────────────────────────────────────────────────────────
+const pad = $("pad");
+const ctx = pad.getContext("2d", { willReadFrequently: true });
+let drawing = false, dirty = false, last = null;
+
+function clearPad() {
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, pad.width, pad.height);
+  $("preview").getContext("2d").clearRect(0, 0, 8, 8);
+  $("prediction").textContent = "";
+  $("prediction-sub").textContent = "draw 0–9 in the box";
+  demo.prediction = null;
+  dirty = false;
+}
+
+function pos(e) {
+  const r = pad.getBoundingClientRect();
+  return [(e.clientX - r.left) * (pad.width / r.width), (e.clientY - r.top) * (pad.height / r.height)];
+}
+
+pad.addEventListener("pointerdown", (e) => { drawing = true; last = pos(e); pad.setPointerCapture(e.pointerId); stroke(last); });
+pad.addEventListener("pointermove", (e) => { if (drawing) stroke(pos(e)); });
+pad.addEventListener("pointerup", () => { drawing = false; last = null; predictDrawing(); });
+$("clear").addEventListener("click", clearPad);
+
+function stroke(p) {
+  ctx.strokeStyle = "#000";
+  ctx.lineWidth = 18;
+  ctx.lineCap = ctx.lineJoin = "round";
+  ctx.beginPath();
+  ctx.moveTo(...(last ?? p));
+  ctx.lineTo(...p);
+  ctx.stroke();
+  last = p;
+  dirty = true;
+}
+
+/** 64 features in [0, 1]: crop to the ink, fit into 32×32 (aspect kept, centred), count ink in 4×4 blocks / 16. */
+function features() {
+  const { width: W, height: H } = pad;
+  const img = ctx.getImageData(0, 0, W, H).data;
+  let x0 = W, y0 = H, x1 = -1, y1 = -1;
+  for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) {
+    if (img[4 * (y * W + x)] < 128) { x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y); }
+  }
+  if (x1 < 0) return null;
+  const bw = x1 - x0 + 1, bh = y1 - y0 + 1, s = 32 / Math.max(bw, bh);
+  const tw = Math.max(1, Math.round(bw * s)), th = Math.max(1, Math.round(bh * s));
+  const small = document.createElement("canvas");
+  small.width = small.height = 32;
+  const sc = small.getContext("2d", { willReadFrequently: true });
+  sc.fillStyle = "#fff";
+  sc.fillRect(0, 0, 32, 32);
+  sc.imageSmoothingQuality = "high";
+  sc.drawImage(pad, x0, y0, bw, bh, Math.floor((32 - tw) / 2), Math.floor((32 - th) / 2), tw, th);
+  const px = sc.getImageData(0, 0, 32, 32).data;
+  const out = new Float32Array(64);
+  for (let by = 0; by < 8; by++) for (let bx = 0; bx < 8; bx++) {
+    let on = 0;
+    for (let dy = 0; dy < 4; dy++) for (let dx = 0; dx < 4; dx++) if (px[4 * ((4 * by + dy) * 32 + 4 * bx + dx)] < 128) on++;
+    out[8 * by + bx] = on / 16;
+  }
+  return out;
+}
+
+function predictDrawing() {
+  if (!dirty) return;
+  const x = features();
+  if (!x) return;
+  const pv = $("preview").getContext("2d");
+  const im = pv.createImageData(8, 8);
+  for (let k = 0; k < 64; k++) { const v = 255 - Math.round(255 * x[k]); im.data.set([v, v, v, 255], 4 * k); }
+  pv.putImageData(im, 0, 0);
+  if (!demo.client) return;
+  try {
+    const [cls] = demo.client.predict(x);
+    demo.prediction = cls;
+    $("prediction").textContent = String(cls);
+    $("prediction-sub").textContent = `global model after round ${demo.modelRound ?? "?"}`;
+  } catch {
+    $("prediction-sub").textContent = "waiting for the first global model";
+  }
+}
+
+// ── join ──────────────────────────────────────────────────────────────────────────────────────────────
+async function main() {
+  clearPad();
+  const shard = pickShard();
+  const partition = params.get("partition") ?? "dirichlet:0.5";
+  $("shard").textContent = `${shard.i} / ${shard.n}`;
+  const identity = params.get("identity") ?? "demo";
+  setStatus("loading Pyodide, libsodium, the WASM kernel and the Python client core…");
+  const dataP = fetch(`/demo/shard?i=${shard.i}&n=${shard.n}&partition=${encodeURIComponent(partition)}`).then(async (r) => {
+    if (!r.ok) throw new Error(`shard: HTTP ${r.status} ${await r.text()}`);
+    return r.json();
+  });
+  const client = await connect(location.origin, {
+    persist: identity !== "ephemeral", identityName: identity,
+    onEvent: (ev) => {
+      demo.events.push(ev);
+      if (ev.type === "loading") setStatus(`loading: ${ev.stage} ready (${(ev.ms / 1000).toFixed(1)} s)`);
+    },
+  });
+  const data = await dataP;
+  client.setData(base64ToFloat32(data.x), Int32Array.from(data.y));
+  $("shard-sub").textContent = `${data.count} digits, ${data.partition}`;
+  $("ident").innerHTML = `client id <code>${client.clientId}</code>`;
+  demo.client = client;
+  client.addEventListener("connecting", (e) => setStatus(e.detail.attempt > 1 ? `reconnecting (attempt ${e.detail.attempt})…` : "connecting…"));
+  client.addEventListener("connected", (e) => {
+    setStatus("connected – waiting to be selected for a round");
+    log(`connected as ${e.detail.clientId.slice(0, 12)}…, coordinator key ${e.detail.coordinatorKey.slice(0, 12)}… ${e.detail.firstUse ? "(first use: pinned now)" : "(matches the pinned key)"}`);
+  });
+  client.addEventListener("round-start", (e) => { demo.modelRound = e.detail.round - 1; setStatus(`round ${e.detail.round}: training on ${e.detail.examples} local digits`); });
+  client.addEventListener("trained", (e) => {
+    $("loss").textContent = e.detail.loss.toFixed(3);
+    $("loss-sub").textContent = `round ${e.detail.round}`;
+    setStatus(`round ${e.detail.round}: secure aggregation (masked update sent)`);
+    predictDrawing();
+  });
+  client.addEventListener("round-done", (e) => { log(`round ${e.detail.round}: ${e.detail.status}`); setStatus(`round ${e.detail.round} done (${e.detail.status}) – ready for the next`); });
+  client.addEventListener("status", (e) => showStatus(e.detail));
+  client.addEventListener("disconnected", (e) => { setStatus(`connection lost (${e.detail.code}); retrying in ${(e.detail.retryInMs / 1000).toFixed(1)} s`, "error"); log("disconnected"); });
+  client.addEventListener("error", (e) => log(`error ${e.detail.code}: ${e.detail.message}`));
+  client.addEventListener("stopped", (e) => { setStatus(`federation over: ${e.detail.reason}`, "done"); log(`stopped: ${e.detail.reason}`); });
+  window.dispatchEvent(new CustomEvent("fl-demo-client", { detail: client }));
+  demo.summary = await client.participate();
+}
+
+main().catch((err) => {
+  demo.error = String(err);
+  setStatus(`error: ${err.message ?? err}`, "error");
+  console.error(err);
+});

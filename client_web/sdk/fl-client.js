@@ -1,0 +1,428 @@
+// fl-client.js – the browser SDK of fl-coordinator (ES module). See docs/browser-sdk.md.
+//
+//   import { connect } from "/sdk/sdk/fl-client.js";
+//   const fl = await connect("http://127.0.0.1:8765/", { data: { x: Float32Array, y: Int32Array } });
+//   fl.addEventListener("round-done", (e) => console.log(e.detail));
+//   const summary = await fl.participate();   // until the coordinator says stop (or fl.leave())
+//   const classes = fl.predict(xFloat32Array);
+//
+// The WebSocket lives here; every frame goes through the Python client session (flcore.session, the same file a
+// native client runs) in Pyodide: client_pyodide.client.BrowserClient. Training runs on the WASM kernel, crypto
+// on libsodium-wrappers. The page must have the import map for "pyodide", "libsodium-wrappers" and "libsodium"
+// (see client_web/demo/index.html).
+import { loadRuntime } from "../js/runtime.js";
+
+/** Close codes / error codes after which reconnecting cannot help (docs/protocol.md § 6). */
+const FATAL = new Set(["handshake", "identity", "version", "banned", "no_data"]);
+const DB_NAME = "fl-coordinator-sdk";
+const DB_STORE = "identities";
+
+// ── IndexedDB: {seed, coordinatorKey} per coordinator origin (and identity name) ───────────────────────────
+function idbOpen() {
+  return new Promise((resolve, reject) => {
+    const req = indexedDB.open(DB_NAME, 1);
+    req.onupgradeneeded = () => req.result.createObjectStore(DB_STORE);
+    req.onsuccess = () => resolve(req.result);
+    req.onerror = () => reject(req.error);
+  });
+}
+
+async function idbGet(key) {
+  const db = await idbOpen();
+  try {
+    return await new Promise((resolve, reject) => {
+      const req = db.transaction(DB_STORE, "readonly").objectStore(DB_STORE).get(key);
+      req.onsuccess = () => resolve(req.result);
+      req.onerror = () => reject(req.error);
+    });
+  } finally {
+    db.close();
+  }
+}
+
+async function idbPut(key, value) {
+  const db = await idbOpen();
+  try {
+    await new Promise((resolve, reject) => {
+      const tx = db.transaction(DB_STORE, "readwrite");
+      tx.objectStore(DB_STORE).put(value, key);
+      tx.oncomplete = () => resolve();
+      tx.onerror = () => reject(tx.error);
+    });
+  } finally {
+    db.close();
+  }
+}
+
+/** Remove the stored identity (and pinned coordinator key) for a coordinator; the next connect() makes a new one. */
+export async function forgetIdentity(url, identityName = "default") {
+  const { origin } = endpoints(url);
+  const db = await idbOpen();
+  try {
+    await new Promise((resolve, reject) => {
+      const tx = db.transaction(DB_STORE, "readwrite");
+      tx.objectStore(DB_STORE).delete(`${origin}#${identityName}`);
+      tx.oncomplete = () => resolve();
+      tx.onerror = () => reject(tx.error);
+    });
+  } finally {
+    db.close();
+  }
+}
+
+// ── helpers ───────────────────────────────────────────────────────────────────────────────────────────────
+function hexToBytes(hex) {
+  if (typeof hex !== "string" || !/^([0-9a-f]{2})*$/i.test(hex)) throw new TypeError("expected a hex string");
+  return Uint8Array.from(hex.match(/../g) ?? [], (b) => parseInt(b, 16));
+}
+
+function bytesToHex(bytes) {
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** http(s) base, ws(s) URL of /ws and the origin of a coordinator given as http(s)://… or ws(s)://…[/ws]. */
+function endpoints(url) {
+  const u = new URL(url ?? location.href, location.href);
+  const secure = u.protocol === "https:" || u.protocol === "wss:";
+  const host = u.host;
+  return {
+    http: `${secure ? "https" : "http"}://${host}/`,
+    ws: `${secure ? "wss" : "ws"}://${host}/ws`,
+    origin: `${secure ? "https" : "http"}://${host}`,
+  };
+}
+
+function flatFloat32(x) {
+  if (x instanceof Float32Array) return x;
+  if (ArrayBuffer.isView(x) || Array.isArray(x)) return Float32Array.from(Array.isArray(x) ? x.flat(Infinity) : x);
+  throw new TypeError("x: expected a Float32Array or (nested) arrays of numbers");
+}
+
+function pyCall(obj, name, ...args) {
+  // call a Python method, convert its result to JS, free the proxies
+  const method = obj[name];
+  let r;
+  try {
+    r = method(...args);
+  } finally {
+    method.destroy?.();
+  }
+  if (r === undefined || r === null || typeof r !== "object" || typeof r.toJs !== "function") return r;
+  try {
+    return r.toJs({ dict_converter: Object.fromEntries });
+  } finally {
+    r.destroy();
+  }
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * A federated client bound to one coordinator. Emits (EventTarget, `event.detail`):
+ * "loading" {stage, ms}, "connecting" {attempt, url}, "connected" {clientId, coordinatorKey, firstUse},
+ * "disconnected" {code, reason, retryInMs}, "round-start" {round, examples}, "trained" {round, loss},
+ * "round-done" {round, status}, "status" {round, rounds, accuracy, loss, trainLoss, epsilon, …},
+ * "stopped" {reason}, "error" {code, message, fatal}; and "event" with every one of them ({type, …}).
+ */
+export class FlClient extends EventTarget {
+  constructor(rt, py, ep, options, identity) {
+    super();
+    this.runtime = rt;
+    this._py = py; // client_pyodide.client.BrowserClient
+    this._ep = ep;
+    this._options = options;
+    this._identity = identity; // {key, record}
+    this._ws = null;
+    this._participation = null;
+    this._leaving = false;
+    this._statusTimer = null;
+    this.summary = null;
+    this.lastStatus = null;
+  }
+
+  /** This client's id (hex BLAKE2b-128 of its Ed25519 public key) – stable across visits with IndexedDB. */
+  get clientId() {
+    return this._py.client_id;
+  }
+
+  /** The coordinator's public key this client trusts (hex), or null before the first handshake (TOFU). */
+  get coordinatorKey() {
+    return this._py.coordinator_key ?? null;
+  }
+
+  /** Coordinator URLs: {http, ws, origin}. */
+  get endpoints() {
+    return { ...this._ep };
+  }
+
+  /** Local training data: x flat row-major float32 (examples × features), y integer labels. */
+  setData(x, y) {
+    const xs = flatFloat32(x);
+    const ys = y instanceof Int32Array ? y : Int32Array.from(y);
+    if (!ys.length || xs.length % ys.length !== 0) throw new RangeError("x must hold examples × features values for y's examples");
+    pyCall(this._py, "set_data", xs, ys);
+    this.examples = ys.length;
+  }
+
+  /** Class predictions of the latest global model received (x as for setData); throws before the first round. */
+  predict(x) {
+    const out = pyCall(this._py, "predict", flatFloat32(x));
+    return Int32Array.from(out);
+  }
+
+  /** Debugging/tests: the field vector fed into the last secure aggregation ({round, modulus_bits, values}). */
+  debugLastInput() {
+    return pyCall(this._py, "last_input") ?? null;
+  }
+
+  _emit(type, detail = {}) {
+    const ev = { type, ...detail };
+    if (this._options.onEvent) {
+      try {
+        this._options.onEvent(ev);
+      } catch (err) {
+        console.error("fl-client onEvent:", err);
+      }
+    }
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+    this.dispatchEvent(new CustomEvent("event", { detail: ev }));
+  }
+
+  /**
+   * Join rounds until the coordinator says stop (or leave() is called). Resolves with a summary
+   * {clientId, rounds, failedRounds, lastLoss, stopReason, reconnects, errors}; rejects on a fatal error.
+   */
+  participate() {
+    if (this._participation) return this._participation;
+    if (!this.examples) return Promise.reject(new Error("participate(): call setData() (or pass options.data) first"));
+    this._leaving = false;
+    this.summary = { clientId: this.clientId, rounds: [], failedRounds: [], lastLoss: null, stopReason: null,
+                     reconnects: 0, errors: [] };
+    this._participation = this._loop().finally(() => {
+      this._stopStatusPolling();
+      this._participation = null;
+    });
+    return this._participation;
+  }
+
+  /** Say bye and close the connection; participate() then resolves with stopReason "left". */
+  async leave(reason = "left") {
+    this._leaving = true;
+    this._leaveReason = reason;
+    const ws = this._ws;
+    if (ws && ws.readyState === WebSocket.OPEN) {
+      for (const f of pyCall(this._py, "leave", reason)) ws.send(f);
+      ws.close(1000, "bye");
+    }
+    if (this._wake) this._wake();
+    if (this._participation) await this._participation.catch(() => {});
+  }
+
+  async _loop() {
+    const o = this._options;
+    const initial = o.reconnect?.initialMs ?? 500;
+    const max = o.reconnect?.maxMs ?? 10000;
+    let delay = initial;
+    this._startStatusPolling();
+    for (let attempt = 1; ; attempt++) {
+      if (this._leaving) return this._finish(this._leaveReason ?? "left");
+      const result = await this._session(attempt);
+      if (result.authenticated) delay = initial; // the connection worked: start over with short waits
+      if (result.stopped) return this._finish(result.stopped);
+      if (result.fatal) {
+        const err = new Error(`fl-client: ${result.fatal.code}: ${result.fatal.message}`);
+        err.code = result.fatal.code;
+        this.summary.stopReason = `error: ${result.fatal.code}`;
+        throw err;
+      }
+      if (this._leaving) return this._finish(this._leaveReason ?? "left");
+      const wait = Math.round(delay * (0.5 + Math.random()));
+      this._emit("disconnected", { code: result.code, reason: result.reason, retryInMs: wait });
+      this.summary.reconnects++;
+      await new Promise((resolve) => {
+        const timer = setTimeout(resolve, wait);
+        const online = () => resolve();
+        this._wake = () => { clearTimeout(timer); resolve(); };
+        globalThis.addEventListener?.("online", online, { once: true });
+      });
+      this._wake = null;
+      delay = Math.min(max, delay * 2);
+    }
+  }
+
+  _finish(reason) {
+    this.summary.stopReason = reason;
+    this._emit("stopped", { reason });
+    this._pollStatus();
+    return this.summary;
+  }
+
+  /** One WebSocket connection: resolves when it closes with {authenticated, stopped?, fatal?, code, reason}. */
+  _session(attempt) {
+    return new Promise((resolve) => {
+      const out = { authenticated: false, stopped: null, fatal: null, code: 0, reason: "" };
+      let ws;
+      this._emit("connecting", { attempt, url: this._ep.ws });
+      try {
+        ws = new WebSocket(this._ep.ws);
+      } catch (err) {
+        out.reason = String(err);
+        resolve(out);
+        return;
+      }
+      ws.binaryType = "arraybuffer";
+      this._ws = ws;
+      const send = (frames) => {
+        for (const f of frames) if (ws.readyState === WebSocket.OPEN) ws.send(f);
+      };
+      ws.onopen = () => send(pyCall(this._py, "start"));
+      ws.onmessage = (e) => {
+        if (!(e.data instanceof ArrayBuffer)) return; // the coordinator only sends binary frames
+        let frames;
+        try {
+          frames = pyCall(this._py, "receive", new Uint8Array(e.data));
+        } catch (err) {
+          this._emit("error", { code: "internal", message: String(err), fatal: false });
+          return;
+        }
+        send(frames);
+        for (const ev of pyCall(this._py, "take_events")) this._onPythonEvent(ev, out, ws);
+      };
+      ws.onerror = () => {}; // followed by onclose
+      ws.onclose = (e) => {
+        out.code = e.code;
+        out.reason = e.reason;
+        if (this._ws === ws) this._ws = null;
+        resolve(out);
+      };
+    });
+  }
+
+  _onPythonEvent(ev, out, ws) {
+    switch (ev.type) {
+      case "connected":
+      {
+        out.authenticated = true;
+        const known = this._identity.record?.coordinatorKey === ev.coordinator_key || Boolean(this._options.coordinatorKey);
+        this._pinKey(ev.coordinator_key);
+        this._emit("connected", { clientId: ev.client_id, coordinatorKey: ev.coordinator_key, firstUse: !known });
+        break;
+      }
+      case "train":
+        this._emit("round-start", { round: ev.round, examples: ev.examples });
+        break;
+      case "trained":
+        this.summary.lastLoss = ev.loss;
+        this._emit("trained", { round: ev.round, loss: ev.loss });
+        break;
+      case "round_done":
+        (ev.status === "ok" ? this.summary.rounds : this.summary.failedRounds).push(ev.round);
+        this._emit("round-done", { round: ev.round, status: ev.status });
+        this._pollStatus();
+        break;
+      case "stopped":
+        out.stopped = ev.reason;
+        ws.close(1000, "stopped");
+        break;
+      case "failed": {
+        const fatal = FATAL.has(ev.code);
+        this.summary.errors.push(ev.code);
+        this._emit("error", { code: ev.code, message: ev.message, fatal });
+        if (fatal) {
+          out.fatal = { code: ev.code, message: ev.message };
+          ws.close(1000, "fatal error");
+        }
+        break;
+      }
+      default:
+        this._emit(ev.type, ev);
+    }
+  }
+
+  _pinKey(hex) {
+    const id = this._identity;
+    if (!id.key || !hex || id.record?.coordinatorKey === hex) return;
+    id.record = { ...id.record, coordinatorKey: hex, clientId: this.clientId };
+    idbPut(id.key, id.record).catch((err) => console.warn("fl-client: could not persist the coordinator key:", err));
+  }
+
+  _startStatusPolling() {
+    const every = this._options.statusIntervalMs ?? 3000;
+    if (every > 0 && !this._statusTimer) this._statusTimer = setInterval(() => this._pollStatus(), every);
+  }
+
+  _stopStatusPolling() {
+    if (this._statusTimer) clearInterval(this._statusTimer);
+    this._statusTimer = null;
+  }
+
+  /** Fetch /status and emit "status" with the global model's metrics (when the coordinator evaluates). */
+  async _pollStatus() {
+    try {
+      const r = await fetch(new URL("status", this._ep.http), { cache: "no-store" });
+      if (!r.ok) return;
+      const s = await r.json();
+      const m = s.metrics ?? {};
+      const detail = { round: s.round, rounds: s.rounds, finished: s.finished, accuracy: m.accuracy ?? null,
+                       loss: m.loss ?? null, trainLoss: m.train_loss ?? null, epsilon: s.privacy?.epsilon ?? null,
+                       delta: s.privacy?.delta ?? null, connected: s.connected, inProgress: s.round_in_progress };
+      const prev = this.lastStatus;
+      this.lastStatus = detail;
+      if (!prev || prev.round !== detail.round || prev.connected !== detail.connected ||
+          prev.finished !== detail.finished || JSON.stringify(prev.inProgress) !== JSON.stringify(detail.inProgress)) {
+        this._emit("status", detail);
+      }
+    } catch {
+      // the coordinator is unreachable: the WebSocket side reports it
+    }
+  }
+}
+
+/**
+ * Load the runtime (Pyodide + our Python client core + the WASM kernel + libsodium), restore or create this
+ * browser's identity for the coordinator at `url` (IndexedDB), and return an FlClient. No connection is opened
+ * before participate().
+ *
+ * options: data {x, y} · persist (default true: IndexedDB) · identityName (default "default") ·
+ *   identitySeed (Uint8Array(32), overrides storage) · coordinatorKey (hex; overrides the pinned one) ·
+ *   pythonUrl (default `${url}/py/`) · runtime (an already loaded runtime to reuse) · maxBatch (64) ·
+ *   reconnect {initialMs: 500, maxMs: 10000} · statusIntervalMs (3000; 0 = only after rounds) · onEvent(ev)
+ */
+export async function connect(url, options = {}) {
+  const ep = endpoints(url);
+  const early = [];
+  const onProgress = ({ stage, ms }) => {
+    const ev = { type: "loading", stage, ms };
+    early.push(ev);
+    if (options.onEvent) options.onEvent(ev);
+  };
+  const rt = options.runtime ?? await loadRuntime({ pythonUrl: options.pythonUrl ?? new URL("py/", ep.http).href, onProgress });
+
+  // identity: the 32-byte Ed25519 seed and the pinned coordinator key, per coordinator origin
+  const persist = options.persist ?? true;
+  const key = persist ? `${ep.origin}#${options.identityName ?? "default"}` : null;
+  let record = null;
+  if (options.identitySeed) {
+    record = { seed: new Uint8Array(options.identitySeed), coordinatorKey: null };
+  } else if (key) {
+    try {
+      record = (await idbGet(key)) ?? null;
+    } catch (err) {
+      console.warn("fl-client: IndexedDB unavailable, using a fresh identity:", err);
+    }
+  }
+  if (!record || !(record.seed instanceof Uint8Array) || record.seed.length !== 32) {
+    record = { seed: crypto.getRandomValues(new Uint8Array(32)), coordinatorKey: null, created: Date.now() };
+    if (key) await idbPut(key, record).catch((err) => console.warn("fl-client: could not persist the identity:", err));
+  }
+  const pinned = options.coordinatorKey ?? record.coordinatorKey ?? null;
+  const { BrowserClient } = rt.pyodide.pyimport("client_pyodide.client");
+  const py = BrowserClient.callKwargs({ identity_seed: record.seed, coordinator_key: pinned ? hexToBytes(pinned) : null,
+                                        max_batch: options.maxBatch ?? 64 });
+  const client = new FlClient(rt, py, ep, options, { key, record });
+  if (options.data) client.setData(options.data.x, options.data.y);
+  client.loading = early;
+  return client;
+}
+
+export { bytesToHex, endpoints, sleep };
