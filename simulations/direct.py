@@ -71,6 +71,8 @@ class DirectDriver:
                 break
             if on_round is not None:
                 on_round(e.history[-1])
+        if e.stopped_reason and not self.stopped_reason:
+            self.stopped_reason = e.stopped_reason
         return e.history
 
     def _round(self) -> bool:
