@@ -35,9 +35,9 @@ from federated_data import load_digits
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-ROUNDS = 12  # compared rounds; the mixed federation runs one more (the dropout round)
+ROUNDS = 25  # compared rounds; the mixed federation runs one more (the dropout round)
 FLAGS = ["--clients-per-round", "6", "--group-size", "3", "--aggregator", "mean", "--local-epochs", "3",
-         "--lr", "0.2", "--l2-clip", "2.0", "--noise-multiplier", "0.05", "--epsilon", "1e6", "--seed", "0",
+         "--lr", "0.2", "--l2-clip", "2.0", "--noise-multiplier", "0.02", "--epsilon", "1e6", "--seed", "0",
          "--train-timeout", "60", "--phase-timeout", "3", "--exit-when-finished"]
 PARTITION = ["--partition", "iid"]
 FREEZE_MS = 8000  # > phase timeout: the frozen tab misses the shares phase whatever the test does
@@ -176,7 +176,7 @@ def test_browsers_and_native_clients_federate_over_the_network(tmp_path: Path, w
                         s["stop_reason"] == f"all {ROUNDS + 1} rounds done"}
     assert len(mixed_native_ids) == 3
     # the coordinator saw the tabs over WebSocket and the native clients over gRPC (its "kind" of connection)
-    log_text = mixed.log_text()
+    log_text = "".join(p.read_text() for p in mixed.logs)
     assert all(f"client {w[:8]} authenticated (websocket)" in log_text for w in web_ids), log_text
     assert all(f"client {n[:8]} authenticated (grpc)" in log_text for n in mixed_native_ids), log_text
 
@@ -187,6 +187,9 @@ def test_browsers_and_native_clients_federate_over_the_network(tmp_path: Path, w
     native_metrics = dict(store.metrics())
     store.close()
     assert sorted(metrics) == list(range(1, ROUNDS + 2)) and sorted(native_metrics) == list(range(1, ROUNDS + 1))
+    acc, ref = metrics[ROUNDS]["accuracy"], native_metrics[ROUNDS]["accuracy"]
+    print(f"accuracy after {ROUNDS} rounds: mixed {acc:.4f}, all-native {ref:.4f}; in the tab {tab_accuracy:.4f}; "
+          f"drawn '1' → {drawn}; tabs loaded in {t_loaded:.1f} s, total {time.time() - t0:.1f} s")
 
     # every compared round: both groups unmasked all six inputs; groups mix browsers and native clients
     mixing = 0
@@ -215,10 +218,7 @@ def test_browsers_and_native_clients_federate_over_the_network(tmp_path: Path, w
     assert any(web_ids[0] in g.metadata["dropped"] for g in last_groups), [g.metadata for g in last_groups]
     assert all(web_ids[0] not in g.metadata["survivors"] for g in last_groups)
 
-    acc, ref = metrics[ROUNDS]["accuracy"], native_metrics[ROUNDS]["accuracy"]
-    print(f"accuracy after {ROUNDS} rounds: mixed {acc:.4f}, all-native {ref:.4f}; in the tab {tab_accuracy:.4f}; "
-          f"drawn '1' → {drawn}; groups mixing kinds in {mixing}/{ROUNDS} rounds; tabs loaded in {t_loaded:.1f} s, "
-          f"total {time.time() - t0:.1f} s")
+    print(f"groups mixing kinds in {mixing}/{ROUNDS} rounds")
     assert acc > 0.85, metrics
     assert abs(acc - ref) <= 0.02, (acc, ref)
     assert abs(tab_accuracy - acc) <= 0.01, (tab_accuracy, acc)
