@@ -1,0 +1,81 @@
+"""Screenshot of the demo page (docs/browser-demo.png) after a few rounds, with a digit drawn on its canvas.
+
+    .venv/bin/python benchmarks/demo_screenshot.py [--out docs/browser-demo.png] [--rounds 15]
+
+Starts `fl-coordinator serve` (temporary data dir, free ports) and two native clients (tests/e2e/client_worker.py),
+opens the demo page in headless Chromium (Debian's /usr/bin/chromium; nothing leaves localhost) as the third
+client, waits for the federation to finish, draws a "7" on the canvas with the mouse and saves the screenshot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from browser_support import launch_browser  # noqa: E402
+from e2e_support import Coordinator, Workers  # noqa: E402
+
+# a "7": top bar, then the diagonal down to the bottom left (fractions of the canvas)
+SEVEN = [[(0.22, 0.2), (0.5, 0.19), (0.78, 0.2)], [(0.78, 0.2), (0.66, 0.45), (0.54, 0.68), (0.45, 0.86)]]
+
+
+def draw(page: Any, strokes: list[list[tuple[float, float]]]) -> None:
+    box = page.locator("#pad").bounding_box()
+    for stroke in strokes:
+        (x0, y0), rest = stroke[0], stroke[1:]
+        page.mouse.move(box["x"] + x0 * box["width"], box["y"] + y0 * box["height"])
+        page.mouse.down()
+        for x, y in rest:
+            page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"], steps=8)
+        page.mouse.up()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--out", default=str(REPO / "docs" / "browser-demo.png"))
+    p.add_argument("--rounds", type=int, default=15)
+    args = p.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        coord = Coordinator(tmp, ["--rounds", str(args.rounds), "--clients-per-round", "3", "--group-size", "3",
+                                  "--aggregator", "mean", "--local-epochs", "3", "--lr", "0.2", "--l2-clip", "2.0",
+                                  "--noise-multiplier", "0.05", "--epsilon", "1e6", "--phase-timeout", "3",
+                                  "--exit-when-finished"]).start()
+        workers = Workers()
+        try:
+            workers.spawn(tmp, f"127.0.0.1:{coord.grpc_port}", [1, 2], 3, "--partition", "iid")
+            base = f"http://127.0.0.1:{coord.ws_port}"
+            with sync_playwright() as pw:
+                browser = launch_browser(pw)
+                page = browser.new_page(viewport={"width": 1280, "height": 800})
+                page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(base + "/") else r.abort())
+                page.goto(f"{base}/?shard=0/3&partition=iid&identity=ephemeral")
+                page.wait_for_function("() => window.flDemo.summary || window.flDemo.error", timeout=180_000)
+                if page.evaluate("() => window.flDemo.error"):
+                    raise SystemExit(f"demo failed: {page.evaluate('() => window.flDemo.error')}")
+                time.sleep(0.5)  # the last /status poll
+                draw(page, SEVEN)
+                page.wait_for_function("() => window.flDemo.prediction !== null", timeout=10_000)
+                page.screenshot(path=args.out)
+                print(f"{args.out}: round {page.inner_text('#round')}, loss {page.inner_text('#loss')}, "
+                      f"accuracy {page.inner_text('#accuracy')}, drawn 7 predicted as "
+                      f"{page.evaluate('() => window.flDemo.prediction')}")
+                browser.close()
+            workers.wait(60)
+        finally:
+            workers.kill()
+            coord.kill()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
