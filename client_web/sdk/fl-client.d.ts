@@ -95,7 +95,7 @@ export declare class FlClient extends EventTarget {
   participate(): Promise<ParticipationSummary>;
   /** Class predictions of the latest global model received. Throws before the first round. */
   predict(x: Float32Array | number[] | number[][]): Int32Array;
-  /** Send bye and close; participate() resolves with stopReason "left". */
+  /** Send bye and close; participate() resolves with stopReason = reason (default "left"). */
   leave(reason?: string): Promise<void>;
   /** Debugging/tests: the field vector fed into the last secure aggregation. */
   debugLastInput(): SecAggInput | null;
