@@ -3,7 +3,7 @@ in-process (docs/simulation.md).
 
 ```python
 from simulations import load_config, run_simulation, run_grid, load_grid
-result = run_simulation(load_config("exp.toml"), out_dir="results/exp")
+result = run_simulation(load_config("exp.toml"), out_dir="runs/exp")
 print(result.final_accuracy, result.history[-1])
 ```
 Names are imported lazily, so ``fl-coordinator`` does not load torch unless a simulation runs.

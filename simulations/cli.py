@@ -18,7 +18,7 @@ def add_simulate_parser(sub: Any) -> None:
                                    "`simulate grid CONFIG.toml` sweeps attacks × defences (docs/simulation.md).",
                        usage=USAGE)
     p.add_argument("target", nargs="+", metavar="[grid] CONFIG", help="a config file, or 'grid' and a config file")
-    p.add_argument("--out", help="output directory (default: the config's out_dir, else results/NAME)")
+    p.add_argument("--out", help="output directory (default: the config's out_dir, else runs/NAME (git-ignored))")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set rounds=5 --set federation.aggregator=median "
                         "(values are TOML: numbers, true/false, \"strings\" or bare words)")
@@ -63,13 +63,15 @@ def _main(args: argparse.Namespace) -> int:
         return 2
     try:
         data = _apply_sets(load_toml(target[0]), args.set)
+        from simulations.grid import _slug
+
         if grid:
             from simulations.grid import GridSpec, run_grid
 
             if args.workers:
                 data.setdefault("grid", {})["workers"] = args.workers
             spec = GridSpec.from_dict(data)
-            out = Path(args.out or spec.base.out_dir or f"results/{spec.base.name}")
+            out = Path(args.out or spec.base.out_dir or f"runs/{_slug(spec.base.name)}")
             print(f"grid {spec.base.name}: {len(spec.runs())} runs → {out}", flush=True)
             run_grid(spec, out, verbose=not args.quiet)
             print((out / "table.md").read_text())
@@ -79,7 +81,7 @@ def _main(args: argparse.Namespace) -> int:
         from simulations.runner import Simulation
 
         cfg = SimulationConfig.from_dict(data)
-        out = Path(args.out or cfg.out_dir or f"results/{cfg.name}")
+        out = Path(args.out or cfg.out_dir or f"runs/{_slug(cfg.name)}")
         result = Simulation(cfg).run(out, verbose=not args.quiet)
     except ConfigError as exc:
         print(f"fl-coordinator simulate: config error: {exc}", file=sys.stderr)

@@ -119,7 +119,7 @@ def run_grid(spec: GridSpec | dict[str, Any], out_dir: str | Path | None = None,
              ) -> dict[str, Any]:
     if isinstance(spec, dict):
         spec = GridSpec.from_dict(spec)
-    out = Path(out_dir or spec.base.out_dir or f"results/{_slug(spec.base.name)}")
+    out = Path(out_dir or spec.base.out_dir or f"runs/{_slug(spec.base.name)}")
     out.mkdir(parents=True, exist_ok=True)
     cells = spec.runs()
     jobs = []
