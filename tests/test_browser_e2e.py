@@ -134,6 +134,11 @@ def test_browsers_and_native_clients_federate_over_the_network(tmp_path: Path, w
                 page.wait_for_function("() => window.flDemo.client && window.flDemo.client.clientId", timeout=90_000)
             web_ids = [p.evaluate("() => window.flDemo.client.clientId") for p in pages]
             t_loaded = time.time() - t0
+            # the coordinator's status while they train: the tabs on WebSocket, the native clients on gRPC
+            status = _wait(lambda: (s := mixed.status())["connected"] == 6 and s, 60, "6 connected", mixed.log_text)
+            kinds = {c["id"]: c["kind"] for c in status["clients"] if c["connected"]}
+            assert sorted(kinds[w] for w in web_ids) == ["websocket"] * 3, kinds
+            assert sorted(kinds.values()) == ["grpc"] * 3 + ["websocket"] * 3, kinds
 
             # the last round: tab 0 freezes after its first SecAgg message; close it (a dropout)
             deadline = time.time() + 120
