@@ -6,7 +6,7 @@
 | ``/sdk/…`` | ``client_web/`` as is: the SDK (``sdk/fl-client.js``), the runtime loader (``js/``), the WASM kernel, the demo's script and ``node_modules/`` (Pyodide, libsodium-wrappers) |
 | ``/py/manifest.json`` | :func:`client_pyodide.bundle.manifest` – the Python files the runtime loads, with SHA-256 |
 | ``/py/<path>`` | a file listed in that manifest (:func:`client_pyodide.bundle.resolve`; anything else is 404) |
-| ``/demo/shard?i=I&n=N`` | shard I of N of the digits training split (``partition=dirichlet:0.5`` or ``iid``, ``seed=0``: the same split ``fl-client --data digits:I/N`` uses) as JSON: ``{i, n, partition, seed, features, classes, count, x: base64 float32 (row-major), y: [labels]}`` |
+| ``/demo/shard?i=I&n=N`` | shard I of N (N ≤ 64) of the digits training split (``partition=dirichlet:ALPHA`` with ALPHA in [0.1, 100] – default 0.5 – or ``iid``; ``seed=0``: the same split ``fl-client --data digits:I/N`` uses) as JSON: ``{i, n, partition, seed, features, classes, count, x: base64 float32 (row-major), y: [labels]}`` |
 
 :func:`mount` adds these to an :class:`~coordinator.http_routes.HttpRoutes`; ``fl-coordinator serve`` does so
 whenever ``client_web/node_modules`` exists (``make web-setup``), and logs why not otherwise.
@@ -28,7 +28,8 @@ log = logging.getLogger("fl-coordinator")
 REPO = Path(__file__).resolve().parent.parent
 CLIENT_WEB = REPO / "client_web"
 SDK_PREFIX, PY_PREFIX, DEMO_PREFIX = "/sdk/", "/py/", "/demo/"
-MAX_SHARDS = 10_000
+# the shard endpoint runs on the event loop: its parameters are bounded so that no request is expensive
+MAX_SHARDS, MAX_SEED, ALPHA_RANGE, MAX_TRIES = 64, 1 << 16, (0.1, 100.0), 100
 
 
 def missing(client_web: Path = CLIENT_WEB) -> str | None:
@@ -67,7 +68,11 @@ def shard_json(i: int, n: int, partition: str = "dirichlet:0.5", seed: int = 0) 
     rng = np.random.default_rng(seed)
     kind, _, arg = partition.partition(":")
     if kind == "dirichlet":
-        parts = dirichlet(ds.y_train, n, float(arg or 0.5), rng, min_size=20)
+        alpha = float(arg or 0.5)
+        if not ALPHA_RANGE[0] <= alpha <= ALPHA_RANGE[1]:
+            raise ValueError(f"dirichlet alpha must be in [{ALPHA_RANGE[0]}, {ALPHA_RANGE[1]}]")
+        # the same draws as fl-client's (which allows more tries before giving up)
+        parts = dirichlet(ds.y_train, n, alpha, rng, min_size=20, max_tries=MAX_TRIES)
     elif kind == "iid":
         parts = iid(ds.y_train, n, rng)
     else:
@@ -88,8 +93,8 @@ def demo_data(rest: str, query: str) -> HttpResponse | None:
     try:
         i, n, seed = int(q.get("i", "0")), int(q.get("n", "1")), int(q.get("seed", "0"))
         partition = q.get("partition", "dirichlet:0.5")
-        if not (0 <= i < n <= MAX_SHARDS):
-            raise ValueError(f"need 0 <= i < n <= {MAX_SHARDS}")
+        if not (0 <= i < n <= MAX_SHARDS and 0 <= seed < MAX_SEED):
+            raise ValueError(f"need 0 <= i < n <= {MAX_SHARDS} and 0 <= seed < {MAX_SEED}")
         body = shard_json(i, n, partition, seed)
     except ImportError as exc:  # scikit-learn (the digits data) is not installed
         return json_response({"error": "unavailable", "message": str(exc)}, 503)

@@ -70,7 +70,9 @@ def test_demo_shard_is_the_native_clients_shard(partition: str) -> None:
     assert x.min() >= 0 and x.max() <= 1 and shard["classes"] == 10
 
 
-@pytest.mark.parametrize("query", ["i=6&n=6", "i=-1&n=3", "i=a&n=3", "i=0&n=3&partition=zipf", "i=0&n=5000"])
+@pytest.mark.parametrize("query", ["i=6&n=6", "i=-1&n=3", "i=a&n=3", "i=0&n=3&partition=zipf", "i=0&n=5000",
+                                   "i=0&n=3&seed=-1", "i=0&n=3&seed=99999999", "i=0&n=3&partition=dirichlet:1e-9",
+                                   "i=0&n=64"])
 def test_demo_shard_bad_requests(query: str) -> None:
     r = _routes().handle("GET", "/demo/shard?" + query)
     assert r.status == 400 and json.loads(r.body)["error"] == "bad_request"
