@@ -2,7 +2,8 @@
 - the coordinator is SIGKILLed mid-federation and restarted: the tab reconnects with back-off and finishes;
 - the identity (IndexedDB) survives a reload: same client id, the coordinator key pinned on first use matches;
 - another coordinator (another key) on the same origin is refused: a fatal ``handshake`` error, no reconnects;
-- ``leave()`` says bye and ends participation; ``forgetIdentity`` gives a fresh identity.
+- a second client in the same tab gets its own identity slot (Web Lock), ``leave()`` says bye and ends
+  participation; ``forgetIdentity`` gives a fresh identity.
 """
 
 from __future__ import annotations
@@ -116,10 +117,10 @@ def test_reconnect_identity_pinning_and_leave(tmp_path: Path, workers: Workers) 
             assert not _events(page, "disconnected")
             assert impostor.status()["clients"] == []  # it never authenticated
 
-            # forgetIdentity → a fresh identity (first use again) that can join; leave() ends participation
+            # a second client in the same tab cannot take the slot the demo holds (Web Lock): it gets the next one,
+            # a new identity, which pins this coordinator's key on first use; leave() says bye
             out = page.evaluate("""async () => {
                 const sdk = await import("/sdk/sdk/fl-client.js");
-                await sdk.forgetIdentity(location.origin, "sdk-test");
                 const client = await sdk.connect(location.origin, { runtime: window.flDemo.client.runtime,
                                                                     identityName: "sdk-test",
                                                                     data: { x: new Float32Array(64 * 4), y: [0, 1, 2, 3] } });
@@ -127,13 +128,23 @@ def test_reconnect_identity_pinning_and_leave(tmp_path: Path, workers: Workers) 
                 const done = client.participate();
                 const info = await joined;
                 await client.leave("test over");
-                return { info, summary: await done };
+                return { slot: client.identityName, info, summary: await done };
             }""")
-            assert out["info"]["firstUse"] and out["info"]["clientId"] != client_id
-            assert out["info"]["coordinatorKey"] == impostor.key
+            assert out["slot"] == "sdk-test~2" and out["info"]["firstUse"], out
+            assert out["info"]["clientId"] != client_id and out["info"]["coordinatorKey"] == impostor.key
             assert out["summary"]["stopReason"] == "test over", out
             _wait(page, lambda: impostor.status()["connected"] == 0 and len(impostor.status()["clients"]) == 1,
                   10, "bye")
+
+            # forgetIdentity: after a reload the demo's slot holds a new identity, which trusts this coordinator
+            page.evaluate("""async () => {
+                const sdk = await import("/sdk/sdk/fl-client.js");
+                await sdk.forgetIdentity(location.origin, "sdk-test");
+            }""")
+            page.reload()
+            fresh = _wait(page, lambda: _events(page, "connected"), 60, "connected after forgetIdentity")
+            assert fresh[0]["firstUse"] and fresh[0]["clientId"] not in (client_id, out["info"]["clientId"])
+            assert page.evaluate("() => window.flDemo.client.identityName") == "sdk-test"
             impostor.kill()
         finally:
             browser.close()

@@ -6,7 +6,8 @@ export interface ConnectOptions {
   data?: { x: Float32Array | number[] | number[][]; y: Int32Array | number[] };
   /** Keep the identity (Ed25519 seed) and the pinned coordinator key in IndexedDB (default true). */
   persist?: boolean;
-  /** Identity slot within the coordinator's origin (default "default"): several clients in one origin. */
+  /** Identity slot within the coordinator's origin (default "default"). Each tab/client holds a Web Lock on its
+   *  slot; when it is taken, the next free one is used ("NAME~2", "NAME~3", …): two tabs never share an identity. */
   identityName?: string;
   /** Use this 32-byte Ed25519 seed (overrides what is stored; not persisted). */
   identitySeed?: Uint8Array;
@@ -83,6 +84,8 @@ export declare class FlClient extends EventTarget {
   /** The coordinator key this client trusts (hex), or null before the first handshake. */
   readonly coordinatorKey: string | null;
   readonly endpoints: { http: string; ws: string; origin: string };
+  /** The identity slot this client uses (see ConnectOptions.identityName); null when not persisted. */
+  identityName: string | null;
   /** Number of local examples (after setData). */
   examples?: number;
   summary: ParticipationSummary | null;

@@ -70,6 +70,26 @@ export async function forgetIdentity(url, identityName = "default") {
   }
 }
 
+/**
+ * One identity per tab: claim the Web Lock of slot `base`, else `base~2`, `base~3`, … (held for the page's
+ * lifetime), so two tabs of one browser never run the same client id (they would keep replacing each other's
+ * connection at the coordinator).
+ */
+async function claimIdentitySlot(origin, base) {
+  if (!globalThis.navigator?.locks) return base;
+  for (let k = 1; k <= 64; k++) {
+    const name = k === 1 ? base : `${base}~${k}`;
+    const got = await new Promise((resolve) => {
+      navigator.locks.request(`${DB_NAME}:${origin}#${name}`, { ifAvailable: true }, (lock) => {
+        resolve(Boolean(lock));
+        return lock ? new Promise(() => {}) : undefined; // never released while the page lives
+      });
+    });
+    if (got) return name;
+  }
+  throw new Error("fl-client: 64 tabs already hold this coordinator's identities");
+}
+
 // ── helpers ───────────────────────────────────────────────────────────────────────────────────────────────
 function hexToBytes(hex) {
   if (typeof hex !== "string" || !/^([0-9a-f]{2})*$/i.test(hex)) throw new TypeError("expected a hex string");
@@ -383,7 +403,8 @@ export class FlClient extends EventTarget {
  * browser's identity for the coordinator at `url` (IndexedDB), and return an FlClient. No connection is opened
  * before participate().
  *
- * options: data {x, y} · persist (default true: IndexedDB) · identityName (default "default") ·
+ * options: data {x, y} · persist (default true: IndexedDB) · identityName (default "default"; a tab takes the
+ *   first free slot of it – "NAME", "NAME~2", … – so two tabs never share an identity) ·
  *   identitySeed (Uint8Array(32), overrides storage) · coordinatorKey (hex; overrides the pinned one) ·
  *   pythonUrl (default `${url}/py/`) · runtime (an already loaded runtime to reuse) · maxBatch (64) ·
  *   reconnect {initialMs: 500, maxMs: 10000} · statusIntervalMs (3000; 0 = only after rounds) · onEvent(ev)
@@ -399,8 +420,9 @@ export async function connect(url, options = {}) {
   const rt = options.runtime ?? await loadRuntime({ pythonUrl: options.pythonUrl ?? new URL("py/", ep.http).href, onProgress });
 
   // identity: the 32-byte Ed25519 seed and the pinned coordinator key, per coordinator origin
-  const persist = options.persist ?? true;
-  const key = persist ? `${ep.origin}#${options.identityName ?? "default"}` : null;
+  const persist = (options.persist ?? true) && !options.identitySeed;
+  const identityName = persist ? await claimIdentitySlot(ep.origin, options.identityName ?? "default") : null;
+  const key = persist ? `${ep.origin}#${identityName}` : null;
   let record = null;
   if (options.identitySeed) {
     record = { seed: new Uint8Array(options.identitySeed), coordinatorKey: null };
@@ -420,6 +442,7 @@ export async function connect(url, options = {}) {
   const py = BrowserClient.callKwargs({ identity_seed: record.seed, coordinator_key: pinned ? hexToBytes(pinned) : null,
                                         max_batch: options.maxBatch ?? 64 });
   const client = new FlClient(rt, py, ep, options, { key, record });
+  client.identityName = identityName;
   if (options.data) client.setData(options.data.x, options.data.y);
   client.loading = early;
   return client;
