@@ -456,6 +456,15 @@ class Engine:
                 sums = (sums * np.where(over, factor, 1.0)[:, None]).astype(np.float32)
                 keep = np.ones(len(done), bool)
                 f_left = min(self.cfg.byzantine, len(done))
+        if not self._aggregable(int(keep.sum()), f_left):
+            # dropouts left too few groups for the robust rule's precondition: no update this round (the
+            # released group sums still cost privacy), the same round number is tried again
+            if self.cfg.noise_multiplier > 0:
+                self.budget.spend(RoundEvent(dp.effective_noise_multiplier(), max(rs.q, 1e-9)))
+            return [*audit, *self._round_end(participants, rs.number, "failed"),
+                    Log("warning", f"round {rs.number}: only {int(keep.sum())} group(s) left, too few for "
+                                   f"{self.cfg.aggregator!r} with f={f_left}; no update, retrying"),
+                    *self._maybe_start(now)]
         result, self.agg_state = aggregate_groups(self.pipeline, sums[keep], sizes[keep], self.cfg.byzantine,
                                                   f_groups=min(f_left, int(keep.sum())), state=self.agg_state,
                                                   rng=self.rng)
