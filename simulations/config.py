@@ -124,6 +124,9 @@ class FederationSection:
     epsilon: float = math.inf
     delta: float = 1e-5
     bans: bool = True  # the trust system may ban clients (False: isolates the aggregation rule)
+    # worker momentum β (Karimireddy, He & Jaggi ICLR'22): each honest client sends m ← β·m + (1 − β)·Δ instead
+    # of its round delta Δ (state kept per client across rounds); 0 = off
+    client_momentum: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,8 @@ class SimulationConfig:
 
         if self.rounds < 1:
             raise ConfigError(f"rounds must be >= 1, got {self.rounds}")
+        if not 0 <= self.federation.client_momentum < 1:
+            raise ConfigError(f"client_momentum must be in [0, 1), got {self.federation.client_momentum}")
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.mode not in MODES:

@@ -92,6 +92,7 @@ class Simulation:
                                                             self.data.image_shape, prng)
         self.trainer = self._make_trainer()
         self.client_updates = 0
+        self._momenta: dict[int, np.ndarray] = {}
         self._module = None
         self._backdoor_x: np.ndarray | None = None
         if hasattr(self.attack, "poison") and self.attack.name in ("backdoor", "model_replacement"):
@@ -116,6 +117,13 @@ class Simulation:
         seeds = [training_seed(self.cfg.seed, rnd, i) for i in idxs]
         deltas = self.trainer.train(params, idxs, seeds, epochs=f.local_epochs, batch_size=f.batch_size, lr=f.lr)
         self.client_updates += len(idxs)
+        beta = self.cfg.federation.client_momentum
+        if beta > 0:  # worker momentum: what an honest client sends is its momentum, not its latest delta
+            for k, i in enumerate(idxs):
+                m = self._momenta.get(i)
+                m = (1 - beta) * deltas[k] if m is None else beta * m + (1 - beta) * deltas[k]
+                self._momenta[i] = m
+                deltas[k] = m
         byz = set(self.byzantine)
         bad = [k for k, i in enumerate(idxs) if i in byz]
         if not bad or self.attack.name == "none" or self.attack.absent:
