@@ -124,11 +124,16 @@ class DirectDriver:
             return False
         e.round = RoundState(r, seed, groups, servers, {c: gi for gi, g in enumerate(groups) for c in g},
                              self.now, q, self.now)
+        done_before = len(e.history)
         try:
             e._finish_round(self.now)  # the engine's own decode → bound → aggregate → optimizer → trust → evaluate
-        except ValueError as exc:  # e.g. too few groups left for the rule (as the engine mode raises it)
+        except ValueError as exc:
             e.round = None
             self.stopped_reason = f"engine error in round {r}: {exc}"
+            return False
+        if len(e.history) == done_before:  # the engine failed the round (e.g. too few groups left for the rule)
+            e.round = None
+            self.stopped_reason = f"round {r} failed: too few groups for {cfg.aggregator!r}"
             return False
         if e.round is not None:  # pragma: no cover - no transport, so no next round can have started
             raise AssertionError("the engine started a round without connected clients")

@@ -222,7 +222,7 @@ def markdown_table(summary: dict[str, Any], s: int) -> str:
         for j, c in enumerate(cols):
             e = t[r][c]
             mark = ("†" if e["f_told"] < f_base else "") + ("‡" if e["rounds_over_tolerance"] else "")
-            mark += "§" if any(x["stopped_reason"].startswith("engine error") for x in e["runs"]) else ""
+            mark += "§" if any(_stopped_early(x["stopped_reason"]) for x in e["runs"]) else ""
             cells.append(("–" if np.isnan(m[i, j]) else f"{100 * m[i, j]:.1f}") + mark)
         lines.append(f"| {r} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -261,8 +261,9 @@ def write_tables(spec: GridSpec, summary: dict[str, Any], out: Path) -> None:
             plot_heatmap(m, rows, cols, f"{b.name}: final accuracy, {title}", out / f"heatmap_s{s}.png")
     parts.append("\n† the defence was told a smaller f than the attackers present (its precondition over this many "
                  "groups allows no more). ‡ in some round more groups were corrupted than the f the defence was "
-                 "told: no guarantee in that round. § the engine raised an error and the run stopped early (the "
-                 "accuracy is the last completed round's; see grid.json for the message).\n")
+                 "told: no guarantee in that round. § the run stopped early because the engine failed a round (too "
+                 "few groups left for the rule's precondition, e.g. when the attackers are absent and bucketing "
+                 "halves the count); the accuracy is the last completed round's; see grid.json for the message.\n")
     (out / "table.md").write_text("".join(parts))
     (out / "config.toml").write_text(b.to_toml() + _grid_toml(spec))
 
@@ -280,3 +281,8 @@ def _grid_toml(spec: GridSpec) -> str:
 
 def load_grid(path: str | Path) -> GridSpec:
     return GridSpec.from_dict(load_toml(path))
+
+
+def _stopped_early(reason: str) -> bool:
+    """The run ended before its last round because the engine raised or failed a round."""
+    return reason.startswith("engine error") or (reason.startswith("round ") and " failed" in reason)
