@@ -81,6 +81,7 @@ class RoundState:
     failed: dict[int, str] = field(default_factory=dict)
     train_losses: list[float] = field(default_factory=list)
     reported: set[str] = field(default_factory=set)
+    pending: set[int] = field(default_factory=set)  # groups still waiting for answers in the current phase
 
 
 MAX_ERRORS_PER_CONNECTION = 20
@@ -325,6 +326,7 @@ class Engine:
                                     "lr": self.cfg.lr}}
                 actions.append(self._send(conn, "task", {"config": config}, r,
                                           {"global_model": as_u8(self.model_bytes)}))
+        rs.pending = set(rs.servers)
         self.round = rs
         actions.append(SetTimer("phase", rs.deadline))
         actions.append(Log("info", f"round {r}: {len(selected)} clients in {len(groups)} groups"))
@@ -344,7 +346,10 @@ class Engine:
             rs.servers[g].receive(tensor_bytes(f, "secagg"))
         except SecAggError as exc:
             raise ProtocolError("secagg", str(exc)) from None
-        if all(s.phase_complete or s.phase in ("done", "failed") for s in rs.servers.values()):
+        server = rs.servers[g]
+        if server.phase_complete or server.phase in ("done", "failed"):  # O(group) per message, not O(m)
+            rs.pending.discard(g)
+        if not rs.pending:
             return self._close_phase(now)
         return []
 
@@ -420,6 +425,8 @@ class Engine:
         if all(s.phase == "done" or g in rs.failed for g, s in rs.servers.items()):
             return actions + self._finish_round(now)
         rs.deadline = now + self.cfg.phase_timeout
+        rs.pending = {g for g, s in rs.servers.items()
+                      if g not in rs.failed and s.phase not in ("done", "failed") and not s.phase_complete}
         actions.append(SetTimer("phase", rs.deadline))
         return actions
 
