@@ -74,8 +74,10 @@ async def run(rounds: int, clients: int, out: Path) -> int:
     try:
         with tqdm(total=clients, desc="clients connected", unit="client", dynamic_ncols=True, leave=False) as cbar:
             while engine.round is None and not engine.history and not service.driver.finished.is_set():
-                cbar.n = engine.status()["connected"]
-                cbar.refresh()
+                connected = engine.status()["connected"]
+                if connected != cbar.n:  # redraw only on change (quiet logs when output is not a terminal)
+                    cbar.n = connected
+                    cbar.refresh()
                 await asyncio.sleep(0.2)
         while not service.driver.finished.is_set():
             await asyncio.sleep(0.2)
