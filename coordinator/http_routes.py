@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 mimetypes.add_type("application/wasm", ".wasm")
 mimetypes.add_type("text/javascript", ".mjs")
@@ -48,7 +49,15 @@ class HttpRoutes:
     index: Path | None = None  # the page served at "/"
     handlers: dict[str, Handler] = field(default_factory=dict)
 
-    def handle(self, method: str, path: str) -> HttpResponse:
+    def handle(self, method: str, path: str, if_none_match: str | None = None) -> HttpResponse:
+        """The response to ``method path``; a static file whose ETag is in ``if_none_match`` gives 304."""
+        r = self._handle(method, path)
+        etag = r.headers.get("ETag")
+        if etag and if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
+            return HttpResponse(304, r.content_type, b"", {"ETag": etag, "Cache-Control": "no-cache"})
+        return r
+
+    def _handle(self, method: str, path: str) -> HttpResponse:
         path, _, query = path.partition("?")
         if method != "GET":
             return json_response({"error": "method_not_allowed"}, 405)
@@ -69,10 +78,10 @@ class HttpRoutes:
 
 
 def _static(root: Path, rel: str) -> HttpResponse | None:
-    """A file under ``root`` (no escaping it with ``..`` or symlinks pointing out)."""
+    """A file under ``root`` (no escaping it with ``..`` – also percent-encoded – or symlinks pointing out)."""
     root = root.resolve()
     try:
-        target = (root / rel).resolve()
+        target = (root / unquote(rel)).resolve()
         target.relative_to(root)
     except (ValueError, OSError):
         return None
@@ -81,6 +90,23 @@ def _static(root: Path, rel: str) -> HttpResponse | None:
     return _file(target)
 
 
+_CACHE: dict[Path, tuple[tuple[int, int], bytes]] = {}
+_CACHE_LIMIT = 256 * 1024 * 1024  # bytes of file contents kept in memory (Pyodide alone is ~13 MB)
+
+
 def _file(path: Path) -> HttpResponse:
+    """A file with an ETag from its size and modification time; contents cached until the file changes (the
+    event loop must not re-read Pyodide's 13 MB for every tab)."""
     ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    return HttpResponse(200, ctype, path.read_bytes(), {"Cache-Control": "no-cache"})
+    st = path.stat()
+    key = (st.st_size, st.st_mtime_ns)
+    cached = _CACHE.get(path)
+    if cached is not None and cached[0] == key:
+        body = cached[1]
+    else:
+        body = path.read_bytes()
+        if sum(len(b) for _, b in _CACHE.values()) + len(body) > _CACHE_LIMIT:
+            _CACHE.clear()
+        _CACHE[path] = (key, body)
+    etag = f'"{key[0]:x}-{key[1]:x}"'
+    return HttpResponse(200, ctype, body, {"Cache-Control": "no-cache", "ETag": etag})

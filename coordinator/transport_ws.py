@@ -43,7 +43,7 @@ class WebSocketTransport:
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if request.path.split("?", 1)[0] == WS_PATH:
             return None  # go on with the WebSocket handshake
-        r = self.routes.handle(getattr(request, "method", "GET"), request.path)
+        r = self.routes.handle(getattr(request, "method", "GET"), request.path, request.headers.get("If-None-Match"))
         headers = Headers({"Content-Type": r.content_type, "Content-Length": str(len(r.body)), **r.headers})
         return Response(r.status, HTTPStatus(r.status).phrase, headers, r.body)
 
