@@ -27,6 +27,7 @@ from client_native.channels import ChannelError, open_channel
 from client_native.dp_sgd import DpSgdOptions, DpSgdTrainer
 from flcore.session import ClientSession, Failed, RoundDone, SendFrame, Stopped, Train
 from flcrypto import default_crypto
+from flcrypto.keyfile import load_or_create_seed
 
 log = logging.getLogger("fl-client")
 FATAL_CODES = {"handshake", "identity", "version", "banned"}
@@ -71,17 +72,10 @@ class ClientSummary:
 
 
 def load_or_create_key(path: Path) -> bytes:
-    if path.exists():
-        seed = path.read_bytes()
-        if len(seed) != 32:
-            raise ClientError(f"{path}: expected a 32-byte Ed25519 seed")
-        return seed
-    path.parent.mkdir(parents=True, exist_ok=True)
-    seed = default_crypto().random_bytes(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(seed)
-    return seed
+    try:
+        return load_or_create_seed(path)
+    except ValueError as exc:
+        raise ClientError(str(exc)) from None
 
 
 class NativeClient:
@@ -147,9 +141,8 @@ class NativeClient:
             self.summary.dp_sgd_epsilon = self.trainer.epsilon()
         return self.summary
 
-    async def _session_loop(self, max_rounds: int | None) -> bool:
-        """One connection's life. Returns True once authenticated (to reset the back-off)."""
-        authenticated = False
+    async def _session_loop(self, max_rounds: int | None) -> None:
+        """One connection's life; sets ``_authenticated`` once the handshake succeeded (to reset the back-off)."""
         secagg_sent = 0
         current_round = -1
         await self._send_all(self.session.start())
@@ -164,8 +157,8 @@ class NativeClient:
                         secagg_sent += 1
                         if self.disconnect_after_send(current_round, secagg_sent):
                             raise ChannelError(f"disconnecting on purpose in round {current_round}")
-                    if self.session.state == "ready" and not authenticated:
-                        authenticated = self._authenticated = True
+                    if self.session.state == "ready" and not self._authenticated:
+                        self._authenticated = True
                         self._pin_coordinator_key()
                 elif isinstance(action, Train):
                     current_round, secagg_sent = action.round, 0
@@ -186,12 +179,12 @@ class NativeClient:
                         self._stopped = True
                         with contextlib.suppress(ChannelError):
                             await self._channel.send(self.session._send("bye", {"reason": "done"}).data)
-                        return authenticated
+                        return
                 elif isinstance(action, Stopped):
                     self.summary.stop_reason = action.reason
                     self._stopped = True
                     log.info("%s: coordinator stopped the federation: %s", self.client_id[:8], action.reason)
-                    return authenticated
+                    return
                 elif isinstance(action, Failed):
                     self._failed(action)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("flcrypto", "mle", "flcore", "privacy", "client_pyodide")
 # server-side or CPython-only modules that the browser never imports
-EXCLUDE = frozenset({"flcrypto/pynacl_impl.py", "mle/cli.py", "privacy/dp/server.py"})
+EXCLUDE = frozenset({"flcrypto/pynacl_impl.py", "flcrypto/keyfile.py", "mle/cli.py", "privacy/dp/server.py"})
 
 
 def python_files(root: Path = REPO_ROOT) -> list[str]:

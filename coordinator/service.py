@@ -23,6 +23,7 @@ from coordinator.store import Store
 from coordinator.transport_grpc import GrpcTransport
 from coordinator.transport_ws import WebSocketTransport
 from flcrypto import default_crypto
+from flcrypto.keyfile import load_or_create_seed
 
 log = logging.getLogger("fl-coordinator")
 KEY_FILE = "coordinator.key"
@@ -30,19 +31,10 @@ KEY_FILE = "coordinator.key"
 
 def load_or_create_identity(data_dir: Path) -> bytes:
     """The coordinator's Ed25519 seed, created (mode 0600) on first start."""
-    path = data_dir / KEY_FILE
-    if path.exists():
-        seed = path.read_bytes()
-        if len(seed) != 32:
-            raise SettingsError(f"{path}: expected a 32-byte Ed25519 seed, found {len(seed)} bytes")
-        return seed
-    seed = default_crypto().random_bytes(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(seed)
-        f.flush()
-        os.fsync(f.fileno())
-    return seed
+    try:
+        return load_or_create_seed(data_dir / KEY_FILE)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def build_engine(settings: ServeSettings, store: Store, seed: bytes) -> Engine:
@@ -78,12 +70,14 @@ def build_engine(settings: ServeSettings, store: Store, seed: bytes) -> Engine:
     registry = {c.id: c.public_key for c in store.clients()}
     cp = store.latest_completed_round()
     if cp is None:
-        return Engine(cfg, seed, seed=cfg.seed, evaluator=evaluator, registry=registry)
+        return Engine(cfg, seed, seed=cfg.seed, evaluator=evaluator, registry=registry,
+                      max_message_bytes=settings.server.max_message_bytes)
     model = mle.load(cp.model_path, trusted_keys=[default_crypto().ed25519_public_key(seed)],
                      require_signature=True)
     params = np.concatenate([np.asarray(model[n], np.float32).ravel() for n, _ in cfg.model.parameter_shapes()])
     log.info("resuming after round %d (model %s)", cp.round, cp.model_path.name)
-    return Engine(cfg, seed, seed=cfg.seed, evaluator=evaluator, params=params, state=cp.state, registry=registry)
+    return Engine(cfg, seed, seed=cfg.seed, evaluator=evaluator, params=params, state=cp.state, registry=registry,
+                  max_message_bytes=settings.server.max_message_bytes)
 
 
 @dataclass
@@ -112,7 +106,6 @@ async def start_service(settings: ServeSettings, static: dict[str, Path] | None 
     store = Store.open(data_dir)
     seed = load_or_create_identity(data_dir)
     engine = build_engine(settings, store, seed)
-    engine.max_message_bytes = s.max_message_bytes
     driver = EngineDriver(engine, store, audit_dir=s.audit_dir or None)
     logging.getLogger("websockets").setLevel(max(logging.WARNING, log.getEffectiveLevel()))
     routes = HttpRoutes(engine.status, dict(static or {}), index)
