@@ -278,7 +278,7 @@ class Engine:
     # ── rounds ───────────────────────────────────────────────────────────────────────────────────────
     def ready_clients(self) -> list[str]:
         return sorted(c.client_id for c in self.conns.values()
-                      if c.state == "ready" and c.client_id and self.by_client.get(c.client_id) == c.conn)
+                      if c.state == "ready" and self._is_current(c))
 
     def _maybe_start(self, now: float) -> list[Action]:
         if self.round is not None or self.finished:
@@ -287,15 +287,15 @@ class Engine:
         m = self.cfg.clients_per_round
         if len(ready) < m:
             # fewer than m: start only with ≥ min_clients and when nobody else connected could still become ready
-            pending = [c for c in self.conns.values() if c.state == "authenticated" and c.client_id
-                       and self.by_client.get(c.client_id) == c.conn and not self.trust.ensure(c.client_id).banned]
+            pending = [c for c in self.conns.values() if c.state == "authenticated" and self._is_current(c)
+                       and not self.trust.ensure(c.client_id or "").banned]
             if len(ready) < self.cfg.min_clients or pending:
                 return []
             m = len(ready)
         r = self.round_number + 1
         q = self.trust.max_inclusion_probability(ready, m)
         if self.cfg.noise_multiplier > 0:
-            event = RoundEvent(self.cfg.dp_config().effective_noise_multiplier(), max(q, 1e-9))
+            event = self._dp_event(q)
             try:
                 self.budget.check(event)
             except BudgetExceeded as exc:
@@ -372,8 +372,7 @@ class Engine:
 
     def status(self) -> dict[str, Any]:
         """A JSON-ready summary for the status endpoint: rounds, clients, privacy spent, trust."""
-        connected = {c.client_id: c for c in self.conns.values()
-                     if c.client_id and self.by_client.get(c.client_id) == c.conn}
+        connected = {c.client_id: c for c in self.conns.values() if self._is_current(c)}
         clients = []
         for cid in sorted(set(self.registry) | set(self.trust.clients)):
             t = self.trust.ensure(cid)
@@ -444,12 +443,12 @@ class Engine:
                                                tuple(res.faulty), res.sum) for g, res in done]
         sums = np.stack([np.asarray(decode_sum(res.sum, dp, self.backend), dtype=np.float32) for _, res in done])
         sizes = np.array([len(res.survivors) for _, res in done], dtype=np.float64)
-        noise_var = np.array([noise_variance_of_mean(len(res.survivors), dp.sigma_client() if dp.noise_multiplier > 0
-                                                     else 0.0, dp.fixed_point().scale()) for _, res in done])
+        scale = dp.fixed_point().scale()
+        sigma_c = dp.sigma_client() if dp.noise_multiplier > 0 else 0.0
+        noise_var = np.array([noise_variance_of_mean(len(res.survivors), sigma_c, scale) for _, res in done])
         # Honest members clip to C, so a group mean longer than C plus the quantization/noise allowance proves
         # that some member did not: clip it back (before aggregation) and count it as full negative evidence.
-        bounds = np.array([mean_norm_bound(dp.l2_clip, dp.dimension, dp.fixed_point().scale(), v)
-                           for v in noise_var])
+        bounds = np.array([mean_norm_bound(dp.l2_clip, dp.dimension, scale, v) for v in noise_var])
         norms = np.linalg.norm(sums / sizes[:, None], axis=1)
         over = ~(norms <= bounds)
         keep = ~over
@@ -467,7 +466,7 @@ class Engine:
             # dropouts left too few groups for the robust rule's precondition: no update this round (the
             # released group sums still cost privacy), the same round number is tried again
             if self.cfg.noise_multiplier > 0:
-                self.budget.spend(RoundEvent(dp.effective_noise_multiplier(), max(rs.q, 1e-9)))
+                self.budget.spend(self._dp_event(rs.q))
             return [*audit, *self._round_end(participants, rs.number, "failed"),
                     Log("warning", f"round {rs.number}: only {int(keep.sum())} group(s) left, too few for "
                                    f"{self.cfg.aggregator!r} with f={f_left}; no update, retrying"),
@@ -476,7 +475,7 @@ class Engine:
                                                   f_groups=min(f_left, int(keep.sum())), state=self.agg_state,
                                                   rng=self.rng)
         if self.cfg.noise_multiplier > 0:  # the same q the budget check used (selection pool of this round)
-            self.budget.spend(RoundEvent(dp.effective_noise_multiplier(), max(rs.q, 1e-9)))
+            self.budget.spend(self._dp_event(rs.q))
         self.params, self.opt_state = apply_update(self.optimizer, self.params, result.value.astype(np.float32),
                                                    self.opt_state)
         self.round_number = rs.number
@@ -508,10 +507,18 @@ class Engine:
             return actions + self._stop_all()
         return actions + self._maybe_start(now)
 
+    def _is_current(self, c: Connection) -> bool:
+        """``c`` is its client's live connection (authenticated, not replaced by a reconnect)."""
+        return bool(c.client_id) and self.by_client.get(c.client_id or "") == c.conn
+
+    def _dp_event(self, q: float) -> RoundEvent:
+        """The accountant's event for one released round with selection probability bound ``q``."""
+        return RoundEvent(self.cfg.dp_config().effective_noise_multiplier(), max(q, 1e-9))
+
     def _stop_all(self) -> list[Action]:
         """Tell every authenticated client the federation is over."""
         return [self._send(c, "stop", {"reason": self.stopped_reason}) for c in self.conns.values()
-                if c.state in ("authenticated", "ready", "busy") and self.by_client.get(c.client_id or "") == c.conn]
+                if c.state in ("authenticated", "ready", "busy") and self._is_current(c)]
 
     def _aggregable(self, groups: int, f_groups: int) -> bool:
         """Whether the robust rule can run over ``groups`` group means with ``f_groups`` corrupted."""
