@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -110,20 +110,26 @@ def launch_browser(playwright: Any) -> Any:
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
 
 
-def open_runtime_page(browser: Any, server: StaticServer) -> BrowserPage:
-    page = browser.new_page()
-    errors: list[str] = []
-    external: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+def origin_guard(origin: str, external: list[str]) -> Callable[[Any], None]:
+    """A Playwright route handler: requests under ``origin`` go through, anything else (the internet) is aborted
+    and recorded in ``external``."""
 
-    def guard(route: Any) -> None:  # nothing may come from the internet: abort and record anything else
-        if route.request.url.startswith(server.url):
+    def guard(route: Any) -> None:
+        if route.request.url.startswith(origin):
             route.continue_()
         else:
             external.append(route.request.url)
             route.abort()
 
-    page.route("**/*", guard)
+    return guard
+
+
+def open_runtime_page(browser: Any, server: StaticServer) -> BrowserPage:
+    page = browser.new_page()
+    errors: list[str] = []
+    external: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.route("**/*", origin_guard(server.url, external))
     page.goto(server.url + "harness.html")
     try:
         timings = page.evaluate("() => window.flRuntime")

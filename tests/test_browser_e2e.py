@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from browser_support import check_prerequisites, launch_browser
+from browser_support import check_prerequisites, launch_browser, origin_guard
 from e2e_support import Coordinator, Workers
 
 import mle
@@ -99,13 +99,7 @@ def test_browsers_and_native_clients_federate_over_the_network(tmp_path: Path, w
     workers.spawn(mixed_dir, f"127.0.0.1:{mixed.grpc_port}", [3, 4, 5], 6, *PARTITION, "--dump-dir", str(dumps))
     base = f"http://127.0.0.1:{mixed.ws_port}"
     external: list[str] = []
-
-    def guard(route: Any) -> None:  # nothing may leave the coordinator's origin
-        if route.request.url.startswith(base + "/"):
-            route.continue_()
-        else:
-            external.append(route.request.url)
-            route.abort()
+    guard = origin_guard(base + "/", external)  # nothing may leave the coordinator's origin
 
     with sync_playwright() as pw:
         browser = launch_browser(pw)

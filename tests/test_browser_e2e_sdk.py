@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_support import check_prerequisites, launch_browser
+from browser_support import check_prerequisites, launch_browser, origin_guard
 from e2e_support import Coordinator, Workers
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -62,13 +62,7 @@ def test_reconnect_identity_pinning_and_leave(tmp_path: Path, workers: Workers) 
     base = f"http://127.0.0.1:{coord.ws_port}"
     url = f"{base}/?shard=0/3&partition=iid&identity=sdk-test"
     external: list[str] = []
-
-    def guard(route: Any) -> None:
-        if route.request.url.startswith(base + "/"):
-            route.continue_()
-        else:
-            external.append(route.request.url)
-            route.abort()
+    guard = origin_guard(base + "/", external)
 
     with sync_playwright() as pw:
         browser = launch_browser(pw)
