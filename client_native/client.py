@@ -109,6 +109,11 @@ class NativeClient:
     def disconnect_after_send(self, round_: int, secagg_messages_sent: int) -> bool:
         return False
 
+    def _drop_if_asked(self, round_: int, secagg_messages_sent: int) -> None:
+        if self.disconnect_after_send(round_, secagg_messages_sent):
+            raise ChannelError(f"disconnecting on purpose in round {round_} after {secagg_messages_sent} "
+                               "secure-aggregation message(s)")
+
     # ── main loop ────────────────────────────────────────────────────────────────────────────────────
     async def run(self, max_rounds: int | None = None) -> ClientSummary:
         """Join rounds until the coordinator says stop (or ``max_rounds`` rounds are done)."""
@@ -155,8 +160,7 @@ class NativeClient:
                     await self._channel.send(action.data)
                     if self.session.state == "secagg":
                         secagg_sent += 1
-                        if self.disconnect_after_send(current_round, secagg_sent):
-                            raise ChannelError(f"disconnecting on purpose in round {current_round}")
+                        self._drop_if_asked(current_round, secagg_sent)
                     if self.session.state == "ready" and not self._authenticated:
                         self._authenticated = True
                         self._pin_coordinator_key()
@@ -169,8 +173,7 @@ class NativeClient:
                             self._failed(a2)
                     if self.session.state == "secagg":
                         secagg_sent = 1
-                        if self.disconnect_after_send(current_round, secagg_sent):
-                            raise ChannelError(f"disconnecting on purpose in round {current_round}")
+                        self._drop_if_asked(current_round, secagg_sent)
                 elif isinstance(action, RoundDone):
                     if action.status == "ok":
                         self.summary.rounds.append(action.round)
@@ -212,8 +215,7 @@ class NativeClient:
     async def _train(self, task: Train) -> list[Any]:
         delta, loss = await asyncio.to_thread(self._train_sync, task)
         delta = np.asarray(self.transform_update(task.round, delta), dtype=np.float32)
-        if self.disconnect_after_send(task.round, 0):
-            raise ChannelError(f"disconnecting on purpose in round {task.round} before secure aggregation")
+        self._drop_if_asked(task.round, 0)
         return self.session.training_done(delta, loss, len(self.data.x))
 
     def _train_sync(self, task: Train) -> tuple[np.ndarray, float]:
