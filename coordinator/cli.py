@@ -42,13 +42,15 @@ def _serve(args: argparse.Namespace) -> int:
     from coordinator.service import serve
     from coordinator.settings import SettingsError, load_settings
 
+    # configured before the settings are read so their warnings (e.g. a world-readable token file) are formatted;
+    # the level comes from the settings
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings(args)
     except SettingsError as exc:
         print(f"fl-coordinator serve: error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.server.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(settings.server.log_level.upper())
     try:
         return asyncio.run(serve(settings))
     except SettingsError as exc:

@@ -1,10 +1,17 @@
 """The coordinator's HTTP endpoints (served on the WebSocket port): health, status JSON, static files.
 
 Pure request → response functions; :mod:`coordinator.transport_ws` adapts them to the ``websockets`` server.
+
+``/status`` is public and shows federation-level aggregates only (:func:`coordinator.status_view.public_status`);
+``/status/operator`` shows the engine's full status (every client's id, trust, state) to a request carrying
+``Authorization: Bearer <operator token>``; it is 404 when no operator token is configured. The token is only
+accepted in that header – never from the query string, which ends up in access logs, proxies and browser history.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import mimetypes
 from collections.abc import Callable
@@ -12,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
+
+from coordinator.status_view import operator_status, public_status
 
 mimetypes.add_type("application/wasm", ".wasm")
 mimetypes.add_type("text/javascript", ".mjs")
@@ -35,29 +44,61 @@ def not_found(path: str) -> HttpResponse:
     return json_response({"error": "not_found", "path": path}, 404)
 
 
+OPERATOR_PATH = "/status/operator"
+REALM = "fl-coordinator operator"
+
+
+def unauthorized(error: str | None = None) -> HttpResponse:
+    """401 with a Bearer challenge (RFC 6750: ``error="invalid_token"`` when a token was sent but is wrong)."""
+    r = json_response({"error": "unauthorized", "detail": "send Authorization: Bearer <operator token>"}, 401)
+    challenge = f'Bearer realm="{REALM}"' + (f', error="{error}"' if error else "")
+    return HttpResponse(r.status, r.content_type, r.body, {**r.headers, "WWW-Authenticate": challenge})
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The credentials of an ``Authorization: Bearer <token>`` header (scheme case-insensitive), else None."""
+    if not authorization:
+        return None
+    scheme, _, credentials = authorization.strip().partition(" ")
+    credentials = credentials.strip()
+    return credentials if scheme.lower() == "bearer" and credentials else None
+
+
+def token_matches(given: str, expected: str) -> bool:
+    """Constant-time comparison (of SHA-256 digests, so the time does not depend on the lengths either)."""
+    def digest(t: str) -> bytes:
+        return hashlib.sha256(t.encode("utf-8", "surrogatepass")).digest()
+
+    return hmac.compare_digest(digest(given), digest(expected))
+
+
 # a generated route: (path after the prefix, query string) → response, or None for 404
 Handler = Callable[[str, str], "HttpResponse | None"]
 
 
 @dataclass
 class HttpRoutes:
-    """``status`` returns the engine's status dict; ``static`` maps URL prefixes (``/sdk/``) to directories;
-    ``handlers`` maps URL prefixes to functions that generate the response (checked before ``static``)."""
+    """``status`` returns the engine's full status dict (``/status`` publishes its public view only);
+    ``static`` maps URL prefixes (``/sdk/``) to directories; ``handlers`` maps URL prefixes to functions that
+    generate the response (checked before ``static``); ``operator_token`` enables ``/status/operator``."""
 
     status: Callable[[], dict[str, Any]]
     static: dict[str, Path] = field(default_factory=dict)
     index: Path | None = None  # the page served at "/"
     handlers: dict[str, Handler] = field(default_factory=dict)
+    operator_token: str | None = field(default=None, repr=False)  # None: /status/operator is 404
 
-    def handle(self, method: str, path: str, if_none_match: str | None = None) -> HttpResponse:
-        """The response to ``method path``; a static file whose ETag is in ``if_none_match`` gives 304."""
-        r = self._handle(method, path)
+    def handle(self, method: str, path: str, if_none_match: str | None = None,
+               authorization: str | None = None) -> HttpResponse:
+        """The response to ``method path``; a static file whose ETag is in ``if_none_match`` gives 304;
+        ``authorization`` is the request's ``Authorization`` header (only ``/status/operator`` reads it)."""
+        r = self._handle(method, path, authorization)
         etag = r.headers.get("ETag")
         if etag and if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
             return HttpResponse(304, r.content_type, b"", {"ETag": etag, "Cache-Control": "no-cache"})
         return r
 
-    def _handle(self, method: str, path: str) -> HttpResponse:
+    def _handle(self, method: str, path: str, authorization: str | None) -> HttpResponse:
         path, _, query = path.partition("?")
         if method != "GET":
             return json_response({"error": "method_not_allowed"}, 405)
@@ -65,7 +106,9 @@ class HttpRoutes:
             s = self.status()
             return json_response({"ok": True, "round": s["round"], "finished": s["finished"]})
         if path == "/status":
-            return json_response(self.status())
+            return json_response(public_status(self.status()))
+        if path == OPERATOR_PATH:
+            return self._operator(authorization)
         if path == "/" and self.index is not None:
             return _file(self.index)
         for prefix, handler in self.handlers.items():
@@ -75,6 +118,17 @@ class HttpRoutes:
             if path.startswith(prefix):
                 return _static(root, path[len(prefix):]) or not_found(path)
         return not_found(path)
+
+
+    def _operator(self, authorization: str | None) -> HttpResponse:
+        if not self.operator_token:
+            return not_found(OPERATOR_PATH)  # the operator view is disabled
+        given = bearer_token(authorization)
+        if given is None:
+            return unauthorized()
+        if not token_matches(given, self.operator_token):
+            return unauthorized("invalid_token")
+        return json_response(operator_status(self.status()))
 
 
 def _static(root: Path, rel: str) -> HttpResponse | None:

@@ -108,7 +108,7 @@ async def start_service(settings: ServeSettings, static: dict[str, Path] | None 
     engine = build_engine(settings, store, seed)
     driver = EngineDriver(engine, store, audit_dir=s.audit_dir or None)
     logging.getLogger("websockets").setLevel(max(logging.WARNING, log.getEffectiveLevel()))
-    routes = HttpRoutes(engine.status, dict(static or {}), index)
+    routes = HttpRoutes(engine.status, dict(static or {}), index, operator_token=settings.operator_token)
     if web or (web is None and static is None and index is None):
         from coordinator.web_assets import mount
 
@@ -122,6 +122,8 @@ async def start_service(settings: ServeSettings, static: dict[str, Path] | None 
     log.info("coordinator %s… listening: ws+http %s:%d, grpc %s:%d, data %s (round %d of %d)",
              engine.public_key.hex()[:16], s.host, ws_port, s.host, grpc_port, data_dir, engine.round_number,
              settings.federation.rounds)
+    log.info("GET /status: public aggregates; GET /status/operator: %s", "full status, bearer token required"
+             if settings.operator_token else "disabled (no --operator-token-file or FL_OPERATOR_TOKEN)")
     if s.port_file:
         tmp = Path(s.port_file + ".tmp")
         tmp.write_text(json.dumps(info))

@@ -2,13 +2,18 @@
 
 TOML layout (every key optional; see ``fl-coordinator serve --help`` and docs/protocol.md)::
 
-    [server]      host, ws_port, grpc_port, data_dir, max_message_mb, audit_dir, log_level, exit_when_finished
+    [server]      host, ws_port, grpc_port, data_dir, max_message_mb, audit_dir, log_level, exit_when_finished,
+                  port_file, operator_token_file (a file holding the token – never the token itself)
     [federation]  rounds, clients_per_round, min_clients_per_round, group_size, aggregator, byzantine,
                   server_optimizer, server_lr, local_epochs, batch_size, lr, l2_clip, noise_multiplier,
                   quantization_bits, modulus_bits, epsilon, delta, train_timeout, phase_timeout, seed,
                   trust_decay, trust_outlier_threshold, trust_floor, ban_threshold, trust_min_evidence
     [model]       spec = "mlp:64-32-10"  (or a JSON file path, or an inline table {input_shape, layers, ...})
     [evaluation]  dataset = "digits" | "none" | "path/to/test.npz" (arrays x, y)
+
+The operator token (``Authorization: Bearer …`` for ``GET /status/operator``) comes from
+``--operator-token-file``, else the environment variable ``FL_OPERATOR_TOKEN``, else ``[server]
+operator_token_file``; without one the operator view is disabled.
 """
 
 from __future__ import annotations
@@ -16,14 +21,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import math
+import os
+import stat
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from coordinator.config import FederationConfig
 from flcore.modelspec import ModelSpec, mlp
+
+log = logging.getLogger("fl-coordinator.settings")
+OPERATOR_TOKEN_ENV = "FL_OPERATOR_TOKEN"
+MIN_OPERATOR_TOKEN_CHARS = 16
 
 
 class SettingsError(ValueError):
@@ -41,6 +53,7 @@ class ServerSettings:
     log_level: str = "info"
     exit_when_finished: bool = False
     port_file: str = ""  # write {"ws_port", "grpc_port", "coordinator_key"} here once listening
+    operator_token_file: str = ""  # the bearer token of /status/operator (see operator_token)
 
     @property
     def max_message_bytes(self) -> int:
@@ -53,6 +66,8 @@ class ServeSettings:
     federation: FederationConfig
     evaluation: str = "digits"
     model_text: str = "mlp:64-32-10"
+    # the bearer token of GET /status/operator (from the token file or FL_OPERATOR_TOKEN); None = view disabled
+    operator_token: str | None = field(default=None, repr=False)
 
 
 SERVER_HELP = {
@@ -65,6 +80,12 @@ SERVER_HELP = {
     "log_level": "debug, info, warning or error",
     "exit_when_finished": "exit once all rounds are done (or the privacy budget is spent)",
     "port_file": "write the bound ports and the coordinator key as JSON to this file",
+    "operator_token_file": "file holding the bearer token (at least 16 characters, surrounding whitespace stripped) "
+                           "that GET /status/operator requires as 'Authorization: Bearer TOKEN' – the full status "
+                           "with every client's id and trust; keep the file private (chmod 600). Alternatively set "
+                           f"the environment variable {OPERATOR_TOKEN_ENV} (this flag wins over it, it wins over "
+                           "the TOML). Without a token the operator view is disabled (404); /status is public and "
+                           "shows aggregates only",
 }
 FEDERATION_HELP = {
     "rounds": "number of rounds to train",
@@ -189,7 +210,9 @@ def load_settings(args: argparse.Namespace) -> ServeSettings:
         names = {f.name for f in _fields(cls, skip)}
         bad = set(d) - names
         if bad:
-            raise SettingsError(f"[{section}]: unknown option(s) {sorted(bad)}")
+            hint = (" – the token itself never goes in the TOML: use operator_token_file or "
+                    f"${OPERATOR_TOKEN_ENV}") if section == "server" and "operator_token" in bad else ""
+            raise SettingsError(f"[{section}]: unknown option(s) {sorted(bad)}{hint}")
     server_kw: dict[str, Any] = {}
     for f in _fields(ServerSettings):
         v = getattr(args, f.name, None)
@@ -212,6 +235,7 @@ def load_settings(args: argparse.Namespace) -> ServeSettings:
         spec = parse_model(model_value)
     except ValueError as exc:
         raise SettingsError(f"model: {exc}") from None
+    operator_token = _operator_token(args, server_kw)
     server = ServerSettings(**server_kw)
     if server.log_level not in ("debug", "info", "warning", "error"):
         raise SettingsError(f"log_level {server.log_level!r}: expected debug, info, warning or error")
@@ -231,7 +255,54 @@ def load_settings(args: argparse.Namespace) -> ServeSettings:
         raise SettingsError(f"evaluation on digits needs a model with input (64,) or (1, 8, 8) and 10 classes, "
                             f"got input {spec.input_shape} and {spec.num_classes} classes")
     text = model_value if isinstance(model_value, str) else json.dumps(model_value)
-    return ServeSettings(server, fed, evaluation, text)
+    return ServeSettings(server, fed, evaluation, text, operator_token)
+
+
+def check_operator_token(token: str, source: str) -> str:
+    """The token with surrounding whitespace stripped; refused (without echoing it) if too short or if it holds
+    characters an ``Authorization`` header cannot carry."""
+    token = token.strip()
+    if len(token) < MIN_OPERATOR_TOKEN_CHARS:
+        raise SettingsError(f"operator token from {source}: {len(token)} characters, at least "
+                            f"{MIN_OPERATOR_TOKEN_CHARS} needed (e.g. python -c 'import secrets; "
+                            f"print(secrets.token_urlsafe(32))')")
+    if not all("!" <= c <= "~" for c in token):
+        raise SettingsError(f"operator token from {source}: only visible ASCII characters (no spaces) can be sent "
+                            "in an Authorization header")
+    return token
+
+
+def read_operator_token(path: str) -> str:
+    """The token in the file ``path``; a file that group or others may read gets a warning."""
+    p = Path(path)
+    try:
+        mode = p.stat().st_mode
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SettingsError(f"operator token file {path} does not exist") from None
+    except UnicodeDecodeError:
+        raise SettingsError(f"operator token file {path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise SettingsError(f"operator token file {path}: {exc.strerror or type(exc).__name__}") from None
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        log.warning("operator token file %s is readable by group/others (mode %03o); chmod 600 it",
+                    path, stat.S_IMODE(mode))
+    return check_operator_token(text, f"file {path}")
+
+
+def _operator_token(args: argparse.Namespace, server_kw: dict[str, Any]) -> str | None:
+    """--operator-token-file, else $FL_OPERATOR_TOKEN, else [server] operator_token_file (TOML ← env ← flag);
+    ``server_kw["operator_token_file"]`` is cleared when the environment variable wins over the TOML's file."""
+    flag = getattr(args, "operator_token_file", None)
+    if flag:
+        return read_operator_token(str(flag))
+    env = os.environ.get(OPERATOR_TOKEN_ENV, "")
+    if env:
+        if server_kw.pop("operator_token_file", ""):
+            log.warning("operator token from %s; [server] operator_token_file is not used", OPERATOR_TOKEN_ENV)
+        return check_operator_token(env, f"the environment variable {OPERATOR_TOKEN_ENV}")
+    path = server_kw.get("operator_token_file", "")
+    return read_operator_token(path) if path else None
 
 
 def federation_to_dict(cfg: FederationConfig) -> dict[str, Any]:
@@ -240,5 +311,5 @@ def federation_to_dict(cfg: FederationConfig) -> dict[str, Any]:
     return {k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in d.items()}
 
 
-__all__ = ["ServeSettings", "ServerSettings", "SettingsError", "add_serve_arguments", "federation_to_dict",
-           "load_settings", "parse_model"]
+__all__ = ["OPERATOR_TOKEN_ENV", "ServeSettings", "ServerSettings", "SettingsError", "add_serve_arguments",
+           "check_operator_token", "federation_to_dict", "load_settings", "parse_model", "read_operator_token"]

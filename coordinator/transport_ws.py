@@ -1,8 +1,9 @@
 """WebSocket transport (library ``websockets``, asyncio): one binary frame = one protocol message.
 
 Also answers plain HTTP requests on the same port (health, status JSON, static files) through
-:class:`coordinator.http_routes.HttpRoutes`. Frames above ``max_message_bytes`` close the connection with code
-1009 ("message too big"); text frames are refused with a protocol error by the engine (they are not .mle).
+:class:`coordinator.http_routes.HttpRoutes`, passing on the method, ``If-None-Match`` and ``Authorization``.
+Frames above ``max_message_bytes`` close the connection with code 1009 ("message too big"); text frames are
+refused with a protocol error by the engine (they are not .mle).
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ from flcore.protocol import WS_PATH
 log = logging.getLogger("fl-coordinator.ws")
 
 
+def _single(headers: Headers, name: str) -> str | None:
+    """A header sent exactly once, else None (a repeated ``Authorization`` is not credentials)."""
+    values = headers.get_all(name)
+    return values[0] if len(values) == 1 else None
+
+
 class WebSocketTransport:
     def __init__(self, driver: EngineDriver, routes: HttpRoutes, max_message_bytes: int) -> None:
         self.driver, self.routes, self.max_message_bytes = driver, routes, max_message_bytes
@@ -43,7 +50,8 @@ class WebSocketTransport:
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if request.path.split("?", 1)[0] == WS_PATH:
             return None  # go on with the WebSocket handshake
-        r = self.routes.handle(getattr(request, "method", "GET"), request.path, request.headers.get("If-None-Match"))
+        r = self.routes.handle(getattr(request, "method", "GET"), request.path, request.headers.get("If-None-Match"),
+                               _single(request.headers, "Authorization"))
         headers = Headers({"Content-Type": r.content_type, "Content-Length": str(len(r.body)), **r.headers})
         return Response(r.status, HTTPStatus(r.status).phrase, headers, r.body)
 

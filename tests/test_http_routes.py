@@ -1,5 +1,6 @@
-"""coordinator.http_routes: /health, /status JSON, static files (content types), path traversal refused, methods;
-and the same routes through the real WebSocket transport (HTTP on the WebSocket port)."""
+"""coordinator.http_routes: /health, /status JSON (public) and /status/operator (bearer token), static files
+(content types), path traversal refused, methods; and the same routes through the real WebSocket transport (HTTP
+on the WebSocket port)."""
 
 from __future__ import annotations
 
@@ -18,11 +19,18 @@ from coordinator.engine import Engine
 from coordinator.http_routes import HttpRoutes
 from coordinator.transport_ws import WebSocketTransport
 from flcore.modelspec import mlp
+from flcore.wire import client_id_for
+
+TOKEN = "op-token-0123456789abcdef"
+# registered clients (the engine lists them in its full status, with trust and state)
+CLIENT_KEYS = [bytes([i]) * 32 for i in range(1, 4)]
+CLIENT_IDS = [client_id_for(k) for k in CLIENT_KEYS]
 
 
-def _engine() -> Engine:
+def _engine(registry: bool = False) -> Engine:
     cfg = FederationConfig(model=mlp([4, 3]), rounds=2, clients_per_round=2, group_size=1, aggregator="mean")
-    return Engine(cfg, b"\x07" * 32, seed=0)
+    return Engine(cfg, b"\x07" * 32, seed=0, registry=dict(zip(CLIENT_IDS, CLIENT_KEYS, strict=True)) if registry
+                  else None)
 
 
 @pytest.fixture()
@@ -64,13 +72,96 @@ def test_health_and_status_are_strict_json(site: dict[str, Path]) -> None:
     assert status["round"] == 0 and status["rounds"] == 2 and status["finished"] is False
     assert status["privacy"]["epsilon"] == 0.0 and status["privacy"]["epsilon_budget"] is None  # ε = ∞ → null
     assert status["coordinator_key"] == engine.public_key.hex()
-    assert status["clients"] == [] and status["connected"] == 0 and status["ready"] == 0
+    assert "clients" not in status and status["connected"] == 0 and status["ready"] == 0
+    assert status["client_counts"] == {"registered": 0, "connected": 0, "banned": 0}
 
 
 def test_status_refuses_to_emit_nan() -> None:
-    routes = HttpRoutes(lambda: {"round": 0, "finished": False, "x": math.nan})
+    routes = HttpRoutes(lambda: {"round": 0, "finished": False, "metrics": {"accuracy": math.nan}},
+                        operator_token=TOKEN)
     with pytest.raises(ValueError):
         routes.handle("GET", "/status")  # allow_nan=False: never invalid JSON on the wire
+    with pytest.raises(ValueError):
+        routes.handle("GET", "/status/operator", authorization=f"Bearer {TOKEN}")
+
+
+# ── /status (public) and /status/operator (bearer token) ───────────────────────────────────────────────
+def test_public_status_has_counts_but_no_client_ids() -> None:
+    engine = _engine(registry=True)
+    r = HttpRoutes(engine.status, operator_token=TOKEN).handle("GET", "/status")
+    assert r.status == 200 and r.headers["Cache-Control"] == "no-store"
+    assert not any(cid.encode() in r.body for cid in CLIENT_IDS)
+    status = json.loads(r.body)
+    assert "clients" not in status and status["client_counts"] == {"registered": 3, "connected": 0, "banned": 0}
+    assert {"round", "rounds", "metrics", "privacy", "finished", "connected"} <= set(status)  # the browser SDK
+
+
+def test_operator_status_is_404_without_a_configured_token() -> None:
+    for token in (None, ""):
+        routes = HttpRoutes(_engine(registry=True).status, operator_token=token)
+        for auth in (None, f"Bearer {TOKEN}", "Bearer "):
+            r = routes.handle("GET", "/status/operator", authorization=auth)
+            assert r.status == 404 and json.loads(r.body)["error"] == "not_found"
+            assert b"clients" not in r.body
+
+
+@pytest.mark.parametrize("auth", [
+    None, "", "Bearer", "Bearer ", "Basic " + TOKEN, TOKEN, "Token " + TOKEN,
+])
+def test_operator_status_without_bearer_credentials_is_401(auth: str | None) -> None:
+    r = HttpRoutes(_engine(registry=True).status, operator_token=TOKEN).handle("GET", "/status/operator",
+                                                                             authorization=auth)
+    assert r.status == 401 and r.content_type == "application/json" and r.headers["Cache-Control"] == "no-store"
+    assert r.headers["WWW-Authenticate"].startswith("Bearer ") and "invalid_token" not in r.headers["WWW-Authenticate"]
+    assert json.loads(r.body)["error"] == "unauthorized"
+    assert TOKEN.encode() not in r.body and not any(cid.encode() in r.body for cid in CLIENT_IDS)
+
+
+@pytest.mark.parametrize("given", [
+    "wrong-token-0123456789abcdef", TOKEN[:-1], TOKEN + "x", TOKEN.upper(), TOKEN[:16], "x",
+    TOKEN + " " + TOKEN, "é" * 20, "\udcff" * 3,
+])
+def test_operator_status_with_a_wrong_token_is_401(given: str) -> None:
+    r = HttpRoutes(_engine(registry=True).status, operator_token=TOKEN).handle("GET", "/status/operator",
+                                                                             authorization=f"Bearer {given}")
+    assert r.status == 401 and r.headers["WWW-Authenticate"].startswith("Bearer ")
+    assert 'error="invalid_token"' in r.headers["WWW-Authenticate"]
+    assert TOKEN.encode() not in r.body and not any(cid.encode() in r.body for cid in CLIENT_IDS)
+
+
+@pytest.mark.parametrize("auth", [f"Bearer {TOKEN}", f"bearer {TOKEN}", f"BEARER  {TOKEN} ", f" Bearer {TOKEN}"])
+def test_operator_status_with_the_token_is_the_full_status(auth: str) -> None:
+    engine = _engine(registry=True)
+    r = HttpRoutes(engine.status, operator_token=TOKEN).handle("GET", "/status/operator?x=1", authorization=auth)
+    assert r.status == 200 and r.content_type == "application/json" and r.headers["Cache-Control"] == "no-store"
+    status = json.loads(r.body)
+    assert status == json.loads(json.dumps(engine.status()))
+    assert {c["id"] for c in status["clients"]} == set(CLIENT_IDS)
+    assert all({"trust", "observations", "state", "kind", "banned", "connected"} <= set(c) for c in status["clients"])
+
+
+@pytest.mark.parametrize("query", [
+    f"token={TOKEN}", f"access_token={TOKEN}", f"authorization=Bearer%20{TOKEN}", f"operator_token={TOKEN}",
+])
+def test_operator_token_in_the_query_string_is_ignored(query: str) -> None:
+    routes = HttpRoutes(_engine(registry=True).status, operator_token=TOKEN)
+    r = routes.handle("GET", f"/status/operator?{query}")
+    assert r.status == 401 and TOKEN.encode() not in r.body and not any(c.encode() in r.body for c in CLIENT_IDS)
+    r = routes.handle("GET", f"/status?{query}")  # and the public view stays public
+    assert r.status == 200 and not any(c.encode() in r.body for c in CLIENT_IDS)
+
+
+def test_operator_status_only_at_its_exact_path() -> None:
+    routes = HttpRoutes(_engine(registry=True).status, operator_token=TOKEN)
+    for path in ("/status/operator/", "/status/operator.json", "/status/Operator", "/status/", "/status/x"):
+        r = routes.handle("GET", path, authorization=f"Bearer {TOKEN}")
+        assert r.status == 404 and not any(c.encode() in r.body for c in CLIENT_IDS), path
+    for method in ("POST", "HEAD", "PUT"):
+        assert routes.handle(method, "/status/operator", authorization=f"Bearer {TOKEN}").status == 405
+
+
+def test_routes_repr_hides_the_token() -> None:
+    assert TOKEN not in repr(HttpRoutes(_engine().status, operator_token=TOKEN))
 
 
 @pytest.mark.parametrize(("path", "ctype"), [
@@ -126,10 +217,14 @@ def test_non_get_is_405(site: dict[str, Path], method: str) -> None:
 
 
 # ── the same routes through the WebSocket transport's HTTP side ────────────────────────────────────────
-def _get(port: int, path: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+def _get(port: int, path: str, method: str = "GET",
+         headers: list[tuple[str, str]] | None = None) -> tuple[int, dict[str, str], bytes]:
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        c.request(method, path)  # http.client sends the path as given (no normalisation of "..")
+        c.putrequest(method, path)  # http.client sends the path as given (no normalisation of "..")
+        for name, value in headers or []:
+            c.putheader(name, value)
+        c.endheaders()
         r = c.getresponse()
         return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
     finally:
@@ -175,3 +270,34 @@ def test_non_get_is_405_over_the_websocket_port() -> None:
             await ws.stop()
 
     assert asyncio.run(main()) == [405, 405, 405]
+
+
+def test_operator_status_over_the_websocket_port() -> None:
+    """The transport passes the Authorization header on; a repeated one counts as none."""
+    bearer = [("Authorization", f"Bearer {TOKEN}")]
+    cases = {
+        "public": ("/status", bearer),
+        "operator": ("/status/operator", bearer),
+        "no header": ("/status/operator", []),
+        "wrong": ("/status/operator", [("Authorization", "Bearer wrong-token-0123456789")]),
+        "query": (f"/status/operator?token={TOKEN}&access_token={TOKEN}", []),
+        "twice": ("/status/operator", [*bearer, *bearer]),
+    }
+
+    async def main() -> dict[str, tuple[int, dict[str, str], bytes]]:
+        engine = _engine(registry=True)
+        ws = WebSocketTransport(EngineDriver(engine), HttpRoutes(engine.status, operator_token=TOKEN), 1 << 20)
+        port = await ws.start("127.0.0.1", 0)
+        try:
+            return {k: await asyncio.to_thread(_get, port, p, "GET", h) for k, (p, h) in cases.items()}
+        finally:
+            await ws.stop()
+
+    got = asyncio.run(main())
+    assert got["public"][0] == 200 and not any(c.encode() in got["public"][2] for c in CLIENT_IDS)
+    assert got["operator"][0] == 200
+    assert {c["id"] for c in json.loads(got["operator"][2])["clients"]} == set(CLIENT_IDS)
+    for k in ("no header", "wrong", "query", "twice"):
+        status, headers, body = got[k]
+        assert status == 401 and headers["www-authenticate"].startswith("Bearer "), k
+        assert not any(c.encode() in body for c in CLIENT_IDS) and TOKEN.encode() not in body, k

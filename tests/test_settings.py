@@ -1,12 +1,15 @@
 """coordinator.settings: TOML + flags (flags win), unknown sections/options, bad types, invalid combinations,
-model spec parsing, ``fl-coordinator serve --help`` and the exit status of an invalid ``serve``."""
+model spec parsing, the operator token (file, environment variable, precedence, refusals), ``fl-coordinator serve
+--help`` and the exit status of an invalid ``serve``."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import logging
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +19,7 @@ import pytest
 from coordinator.config import FederationConfig
 from coordinator.settings import (
     FEDERATION_HELP,
+    OPERATOR_TOKEN_ENV,
     SERVER_HELP,
     ServerSettings,
     SettingsError,
@@ -28,6 +32,19 @@ from flcore.modelspec import Linear, ReLU, mlp
 REPO = Path(__file__).resolve().parents[1]
 FED_OPTIONS = [f.name for f in dataclasses.fields(FederationConfig) if f.name not in ("model", "extra")]
 SERVER_OPTIONS = [f.name for f in dataclasses.fields(ServerSettings)]
+TOKEN = "s3cret-operator-token-0123456789"
+
+
+@pytest.fixture(autouse=True)
+def _no_operator_token_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(OPERATOR_TOKEN_ENV, raising=False)
+
+
+def token_file(tmp_path: Path, text: str = TOKEN + "\n", mode: int = 0o600, name: str = "token") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    path.chmod(mode)
+    return path
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -101,10 +118,14 @@ def test_every_federation_and_server_option_is_settable_from_toml_and_flags(tmp_
     s = settings(tmp_path, None, "--evaluation", "none", *flags)
     assert {k: getattr(s.federation, k) for k in values} == values
     server = {"host": "::1", "ws_port": 1234, "grpc_port": 1235, "data_dir": "d", "max_message_mb": 3.0,
-              "audit_dir": "a", "log_level": "debug", "exit_when_finished": True, "port_file": "p.json"}
+              "audit_dir": "a", "log_level": "debug", "exit_when_finished": True, "port_file": "p.json",
+              "operator_token_file": str(token_file(tmp_path))}
     assert set(server) == set(SERVER_OPTIONS)
     toml = "[server]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in server.items())
     assert dataclasses.asdict(settings(tmp_path, toml, "--evaluation", "none").server) == server
+    flags = [x for k, v in server.items() if k != "exit_when_finished" for x in ("--" + k.replace("_", "-"), str(v))]
+    assert dataclasses.asdict(settings(tmp_path, None, "--evaluation", "none", "--exit-when-finished",
+                                       *flags).server) == server
 
 
 @pytest.mark.parametrize(("toml", "needle"), [
@@ -225,6 +246,105 @@ def test_digits_evaluation_needs_a_digits_model(tmp_path: Path, model: str) -> N
         10, 64)
 
 
+# ── the operator token (GET /status/operator) ───────────────────────────────────────────────────────────
+def test_no_operator_token_by_default(tmp_path: Path) -> None:
+    s = settings(tmp_path, None, "--evaluation", "none")
+    assert s.operator_token is None and s.server.operator_token_file == ""
+
+
+def test_operator_token_from_a_file_is_stripped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = token_file(tmp_path, f"  \n{TOKEN}\r\n\n")
+    with caplog.at_level(logging.DEBUG):
+        s = settings(tmp_path, None, "--evaluation", "none", "--operator-token-file", str(path))
+    assert s.operator_token == TOKEN and s.server.operator_token_file == str(path)
+    assert caplog.records == []  # mode 0600: nothing to warn about
+    assert TOKEN not in repr(s) and TOKEN not in str(s)  # never printed with the settings
+
+
+def test_operator_token_file_from_toml(tmp_path: Path) -> None:
+    path = token_file(tmp_path)
+    s = settings(tmp_path, f"[server]\noperator_token_file = {json.dumps(str(path))}\n", "--evaluation", "none")
+    assert s.operator_token == TOKEN and s.server.operator_token_file == str(path)
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644])
+def test_operator_token_file_readable_by_others_is_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                                mode: int) -> None:
+    path = token_file(tmp_path, mode=mode)
+    with caplog.at_level(logging.WARNING, logger="fl-coordinator.settings"):
+        s = settings(tmp_path, None, "--evaluation", "none", "--operator-token-file", str(path))
+    assert s.operator_token == TOKEN  # accepted, with a warning
+    assert any("readable by group/others" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+    assert TOKEN not in caplog.text
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("short-token", "11 characters, at least 16 needed"),
+    ("", "0 characters, at least 16 needed"),
+    ("   \n\t\n", "0 characters, at least 16 needed"),
+    ("  0123456789abcde  \n", "15 characters, at least 16 needed"),  # stripped before counting
+    ("0123456789 abcdef0123", "only visible ASCII"),
+    ("0123456789abcdef\n0123", "only visible ASCII"),
+    ("ä0123456789abcdef0123", "only visible ASCII"),
+])
+def test_bad_operator_tokens_are_refused(tmp_path: Path, text: str, needle: str) -> None:
+    path = token_file(tmp_path, text)
+    with pytest.raises(SettingsError) as exc:
+        settings(tmp_path, None, "--evaluation", "none", "--operator-token-file", str(path))
+    assert needle in str(exc.value) and str(path) in str(exc.value)
+    if text.strip():
+        assert text.strip() not in str(exc.value)  # the (bad) token is never echoed
+
+
+def test_missing_or_unreadable_operator_token_file(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match=r"operator token file .*nope does not exist"):
+        settings(tmp_path, None, "--evaluation", "none", "--operator-token-file", str(tmp_path / "nope"))
+    with pytest.raises(SettingsError, match=r"operator token file .*nope does not exist"):
+        settings(tmp_path, f"[server]\noperator_token_file = {json.dumps(str(tmp_path / 'nope'))}\n",
+                 "--evaluation", "none")
+    with pytest.raises(SettingsError, match="operator token file"):
+        settings(tmp_path, None, "--evaluation", "none", "--operator-token-file", str(tmp_path))  # a directory
+    (tmp_path / "bin").write_bytes(b"\xff\xfe" * 20)
+    with pytest.raises(SettingsError, match="not UTF-8"):
+        settings(tmp_path, None, "--evaluation", "none", "--operator-token-file", str(tmp_path / "bin"))
+
+
+def test_operator_token_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(OPERATOR_TOKEN_ENV, f" {TOKEN}\n")
+    s = settings(tmp_path, None, "--evaluation", "none")
+    assert s.operator_token == TOKEN and s.server.operator_token_file == ""
+    monkeypatch.setenv(OPERATOR_TOKEN_ENV, "too-short")
+    with pytest.raises(SettingsError, match=f"environment variable {OPERATOR_TOKEN_ENV}: 9 characters") as exc:
+        settings(tmp_path, None, "--evaluation", "none")
+    assert "too-short" not in str(exc.value)
+    monkeypatch.setenv(OPERATOR_TOKEN_ENV, "")  # set but empty: no token
+    assert settings(tmp_path, None, "--evaluation", "none").operator_token is None
+
+
+def test_operator_token_precedence_flag_then_environment_then_toml(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    flag_file = token_file(tmp_path, "from-the-flag-file-0123456789", name="flag")
+    toml_file = token_file(tmp_path, "from-the-toml-file-0123456789", name="toml")
+    toml = f"[server]\noperator_token_file = {json.dumps(str(toml_file))}\n"
+    env_token = "from-the-environment-0123456789"
+    monkeypatch.setenv(OPERATOR_TOKEN_ENV, env_token)
+    s = settings(tmp_path, toml, "--evaluation", "none", "--operator-token-file", str(flag_file))
+    assert s.operator_token == "from-the-flag-file-0123456789" and s.server.operator_token_file == str(flag_file)
+    with caplog.at_level(logging.WARNING, logger="fl-coordinator.settings"):
+        s = settings(tmp_path, toml, "--evaluation", "none")
+    assert s.operator_token == env_token and s.server.operator_token_file == ""  # the TOML's file is not used
+    assert "operator_token_file is not used" in caplog.text and env_token not in caplog.text
+    monkeypatch.delenv(OPERATOR_TOKEN_ENV)
+    assert settings(tmp_path, toml, "--evaluation", "none").operator_token == "from-the-toml-file-0123456789"
+
+
+def test_the_token_itself_is_refused_in_toml(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError) as exc:
+        settings(tmp_path, f'[server]\noperator_token = "{TOKEN}"\n', "--evaluation", "none")
+    assert "unknown option(s) ['operator_token']" in str(exc.value) and "operator_token_file" in str(exc.value)
+    assert TOKEN not in str(exc.value)
+
+
 # ── model specs ─────────────────────────────────────────────────────────────────────────────────────────
 def test_parse_model_forms(tmp_path: Path) -> None:
     spec = parse_model("mlp:64-16-10")
@@ -280,8 +400,10 @@ def test_serve_help_lists_every_option() -> None:
     flat = " ".join(text.split())
     for name in [*SERVER_OPTIONS, *FED_OPTIONS]:
         assert "--" + name.replace("_", "-") in text, name
-    for flag in ("--config", "--model", "--evaluation", "--exit-when-finished", "--no-exit-when-finished"):
+    for flag in ("--config", "--model", "--evaluation", "--exit-when-finished", "--no-exit-when-finished",
+                 "--operator-token-file"):
         assert flag in text, flag
+    assert OPERATOR_TOKEN_ENV in flat and "/status/operator" in flat and "Authorization: Bearer" in flat
     for help_text in [*SERVER_HELP.values(), *FEDERATION_HELP.values()]:
         assert " ".join(help_text.split())[:30] in flat, help_text  # argparse re-wraps the text
     assert set(SERVER_HELP) == set(SERVER_OPTIONS) and set(FEDERATION_HELP) == set(FED_OPTIONS)
@@ -296,3 +418,16 @@ def test_serve_with_an_invalid_combination_exits_2(tmp_path: Path) -> None:
     assert "fl-coordinator serve: error: invalid federation: group_size 5 > clients_per_round 3" in proc.stderr
     assert proc.stdout == ""
     assert not (tmp_path / "data").exists()  # nothing created before the settings are valid
+
+
+def test_serve_with_a_short_operator_token_exits_2_without_echoing_it(tmp_path: Path) -> None:
+    path = token_file(tmp_path, "tiny-secret\n")
+    env = {k: v for k, v in os.environ.items() if k != OPERATOR_TOKEN_ENV}
+    proc = subprocess.run(
+        [sys.executable, "-m", "coordinator.cli", "serve", "--operator-token-file", str(path),
+         "--data-dir", str(tmp_path / "data"), "--evaluation", "none"],
+        cwd=REPO, capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert f"fl-coordinator serve: error: operator token from file {path}: 11 characters" in proc.stderr
+    assert "tiny-secret" not in proc.stderr and proc.stdout == ""
+    assert not (tmp_path / "data").exists()
