@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from client_native.client import ClientError, ClientOptions, LocalData, NativeClient
+from client_native.client import ClientError, ClientOptions, LocalData, NativeClient, load_ledger
 from client_native.dp_sgd import DpSgdOptions
+from flcore.policy import THRESHOLD_RULES, PrivacyPolicy
 
 
 def load_data(spec: str, partition: str = "dirichlet:0.5", partition_seed: int = 0, min_size: int = 20
@@ -74,13 +76,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-rounds", type=int, default=None, help="leave after this many completed rounds")
     p.add_argument("--max-message-mb", type=float, default=64.0, help="largest message accepted (MiB; default 64)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    d = PrivacyPolicy()
+    g = p.add_argument_group("privacy policy", "what this client requires of every task; it declines the others "
+                             "(nothing about its update is sent). Defaults are safe: see docs/threat-model.md")
+    g.add_argument("--min-group-size", type=int, default=d.min_group_size,
+                   help=f"smallest secure-aggregation group accepted (default {d.min_group_size})")
+    g.add_argument("--threshold-rule", choices=THRESHOLD_RULES, default=d.threshold_rule,
+                   help=f"threshold floor: majority or two-thirds (active adversary; default {d.threshold_rule})")
+    g.add_argument("--colluders", type=int, default=d.colluders, help="colluding group members (with the "
+                   f"coordinator) the threshold must withstand (default {d.colluders})")
+    g.add_argument("--allow-sparse-graph", action="store_true", help="accept SecAgg+'s sparse graphs (a malicious "
+                   "coordinator can then unmask inputs: not recommended)")
+    g.add_argument("--min-noise", type=float, default=d.min_noise_multiplier,
+                   help=f"smallest DP noise multiplier accepted (default {d.min_noise_multiplier})")
+    g.add_argument("--epsilon-budget", type=float, default=d.epsilon_budget,
+                   help=f"this client's own ε budget (its ledger; 'inf' = none; default {d.epsilon_budget:g})")
+    g.add_argument("--delta", type=float, default=d.delta, help=f"δ of this client's ledger (default {d.delta:g})")
+    g.add_argument("--show-ledger", action="store_true", help="print the privacy ledger in --state-dir and exit")
     return p
+
+
+def policy_from_args(args: argparse.Namespace) -> PrivacyPolicy:
+    return PrivacyPolicy(min_group_size=args.min_group_size, threshold_rule=args.threshold_rule,
+                         colluders=args.colluders, allow_sparse_graph=args.allow_sparse_graph,
+                         min_noise_multiplier=args.min_noise, epsilon_budget=args.epsilon_budget, delta=args.delta)
+
+
+def show_ledger(state_dir: str | None, policy: PrivacyPolicy) -> int:
+    from privacy.dp.ledger import PrivacyLedger
+
+    if not state_dir:
+        print("fl-client: error: --show-ledger needs --state-dir", file=sys.stderr)
+        return 2
+    state = load_ledger(Path(state_dir).expanduser())
+    prior = PrivacyLedger.from_dict(state) if state else None
+    ledger = PrivacyLedger(policy.epsilon_budget, policy.delta, list(prior.entries) if prior else [])
+    s = ledger.summary()
+    print(json.dumps({"policy": policy.to_dict(), "ledger": s,
+                      "rounds": [e.__dict__ for e in ledger.entries]}, indent=1))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        policy = policy_from_args(args)
+        if args.show_ledger:
+            return show_ledger(args.state_dir, policy)
         data = load_data(args.data, args.partition, args.partition_seed)
         key = bytes.fromhex(args.coordinator_key) if args.coordinator_key else None
         if key is not None and len(key) != 32:
@@ -89,9 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         if not 0 < args.max_message_mb <= 2047:
             raise ValueError("--max-message-mb must be in (0, 2047]")
         opts = ClientOptions(args.server, args.transport, args.state_dir, key, args.threads, dp,
-                             max_message_bytes=int(args.max_message_mb * 1024 * 1024))
+                             max_message_bytes=int(args.max_message_mb * 1024 * 1024), policy=policy)
         client = NativeClient(data, opts)
-    except ValueError as exc:
+    except (ValueError, ClientError) as exc:
         print(f"fl-client: error: {exc}", file=sys.stderr)
         return 2
     logging.getLogger("fl-client").info("client %s, %d local samples", client.client_id, len(data.x))
@@ -103,9 +146,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     eps = f", DP-SGD ε={summary.dp_sgd_epsilon:.2f}" if summary.dp_sgd_epsilon is not None else ""
+    led = summary.ledger
+    own = (f"; own ledger: ε={_num(led.get('epsilon'))} if secure aggregation holds, "
+           f"{_num(led.get('epsilon_worst_case'))} worst case (δ={policy.delta:g}, {led.get('participations', 0)} "
+           f"rounds)") if led else ""
+    declined = f"; declined {len(summary.declined)} task(s): {summary.declined[-1][0]}" if summary.declined else ""
     print(f"fl-client {summary.client_id[:8]}: {len(summary.rounds)} rounds, {summary.reconnects} reconnects"
-          f"{eps}; {summary.stop_reason}")
+          f"{eps}{own}{declined}; {summary.stop_reason}")
     return 0
+
+
+def _num(x: object) -> str:
+    return "∞" if x is None else f"{x:.3g}"
 
 
 if __name__ == "__main__":

@@ -7,7 +7,10 @@ Python API::
     summary = asyncio.run(client.run())        # until the coordinator says stop (or max_rounds)
 
 The identity key (Ed25519 seed) lives in ``state_dir/identity.key``; the coordinator key is pinned on first use
-in ``state_dir/coordinator.pub`` (or given explicitly). Network loss → exponential back-off and a new handshake;
+in ``state_dir/coordinator.pub`` (or given explicitly); the client's own privacy ledger (every round whose sum
+could contain its update, with the noise that protects it) in ``state_dir/privacy-ledger.json``, written before
+the masked input leaves. ``ClientOptions.policy`` is what the client requires of every task
+(:class:`flcore.policy.PrivacyPolicy`, safe defaults). Network loss → exponential back-off and a new handshake;
 the coordinator treats the lost round as a dropout.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -25,7 +29,8 @@ import numpy as np
 
 from client_native.channels import ChannelError, open_channel
 from client_native.dp_sgd import DpSgdOptions, DpSgdTrainer
-from flcore.session import ClientSession, Failed, RoundDone, SendFrame, Stopped, Train
+from flcore.policy import PrivacyPolicy
+from flcore.session import ClientSession, Failed, LedgerUpdated, RoundDone, SendFrame, Stopped, Train
 from flcrypto import default_crypto
 from flcrypto.keyfile import load_or_create_seed
 
@@ -59,6 +64,7 @@ class ClientOptions:
     reconnect_max: float = 5.0
     max_message_bytes: int = 64 * 1024 * 1024
     seed: int | None = None  # local shuffling seed (None: from the OS)
+    policy: PrivacyPolicy = field(default_factory=PrivacyPolicy)
 
 
 @dataclass
@@ -69,6 +75,32 @@ class ClientSummary:
     errors: list[tuple[str, str]] = field(default_factory=list)
     stop_reason: str = ""
     dp_sgd_epsilon: float | None = None
+    ledger: dict[str, Any] = field(default_factory=dict)  # the privacy ledger's summary at the end
+    declined: list[tuple[str, str]] = field(default_factory=list)  # tasks the policy or budget refused
+
+
+LEDGER_FILE = "privacy-ledger.json"
+
+
+def load_ledger(state_dir: Path | None) -> dict[str, Any] | None:
+    """The persisted ledger state (``None``: none yet). A corrupt file is an error, never silently reset: a
+    ledger that forgot releases would let the client overspend its budget."""
+    if state_dir is None or not (state_dir / LEDGER_FILE).exists():
+        return None
+    try:
+        return json.loads((state_dir / LEDGER_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise ClientError(f"{state_dir / LEDGER_FILE}: unreadable privacy ledger ({exc}); refusing to start") from None
+
+
+def save_ledger(state_dir: Path, state: dict[str, Any]) -> None:
+    """Atomically replace the ledger file (write, fsync, rename)."""
+    tmp = state_dir / (LEDGER_FILE + ".tmp")
+    with open(tmp, "w") as fh:
+        json.dump(state, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, state_dir / LEDGER_FILE)
 
 
 def load_or_create_key(path: Path) -> bytes:
@@ -90,7 +122,11 @@ class NativeClient:
         coord_key = options.coordinator_key
         if coord_key is None and state and (state / "coordinator.pub").exists():
             coord_key = bytes.fromhex((state / "coordinator.pub").read_text().strip())
-        self.session = ClientSession(seed, coord_key, kind="native", max_message_bytes=options.max_message_bytes)
+        try:
+            self.session = ClientSession(seed, coord_key, kind="native", max_message_bytes=options.max_message_bytes,
+                                         policy=options.policy, ledger_state=load_ledger(state))
+        except ValueError as exc:
+            raise ClientError(f"privacy ledger: {exc}") from None
         self.summary = ClientSummary(self.session.client_id)
         self.trainer = DpSgdTrainer(options.dp_sgd) if options.dp_sgd else None
         self._rng = np.random.default_rng(options.seed)
@@ -144,6 +180,7 @@ class NativeClient:
                 delay = self.opt.reconnect_initial
         if self.trainer is not None:
             self.summary.dp_sgd_epsilon = self.trainer.epsilon()
+        self.summary.ledger = self.session.ledger.summary()
         return self.summary
 
     async def _session_loop(self, max_rounds: int | None) -> None:
@@ -166,7 +203,7 @@ class NativeClient:
                         self._pin_coordinator_key()
                 elif isinstance(action, Train):
                     current_round, secagg_sent = action.round, 0
-                    for a2 in await self._train(action):  # [metrics,] the first SecAgg+ message, or Failed
+                    for a2 in await self._train(action):  # the first SecAgg+ message, or Failed
                         if isinstance(a2, SendFrame):
                             await self._channel.send(a2.data)
                         elif isinstance(a2, Failed):
@@ -188,8 +225,19 @@ class NativeClient:
                     self._stopped = True
                     log.info("%s: coordinator stopped the federation: %s", self.client_id[:8], action.reason)
                     return
+                elif isinstance(action, LedgerUpdated):
+                    self._ledger(action)
                 elif isinstance(action, Failed):
                     self._failed(action)
+
+    def _ledger(self, update: LedgerUpdated) -> None:
+        """Persist the ledger before the masked input it accounts for is sent."""
+        if self.state_dir is not None:
+            save_ledger(self.state_dir, update.state)
+        self.summary.ledger = update.summary
+        log.info("%s: privacy ledger: ε = %s (if secure aggregation holds), worst case %s, %d rounds",
+                 self.client_id[:8], _fmt(update.summary.get("epsilon")),
+                 _fmt(update.summary.get("epsilon_worst_case")), update.summary.get("participations", 0))
 
     async def _send_all(self, actions: list[Any]) -> None:
         for a in actions:
@@ -197,6 +245,8 @@ class NativeClient:
                 await self._channel.send(a.data)
 
     def _failed(self, f: Failed) -> None:
+        if f.code.startswith("policy") or f.code in ("budget", "bad_task"):
+            self.summary.declined.append((f.code, f.message))
         self.summary.errors.append((f.code, f.message))
         log.warning("%s: %s: %s", self.client_id[:8], f.code, f.message)
         if f.code == "rejected":  # our first frame was refused before the coordinator knew us: start over
@@ -233,3 +283,7 @@ class NativeClient:
             delta, loss = train_local(module, x, self.data.y, epochs=int(hp["epochs"]),
                                       batch_size=int(hp["batch_size"]), lr=float(hp["lr"]), seed=seed)
         return flatten(delta, task.spec), loss
+
+
+def _fmt(x: Any) -> str:
+    return "∞" if x is None else f"{x:.3g}"

@@ -15,7 +15,9 @@ class FederationConfig:
     rounds: int = 30
     clients_per_round: int = 15  # m
     min_clients_per_round: int = 0  # start with fewer (≥ this) when every connected client is ready; 0 = m
-    group_size: int = 3  # s (1: no secure aggregation across clients – each client is its own group)
+    group_size: int = 5  # s (1: no secure aggregation across clients – each client is its own group)
+    threshold_rule: str = "two-thirds"  # SecAgg+ threshold floor per group ("majority" | "two-thirds")
+    colluders: int = 1  # colluding group members the threshold must withstand (2t − n > colluders)
     aggregator: str = "median"  # robust pipeline over group means
     byzantine: int = 0  # f: Byzantine clients to tolerate
     server_optimizer: str = "fedavg"
@@ -88,17 +90,30 @@ class FederationConfig:
             raise ValueError("DP noise is on but no ε budget is set")
         if not 0 < self.delta < 1:
             raise ValueError("delta must be in (0, 1)")
+        if self.noise_multiplier > 0 and self.delta * self.clients_per_round >= 1:
+            raise ValueError(f"delta {self.delta:g} must be below 1/N (N ≥ clients_per_round = "
+                             f"{self.clients_per_round}); the engine also checks it against the registered clients")
+        if self.threshold_rule not in ("majority", "two-thirds"):
+            raise ValueError(f"threshold_rule must be 'majority' or 'two-thirds', got {self.threshold_rule!r}")
+        if self.colluders < 0:
+            raise ValueError("colluders must be >= 0")
         if self.train_timeout <= 0 or self.phase_timeout <= 0:
             raise ValueError("timeouts must be > 0")
         _ = DistributedDPConfig
 
-    def threshold(self) -> int:
-        """SecAgg+ threshold within a group (strict majority of the k + 1 holders, complete graph)."""
-        k = self.group_size - 1
-        return (k + 1) // 2 + 1 if self.group_size > 1 else 1
+    def threshold(self, n: int | None = None) -> int:
+        """SecAgg+ threshold of a group of n members (default: s) on the complete graph: the rule's floor and
+        2t − n > colluders (:func:`flcore.policy.required_threshold`, the same function clients check with)."""
+        from flcore.policy import required_threshold
 
-    def dp_config(self) -> Any:
+        n = self.group_size if n is None else n
+        return required_threshold(n, self.threshold_rule, self.colluders) if n > 1 else 1
+
+    def dp_config(self, threshold: int | None = None) -> Any:
+        """The DP/quantization parameters of a group whose threshold is ``threshold`` (default: a group of s):
+        each client's noise share is calibrated so that a sum of ``threshold`` inputs carries the full noise."""
         from privacy.client_pipeline import DistributedDPConfig
 
+        t = self.threshold() if threshold is None else threshold
         return DistributedDPConfig(self.l2_clip, self.noise_multiplier, self.quantization_bits, self.modulus_bits,
-                                   self.threshold(), self.model.num_parameters())
+                                   t, self.model.num_parameters())

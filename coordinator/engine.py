@@ -5,12 +5,16 @@ current time; execute the returned actions in order (``Send``, ``Close``, ``SetT
 ``Log``). A ``PersistRound`` must be made durable before later actions are executed (the store does it
 atomically).
 
-Round lifecycle: when enough authenticated clients are ready → check the privacy budget (q of the selection
-pool) → select m by trust → partition into groups from the round's public seed → send each client its task
-(group, SecAgg+ parameters, DP parameters, the signed global model) → run SecAgg+ per group, all groups phase by
+Round lifecycle: when enough authenticated clients are ready (each ``ready`` carries a commitment to a fresh
+secret) → drop the clients whose own ε (per participation, against this coordinator) would exceed the budget →
+select m by trust → send every selected client the signed selection (members, keys, commitments) → collect the
+reveals (one missing: the attempt is abandoned, never a subset) → the public seed from the reveals
+(:mod:`flcore.assignment`) → partition into groups → send each client its task (group, reveals, SecAgg+
+parameters with the group's own threshold, DP parameters calibrated for it, the signed global model); each
+client recomputes all of it and checks it against its own policy → run SecAgg+ per group, all groups phase by
 phase, each phase closed when every expected client answered or at its deadline → decode the group sums →
-honest norm bound → robust aggregation across groups → DP accounting → server optimizer → trust update →
-evaluate → sign the new model → persist → round_end.
+honest norm bound → robust aggregation across groups → DP accounting (per participation) → server optimizer →
+trust update → evaluate → sign the new model → persist → round_end.
 """
 
 from __future__ import annotations
@@ -44,12 +48,14 @@ from coordinator.events import (
 from coordinator.evidence import debiased_outlier_scores, mean_norm_bound, noise_variance_of_mean
 from coordinator.optimizers import OptimizerState, ServerOptimizer, apply_update
 from coordinator.trust import TrustState
+from flcore import assignment
+from flcore.policy import required_threshold
 from flcore.protocol import COORDINATOR_ID, PROTOCOL_VERSIONS, Envelope, ProtocolError, ReplayGuard
 from flcore.wire import MAX_MESSAGE_BYTES, as_u8, client_id_for, decode, encode, tensor_bytes
 from flcrypto import Crypto, default_crypto
 from privacy.backends import numpy_backend
 from privacy.client_pipeline import decode_sum
-from privacy.dp import BudgetExceeded, PrivacyAccountant, PrivacyBudget, RoundEvent
+from privacy.dp import ParticipationAccountant, PrivacyAccountant, RoundEvent, epsilon_report
 from privacy.secagg import GroupConfig, SecAggError, SecAggServer, ThresholdError, partition
 
 Evaluator = Callable[[dict[str, np.ndarray]], dict[str, float]]
@@ -66,6 +72,8 @@ class Connection:
     seq: int = 0
     errors: int = 0
     connected_at: float = 0.0
+    commitment: bytes = b""  # from the last ``ready``: opened by the reveal of the next selection
+    declined: str = ""  # the client's policy refused a task on this connection: not selected again on it
 
 
 @dataclass
@@ -76,15 +84,25 @@ class RoundState:
     servers: dict[int, SecAggServer]
     group_of: dict[str, int]
     deadline: float
-    q: float  # the selection probability bound used for this round's DP accounting
+    q: float  # the selection probability bound used for the third-party (amplified) figure
     started_at: float
     failed: dict[int, str] = field(default_factory=dict)
-    train_losses: list[float] = field(default_factory=list)
-    reported: set[str] = field(default_factory=set)
     pending: set[int] = field(default_factory=set)  # groups still waiting for answers in the current phase
+    attempt: str = ""
+    selected: list[str] = field(default_factory=list)
+    commitments: dict[str, bytes] = field(default_factory=dict)
+    reveals: dict[str, bytes] = field(default_factory=dict)
+    selection: bytes = b""  # assignment.selection_hash of this attempt
+    stage: str = "secagg"  # "reveal" until every selected client opened its commitment, then "secagg"
+    dp: dict[int, Any] = field(default_factory=dict)  # group → DistributedDPConfig (its own threshold)
 
 
 MAX_ERRORS_PER_CONNECTION = 20
+
+
+def _finite(x: float | None) -> float | None:
+    """JSON/SQLite-safe: non-finite figures become None."""
+    return float(x) if x is not None and math.isfinite(x) else None
 
 
 class Engine:
@@ -112,8 +130,9 @@ class Engine:
         self.guard = ReplayGuard()
         self.round_number = int(state.get("round", 0))
         self.trust = TrustState.from_dict(state["trust"]) if "trust" in state else TrustState(config.trust_params())
-        self.budget = PrivacyBudget(config.epsilon if config.epsilon < math.inf else 1e300, config.delta,
-                                    PrivacyAccountant.from_dict(state.get("accountant", {})))
+        # against the coordinator: per participation (q = 1); against third parties: amplified by selection
+        self.participation = ParticipationAccountant.from_dict(state.get("participation", {}))
+        self.amplified = PrivacyAccountant.from_dict(state.get("accountant", {}))
         d = self.spec.num_parameters()
         self.opt_state = OptimizerState.from_dict(state["optimizer"], d) if "optimizer" in state else OptimizerState()
         self.agg_state = PipelineState.from_dict(state["aggregation"]) if "aggregation" in state else PipelineState()
@@ -148,11 +167,25 @@ class Engine:
     def state(self) -> dict[str, Any]:
         """Everything a restarted coordinator needs besides the model file."""
         return {"round": self.round_number, "trust": self.trust.to_dict(),
-                "accountant": self.budget.accountant.to_dict(), "optimizer": self.opt_state.to_dict(),
+                "accountant": self.amplified.to_dict(), "participation": self.participation.to_dict(),
+                "optimizer": self.opt_state.to_dict(),
                 "aggregation": self.agg_state.to_dict(), "history": self.history}
 
     def epsilon(self) -> float:
-        return self.budget.epsilon_spent()
+        """ε against this coordinator: the largest per-client figure (per participated round, no amplification
+        by subsampling the coordinator can see); ``inf`` without DP noise once any round has been released."""
+        if self.cfg.noise_multiplier <= 0:
+            return math.inf if self.round_number > 0 else 0.0
+        return self.participation.max_epsilon(self.cfg.delta)
+
+    def epsilon_third_party(self) -> float | None:
+        """ε against third parties who see only the published models (not who was selected): the subsampled
+        accountant over the trust-weighted selection bound q, or the per-participation figure if that is smaller
+        (it holds against anyone). ``None`` without noise."""
+        if self.cfg.noise_multiplier <= 0:
+            return None
+        amplified = float(epsilon_report(self.amplified.events, self.cfg.delta, continuous_gaussian=False)["reported"])
+        return min(amplified, self.epsilon())
 
     # ── event handling ───────────────────────────────────────────────────────────────────────────────
     def handle(self, event: Any) -> list[Action]:
@@ -216,13 +249,21 @@ class Engine:
             if self.trust.ensure(conn.client_id or "").banned:
                 return [self._send(conn, "stop", {"reason": "banned: trust below the ban threshold"}),
                         Close(conn.conn, "banned")]
+            try:
+                commitment = bytes.fromhex(env.body["commitment"])
+            except ValueError:
+                commitment = b""
+            if len(commitment) != 32:
+                raise ProtocolError("bad_message", "ready: the commitment must be 32 bytes of hex")
             if conn.state == "authenticated":
-                conn.state = "ready"
+                conn.state, conn.commitment = "ready", commitment
             return self._maybe_start(now)
+        if env.type == "reveal":
+            return self._reveal(conn, env, now)
+        if env.type == "decline":
+            return self._decline(conn, env, now)
         if env.type == "secagg":
             return self._secagg(conn, env, f, now)
-        if env.type == "metrics":
-            return self._metrics(conn, env)
         if env.type == "bye":
             return [Close(conn.conn, "client said bye")]
         raise ProtocolError("unexpected", f"unexpected {env.type} message")
@@ -283,7 +324,10 @@ class Engine:
     def _maybe_start(self, now: float) -> list[Action]:
         if self.round is not None or self.finished:
             return []
-        ready = self.trust.selectable(self.ready_clients())
+        ready, stop = self._eligible(self.trust.selectable(self.ready_clients()))
+        if stop:
+            self.finished, self.stopped_reason = True, stop
+            return [Log("warning", stop), *self._stop_all()]
         m = self.cfg.clients_per_round
         if len(ready) < m:
             # fewer than m: start only with ≥ min_clients and when nobody else connected could still become ready
@@ -294,48 +338,158 @@ class Engine:
             m = len(ready)
         r = self.round_number + 1
         q = self.trust.max_inclusion_probability(ready, m)
-        if self.cfg.noise_multiplier > 0:
-            event = self._dp_event(q)
-            try:
-                self.budget.check(event)
-            except BudgetExceeded as exc:
-                self.finished, self.stopped_reason = True, f"privacy budget exhausted: {exc}"
-                return [Log("warning", f"privacy budget: {exc}"), *self._stop_all()]
         selected = self.trust.select(ready, m, self.rng)
-        seed = hashlib.blake2b(hashlib.sha256(self.model_bytes).digest() + r.to_bytes(8, "little"),
-                               digest_size=32).digest()  # public: derived from public data only
-        groups = partition(selected, self.cfg.group_size, seed)
-        rs = RoundState(r, seed, groups, {}, {}, now + self.cfg.train_timeout, q, now)
-        model_sha = hashlib.sha256(mle.loads(self.model_bytes).body).hexdigest()
-        dp = self.cfg.dp_config()
-        actions: list[Action] = [RoundStarted(r, seed.hex())]
-        for g, members in enumerate(groups):
-            keys = {m: self.registry[m] for m in members}
-            gc = GroupConfig(r, g, tuple(members), keys, dp.dimension, dp.modulus_bits, seed)
+        rs = self.new_round(r, selected, {c: self.conns[self.by_client[c]].commitment for c in selected}, q, now)
+        self.round = rs
+        body = {"round": r, "attempt": rs.attempt, "group_size": self.cfg.group_size,
+                "members": {c: self.registry[c].hex() for c in selected},
+                "commitments": {c: v.hex() for c, v in rs.commitments.items()}}
+        actions: list[Action] = []
+        for c in selected:
+            conn = self.conns[self.by_client[c]]
+            conn.state, conn.commitment = "busy", b""  # each commitment opens once
+            actions.append(self._send(conn, "select", body, r))
+        actions.append(SetTimer("phase", rs.deadline))
+        actions.append(Log("info", f"round {r}: {len(selected)} clients selected (attempt {rs.attempt[:8]})"))
+        return actions
+
+    def new_round(self, r: int, selected: list[str], commitments: dict[str, bytes], q: float, now: float
+                  ) -> RoundState:
+        """The state of a new round attempt over ``selected`` (waiting for their reveals)."""
+        rs = RoundState(r, b"", [], {}, {}, now + self.cfg.phase_timeout, q, now, stage="reveal",
+                        attempt=self._attempt_id(), selected=list(selected), commitments=dict(commitments))
+        keys = {c: self.registry[c] for c in selected}
+        rs.selection = assignment.selection_hash(r, rs.attempt, self.cfg.group_size, keys, rs.commitments)
+        return rs
+
+    def _eligible(self, ready: list[str]) -> tuple[list[str], str]:
+        """The ready clients this round may select: not declined on this connection, and (with DP noise) whose
+        own ε against the coordinator stays within the budget after one more participation. Also returns a
+        reason to stop the federation ("" if none): δ ≥ 1/N, or too few registered clients with budget left."""
+        return self.within_budget([c for c in ready if not self.conns[self.by_client[c]].declined])
+
+    def within_budget(self, out: list[str]) -> tuple[list[str], str]:
+        """The clients of ``out`` whose ε stays within budget after one more round, and a reason to stop ("")."""
+        if self.cfg.noise_multiplier <= 0:
+            return out, ""
+        n = max(len(self.registry), 1)
+        if self.cfg.delta * n >= 1:
+            return [], f"δ = {self.cfg.delta:g} is not below 1/N for N = {n} clients: the guarantee would be void"
+        z = self.cfg.dp_config(self.group_threshold(self.cfg.group_size)).effective_noise_multiplier()
+        budget, delta = self.cfg.epsilon, self.cfg.delta
+        ok = [c for c in out if self.participation.epsilon_after(c, z, delta) <= budget]
+        left = sum(1 for c in self.registry if self.participation.epsilon_after(c, z, delta) <= budget)
+        if left < self.cfg.min_clients:
+            return ok, (f"privacy budget exhausted: only {left} registered client(s) can take part once more "
+                        f"within ε = {budget:g} (δ = {delta:g}), {self.cfg.min_clients} needed")
+        return ok, ""
+
+    def _attempt_id(self) -> str:
+        """A fresh id for a round attempt (from the engine's injected generator: reproducible in simulations)."""
+        return bytes(self.rng.integers(0, 256, 16, dtype=np.uint8)).hex()
+
+    def group_threshold(self, n: int) -> int:
+        """SecAgg+ threshold for a group of n (complete graph): see :func:`flcore.policy.required_threshold`."""
+        return required_threshold(n, self.cfg.threshold_rule, self.cfg.colluders) if n > 1 else 1
+
+    def assign(self, rs: RoundState) -> None:
+        """Seed, partition and per-group SecAgg+/DP configuration of a round whose reveals are all in."""
+        rs.seed = assignment.round_seed(rs.selection, rs.reveals)
+        rs.groups = partition(rs.selected, self.cfg.group_size, rs.seed)
+        keys = {c: self.registry[c] for c in rs.selected}
+        for g, members in enumerate(rs.groups):
+            n = len(members)
+            t = self.group_threshold(n)
+            dp = self.cfg.dp_config(t)
+            binding = assignment.group_binding(rs.seed, rs.selection, g, members, keys, n - 1, t, self._dp_dict(dp))
+            gc = GroupConfig(rs.number, g, tuple(members), {m: keys[m] for m in members}, dp.dimension,
+                             dp.modulus_bits, rs.seed, n - 1, t, binding)
             rs.servers[g] = SecAggServer(gc, self.backend, self.crypto)
+            rs.dp[g] = dp
             for m in members:
                 rs.group_of[m] = g
-                conn = self.conns[self.by_client[m]]
-                conn.state = "busy"
-                config = {"group": g, "members": members, "identity_keys": {k: v.hex() for k, v in keys.items()},
-                          "public_seed": seed.hex(), "model_sha256": model_sha,
-                          "dp": {"l2_clip": dp.l2_clip, "noise_multiplier": dp.noise_multiplier, "bits": dp.bits,
-                                 "modulus_bits": dp.modulus_bits, "min_contributors": dp.min_contributors,
-                                 "dimension": dp.dimension},
-                          "train": {"epochs": self.cfg.local_epochs, "batch_size": self.cfg.batch_size,
-                                    "lr": self.cfg.lr}}
-                actions.append(self._send(conn, "task", {"config": config}, r,
-                                          {"global_model": as_u8(self.model_bytes)}))
+
+    @staticmethod
+    def _dp_dict(dp: Any) -> dict[str, Any]:
+        return {"l2_clip": dp.l2_clip, "noise_multiplier": dp.noise_multiplier, "bits": dp.bits,
+                "modulus_bits": dp.modulus_bits, "min_contributors": dp.min_contributors, "dimension": dp.dimension}
+
+    def _reveal(self, conn: Connection, env: Envelope, now: float) -> list[Action]:
+        rs, b = self.round, env.body
+        cid = conn.client_id or ""
+        if rs is None or rs.stage != "reveal" or b["round"] != rs.number or b["attempt"] != rs.attempt:
+            raise ProtocolError("stale", "no selection of that round attempt is waiting for reveals")
+        if cid not in rs.commitments or cid in rs.reveals:
+            raise ProtocolError("not_selected", "not selected in this attempt, or already revealed")
+        try:
+            secret = bytes.fromhex(b["secret"])
+            assignment.check_reveals({cid: rs.commitments[cid]}, {cid: secret})
+        except ValueError:
+            raise ProtocolError("bad_reveal", "the reveal does not open the commitment") from None
+        rs.reveals[cid] = secret
+        if len(rs.reveals) < len(rs.selected):
+            return []
+        return self._start_secagg(rs, now)
+
+    def _start_secagg(self, rs: RoundState, now: float) -> list[Action]:
+        self.assign(rs)
+        rs.stage = "secagg"
+        r = rs.number
+        model_sha = hashlib.sha256(mle.loads(self.model_bytes).body).hexdigest()
+        reveals = {c: v.hex() for c, v in rs.reveals.items()}
+        actions: list[Action] = [RoundStarted(r, rs.seed.hex())]
+        for g, members in enumerate(rs.groups):
+            gc = rs.servers[g].cfg
+            config = {"group": g, "members": members, "attempt": rs.attempt, "reveals": reveals,
+                      "identity_keys": {k: v.hex() for k, v in gc.identity_keys.items()},
+                      "public_seed": rs.seed.hex(), "model_sha256": model_sha, "degree": gc.k, "threshold": gc.t,
+                      "dp": self._dp_dict(rs.dp[g]),
+                      "train": {"epochs": self.cfg.local_epochs, "batch_size": self.cfg.batch_size,
+                                "lr": self.cfg.lr}}
+            for m in members:
+                conn_id = self.by_client.get(m)
+                if conn_id is not None:
+                    actions.append(self._send(self.conns[conn_id], "task", {"config": config}, r,
+                                              {"global_model": as_u8(self.model_bytes)}))
         rs.pending = set(rs.servers)
-        self.round = rs
+        rs.deadline = now + self.cfg.train_timeout
         actions.append(SetTimer("phase", rs.deadline))
-        actions.append(Log("info", f"round {r}: {len(selected)} clients in {len(groups)} groups"))
+        actions.append(Log("info", f"round {r}: {len(rs.selected)} clients in {len(rs.groups)} groups"))
         return actions
+
+    def _abort_attempt(self, rs: RoundState, now: float, reason: str) -> list[Action]:
+        """A selection whose reveals did not all arrive: abandoned as a whole (never a subset of reveals, which
+        would let the coordinator choose the seed); the clients get round_end "failed" and commit afresh."""
+        self.round = None
+        return [*self._round_end(rs.selected, rs.number, "failed"),
+                Log("warning", f"round {rs.number} attempt {rs.attempt[:8]} abandoned: {reason}"),
+                *self._maybe_start(now)]
+
+    def _decline(self, conn: Connection, env: Envelope, now: float) -> list[Action]:
+        """The client's policy or budget refused its task: it is not selected again on this connection. Before
+        the reveals the attempt is abandoned at once; during SecAgg+ its group sees a dropout."""
+        rs, cid = self.round, conn.client_id or ""
+        code, msg = str(env.body["code"])[:64], str(env.body["message"])[:300]
+        conn.declined = f"{code}: {msg}"
+        out: list[Action] = [Log("warning", f"client {cid[:8]} declined round {env.body['round']}: {code}: {msg}")]
+        if rs is None or env.body["round"] != rs.number or cid not in rs.commitments:
+            return out
+        if rs.stage == "reveal":
+            return out + self._abort_attempt(rs, now, f"client {cid[:8]} declined ({code})")
+        g = rs.group_of.get(cid)
+        if g is not None and g not in rs.failed:
+            rs.servers[g].drop(cid)
+            server = rs.servers[g]
+            if server.phase_complete:
+                rs.pending.discard(g)
+            if not rs.pending:
+                return out + self._close_phase(now)
+        return out
 
     def _secagg(self, conn: Connection, env: Envelope, f: mle.MleFile, now: float) -> list[Action]:
         rs = self.round
-        if rs is None or env.round != rs.number:
-            raise ProtocolError("stale", f"no round {env.round} in progress")
+        if rs is None or env.round != rs.number or rs.stage != "secagg":
+            raise ProtocolError("stale", f"no round {env.round} in secure aggregation")
         cid = conn.client_id
         g = rs.group_of.get(cid or "")
         if g is None or env.body["group"] != g:
@@ -353,23 +507,6 @@ class Engine:
             return self._close_phase(now)
         return []
 
-    def _metrics(self, conn: Connection, env: Envelope) -> list[Action]:
-        """A selected client's self-reported training loss (informational only: never used for trust)."""
-        rs = self.round
-        if rs is None or env.round != rs.number or env.body["round"] != rs.number or conn.client_id not in rs.group_of:
-            raise ProtocolError("stale", f"no round {env.round} in progress for this client")
-        try:
-            loss = float(env.body["loss"])
-        except OverflowError:
-            loss = math.inf
-        if not math.isfinite(loss) or env.body["num_samples"] < 0:
-            raise ProtocolError("bad_message", "metrics: loss must be finite and num_samples >= 0")
-        if conn.client_id in rs.reported:
-            raise ProtocolError("bad_message", "metrics: already reported for this round")
-        rs.reported.add(conn.client_id or "")
-        rs.train_losses.append(loss)
-        return []
-
     def status(self) -> dict[str, Any]:
         """A JSON-ready summary for the status endpoint: rounds, clients, privacy spent, trust."""
         connected = {c.client_id: c for c in self.conns.values() if self._is_current(c)}
@@ -379,27 +516,50 @@ class Engine:
             conn = connected.get(cid)
             clients.append({"id": cid, "trust": t.trust, "banned": t.banned, "observations": t.observations,
                             "connected": conn is not None, "kind": conn.kind if conn else None,
-                            "state": conn.state if conn else "offline"})
+                            "state": conn.state if conn else "offline",
+                            "participations": self.participation.count(cid),
+                            "epsilon": _finite(self.participation.epsilon_of(cid, self.cfg.delta))
+                            if self.cfg.noise_multiplier > 0 else None,
+                            "declined": conn.declined if conn else ""})
         rs = self.round
         return {
             "round": self.round_number, "rounds": self.cfg.rounds, "finished": self.finished,
             "stopped_reason": self.stopped_reason,
             "round_in_progress": None if rs is None else {
-                "round": rs.number, "groups": len(rs.groups), "failed_groups": len(rs.failed),
+                "round": rs.number, "stage": rs.stage, "groups": len(rs.groups), "failed_groups": len(rs.failed),
                 "phases": sorted({s.phase for s in rs.servers.values()})},
             "clients_per_round": self.cfg.clients_per_round, "group_size": self.cfg.group_size,
             "aggregator": self.cfg.aggregator,
-            "privacy": {"epsilon": self.epsilon(), "delta": self.cfg.delta,
-                        "epsilon_budget": self.cfg.epsilon if math.isfinite(self.cfg.epsilon) else None,
-                        "noise_multiplier": self.cfg.noise_multiplier, "l2_clip": self.cfg.l2_clip},
+            "privacy": self.privacy_status(),
             "clients": clients, "connected": len(connected),
             "ready": len(self.ready_clients()),
             "coordinator_key": self.public_key.hex(),
             "metrics": self.history[-1] if self.history else None,
         }
 
+    def privacy_status(self) -> dict[str, Any]:
+        """Federation-level privacy figures (public). ``epsilon`` is the figure against this coordinator (the
+        largest per-client ε, per participated round, no amplification); ``null`` with ``private: false`` when
+        no noise is added – never 0, which would read as perfect privacy."""
+        private = self.cfg.noise_multiplier > 0
+        n = len(self.registry)
+        eps = _finite(self.epsilon()) if private else None
+        return {"private": private, "epsilon": eps, "epsilon_vs_coordinator": eps,
+                "epsilon_third_party": _finite(self.epsilon_third_party()) if private else None,
+                "accounting": "per participation, RDP of the distributed discrete Gaussian (Kairouz et al. 2021); "
+                              "third party: subsampled RDP, reported only because the selection is not published",
+                "max_participations": self.participation.max_participations(),
+                "delta": self.cfg.delta, "population": n, "delta_below_one_over_n": self.cfg.delta * max(n, 1) < 1,
+                "epsilon_budget": self.cfg.epsilon if math.isfinite(self.cfg.epsilon) else None,
+                "noise_multiplier": self.cfg.noise_multiplier, "l2_clip": self.cfg.l2_clip,
+                "group_size": self.cfg.group_size, "threshold_rule": self.cfg.threshold_rule,
+                "colluders": self.cfg.colluders}
+
     def _timer(self, name: str, now: float) -> list[Action]:
         if name == "phase" and self.round is not None and now >= self.round.deadline:
+            if self.round.stage == "reveal":
+                missing = len(self.round.selected) - len(self.round.reveals)
+                return self._abort_attempt(self.round, now, f"{missing} selected client(s) did not reveal")
             return self._close_phase(now)
         return []
 
@@ -438,14 +598,15 @@ class Engine:
         if not done:
             return [*self._round_end(participants, rs.number, "failed"),
                     Log("warning", f"round {rs.number}: every group failed; retrying"), *self._maybe_start(now)]
-        dp = self.cfg.dp_config()
+        dps = [rs.dp.get(g) or self.cfg.dp_config(self.group_threshold(len(rs.groups[g]))) for g, _ in done]
+        dp = dps[0]  # decoding (clip, bits → grid scale) is the same for every group; the noise share is not
         audit: list[Action] = [GroupAggregated(rs.number, g, tuple(res.survivors), tuple(res.dropped),
                                                tuple(res.faulty), res.sum) for g, res in done]
         sums = np.stack([np.asarray(decode_sum(res.sum, dp, self.backend), dtype=np.float32) for _, res in done])
         sizes = np.array([len(res.survivors) for _, res in done], dtype=np.float64)
         scale = dp.fixed_point().scale()
-        sigma_c = dp.sigma_client() if dp.noise_multiplier > 0 else 0.0
-        noise_var = np.array([noise_variance_of_mean(len(res.survivors), sigma_c, scale) for _, res in done])
+        noise_var = np.array([noise_variance_of_mean(len(res.survivors), d.sigma_client() if d.noise_multiplier > 0
+                                                     else 0.0, scale) for d, (_, res) in zip(dps, done, strict=True)])
         # Honest members clip to C, so a group mean longer than C plus the quantization/noise allowance proves
         # that some member did not: clip it back (before aggregation) and count it as full negative evidence.
         bounds = np.array([mean_norm_bound(dp.l2_clip, dp.dimension, scale, v) for v in noise_var])
@@ -465,8 +626,7 @@ class Engine:
         if not self._aggregable(int(keep.sum()), f_left):
             # dropouts left too few groups for the robust rule's precondition: no update this round (the
             # released group sums still cost privacy), the same round number is tried again
-            if self.cfg.noise_multiplier > 0:
-                self.budget.spend(self._dp_event(rs.q))
+            self._account(rs, done, dps)
             return [*audit, *self._round_end(participants, rs.number, "failed"),
                     Log("warning", f"round {rs.number}: only {int(keep.sum())} group(s) left, too few for "
                                    f"{self.cfg.aggregator!r} with f={f_left}; no update, retrying"),
@@ -474,8 +634,7 @@ class Engine:
         result, self.agg_state = aggregate_groups(self.pipeline, sums[keep], sizes[keep], self.cfg.byzantine,
                                                   f_groups=min(f_left, int(keep.sum())), state=self.agg_state,
                                                   rng=self.rng)
-        if self.cfg.noise_multiplier > 0:  # the same q the budget check used (selection pool of this round)
-            self.budget.spend(self._dp_event(rs.q))
+        self._account(rs, done, dps)
         self.params, self.opt_state = apply_update(self.optimizer, self.params, result.value.astype(np.float32),
                                                    self.opt_state)
         self.round_number = rs.number
@@ -488,10 +647,8 @@ class Engine:
                 self.trust.observe(c, 0.0, 1.0)
         metrics: dict[str, Any] = {"round": rs.number, "groups": len(rs.groups), "groups_ok": len(done),
                                    "survivors": int(sizes.sum()), "groups_over_bound": int(over.sum()),
-                                   "epsilon": self.epsilon(),
+                                   "epsilon": _finite(self.epsilon()) if self.cfg.noise_multiplier > 0 else None,
                                    "duration": now - rs.started_at, "time": now}
-        if rs.train_losses:
-            metrics["train_loss"] = float(np.mean(rs.train_losses))
         if self.evaluator is not None:  # a diverged model may evaluate to NaN/inf: kept as None (JSON, SQLite)
             metrics.update({k: (float(v) if math.isfinite(v) else None)
                             for k, v in self.evaluator(self.params_dict()).items()})
@@ -511,9 +668,16 @@ class Engine:
         """``c`` is its client's live connection (authenticated, not replaced by a reconnect)."""
         return bool(c.client_id) and self.by_client.get(c.client_id or "") == c.conn
 
-    def _dp_event(self, q: float) -> RoundEvent:
-        """The accountant's event for one released round with selection probability bound ``q``."""
-        return RoundEvent(self.cfg.dp_config().effective_noise_multiplier(), max(q, 1e-9))
+    def _account(self, rs: RoundState, done: list[tuple[int, Any]], dps: list[Any]) -> None:
+        """Every released group sum costs its survivors one Gaussian event against the coordinator (the group's
+        effective z: its noise shares are calibrated for its threshold, and the sum holds ≥ t of them); the
+        round costs everyone one subsampled event in the third-party figure."""
+        if self.cfg.noise_multiplier <= 0:
+            return
+        zs = [d.effective_noise_multiplier() for d in dps]
+        for z, (_, res) in zip(zs, done, strict=True):
+            self.participation.record(list(res.survivors), z)
+        self.amplified.events.append(RoundEvent(min(zs), max(rs.q, 1e-9)))
 
     def _stop_all(self) -> list[Action]:
         """Tell every authenticated client the federation is over."""

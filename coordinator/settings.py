@@ -90,7 +90,12 @@ SERVER_HELP = {
 FEDERATION_HELP = {
     "rounds": "number of rounds to train",
     "clients_per_round": "m: clients selected per round (trust-weighted)",
-    "group_size": "s: secure-aggregation group size (1 = no cross-client secure aggregation)",
+    "group_size": "s: secure-aggregation group size (1 = no cross-client secure aggregation; clients refuse "
+                  "groups below their own minimum, 5 by default)",
+    "threshold_rule": "SecAgg+ threshold floor per group: majority or two-thirds (active adversary); clients "
+                      "check it against their own policy",
+    "colluders": "colluding group members the threshold withstands (2t − n > colluders); the default policy "
+                 "of clients requires 1",
     "aggregator": "robust pipeline across group means, e.g. median, krum, trmean, 'bucket(2)|cc(tau=1)'",
     "byzantine": "f: Byzantine clients to tolerate (checked against the robust rule and the group count)",
     "server_optimizer": "fedavg, fedavgm or fedadam",
@@ -102,7 +107,8 @@ FEDERATION_HELP = {
     "noise_multiplier": "z: distributed DP noise per released group sum (0 = off)",
     "quantization_bits": "B: bits per quantized coordinate",
     "modulus_bits": "m: secure-aggregation field is Z_{2^m}",
-    "epsilon": "privacy budget ε (rounds that would exceed it are refused); inf = none",
+    "epsilon": "privacy budget ε per client against this coordinator (a client whose next round would exceed "
+               "it is not selected); inf = none",
     "delta": "privacy δ",
     "train_timeout": "seconds selected clients get to train and send their first message",
     "phase_timeout": "seconds per later secure-aggregation phase",

@@ -42,13 +42,16 @@ MESSAGE_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
     # client → coordinator
     "hello": {"public_key": _STR, "kind": _STR, "versions": _LIST},
     "auth": {"challenge": _STR},
-    "ready": {},
+    "ready": {"commitment": _STR},  # BLAKE2b commitment to a fresh secret for the next round's seed (hex)
+    "reveal": {"round": _INT, "attempt": _STR, "secret": _STR},  # opens the commitment the selection carries
+    "decline": {"round": _INT, "code": _STR, "message": _STR},  # the client's policy or budget refuses the task
     "secagg": {"group": _INT},  # tensor "secagg": one SecAgg+ message (u8)
-    "metrics": {"round": _INT, "loss": _FLOAT, "num_samples": _INT},
     "bye": {"reason": _STR},
     # coordinator → client
     "challenge": {"challenge": _STR, "version": _INT, "coordinator_key": _STR},
     "welcome": {"client_id": _STR, "round": _INT},
+    # the signed selection of one round attempt: every selected client's identity key and commitment
+    "select": {"round": _INT, "attempt": _STR, "group_size": _INT, "members": _DICT, "commitments": _DICT},
     "task": {"config": _DICT},  # tensor "global_model": the coordinator-signed model file (u8)
     "round_end": {"round": _INT, "status": _STR},
     "stop": {"reason": _STR},  # the federation is over (rounds done or privacy budget spent)

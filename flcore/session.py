@@ -7,8 +7,13 @@ parameters, then call :meth:`ClientSession.training_done` with the delta), :clas
 :class:`Failed` (the coordinator or the protocol reported an error; the session stays usable).
 
 Handshake: ``hello`` (our public key, signed: proof of possession) → ``challenge`` (signed by the coordinator
-key we trust) → ``auth`` (the challenge, signed) → ``welcome``; then ``ready``. Every later message carries the
-session (the challenge) and a strictly increasing sequence number, both signed.
+key we trust) → ``auth`` (the challenge, signed) → ``welcome``; then ``ready`` (with a commitment to a fresh
+secret). A round: ``select`` (the signed selection: members, keys, commitments) → ``reveal`` (our secret) →
+``task`` (the reveals, our group, the model) → the client recomputes the seed and its group and checks every
+parameter against its :class:`~flcore.policy.PrivacyPolicy` and its own privacy ledger (a refusal is a
+``decline`` message and a :class:`Failed` action; nothing about the update is sent) → ``Train`` → SecAgg+ →
+``round_end``. Every later message carries the session (the challenge) and a strictly increasing sequence
+number, both signed.
 """
 
 from __future__ import annotations
@@ -18,10 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import mle
+from flcore import assignment
 from flcore.modelspec import ModelSpec
+from flcore.policy import PolicyViolation, PrivacyPolicy
 from flcore.protocol import COORDINATOR_ID, PROTOCOL_VERSIONS, Envelope, ProtocolError, ReplayGuard
 from flcore.wire import as_u8, client_id_for, decode, encode, tensor_bytes
 from flcrypto import Crypto, default_crypto
+from privacy.dp.ledger import LedgerBudgetExceeded, LedgerEntry, PrivacyLedger
 
 
 @dataclass(frozen=True)
@@ -56,7 +64,26 @@ class Failed:
     message: str
 
 
-Action = SendFrame | Train | RoundDone | Stopped | Failed
+@dataclass(frozen=True)
+class LedgerUpdated:
+    """The client's privacy ledger changed (an input of ours is about to enter a released sum): persist
+    ``state`` (``PrivacyLedger.to_dict()``) *before* sending the frames that follow; ``summary`` is for display."""
+
+    summary: dict[str, Any]
+    state: dict[str, Any]
+
+
+Action = SendFrame | Train | RoundDone | Stopped | Failed | LedgerUpdated
+
+
+def _hex(value: Any, length: int, what: str) -> bytes:
+    try:
+        out = bytes.fromhex(value) if isinstance(value, str) else None
+    except ValueError:
+        out = None
+    if out is None or len(out) != length:
+        raise ProtocolError("bad_message", f"{what} must be {length} bytes of hex")
+    return out
 
 
 @dataclass
@@ -68,6 +95,9 @@ class ClientSession:
     crypto: Crypto = field(default_factory=default_crypto)
     stream: Any = None  # privacy.randomness.RandomStream for rounding and DP noise
     max_message_bytes: int = 64 * 1024 * 1024
+    policy: PrivacyPolicy = field(default_factory=PrivacyPolicy)
+    ledger_state: dict[str, Any] | None = None  # a persisted PrivacyLedger.to_dict(), or None: a new ledger
+    secret_source: Any = None  # n → n secret bytes for the seed commitments (default: crypto.random_bytes)
 
     def __post_init__(self) -> None:
         from privacy.backends import default_backend
@@ -84,6 +114,14 @@ class ClientSession:
         self._task: dict[str, Any] | None = None
         self._secagg: Any = None
         self.last_input: Any = None  # the field vector this client fed into the last secure aggregation
+        ledger = PrivacyLedger.from_dict(self.ledger_state) if self.ledger_state else None
+        self.ledger = PrivacyLedger(self.policy.epsilon_budget, self.policy.delta, list(ledger.entries) if ledger
+                                    else [])
+        self._secret: bytes | None = None  # the reveal secret behind our current commitment (single use)
+        self._commitment = b""
+        self._selection: dict[str, Any] | None = None
+        self._entry: LedgerEntry | None = None  # this round's ledger entry, recorded when our masked input leaves
+        self.aborted_reveals: dict[int, int] = {}  # round → attempts we revealed for that did not complete
 
     # ── sending ──────────────────────────────────────────────────────────────────────────────────────
     def _send(self, msg_type: str, body: dict[str, Any], round_: int = -1, tensors: dict[str, Any] | None = None
@@ -92,10 +130,23 @@ class ClientSession:
         self.seq += 1
         return SendFrame(encode(env, self.identity_seed, tensors))
 
+    def _ready(self) -> SendFrame:
+        """``ready`` with a commitment to a fresh secret (revealed only for a selection that carries it)."""
+        self._secret = (self.secret_source or self.crypto.random_bytes)(assignment.SECRET_BYTES)
+        self._commitment = assignment.commitment(self._secret, self.client_id)
+        self.state = "ready"
+        return self._send("ready", {"commitment": self._commitment.hex()})
+
+    def _decline(self, round_: int, code: str, message: str) -> list[Action]:
+        """Refuse this round: tell the coordinator (nothing about the update is sent) and the driver."""
+        self._task, self._secagg, self._entry, self.state = None, None, None, "declined"
+        return [Failed(code, message), self._send("decline", {"round": round_, "code": code,
+                                                              "message": message[:500]}, round_)]
+
     def start(self) -> list[Action]:
         """Begin (or, after a reconnect, restart) the handshake."""
         self.session, self.seq, self.state = "", 0, "hello"
-        self._task, self._secagg = None, None
+        self._task, self._secagg, self._selection, self._entry = None, None, None, None
         return [self._send("hello", {"public_key": self.public_key.hex(), "kind": self.kind,
                                      "versions": list(PROTOCOL_VERSIONS)})]
 
@@ -150,8 +201,9 @@ class ClientSession:
         if t == "welcome":
             if self.state != "auth" or b["client_id"] != self.client_id:
                 raise ProtocolError("handshake", "unexpected welcome")
-            self.state = "ready"
-            return [self._send("ready", {})]
+            return [self._ready()]
+        if t == "select":
+            return self._on_select(env)
         if t == "task":
             return self._on_task(env, f)
         if t == "secagg":
@@ -160,12 +212,55 @@ class ClientSession:
             self._task, self._secagg, self.state = None, None, "stopped"
             return [Stopped(str(b["reason"]))]
         if t == "round_end":
-            self._task, self._secagg = None, None
-            return [RoundDone(b["round"], b["status"]), self._send("ready", {})]
+            sel = self._selection
+            if b["status"] == "ok" and sel is not None and sel["round"] == b["round"]:
+                self.aborted_reveals.pop(b["round"], None)
+            self._task, self._secagg, self._selection, self._entry = None, None, None, None
+            return [RoundDone(b["round"], b["status"]), self._ready()]
         raise ProtocolError("unexpected", f"unexpected {t} message")
 
+    def _on_select(self, env: Envelope) -> list[Action]:
+        """The signed selection of a round attempt: check it carries us and our commitment, then reveal."""
+        b = env.body
+        r = b["round"]
+        if self.state != "ready" or self._secret is None:
+            raise ProtocolError("unexpected", "selection while not ready (or our commitment is already opened)")
+        if env.round != r or r < 0 or not 0 < len(b["attempt"]) <= 64:
+            raise ProtocolError("bad_message", "select: inconsistent round or attempt")
+        members = {str(k): _hex(v, 32, "identity key") for k, v in b["members"].items()}
+        commits = {str(k): _hex(v, 32, "commitment") for k, v in b["commitments"].items()}
+        if set(members) != set(commits) or members.get(self.client_id) != self.public_key:
+            raise ProtocolError("bad_message", "select: we are not in the selection with our key")
+        if commits[self.client_id] != self._commitment:
+            raise ProtocolError("bad_message", "select: our commitment is not the one we sent")
+        if any(client_id_for(k) != cid for cid, k in members.items()):
+            raise ProtocolError("bad_message", "select: an identity key does not match its client id")
+        s = b["group_size"]
+        if s < 1:
+            raise ProtocolError("bad_message", "select: group size must be >= 1")
+        self._selection = {"round": r, "attempt": b["attempt"], "group_size": s, "members": members,
+                           "commitments": commits,
+                           "hash": assignment.selection_hash(r, b["attempt"], s, members, commits)}
+        self._secret_out, self._secret = self._secret, None  # single use, whatever happens next
+        smallest = min(s, len(members))
+        if smallest < self.policy.min_group_size:
+            return self._decline(r, "policy_group_size", f"groups of {smallest} < the client's minimum "
+                                 f"{self.policy.min_group_size}")
+        if self.aborted_reveals.get(r, 0) >= self.policy.max_aborted_reveals:
+            return self._decline(r, "policy_aborts", f"{self.aborted_reveals[r]} attempts of round {r} were "
+                                 "aborted after our reveal (a coordinator grinding the group seed?)")
+        self.aborted_reveals[r] = self.aborted_reveals.get(r, 0) + 1
+        self.state = "selected"
+        return [self._send("reveal", {"round": r, "attempt": b["attempt"], "secret": self._secret_out.hex()}, r)]
+
     def _on_task(self, env: Envelope, f: mle.MleFile) -> list[Action]:
+        from privacy.client_pipeline import DistributedDPConfig
+        from privacy.secagg import GroupConfig, partition
+
         config = env.body["config"]
+        sel = self._selection
+        if self.state != "selected" or sel is None or env.round != sel["round"]:
+            raise ProtocolError("unexpected", "task without a matching selection")
         blob = tensor_bytes(f, "global_model")
         try:
             model = mle.loads(blob, trusted_keys=[self.coordinator_key], require_signature=True)
@@ -177,50 +272,105 @@ class ClientSession:
             spec = ModelSpec.from_dict(model.metadata["model"])
         except (KeyError, ValueError) as exc:
             raise ProtocolError("bad_model", f"model spec: {exc}") from None
+        r = env.round
+        try:
+            if config.get("attempt") != sel["attempt"]:
+                raise ProtocolError("bad_task", "task for another attempt than the selection")
+            reveals = {str(k): _hex(v, 32, "reveal") for k, v in dict(config["reveals"]).items()}
+            try:
+                assignment.check_reveals(sel["commitments"], reveals)
+            except ValueError as exc:
+                raise ProtocolError("bad_task", str(exc)) from None
+            seed = assignment.round_seed(sel["hash"], reveals)
+            if config.get("public_seed") != seed.hex():
+                raise ProtocolError("bad_task", "the public seed is not the one the reveals determine")
+            groups = partition(sorted(sel["members"]), sel["group_size"], seed)
+            g = config["group"]
+            if not (isinstance(g, int) and 0 <= g < len(groups)) or list(config["members"]) != groups[g] \
+                    or self.client_id not in groups[g]:
+                raise ProtocolError("bad_task", "the group is not the one the public seed assigns us")
+            keys = {m: _hex(config["identity_keys"].get(m), 32, "identity key") for m in groups[g]}
+            if any(keys[m] != sel["members"][m] for m in groups[g]) or len(config["identity_keys"]) != len(keys):
+                raise ProtocolError("bad_task", "group identity keys differ from the signed selection")
+            n, degree, threshold = len(groups[g]), config["degree"], config["threshold"]
+            if not (isinstance(degree, int) and isinstance(threshold, int)):
+                raise ProtocolError("bad_task", "degree and threshold must be integers")
+            self.policy.check_group(n, degree, threshold)
+            try:
+                dp = DistributedDPConfig(**dict(config["dp"]))
+                dp.validate(n)
+            except (TypeError, ValueError) as exc:
+                raise PolicyViolation("policy_range", f"DP/quantization parameters: {exc}") from None
+            if dp.dimension != spec.num_parameters():
+                raise PolicyViolation("policy_dimension", f"dimension {dp.dimension} != the model's "
+                                      f"{spec.num_parameters()} parameters")
+            if dp.noise_multiplier > 0 and dp.min_contributors != threshold:
+                raise PolicyViolation("policy_calibration", f"noise share calibrated for {dp.min_contributors} "
+                                      f"contributors, the group's threshold is {threshold}")
+            self.policy.check_noise(dp.noise_multiplier)
+            binding = assignment.group_binding(seed, sel["hash"], g, groups[g], keys, degree, threshold,
+                                               config["dp"])
+            honest = threshold - self.policy.colluders
+            entry = LedgerEntry(round=r, attempt=sel["attempt"], group_size=n, threshold=threshold,
+                                z_guaranteed=dp.noise_multiplier_with(honest) if honest >= 1 else 0.0,
+                                z_own=dp.noise_multiplier_with(1), config_hash=binding.hex())
+            self.ledger.check(entry)
+        except (KeyError, TypeError, AttributeError) as exc:
+            return self._decline(r, "bad_task", f"malformed task: {exc!r}")
+        except ProtocolError as exc:
+            return self._decline(r, exc.code, exc.message)
+        except PolicyViolation as exc:
+            return self._decline(r, exc.code, exc.message)
+        except LedgerBudgetExceeded as exc:
+            return self._decline(r, "budget", str(exc))
         params = {name: model[name] for name, _ in spec.parameter_shapes()}
         self._task = dict(config)
-        self._task["_round"] = env.round
+        self._task["_round"] = r
+        self._task["_group_config"] = GroupConfig(r, g, tuple(groups[g]), keys, dp.dimension, dp.modulus_bits, seed,
+                                                  degree, threshold, binding)
+        self._task["_dp"] = dp
+        self._entry = entry
         self.state = "training"
-        return [Train(env.round, spec, params, dict(config.get("train", {})))]
+        return [Train(r, spec, params, dict(config.get("train", {})))]
 
     def training_done(self, delta: Any, loss: float | None = None, num_samples: int | None = None) -> list[Action]:
         """The local update (flat, spec order). Prepares it (clip, quantize, DP noise) and starts SecAgg+.
 
-        ``loss``/``num_samples``, when given, are reported to the coordinator first (informational metrics).
-        A non-finite update is refused here (:class:`Failed`); the client then simply does not take part in
-        this round's secure aggregation, which the coordinator handles as a dropout."""
-        from privacy.client_pipeline import DistributedDPConfig, prepare_update
-        from privacy.secagg import GroupConfig, SecAggClient
+        ``loss``/``num_samples`` are accepted for the drivers' own display and never leave the client (they
+        would bypass DP). A non-finite update is refused here (:class:`Failed`); the client then simply does
+        not take part in this round's secure aggregation, which the coordinator handles as a dropout."""
+        from privacy.client_pipeline import prepare_update
+        from privacy.secagg import SecAggClient
 
         if self._task is None or self.state != "training":
             return [Failed("unexpected", "no task in progress")]
         c = self._task
-        dp = DistributedDPConfig(**c["dp"])
         try:
-            field_vec, _norm = prepare_update(delta, dp, self.stream, self.backend)
+            field_vec, _norm = prepare_update(delta, c["_dp"], self.stream, self.backend)
         except ValueError as exc:
             self.state = "ready"
             return [Failed("bad_update", f"local update refused: {exc}")]
         self.last_input = field_vec
-        out: list[Action] = []
-        if loss is not None and loss == loss and abs(loss) != float("inf"):
-            out.append(self._send("metrics", {"round": c["_round"], "loss": float(loss),
-                                              "num_samples": int(num_samples or 0)}, c["_round"]))
-        gc = GroupConfig(c["_round"], c["group"], tuple(c["members"]),
-                         {k: bytes.fromhex(v) for k, v in c["identity_keys"].items()}, dp.dimension,
-                         dp.modulus_bits, bytes.fromhex(c["public_seed"]), c.get("degree"), c.get("threshold"))
-        self._secagg = SecAggClient(gc, self.client_id, self.identity_seed, field_vec, self.backend, self.crypto)
+        self._secagg = SecAggClient(c["_group_config"], self.client_id, self.identity_seed, field_vec, self.backend,
+                                    self.crypto)
         self.state = "secagg"
-        return [*out, self._send("secagg", {"group": c["group"]}, c["_round"], {"secagg": as_u8(self._secagg.start())})]
+        return [self._send("secagg", {"group": c["group"]}, c["_round"], {"secagg": as_u8(self._secagg.start())})]
 
     def _on_secagg(self, env: Envelope, f: mle.MleFile) -> list[Action]:
         from privacy.secagg import SecAggError
 
         if self._secagg is None or self._task is None:
             raise ProtocolError("unexpected", "secure-aggregation message outside a round")
+        before = self._secagg.phase
         try:
             replies = self._secagg.handle(tensor_bytes(f, "secagg"))
         except SecAggError as exc:
             raise ProtocolError("secagg", str(exc)) from None
-        return [self._send("secagg", {"group": self._task["group"]}, self._task["_round"], {"secagg": as_u8(r)})
-                for r in replies]
+        out: list[Action] = []
+        if before != "masked" and self._secagg.phase == "masked" and self._entry is not None:
+            # our masked input is about to leave: from here a sum containing it can be released
+            self.ledger.record(self._entry)
+            self._entry = None
+            out.append(LedgerUpdated(self.ledger.summary(), self.ledger.to_dict()))
+        return out + [self._send("secagg", {"group": self._task["group"]}, self._task["_round"],
+                                 {"secagg": as_u8(r)}) for r in replies]

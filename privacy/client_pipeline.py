@@ -54,10 +54,18 @@ class DistributedDPConfig:
 
     def effective_noise_multiplier(self) -> float:
         """z for the accountant (0 if no noise): 1/z² = Δ²/(t σ_c²) + τ d / 2."""
+        return self.noise_multiplier_with(self.min_contributors)
+
+    def noise_multiplier_with(self, contributors: int) -> float:
+        """The effective z of a released sum that holds the noise shares of ``contributors`` inputs (each
+        σ_c, calibrated for ``min_contributors``): 1/z² = Δ²/(n σ_c²) + τ(σ_c, n) d / 2 (Kairouz et al. 2021).
+        ``contributors`` = 1 is one client's own share alone: its guarantee if secure aggregation is broken."""
         if self.noise_multiplier == 0:
             return 0.0
-        sc, t, d = self.sigma_client(), self.min_contributors, self.dimension
-        inv = self.sensitivity() ** 2 / (t * sc * sc) + sum_divergence_tau(sc, t) * d / 2
+        if contributors < 1:
+            raise ValueError("contributors must be >= 1")
+        sc, d = self.sigma_client(), self.dimension
+        inv = self.sensitivity() ** 2 / (contributors * sc * sc) + sum_divergence_tau(sc, contributors) * d / 2
         return 1.0 / math.sqrt(inv)
 
     def validate(self, group_size: int) -> None:

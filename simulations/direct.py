@@ -19,19 +19,17 @@ reading ``RoundState.servers[g].result`` (``sum``, ``survivors``, ``dropped``, `
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
-from coordinator.engine import Engine, RoundState
+from coordinator.engine import Engine
+from flcore import assignment
 from privacy.client_pipeline import DistributedDPConfig, prepare_update
-from privacy.dp import BudgetExceeded, RoundEvent
 from privacy.randomness import RandomStream
-from privacy.secagg import partition
-from simulations.engine_driver import UpdateFn, derive_seed, unclipped_dp
+from simulations.engine_driver import UpdateFn, derive_seed, reveal_secret, unclipped_dp
 
 
 class DirectDriver:
@@ -45,21 +43,19 @@ class DirectDriver:
         self.engine = Engine(fed_cfg, derive_seed(seed, "coordinator"), seed=seed, evaluator=evaluator,
                              state=engine_state)
         crypto = self.engine.crypto
-        self.ids = [crypto.ed25519_public_key(derive_seed(seed, "identity", i)) for i in range(num_clients)]
+        keys = [crypto.ed25519_public_key(derive_seed(seed, "identity", i)) for i in range(num_clients)]
         from flcore.wire import client_id_for
 
-        self.ids = [client_id_for(pk) for pk in self.ids]
+        self.ids = [client_id_for(pk) for pk in keys]
         self.index = {cid: i for i, cid in enumerate(self.ids)}
-        for cid in self.ids:
+        for cid, pk in zip(self.ids, keys, strict=True):
             self.engine.trust.ensure(cid)
+            self.engine.registry[cid] = pk
+        self.seed = seed
+        self.commits_made = [0] * num_clients  # how many `ready` commitments each simulated client has made
         self.streams = [RandomStream(derive_seed(seed, "stream", i)) for i in range(num_clients)]
         self.byzantine = set(byzantine)
-        dp = fed_cfg.dp_config()
-        self.dp = dp
-        wide = unclipped_dp({"l2_clip": dp.l2_clip, "noise_multiplier": dp.noise_multiplier, "bits": dp.bits,
-                             "modulus_bits": dp.modulus_bits, "min_contributors": dp.min_contributors,
-                             "dimension": dp.dimension})
-        self.dp_attacker = dp if attackers_clip else DistributedDPConfig(**wide)
+        self.attackers_clip = attackers_clip
         self.stopped_reason = ""
         self.selected: dict[int, list[int]] = {}
         self.now = 0.0
@@ -78,7 +74,10 @@ class DirectDriver:
     def _round(self) -> bool:
         e, cfg, backend = self.engine, self.cfg, self.engine.backend
         m = cfg.clients_per_round
-        ready = e.trust.selectable(sorted(self.ids))
+        ready, stop = e.within_budget(e.trust.selectable(sorted(self.ids)))
+        if stop:
+            e.finished, self.stopped_reason = True, stop
+            return False
         if len(ready) < m:
             if len(ready) < getattr(cfg, "min_clients", m) or not ready:
                 self.stopped_reason = (f"stalled after round {e.round_number}: {len(ready)} selectable clients "
@@ -87,33 +86,34 @@ class DirectDriver:
             m = len(ready)
         r = e.round_number + 1
         q = e.trust.max_inclusion_probability(ready, m)
-        if cfg.noise_multiplier > 0:
-            try:
-                e.budget.check(RoundEvent(self.dp.effective_noise_multiplier(), max(q, 1e-9)))
-            except BudgetExceeded as exc:
-                e.finished, self.stopped_reason = True, f"privacy budget exhausted: {exc}"
-                return False
         selected = e.trust.select(ready, m, e.rng)
-        seed = hashlib.blake2b(hashlib.sha256(e.model_bytes).digest() + r.to_bytes(8, "little"),
-                               digest_size=32).digest()
-        groups = partition(selected, cfg.group_size, seed)
+        # the sessions' commit–reveal, as the engine mode's clients do it (same deterministic secrets)
+        secrets = {c: reveal_secret(self.seed, self.index[c], self.commits_made[self.index[c]]) for c in selected}
+        rs = e.new_round(r, selected, {c: assignment.commitment(v, c) for c, v in secrets.items()}, q, self.now)
+        rs.reveals = secrets
+        e.assign(rs)
+        for c in selected:
+            self.commits_made[self.index[c]] += 1
+        groups = rs.groups
         order = [self.index[c] for g in groups for c in g]
         self.selected[r] = sorted(order)
         deltas = np.asarray(self.updates(r, e.params.copy(), order), np.float32)
         row = {i: k for k, i in enumerate(order)}
-        mod = self.dp.modulus_bits
         servers: dict[int, Any] = {}
         bad_groups = 0
         for gi, g in enumerate(groups):
-            acc = backend.zeros_field(self.dp.dimension, mod)
+            gdp = rs.dp[gi]
+            mod = gdp.modulus_bits
+            attacker_dp = gdp if self.attackers_clip else DistributedDPConfig(**unclipped_dp(e._dp_dict(gdp)))
+            acc = backend.zeros_field(gdp.dimension, mod)
             survivors = [c for c in g if self.index[c] not in self.absent]
             for c in survivors:
                 i = self.index[c]
-                dp = self.dp_attacker if i in self.byzantine else self.dp
+                dp = attacker_dp if i in self.byzantine else gdp
                 vec, _ = prepare_update(deltas[row[i]], dp, self.streams[i], backend)
                 acc = backend.iadd_mod(acc, vec, mod)
             # SecAgg+ releases a group's sum only if at least its threshold of members took part
-            ok = len(survivors) >= max(1, cfg.threshold())
+            ok = len(survivors) >= max(1, rs.servers[gi].cfg.t)
             result = SimpleNamespace(sum=acc, survivors=tuple(survivors),
                                      dropped=tuple(c for c in g if c not in survivors), faulty=())
             servers[gi] = SimpleNamespace(result=result if ok else None, phase="done" if ok else "failed",
@@ -122,8 +122,8 @@ class DirectDriver:
         if not any(s.result is not None for s in servers.values()):
             self.stopped_reason = f"round {r}: every group failed (too few survivors)"
             return False
-        e.round = RoundState(r, seed, groups, servers, {c: gi for gi, g in enumerate(groups) for c in g},
-                             self.now, q, self.now)
+        rs.servers, rs.stage = servers, "secagg"
+        e.round = rs
         done_before = len(e.history)
         try:
             e._finish_round(self.now)  # the engine's own decode → bound → aggregate → optimizer → trust → evaluate

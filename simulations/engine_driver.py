@@ -13,6 +13,7 @@ parallel.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +32,7 @@ from coordinator.events import (
     SetTimer,
     TimerFired,
 )
+from flcore.policy import PrivacyPolicy
 from flcore.session import ClientSession, Failed, SendFrame, Train
 from privacy.randomness import RandomStream
 
@@ -41,6 +43,11 @@ def derive_seed(seed: int, purpose: str, index: int = 0) -> bytes:
     """32 deterministic bytes for identities and client randomness (simulation only, never production)."""
     return hashlib.blake2b(f"{purpose}:{seed}:{index}".encode(), key=b"fl-coordinator-simulation",
                            digest_size=32).digest()
+
+
+def reveal_secret(seed: int, index: int, k: int) -> bytes:
+    """The k-th seed-commitment secret of simulated client ``index`` (deterministic: simulation only)."""
+    return derive_seed(seed, f"reveal-{index}", k)
 
 
 def unclipped_dp(dp: dict[str, Any]) -> dict[str, Any]:
@@ -58,16 +65,18 @@ class UnclippedSession(ClientSession):
     clip raised by the same factor, so the grid step – and hence the server's decoding – is unchanged."""
 
     def training_done(self, delta: Any) -> list[Any]:
+        from privacy.client_pipeline import DistributedDPConfig
+
         task = self._task
         if task is None:
             return super().training_done(delta)
-        dp = dict(task["dp"])
-        task["dp"] = unclipped_dp(dp)
+        dp = task["_dp"]
+        task["_dp"] = DistributedDPConfig(**unclipped_dp(dict(task["dp"])))
         try:
             return super().training_done(delta)
         finally:
             if self._task is not None:
-                self._task["dp"] = dp
+                self._task["_dp"] = dp
 
 
 class EngineDriver:
@@ -87,8 +96,11 @@ class EngineDriver:
         for i in range(num_clients):
             cls = ClientSession if (i not in byzantine or attackers_clip) else UnclippedSession
             conn = f"client{i}"
+            counter = itertools.count()
             self.sessions[conn] = cls(derive_seed(seed, "identity", i), self.engine.public_key,
-                                      stream=RandomStream(derive_seed(seed, "stream", i)))
+                                      stream=RandomStream(derive_seed(seed, "stream", i)),
+                                      policy=PrivacyPolicy.permissive(),
+                                      secret_source=lambda n, i=i, counter=counter: reveal_secret(seed, i, next(counter)))
             self.index[conn] = i
         self.outbox: deque[tuple[str, bytes]] = deque()
         self.pending: list[tuple[str, Train]] = []

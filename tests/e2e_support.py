@@ -17,6 +17,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 WORKER = REPO / "tests" / "e2e" / "client_worker.py"
+# the coordinators started here serve /status/operator (the full status with the clients) with this token
+OPERATOR_TOKEN = "e2e-support-operator-token-0123456789"
 
 
 def free_port() -> int:
@@ -30,6 +32,7 @@ def _env() -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     env["OMP_NUM_THREADS"] = "1"
     env["MKL_NUM_THREADS"] = "1"
+    env.setdefault("FL_OPERATOR_TOKEN", OPERATOR_TOKEN)
     return env
 
 
@@ -72,7 +75,10 @@ class Coordinator:
         return self
 
     def status(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.ws_port}/status", timeout=10) as r:
+        """The operator view (with every client's id, trust and state)."""
+        req = urllib.request.Request(f"http://127.0.0.1:{self.ws_port}/status/operator",
+                                     headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"})
+        with urllib.request.urlopen(req, timeout=10) as r:
             return json.loads(r.read())
 
     def wait_round(self, n: int, timeout: float) -> dict[str, Any]:

@@ -25,4 +25,4 @@ def test_dropouts_leaving_too_few_groups_for_the_rule_fail_the_round_and_retry()
     engine, persisted, _failures, _ = run_federation(10, cfg, drop_after_train=drop)
     assert fired == {0, 2, 4}
     assert persisted == [1, 2, 3] and engine.finished
-    assert len(engine.budget.accountant.events) == 4  # the failed attempt's released sums were accounted
+    assert len(engine.amplified.events) == 4  # the failed attempt's released sums were accounted

@@ -12,13 +12,16 @@ from coordinator.engine import Engine
 from coordinator.events import Connected, DataReceived, Log, PersistRound, Send, SetTimer, TimerFired
 from federated_data import dirichlet, load_digits
 from flcore.modelspec import mlp
+from flcore.policy import PrivacyPolicy
 from flcore.session import Failed, RoundDone, SendFrame, Train
 from flcrypto import default_crypto
 
 torch.set_num_threads(1)
 
 
-def run_federation(n_clients: int, cfg: FederationConfig, byzantine: set[int] = frozenset(), drop_after_train=None):
+def run_federation(n_clients: int, cfg: FederationConfig, byzantine: set[int] = frozenset(), drop_after_train=None,
+                   policy: PrivacyPolicy | None = None):
+    """``policy``: every client's privacy policy (default: permissive – these runs are about the engine)."""
     c = default_crypto()
     ds = load_digits()
     parts = dirichlet(ds.y_train, n_clients, 1.0, np.random.default_rng(0), min_size=20)
@@ -34,7 +37,9 @@ def run_federation(n_clients: int, cfg: FederationConfig, byzantine: set[int] = 
     engine = Engine(cfg, coord_seed, seed=1, evaluator=evaluator)
     from flcore.session import ClientSession
 
-    sessions = {f"conn{i}": ClientSession(c.random_bytes(32), engine.public_key) for i in range(n_clients)}
+    policy = policy or PrivacyPolicy.permissive()
+    sessions = {f"conn{i}": ClientSession(c.random_bytes(32), engine.public_key, policy=policy)
+                for i in range(n_clients)}
     index = {k: i for i, k in enumerate(sessions)}
     outbox: list[tuple[str, bytes]] = []  # (conn, frame) client → coordinator
     now = 0.0
@@ -95,20 +100,28 @@ def run_federation(n_clients: int, cfg: FederationConfig, byzantine: set[int] = 
 
 
 def test_federation_in_process_learns_with_secure_aggregation_and_dp() -> None:
-    cfg = FederationConfig(model=mlp([64, 32, 10]), rounds=8, clients_per_round=9, group_size=3,
-                           aggregator="median", byzantine=0, local_epochs=2, lr=0.1, l2_clip=2.0,
+    """The safe defaults end to end: groups of 5 on the complete graph with t = 4 (two-thirds, one colluder),
+    clients enforcing the default policy except for a small noise floor and no ε budget (utility test)."""
+    cfg = FederationConfig(model=mlp([64, 32, 10]), rounds=8, clients_per_round=15, group_size=5,
+                           aggregator="median", byzantine=0, local_epochs=3, lr=0.2, l2_clip=2.0,
                            noise_multiplier=0.05, quantization_bits=16, modulus_bits=32, epsilon=1e6)
-    engine, persisted, failures, _ = run_federation(9, cfg)
+    policy = PrivacyPolicy(min_noise_multiplier=0.05, epsilon_budget=float("inf"))
+    engine, persisted, failures, sessions = run_federation(15, cfg, policy=policy)
     assert persisted == list(range(1, 9))
     assert not failures
     acc = [h["accuracy"] for h in engine.history]
     assert acc[-1] > 0.6 and acc[-1] > acc[0] + 0.2, acc  # learning through SecAgg+, DP and the median
     assert engine.history[-1]["epsilon"] > 0 and engine.history[-1]["groups_ok"] == 3
+    # every client kept its own ledger: one entry per round it took part in, the coordinator agrees
+    for s in sessions.values():
+        assert s.ledger.participations() == engine.participation.count(s.client_id) > 0
+        assert s.ledger.epsilon_worst_case() > s.ledger.epsilon()
 
 
 def test_dropout_after_training_still_completes_rounds() -> None:
-    cfg = FederationConfig(model=mlp([64, 16, 10]), rounds=3, clients_per_round=6, group_size=3,
+    cfg = FederationConfig(model=mlp([64, 16, 10]), rounds=3, clients_per_round=10, group_size=5,
                            aggregator="mean", local_epochs=1, quantization_bits=14, modulus_bits=32)
-    engine, persisted, _, _ = run_federation(6, cfg, drop_after_train=lambda r, i: r == 2 and i == 0)
+    policy = PrivacyPolicy(min_noise_multiplier=0.0, epsilon_budget=float("inf"))
+    engine, persisted, _, _ = run_federation(10, cfg, drop_after_train=lambda r, i: r == 2 and i == 0, policy=policy)
     assert persisted == [1, 2, 3]
-    assert engine.history[1]["survivors"] in (5, 6)
+    assert engine.history[1]["survivors"] in (9, 10)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import types
 from collections import defaultdict
 from typing import Any
 
@@ -19,6 +18,7 @@ from coordinator.config import FederationConfig
 from coordinator.engine import Engine
 from coordinator.events import Close, Connected, DataReceived, Disconnected, Send, SetTimer, TimerFired
 from flcore.modelspec import mlp
+from flcore.policy import PrivacyPolicy
 from flcore.protocol import COORDINATOR_ID, Envelope
 from flcore.session import ClientSession, Failed, SendFrame, Stopped, Train
 from flcore.wire import client_id_for, decode, encode
@@ -43,8 +43,10 @@ def frame_type(data: bytes) -> str:
 class Fed:
     """A federation in one process: the engine plus client sessions keyed by connection id."""
 
-    def __init__(self, config: FederationConfig, evaluator: Any = None) -> None:
+    def __init__(self, config: FederationConfig, evaluator: Any = None, policy: PrivacyPolicy | None = None) -> None:
         self.crypto = default_crypto()
+        # these tests are about engine rules (groups of 1 etc.): the clients accept any well-formed task
+        self.policy = policy or PrivacyPolicy.permissive()
         self.engine = Engine(config, b"\x11" * 32, seed=1, evaluator=evaluator)
         self.sessions: dict[str, ClientSession] = {}
         self.outbox: list[tuple[str, bytes]] = []
@@ -60,7 +62,7 @@ class Fed:
 
     # ── clients ──────────────────────────────────────────────────────────────────────────────────────
     def connect(self, conn: str, seed: bytes | None = None) -> ClientSession:
-        s = ClientSession(seed or self.crypto.random_bytes(32), self.engine.public_key)
+        s = ClientSession(seed or self.crypto.random_bytes(32), self.engine.public_key, policy=self.policy)
         self.sessions[conn] = s
         self.feed(Connected(conn, "inprocess", self.now))
         for a in s.start():
@@ -301,72 +303,20 @@ def _round_in_progress(n: int = 3, m: int = 2) -> Fed:
     return fed
 
 
-def test_metrics_only_from_a_selected_client_of_the_current_round() -> None:
+def test_metrics_are_not_a_message_any_more() -> None:
+    """Loss and exact sample counts in the clear bypassed DP (docs/threat-model.md, route 6): the client core no
+    longer sends them and the coordinator refuses a forged one like any unknown message."""
     fed = _round_in_progress()
     r = fed.engine.round.number
-    selected = sorted(fed.pending_train)
-    other = next(c for c in fed.sessions if c not in selected)
-    key = fed.engine.public_key
-
-    def metrics(conn: str, body_round: int, env_round: int, loss: Any = 0.7, n: int = 5) -> str | None:
-        s = fed.sessions[conn]
-        frame = s._send("metrics", {"round": body_round, "loss": loss, "num_samples": n}, env_round)
-        return error_code(fed.send(conn, frame.data), key)
-
-    assert metrics(other, r, r) == "stale"  # authenticated, but not selected this round
-    assert metrics(selected[0], r + 1, r + 1) == "stale"  # not the current round
-    assert metrics(selected[0], r, r + 1) == "stale"  # envelope and body disagree
-    assert metrics(selected[0], r - 1, r) == "stale"
-    assert metrics(selected[0], r, r, n=-1) == "bad_message"
-    assert fed.engine.round.train_losses == []
-    assert metrics(selected[0], r, r, loss=0.7) is None
-    assert metrics(selected[1], r, r, loss=3) is None  # an int loss is a number too
-    assert fed.engine.round.train_losses == [0.7, 3.0]
-    assert metrics(selected[0], r, r, loss=0.1) == "bad_message"  # once per client and round
-    for c in selected:
-        fed.train(c)  # their own (second) reports of 0.5 are refused too
+    conn = sorted(fed.pending_train)[0]
+    env = Envelope("metrics", fed.cid(conn), COORDINATOR_ID, fed.sessions[conn].session, fed.sessions[conn].seq, r,
+                   {"round": r, "loss": 0.5, "num_samples": 10})
+    assert error_code(fed.send(conn, encode(env, fed.sessions[conn].identity_seed)), fed.engine.public_key) \
+        == "unknown_type"
+    for c in list(fed.pending_train):
+        fed.train(c)  # training_done(loss=…, num_samples=…) keeps both on the client
     fed.run_round(r)
-    assert fed.engine.history[-1]["train_loss"] == pytest.approx(np.mean([0.7, 3.0]))
-    assert metrics(selected[0], r, r) == "stale"  # the round is over
-
-
-def test_metrics_before_any_round_is_stale() -> None:
-    fed = Fed(cfg(clients_per_round=3))
-    fed.connect("a")
-    fed.pump()
-    s = fed.sessions["a"]
-    acts = fed.send("a", s._send("metrics", {"round": 1, "loss": 0.1, "num_samples": 1}, 1).data)
-    assert error_code(acts, fed.engine.public_key) == "stale"
-
-
-class _NanJson:
-    """Stands in for ``json`` inside mle.writer so a malicious client can put NaN/Infinity into the metadata
-    (the reader's json.loads accepts those literals)."""
-
-    @staticmethod
-    def dumps(*args: Any, **kw: Any) -> str:
-        kw["allow_nan"] = True
-        return json.dumps(*args, **kw)
-
-
-@pytest.mark.parametrize("loss", [math.nan, math.inf, -math.inf])
-def test_metrics_with_non_finite_loss_is_rejected(monkeypatch: pytest.MonkeyPatch, loss: float) -> None:
-    fed = _round_in_progress()
-    r = fed.engine.round.number
-    conn = sorted(fed.pending_train)[0]
-    monkeypatch.setattr(mle.writer, "json", types.SimpleNamespace(dumps=_NanJson.dumps))
-    frame = fed.sessions[conn]._send("metrics", {"round": r, "loss": loss, "num_samples": 5}, r)
-    monkeypatch.undo()
-    assert error_code(fed.send(conn, frame.data), fed.engine.public_key) == "bad_message"
-    assert fed.engine.round.train_losses == []
-
-
-def test_metrics_with_huge_integer_loss_is_a_protocol_error() -> None:
-    fed = _round_in_progress()
-    r = fed.engine.round.number
-    conn = sorted(fed.pending_train)[0]
-    frame = fed.sessions[conn]._send("metrics", {"round": r, "loss": 10**400, "num_samples": 5}, r)
-    assert error_code(fed.send(conn, frame.data), fed.engine.public_key) == "bad_message"
+    assert "train_loss" not in fed.engine.history[-1]
 
 
 # ── status ────────────────────────────────────────────────────────────────────────────────────────────
@@ -382,8 +332,8 @@ def test_status_is_strict_json_and_reports_epsilon_trust_and_counts() -> None:
     fed.connect("e")  # mid-handshake: not counted as connected
     fed.pump()
     s0 = json.loads(json.dumps(fed.engine.status(), allow_nan=False))
-    assert s0["round_in_progress"] == {"round": 1, "groups": 2, "failed_groups": 0, "phases": s0[
-        "round_in_progress"]["phases"]}
+    assert s0["round_in_progress"] == {"round": 1, "stage": "secagg", "groups": 2, "failed_groups": 0,
+                                       "phases": s0["round_in_progress"]["phases"]}
     assert s0["connected"] == 4 and s0["ready"] == 1  # a, b, c ready → 2 busy; d authenticated; e in handshake
     busy = {c["state"] for c in s0["clients"]}
     assert busy == {"busy", "ready", "authenticated"}
@@ -424,6 +374,14 @@ def test_status_stays_json_when_the_evaluator_reports_nan() -> None:
 
 
 # ── DP accounting over the selection pool ────────────────────────────────────────────────────────────────
+def mark_ready(fed: Fed, c: str) -> None:
+    """White-box: what the engine records from c's held ``ready`` (its state and seed commitment)."""
+    data = next(d for conn, d in fed.held if conn == c and frame_type(d) == "ready")
+    conn = fed.engine.conns[c]
+    conn.state, conn.commitment = "ready", bytes.fromhex(mle.loads(data).metadata["fl"]["body"]["commitment"])
+    fed.held = [h for h in fed.held if h != (c, data)]
+
+
 def all_ready_at_once(fed: Fed, names: list[str]) -> None:
     """Authenticate every client with its ready held back, then make them all ready in one step (white-box:
     the engine starts a round as soon as m are ready, so releasing readies one by one never gives a larger pool)."""
@@ -433,7 +391,7 @@ def all_ready_at_once(fed: Fed, names: list[str]) -> None:
         fed.connect(c)
     fed.pump()
     for c in names[:-1]:
-        fed.engine.conns[c].state = "ready"
+        mark_ready(fed, c)
     fed.release(names[-1], "ready")
     fed.pump()
 
@@ -458,19 +416,22 @@ def test_dp_accounting_uses_q_of_the_selection_pool() -> None:
     fed.hold.clear()
     fed.train_hold.update(names)
     for c in names[:-1]:
-        fed.engine.conns[c].state = "ready"
+        mark_ready(fed, c)
     fed.release(names[-1], "ready")
     fed.pump()
     assert fed.engine.round is not None and fed.engine.round.q == pytest.approx(expected_q)
     for c in list(fed.pending_train):
         fed.train(c)
     fed.run_round(1)
-    events = fed.engine.budget.accountant.events
+    events = fed.engine.amplified.events  # the third-party (amplified) figure's ledger
     z = fed.engine.cfg.dp_config().effective_noise_multiplier()
     assert events == [RoundEvent(z, expected_q)]
     assert 0 < expected_q < 1
     assert everyone < expected_q  # had the pool been everyone ever registered, q would have been (wrongly) smaller
-    assert fed.engine.epsilon() == pytest.approx(epsilon_for([RoundEvent(z, expected_q)], 1e-5))
+    amplified = epsilon_for([RoundEvent(z, expected_q)], 1e-5)
+    assert fed.engine.epsilon_third_party() == pytest.approx(min(amplified, fed.engine.epsilon()))
+    # against the coordinator (which knows who it selected): one full Gaussian event per participation
+    assert fed.engine.epsilon() == pytest.approx(epsilon_for([RoundEvent(z, 1.0)], 1e-5))
     assert fed.engine.history[-1]["epsilon"] == pytest.approx(fed.engine.epsilon())
 
 
@@ -483,7 +444,7 @@ def test_dp_accounting_smaller_pool_gives_larger_q() -> None:
         for c in list(fed.pending_train):
             fed.train(c)
         fed.run_round(1)
-        qs.append(fed.engine.budget.accountant.events[0].sampling_rate)
+        qs.append(fed.engine.amplified.events[0].sampling_rate)
     assert qs[0] == 1.0 and qs[0] > qs[1] > qs[2]
     assert qs[2] == pytest.approx(2 / (6 - 2 + 1))  # equal trust: m / (n − m + 1)
 
@@ -495,7 +456,7 @@ def test_budget_refuses_a_round_that_would_exceed_epsilon() -> None:
     fed.pump()
     assert fed.engine.finished and fed.engine.round is None
     assert fed.engine.stopped_reason.startswith("privacy budget exhausted")
-    assert fed.frames("a")[-1] == "stop" and fed.engine.budget.accountant.events == []
+    assert fed.frames("a")[-1] == "stop" and fed.engine.amplified.events == []
 
 
 # ── reconnects ────────────────────────────────────────────────────────────────────────────────────────
@@ -563,7 +524,7 @@ def test_identity_mismatch_and_misrouted() -> None:
     fed.engine.registry[client_id_for(other_pk)] = fed.engine.registry[cid]  # the id is registered elsewhere
     assert error_code(fed.feed(DataReceived("z", encode(hello, seed), 0.0)), fed.engine.public_key) == "identity"
     s = fed.sessions["a"]
-    env = Envelope("ready", s.client_id, "somebody-else", s.session, s.seq + 1, -1, {})
+    env = Envelope("ready", s.client_id, "somebody-else", s.session, s.seq + 1, -1, {"commitment": "00" * 32})
     assert error_code(fed.send("a", encode(env, s.identity_seed)), fed.engine.public_key) == "misrouted"
 
 

@@ -109,8 +109,8 @@ def test_every_dropout_pattern_of_a_small_group() -> None:
 
 
 def test_secagg_plus_with_a_sparse_graph_and_dropouts() -> None:
-    cfg, _, xs, clients, server = make_group(30, 64, 32, numpy_backend(), seed=3)
-    assert cfg.k == 10 and cfg.t == 6  # a true SecAgg+ graph, not the complete one
+    cfg, _, xs, clients, server = make_group(30, 64, 32, numpy_backend(), seed=3, degree=default_degree(30))
+    assert cfg.k == 10 and cfg.t == 6  # a true SecAgg+ graph (the library still runs it; clients refuse it)
     drops = {"client-03": "masked", "client-11": "unmask", "client-17": "shares", "client-21": "consistency"}
     seen: dict[str, int] = {}
 

@@ -102,7 +102,7 @@ class SecAggClient:
     # ── helpers ──────────────────────────────────────────────────────────────────────────────────────
     def _msg(self, phase: str, items: dict[str, bytes]) -> bytes:
         m = Message(phase, self.cfg.round, self.cfg.group, self.me, SERVER_ID, items)
-        return m.sign(self.crypto, self._id_seed).to_bytes()
+        return m.sign(self.crypto, self._id_seed, self.cfg.binding).to_bytes()
 
     def _parse_server(self, data: bytes, phase: str) -> Message:
         msg = Message.from_bytes(data)
@@ -162,7 +162,7 @@ class SecAggClient:
             if (adv.phase, adv.round, adv.group, adv.recipient) != ("advertise", self.cfg.round, self.cfg.group,
                                                                     SERVER_ID):
                 raise ProtocolError(f"keys: advertisement of {sender!r} is for another phase/round/group")
-            adv.verify(self.crypto, self.cfg.identity_keys[sender])
+            adv.verify(self.crypto, self.cfg.identity_keys[sender], self.cfg.binding)
             if set(adv.items) != ADVERTISE_ITEMS or any(len(v) != 32 for v in adv.items.values()):
                 raise ProtocolError(f"keys: malformed advertisement from {sender!r}")
             peer_c[sender], peer_s[sender] = adv.items["c_pk"], adv.items["s_pk"]
@@ -268,7 +268,7 @@ class SecAggClient:
                 raise ProtocolError(f"unmask_request: bad consistency message from {sender!r}")
             if sender not in holders or sender not in self._u3:
                 raise ProtocolError(f"unmask_request: {sender!r} is not a surviving holder of our shares")
-            c.verify(self.crypto, self.cfg.identity_keys[sender])
+            c.verify(self.crypto, self.cfg.identity_keys[sender], self.cfg.binding)
             if c.items != {"u3": want}:
                 raise ProtocolError(f"unmask_request: {sender!r} signed a different survivor set")
             valid.add(sender)

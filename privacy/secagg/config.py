@@ -7,17 +7,21 @@ from dataclasses import dataclass, field
 
 from flcrypto import Crypto
 from privacy.backends import bytes_per_element
-from privacy.secagg.graph import default_degree, neighbour_graph
+from privacy.secagg.graph import neighbour_graph
 
 
 @dataclass(frozen=True)
 class GroupConfig:
     """``members`` are client ids; ``identity_keys`` their Ed25519 public keys (from the coordinator's registry).
 
-    ``degree`` k of the neighbour graph (default: :func:`default_degree`); ``threshold`` t: how many of the k + 1
-    holders of a client's secret (its neighbours and itself) must answer in the unmasking phase (default: a strict
-    majority, so two disjoint sets of holders can never both reach it); also the minimum number of surviving
-    inputs for the group to release a sum."""
+    ``degree`` k of the neighbour graph (default: n − 1, the complete graph of plain SecAgg; a smaller even k
+    gives SecAgg+'s sparse Harary graph, whose *local* consistency checks a malicious coordinator can split –
+    docs/threat-model.md – so clients refuse it by default); ``threshold`` t: how many of the k + 1 holders of a
+    client's secret (its neighbours and itself) must answer in the unmasking phase (default: a strict majority,
+    so two disjoint sets of holders can never both reach it); also the minimum number of surviving inputs for the
+    group to release a sum. ``binding``: 32 bytes that bind the group's whole configuration and the round attempt
+    (:func:`flcore.assignment.group_binding`); mixed into every KDF context and every signature, so keys and
+    messages of another attempt, group or configuration never decrypt or verify (empty: none)."""
 
     round: int
     group: int
@@ -28,6 +32,7 @@ class GroupConfig:
     public_seed: bytes
     degree: int | None = None
     threshold: int | None = None
+    binding: bytes = b""
     _graph: dict[str, frozenset[str]] = field(default_factory=dict, compare=False, repr=False)
     _x: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
@@ -49,6 +54,8 @@ class GroupConfig:
         bytes_per_element(self.modulus_bits)
         if len(self.public_seed) != 32:
             raise ValueError("public_seed must be 32 bytes")
+        if len(self.binding) not in (0, 32):
+            raise ValueError("binding must be empty or 32 bytes")
         k = self.k
         if not 1 <= self.t <= k + 1:
             raise ValueError(f"threshold must be in 1..k+1 = 1..{k + 1}, got {self.t}")
@@ -57,7 +64,7 @@ class GroupConfig:
 
     @property
     def k(self) -> int:
-        return default_degree(len(self.members)) if self.degree is None else min(self.degree, len(self.members) - 1)
+        return len(self.members) - 1 if self.degree is None else min(self.degree, len(self.members) - 1)
 
     @property
     def t(self) -> int:
@@ -75,7 +82,7 @@ class GroupConfig:
         return self._x[member]
 
     def context(self) -> bytes:
-        return struct.pack("<QI", self.round, self.group)
+        return struct.pack("<QI", self.round, self.group) + self.binding
 
 
 def pair_seed(crypto: Crypto, shared_point: bytes, cfg: GroupConfig, a: str, b: str) -> bytes:

@@ -109,21 +109,23 @@ class Message:
             object.__setattr__(self, "_body", body)
         return self._body  # type: ignore[return-value]
 
-    def signature_input(self, crypto: Crypto) -> bytes:
-        """What Ed25519 signs: ``"fl-secagg-sig\0" ‖ BLAKE2b-512(body)``."""
-        return SIG_CONTEXT + crypto.blake2b(self.signed_bytes(), digest_size=64)
+    def signature_input(self, crypto: Crypto, binding: bytes = b"") -> bytes:
+        """What Ed25519 signs: ``"fl-secagg-sig\0" ‖ binding ‖ BLAKE2b-512(body)``; ``binding`` is the group's
+        configuration hash (:attr:`GroupConfig.binding`), so a signature never verifies under another attempt,
+        group configuration or selection."""
+        return SIG_CONTEXT + bytes(binding) + crypto.blake2b(self.signed_bytes(), digest_size=64)
 
-    def sign(self, crypto: Crypto, identity_seed: bytes) -> Message:
-        """This message signed with the Ed25519 key of ``identity_seed``."""
+    def sign(self, crypto: Crypto, identity_seed: bytes, binding: bytes = b"") -> Message:
+        """This message signed with the Ed25519 key of ``identity_seed`` (bound to ``binding``)."""
         return Message(self.phase, self.round, self.group, self.sender, self.recipient, self.items,
-                       crypto.ed25519_sign(identity_seed, self.signature_input(crypto)), self.signed_bytes())
+                       crypto.ed25519_sign(identity_seed, self.signature_input(crypto, binding)), self.signed_bytes())
 
-    def verify(self, crypto: Crypto, public_key: bytes) -> None:
-        """Raise :class:`SecAggSignatureError` unless the signature verifies under ``public_key``."""
+    def verify(self, crypto: Crypto, public_key: bytes, binding: bytes = b"") -> None:
+        """Raise :class:`SecAggSignatureError` unless the signature verifies under ``public_key`` and ``binding``."""
         if len(self.signature) != 64:
             raise SecAggSignatureError(f"{self.phase} message from {self.sender!r} is not signed")
         try:
-            crypto.ed25519_verify(public_key, self.signature_input(crypto), self.signature)
+            crypto.ed25519_verify(public_key, self.signature_input(crypto, binding), self.signature)
         except Exception:
             raise SecAggSignatureError(f"{self.phase} message from {self.sender!r}: bad signature") from None
 

@@ -63,6 +63,12 @@ class SecAggServer:
         """True when every client still in the protocol has answered the current phase."""
         return self.phase in PHASE_ORDER and self.expected <= set(self.received[self.phase])
 
+    def drop(self, member: str) -> None:
+        """``member`` has left the protocol (e.g. its policy declined the task): stop waiting for it in the
+        current phase. Nothing it already sent is forgotten."""
+        if member in self.expected and member not in self.received.get(self.phase, {}):
+            self.expected.discard(member)
+
     def receive(self, data: bytes) -> None:
         """Verify and record one client message. Raises ProtocolError/ReplayError/SecAggSignatureError on a bad
         message and records nothing (the caller reports the error to that client)."""
@@ -74,7 +80,7 @@ class SecAggServer:
                                 f"round {self.cfg.round} group {self.cfg.group}")
         if msg.phase not in PHASE_ORDER:
             raise ProtocolError(f"unexpected {msg.phase!r} message from a client")
-        msg.verify(self.crypto, self.cfg.identity_keys[msg.sender])
+        msg.verify(self.crypto, self.cfg.identity_keys[msg.sender], self.cfg.binding)
         if msg.sender in self.received[msg.phase]:
             raise ReplayError(f"duplicate {msg.phase} message from {msg.sender!r}")
         if msg.phase != self.phase:
