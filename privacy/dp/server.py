@@ -5,7 +5,10 @@
   N(0, (z·S/m)²) to every coordinate.
 - Adaptive clipping: Andrew, Thakkar, McMahan & Ramaswamy, NeurIPS'21, "Differentially Private Learning with
   Adaptive Clipping": geometric update C ← C · exp(−η (b̃ − γ)) toward the γ-quantile of update norms, where
-  b̃ is the fraction of unclipped updates, itself privatized with N(0, σ_b²)/m.
+  b̃ is the fraction of unclipped updates, privatized as in TF Privacy's ``QuantileEstimatorQuery``: each client
+  contributes the centred indicator b_i − ½ ∈ {−½, +½} (sensitivity ½ under add/remove), the sum gets
+  N(0, σ_b²), and b̃ = (Σ(b_i − ½) + N(0, σ_b²))/m + ½ with a fixed, public denominator m (the expected number
+  of clients, as DP-FedAvg's), clamped to [0, 1].
 Gaussian noise comes from a :class:`RandomStream` (Box–Muller over ChaCha20 uniforms), never numpy.random.
 """
 
@@ -70,23 +73,40 @@ class AdaptiveClipState:
             raise ValueError("adaptive clipping needs clip > 0, 0 < quantile < 1, lr > 0, count_noise >= 0")
 
 
-def adaptive_clip_update(state: AdaptiveClipState, norms: Any, stream: RandomStream) -> AdaptiveClipState:
-    """One geometric update of the clip norm from this round's update norms (Andrew et al. 2021, Alg. 1)."""
+def adaptive_clip_update(state: AdaptiveClipState, norms: Any, stream: RandomStream,
+                         expected_clients: int | None = None) -> AdaptiveClipState:
+    """One geometric update of the clip norm from this round's update norms (Andrew et al. 2021, Alg. 1).
+
+    The released quantity is the noisy *centred* count s̃ = Σ_i (b_i − ½) + N(0, σ_b²), b_i = [‖Δ_i‖ ≤ C]:
+    adding or removing one client moves Σ(b_i − ½) by exactly ½, so with ``count_noise`` σ_b it is a Gaussian
+    mechanism with noise multiplier 2σ_b (:func:`adaptive_effective_multiplier`). b̃ = s̃/m + ½ with
+    m = ``expected_clients``: the ½-sensitivity argument needs a denominator that does not depend on who took
+    part, so with ``count_noise`` > 0 ``expected_clients`` is required (pass DP-FedAvg's ``expected_clients``).
+    Without noise (no privacy claimed) it defaults to the number of norms, giving the exact unclipped fraction.
+    b̃ is clamped to [0, 1] (post-processing).
+    """
     norms = np.asarray(norms, dtype=np.float64)
-    m = len(norms)
-    if m == 0:
+    if expected_clients is None:
+        if state.count_noise > 0:
+            raise ValueError("a noisy clipped count needs a fixed denominator: pass expected_clients")
+        expected_clients = len(norms)
+    elif isinstance(expected_clients, bool) or not isinstance(expected_clients, (int, np.integer)) or expected_clients < 1:
+        raise ValueError(f"expected_clients must be an int >= 1, got {expected_clients!r}")
+    if expected_clients == 0:  # no norms and no fixed denominator: nothing to learn from
         return state
-    unclipped = float(np.sum(norms <= state.clip))
+    centred = float(np.sum(norms <= state.clip)) - 0.5 * len(norms)  # Σ (b_i − ½)
     noise = float(gaussian(1, state.count_noise, stream)[0]) if state.count_noise > 0 else 0.0
-    b = (unclipped + noise) / m
+    b = min(1.0, max(0.0, (centred + noise) / expected_clients + 0.5))
     new_clip = state.clip * math.exp(-state.learning_rate * (b - state.target_quantile))
     return AdaptiveClipState(new_clip, state.target_quantile, state.learning_rate, state.count_noise)
 
 
 def adaptive_effective_multiplier(noise_multiplier: float, count_noise: float) -> float:
-    """Noise multiplier to account for when the clipped-count query (noise σ_b, sensitivity 1 with values in
-    {0, 1}, i.e. σ_b/½ relative to its range) is released with the update (Andrew et al. 2021, Thm. 1):
-    z_eff = (z⁻² + (2σ_b)⁻²)^(−1/2)."""
+    """Noise multiplier to account for when the update (noise multiplier z) and the centred clipped count of
+    :func:`adaptive_clip_update` (noise σ_b on Σ(b_i − ½), L2 sensitivity ½, i.e. noise multiplier 2σ_b) are
+    released together: two Gaussian mechanisms compose as one with z_eff = (z⁻² + (2σ_b)⁻²)^(−1/2) (Andrew et
+    al. 2021, Thm. 1). Valid only for the centred count with a fixed denominator; the uncentred 0/1 count has
+    sensitivity 1 and would need (z⁻² + σ_b⁻²)^(−1/2)."""
     if noise_multiplier <= 0 or count_noise <= 0:
         raise ValueError("both noise multipliers must be > 0")
     return (noise_multiplier ** -2 + (2 * count_noise) ** -2) ** -0.5
