@@ -8,6 +8,13 @@ which for realistic d and σ drowns the signal: raw distances of honest and atta
 noise energy d·(σ_i² + σ_j²) from each pairwise squared distance gives an unbiased estimate of the squared
 *signal* distance ‖μ_i − μ_j‖²; a unit's median signal distance to the others, divided by the median over units,
 is the outlier score the trust model consumes (≈ 1 typical, ≫ 1 outlier; see docs/trust.md).
+
+The variance the server *prescribes* is not necessarily the variance *present*: a member that omits its noise
+share makes the real noise of its group smaller, and subtracting the prescribed noise then hides up to d·v/n_g of
+its shift (and frees as much slack in the norm bound). Hence the estimate of the noise actually present in each
+released mean (``measured_noise_variance``, a robust scale estimate of the row's coordinates), and the three ways
+the engine uses it: ``effective_noise_variance`` for the scores, ``bound_noise_variance`` for the norm bound, and
+``noise_deficient``, a test that a group's noise is provably below what its members were told to add.
 """
 
 from __future__ import annotations
@@ -67,3 +74,131 @@ def debiased_outlier_scores(means: np.ndarray, noise_var: np.ndarray) -> np.ndar
     floor = 0.05 * float(np.sqrt(2 * d * var.mean())) + 1e-12
     out[finite] = spread / max(float(np.median(spread)), floor)
     return out
+
+
+# ── the noise actually present ───────────────────────────────────────────────────────────────────────────────
+MAD_TO_SIGMA = 1.4826  # 1/Φ⁻¹(3/4): the MAD of N(0, σ²) is σ/1.4826
+MIN_MEASURED_DIMENSION = 1000  # below this the bound and the deficit test ignore the measurement (docs/trust.md)
+BOUND_MARGIN_K = 8.0  # bound_noise_variance: measured · (1 + k/√d)
+DEFICIT_MARGIN_K = 16.0  # noise_deficient: measured · (1 + k/√d) < prescribed
+
+
+def measured_noise_variance(means: np.ndarray) -> np.ndarray:
+    """Per row of ``means`` (G × d, a group mean each) a robust estimate of the per-coordinate variance of the noise
+    actually present in it: (1.4826 · MAD)², MAD = median_k |x_k − median(x)|.
+
+    Why this measures the noise and not the signal: an honest group mean has signal of L2 norm ≤ C (+ rounding),
+    i.e. per-coordinate rms ≤ C/√d, far below the per-coordinate noise std in every regime where noise matters
+    (z·C/√(t·n_g) for distributed DP); and the MAD has bounded influence, so a sparse or structured shift (a few
+    coordinates, or coordinates far out in the tails) barely moves it. For N(0, v) coordinates it is consistent, with
+    relative standard error ≈ 2.33/√d on the variance (asymptotic variance of the MAD at the normal,
+    1/(16 φ(q)² q² d) with q = Φ⁻¹(3/4), doubled for the square). No contribution chosen independently of the other
+    members' noise can make it smaller than that noise's own MAD (Anderson's inequality: a symmetric unimodal law puts
+    the most mass in an interval centred at its centre). What it cannot tell apart from noise is a *dense* shift whose
+    coordinates look Gaussian: a shift of per-coordinate size comparable to the noise std is absorbed (≈ 80–90 % of its
+    energy for a shift of ≈ 1 noise std on 5–25 % of the coordinates).
+
+    Non-finite rows (any inf/NaN) → inf; a zero row → 0; d = 0 → 0. d = 1 gives 0 (one coordinate has no spread);
+    for small d the estimate is noisy (relative error ≈ 2.33/√d), which ``bound_noise_variance`` and
+    ``noise_deficient`` account for. Rows are processed one at a time (float64 copies of one row only)."""
+    x = np.asarray(means)
+    if x.ndim != 2:
+        raise ValueError(f"means must be G × d, got shape {x.shape}")
+    g, d = x.shape
+    out = np.zeros(g)
+    if d == 0:
+        return out
+    for i in range(g):
+        row = np.asarray(x[i], dtype=np.float64)
+        if not np.isfinite(row).all():
+            out[i] = np.inf
+            continue
+        dev = np.abs(row - np.median(row))
+        out[i] = (MAD_TO_SIGMA * float(np.median(dev))) ** 2
+    return out
+
+
+def _rows(value: np.ndarray | float, g: int) -> np.ndarray:
+    return np.broadcast_to(np.asarray(value, dtype=np.float64), (g,)).copy()
+
+
+def effective_noise_variance(assumed: np.ndarray | float, means: np.ndarray, *,
+                             measured: np.ndarray | None = None) -> np.ndarray:
+    """The per-coordinate noise variance to subtract in ``debiased_outlier_scores``: min(assumed, measured) per row.
+
+    Never more noise than is measurably present (an attacker that omits its noise share no longer gets the missing
+    share subtracted from its distances, which would hide up to d·v/n_g of its shift), and never more than was
+    prescribed (an attacker that adds *extra* noise gains nothing: its distances are debiased by the prescribed amount
+    only, the rest counts against it). ``measured`` may be passed if already computed (``measured_noise_variance``).
+
+    The noise model is the distributed discrete Gaussian of Kairouz, Liu & Steinke (ICML'21, "The Distributed Discrete
+    Gaussian Mechanism for Federated Learning with Secure Aggregation"): every member adds an independent N_Z(0, σ_c²)
+    share per coordinate, so the noise of an honest group mean is i.i.d. over coordinates with a known variance.
+
+    What an attacker can still do: replace its noise share by a *dense* shift whose coordinates are marginally
+    indistinguishable from Gaussian noise. The measurement counts such a shift as noise, so it is hidden – but only up
+    to the energy it replaces: measured ≈ present noise + (absorbed shift energy)/d, and the subtraction is capped at
+    the prescribed variance, so the hidden energy is at most the noise share it omitted (d·σ_c²/(n_g·scale)² in the
+    mean); such a shift is no larger than the noise it should have added (the norm bound still holds with the
+    prescribed variance). At z ≈ 1 the noise std of one coordinate of a group sum, ≈ z·C·√(n_g/t), is as large as the
+    largest coordinate an honest client may send (C), so a shift spread at or below that size is largely absorbed
+    (≈ 80–90 % of its energy); only coordinates far out in the noise's tails are not. ``noise_deficient`` catches an
+    attacker that omits its share without filling the gap."""
+    x = np.asarray(means)
+    m = measured_noise_variance(x) if measured is None else np.asarray(measured, dtype=np.float64)
+    return np.minimum(_rows(assumed, x.shape[0]), m)
+
+
+def _measured_upper(means: np.ndarray, resolution: np.ndarray | float,
+                    measured: np.ndarray | None) -> np.ndarray:
+    """(√measured + 1.4826 · resolution)²: the decoded means lie on a grid of spacing ``resolution``
+    (1/(n_g · scale)); jittering each coordinate uniformly within ±resolution/2 gives a continuous variable of
+    variance ≥ the lattice one whose MAD differs by at most one spacing, so this is an upper version of the
+    continuous-noise estimate (the MAD of lattice data can be biased low by up to one spacing)."""
+    x = np.asarray(means)
+    m = measured_noise_variance(x) if measured is None else np.asarray(measured, dtype=np.float64)
+    return (np.sqrt(m) + MAD_TO_SIGMA * _rows(resolution, x.shape[0])) ** 2
+
+
+def bound_noise_variance(assumed: np.ndarray | float, means: np.ndarray, resolution: np.ndarray | float = 0.0, *,
+                         measured: np.ndarray | None = None) -> np.ndarray:
+    """The per-coordinate noise variance to use in ``mean_norm_bound``: min(assumed, measured⁺ · (1 + k/√d)),
+    k = ``BOUND_MARGIN_K`` = 8, measured⁺ the lattice-corrected measurement (``resolution`` = the grid spacing of the
+    means, 1/(n_g · scale); 0 for continuous data). For d < ``MIN_MEASURED_DIMENSION`` the assumed variance.
+
+    Safe for honest groups: with w = measured⁺·(1 + k/√d) < v, an honest mean exceeds the bound only if its noise
+    energy exceeds d·w + 6√(2d)·w, i.e. only if Z = √d(‖n‖²/d − measured)/v > (k + 6√2)·measured/v ≈ 16.5. Z has std
+    √(2 + 2.33²) = 2.73 if the MAD error and the noise energy were independent (they are positively correlated,
+    ρ ≈ 0.6, std 1.87), so k = 8 keeps ≥ 6 standard deviations. The honest signal and the lattice correction only make
+    measured⁺ larger. What it buys: an attacker that omits its noise share can no longer spend the missing d·v/n_g on a
+    larger update unless that update looks like noise to the MAD (see ``effective_noise_variance``)."""
+    x = np.asarray(means)
+    g, d = x.shape
+    a = _rows(assumed, g)
+    if d < MIN_MEASURED_DIMENSION:
+        return a
+    up = _measured_upper(x, resolution, measured)
+    return np.minimum(a, up * (1.0 + BOUND_MARGIN_K / np.sqrt(d)))
+
+
+def noise_deficient(prescribed: np.ndarray | float, means: np.ndarray, resolution: np.ndarray | float = 0.0, *,
+                    measured: np.ndarray | None = None) -> np.ndarray:
+    """Per row, True if the noise present is provably smaller than ``prescribed`` – the DP part only,
+    σ_c²/(n_g · scale²) per survivor share, *without* the rounding term (rounding variance depends on the data and
+    can be 0) – i.e. some member did not add its noise share: measured⁺ · (1 + k/√d) < prescribed with
+    k = ``DEFICIT_MARGIN_K`` = 16 (measured⁺ as in ``bound_noise_variance``). Never True for d <
+    ``MIN_MEASURED_DIMENSION`` or prescribed = 0; a non-finite row is not deficient (it is over the norm bound).
+
+    Honest groups: their noise is the survivors' shares plus rounding plus signal, and independent additions only
+    raise the MAD (Anderson), so a false flag needs the MAD estimate to fall 1/(1 + k/√d) below the truth: ≈ 6.9
+    standard errors (2.33/√d); the exact binomial tail of the sample median gives ≤ 1e-7 for d = 1000 and ≤ 3e-10 for
+    d ≥ 10⁴. Attackers: one of n_g members omitting its share leaves (n_g − 1)/n_g of the prescribed variance, caught
+    when the gap 1/n_g exceeds ≈ 16/√d plus whatever of its shift the MAD absorbs (n_g = 5: d ≳ 10⁴ for a small
+    shift); an attacker that fills the gap with a dense noise-like shift is not caught (``effective_noise_variance``)."""
+    x = np.asarray(means)
+    g, d = x.shape
+    p = _rows(prescribed, g)
+    if d < MIN_MEASURED_DIMENSION:
+        return np.zeros(g, dtype=bool)
+    up = _measured_upper(x, resolution, measured)
+    return np.isfinite(up) & (p > 0) & (up * (1.0 + DEFICIT_MARGIN_K / np.sqrt(d)) < p)
