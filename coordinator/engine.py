@@ -45,7 +45,15 @@ from coordinator.events import (
     SetTimer,
     TimerFired,
 )
-from coordinator.evidence import debiased_outlier_scores, mean_norm_bound, noise_variance_of_mean
+from coordinator.evidence import (
+    bound_noise_variance,
+    debiased_outlier_scores,
+    effective_noise_variance,
+    mean_norm_bound,
+    measured_noise_variance,
+    noise_deficient,
+    noise_variance_of_mean,
+)
 from coordinator.optimizers import OptimizerState, ServerOptimizer, apply_update
 from coordinator.trust import TrustState
 from flcore import assignment
@@ -378,6 +386,10 @@ class Engine:
         z = self.cfg.dp_config(self.group_threshold(self.cfg.group_size)).effective_noise_multiplier()
         budget, delta = self.cfg.epsilon, self.cfg.delta
         ok = [c for c in out if self.participation.epsilon_after(c, z, delta) <= budget]
+        if len(ok) == len(out):
+            return ok, ""
+        # a ready client is held back by its budget: stop once the registered clients that still have budget
+        # could never make a round (clients that have not enrolled yet are not counted on)
         left = sum(1 for c in self.registry if self.participation.epsilon_after(c, z, delta) <= budget)
         if left < self.cfg.min_clients:
             return ok, (f"privacy budget exhausted: only {left} registered client(s) can take part once more "
@@ -609,17 +621,30 @@ class Engine:
                                                      else 0.0, scale) for d, (_, res) in zip(dps, done, strict=True)])
         # Honest members clip to C, so a group mean longer than C plus the quantization/noise allowance proves
         # that some member did not: clip it back (before aggregation) and count it as full negative evidence.
-        bounds = np.array([mean_norm_bound(dp.l2_clip, dp.dimension, scale, v) for v in noise_var])
-        norms = np.linalg.norm(sums / sizes[:, None], axis=1)
-        over = ~(norms <= bounds)
+        # The noise allowance is the noise *measured* in the released sum (never more than prescribed), and a sum
+        # whose noise is provably below what its members were told to add proves a member omitted its share
+        # (docs/trust.md): both are excluded like a group over the bound.
+        means = sums / sizes[:, None]
+        measured = measured_noise_variance(means)
+        resolution = 1.0 / (sizes * scale)
+        dp_var = np.array([(d.sigma_client() ** 2 if d.noise_multiplier > 0 else 0.0) / (n * scale**2)
+                           for d, n in zip(dps, sizes, strict=True)])
+        bounds = np.array([mean_norm_bound(dp.l2_clip, dp.dimension, scale, v)
+                           for v in bound_noise_variance(noise_var, means, resolution, measured=measured)])
+        norms = np.linalg.norm(means, axis=1)
+        deficient = noise_deficient(dp_var, means, resolution, measured=measured)
+        over = ~(norms <= bounds) | deficient
         keep = ~over
         # excluded groups are proven corrupted, so at most f_groups − excluded corrupted groups remain
         f_left = max(0, min(self.cfg.byzantine, len(done)) - int(over.sum()))
         if over.any():
             audit.append(Log("warning", f"round {rs.number}: group(s) {[done[i][0] for i in np.flatnonzero(over)]} "
-                                        f"exceed the honest norm bound; excluded and counted against their members"))
+                                        f"exceed the honest norm bound or lack the prescribed noise; excluded and counted against "
+                                        f"their members"))
             if not self._aggregable(int(keep.sum()), f_left):  # too few left for the rule: clip them back instead
-                factor = np.where(over & np.isfinite(norms), bounds / np.where(norms > 0, norms, 1.0), 0.0)
+                # never scale a noise-deficient group that is within the bound *up*
+                factor = np.where(over & np.isfinite(norms),
+                                  np.minimum(1.0, bounds / np.where(norms > 0, norms, 1.0)), 0.0)
                 sums = (sums * np.where(over, factor, 1.0)[:, None]).astype(np.float32)
                 keep = np.ones(len(done), bool)
                 f_left = min(self.cfg.byzantine, len(done))
@@ -639,7 +664,9 @@ class Engine:
                                                    self.opt_state)
         self.round_number = rs.number
         units = [list(res.survivors) for _, res in done]
-        scores = debiased_outlier_scores(sums / sizes[:, None], noise_var) if len(done) > 1 else np.ones(1)
+        final = sums / sizes[:, None]
+        scores = (debiased_outlier_scores(final, effective_noise_variance(noise_var, final)) if len(done) > 1
+                  else np.ones(1))
         scores[over] = np.inf
         self.trust.observe_units(units, scores)
         for _, res in done:  # a holder whose share contradicted the owner's commitment: direct evidence
@@ -647,6 +674,7 @@ class Engine:
                 self.trust.observe(c, 0.0, 1.0)
         metrics: dict[str, Any] = {"round": rs.number, "groups": len(rs.groups), "groups_ok": len(done),
                                    "survivors": int(sizes.sum()), "groups_over_bound": int(over.sum()),
+                                   "groups_noise_deficient": int(deficient.sum()),
                                    "epsilon": _finite(self.epsilon()) if self.cfg.noise_multiplier > 0 else None,
                                    "duration": now - rs.started_at, "time": now}
         if self.evaluator is not None:  # a diverged model may evaluate to NaN/inf: kept as None (JSON, SQLite)

@@ -19,6 +19,12 @@ REPO = Path(__file__).resolve().parent.parent
 WORKER = REPO / "tests" / "e2e" / "client_worker.py"
 # the coordinators started here serve /status/operator (the full status with the clients) with this token
 OPERATOR_TOKEN = "e2e-support-operator-token-0123456789"
+# utility tests run many rounds at small noise: the clients keep the default group/threshold/graph policy but
+# accept a small noise multiplier and set no ε budget of their own (the coordinator's budget still applies)
+UTILITY_POLICY = '{"min_noise_multiplier": 0.05, "epsilon_budget": null}'
+# groups of 3 with a majority threshold (the robust-vs-secure trade-off of docs/threat-model.md): opted into
+GROUPS_OF_3_POLICY = ('{"min_group_size": 3, "threshold_rule": "majority", "colluders": 0, '
+                      '"min_noise_multiplier": 0.0, "epsilon_budget": null}')
 
 
 def free_port() -> int:

@@ -132,3 +132,37 @@ def test_delta_must_be_below_one_over_the_population() -> None:
                PrivacyPolicy(min_noise_multiplier=0.0, epsilon_budget=math.inf, delta=0.01))  # δ·N ≥ 1
     _run(fed)
     assert "not below 1/N" in fed.engine.stopped_reason
+
+
+def test_route_8_a_member_that_omits_its_noise_share_earns_negative_evidence() -> None:
+    """The debiasing used to subtract the noise every survivor was *told* to add, so a member that added none
+    scored as positive evidence. The engine now measures the noise present in each released sum: a sum below
+    the prescribed noise proves an omitted share; the group is excluded and its members get negative evidence."""
+    import dataclasses
+
+    from flcore.modelspec import mlp
+    from flcore.session import ClientSession
+
+    class NoiseOmitting(ClientSession):
+        def training_done(self, delta, loss=None, num_samples=None):  # type: ignore[no-untyped-def]
+            if self._task is not None:
+                self._task["_dp"] = dataclasses.replace(self._task["_dp"], noise_multiplier=0.0)
+            return super().training_done(delta)
+
+    config = FederationConfig(mlp([64, 300, 10]), rounds=1, clients_per_round=30, group_size=5, aggregator="mean",
+                              noise_multiplier=1.0, epsilon=1e6, delta=1e-4, train_timeout=10, phase_timeout=5)
+    fed = Fed(config, policy=OPEN)
+    for i in range(30):
+        fed.connect(f"c{i}")
+    fed.sessions["c0"].__class__ = NoiseOmitting  # the attacker: same session, no noise share
+    _run(fed, 1)
+    m = fed.engine.history[-1]
+    assert m["groups_ok"] == 6 and m["groups_noise_deficient"] == 1 and m["groups_over_bound"] == 1
+    trust = fed.engine.trust
+    attacker = fed.cid("c0")
+    mates = next(g for g in fed.engine.status()["clients"] if g["id"] == attacker)
+    assert mates["observations"] == 1
+    others = [fed.cid(f"c{i}") for i in range(1, 30)]
+    group_of_attacker = [c for c in others if trust.trust(c) == trust.trust(attacker)]
+    assert len(group_of_attacker) == 4  # its four group-mates share the (group-level) negative evidence
+    assert all(trust.trust(c) > trust.trust(attacker) for c in others if c not in group_of_attacker)

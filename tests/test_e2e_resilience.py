@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from e2e_support import Coordinator, Workers
+from e2e_support import UTILITY_POLICY, Coordinator, Workers
 
 import mle
 from client_native.channels import ChannelError, open_channel
@@ -37,11 +37,12 @@ def test_dropout_at_each_secure_aggregation_phase(tmp_path: Path, workers: Worke
     sharing, before its masked input, before the consistency signature, before unmasking), then reconnects.
     Every round completes and each group's unmasked sum equals the plaintext sum of its survivors' inputs."""
     audit, dumps = tmp_path / "audit", tmp_path / "dumps"
-    coord = Coordinator(tmp_path, ["--rounds", "5", "--clients-per-round", "9", "--group-size", "3",
+    coord = Coordinator(tmp_path, ["--rounds", "5", "--clients-per-round", "10", "--group-size", "5",
                                    "--audit-dir", str(audit), *FAST]).start()
     drops = [f"--drop={r}:{r - 1}:0" for r in range(1, 6)]
-    for chunk in ([0, 1, 2], [3, 4, 5], [6, 7, 8]):
-        workers.spawn(tmp_path, f"127.0.0.1:{coord.grpc_port}", chunk, 9, "--dump-dir", str(dumps), *drops)
+    for chunk in ([0, 1, 2, 3], [4, 5, 6], [7, 8, 9]):
+        workers.spawn(tmp_path, f"127.0.0.1:{coord.grpc_port}", chunk, 10, "--dump-dir", str(dumps), *drops,
+                      "--policy", UTILITY_POLICY)
     summaries = workers.wait(240)
     assert coord.wait(30) == 0, coord.log_text()
     dropper = next(s for s in summaries if s["index"] == 0)
@@ -51,7 +52,7 @@ def test_dropout_at_each_secure_aggregation_phase(tmp_path: Path, workers: Worke
     store.close()
     for r in range(1, 6):
         groups = sorted(audit.glob(f"round-{r:06d}-group-*.mle"))
-        assert len(groups) == 3, r  # every group completed
+        assert len(groups) == 2, r  # every group completed (groups of 5, t = 4: one dropout tolerated)
         seen = False
         for path in groups:
             f = mle.load(path)
@@ -68,10 +69,11 @@ def test_dropout_at_each_secure_aggregation_phase(tmp_path: Path, workers: Worke
 
 
 def test_sigkill_mid_round_and_restart_resumes(tmp_path: Path, workers: Workers) -> None:
-    flags = ["--rounds", "10", "--clients-per-round", "6", "--group-size", "3", *FAST]
+    flags = ["--rounds", "10", "--clients-per-round", "6", "--group-size", "6", *FAST]
     coord = Coordinator(tmp_path, flags).start()
     for chunk in ([0, 1, 2], [3, 4, 5]):
-        workers.spawn(tmp_path, f"127.0.0.1:{coord.grpc_port}", chunk, 6, "--state-root", str(tmp_path / "clients"))
+        workers.spawn(tmp_path, f"127.0.0.1:{coord.grpc_port}", chunk, 6, "--state-root", str(tmp_path / "clients"),
+                      "--policy", UTILITY_POLICY)
     deadline = time.time() + 120
     while True:  # kill while a round is in progress, after a few completed ones
         s = coord.status()
@@ -151,11 +153,12 @@ async def _probe(coord: Coordinator) -> dict[str, str]:
 
 
 def test_bad_input_is_rejected_and_the_federation_carries_on(tmp_path: Path, workers: Workers) -> None:
-    coord = Coordinator(tmp_path, ["--rounds", "6", "--clients-per-round", "6", "--group-size", "3",
+    coord = Coordinator(tmp_path, ["--rounds", "6", "--clients-per-round", "6", "--group-size", "6",
                                    "--max-message-mb", "1", *FAST]).start()
     server = f"127.0.0.1:{coord.grpc_port}"
-    workers.spawn(tmp_path, server, [0, 1, 2, 3, 4], 6)
-    workers.spawn(tmp_path, server, [5], 6, "--attack", "nan")  # sends a NaN "masked input" every round
+    workers.spawn(tmp_path, server, [0, 1, 2, 3, 4], 6, "--policy", UTILITY_POLICY)
+    # sends a NaN "masked input" every round
+    workers.spawn(tmp_path, server, [5], 6, "--attack", "nan", "--policy", UTILITY_POLICY)
     coord.wait_round(1, timeout=120)
     codes = asyncio.run(_probe(coord))
     for transport in ("websocket", "grpc"):

@@ -89,7 +89,7 @@ class Fed:
     def train(self, conn: str, task: Train | None = None) -> None:
         task = task or self.pending_train.pop(conn)
         rng = np.random.default_rng(sum(conn.encode()) + 1000 * task.round)
-        delta = 0.2 + 0.02 * rng.normal(size=SPEC.num_parameters())
+        delta = 0.2 + 0.02 * rng.normal(size=task.spec.num_parameters())
         for a in self.sessions[conn].training_done(delta.astype(np.float32), loss=0.5, num_samples=10):
             self._client_action(conn, a)
 

@@ -23,6 +23,7 @@ import numpy as np
 import mle
 from client_native.cli import load_data
 from client_native.client import ClientOptions, NativeClient
+from flcore.policy import PrivacyPolicy
 
 
 class WorkerClient(NativeClient):
@@ -70,17 +71,19 @@ async def main_async(args: argparse.Namespace) -> int:
     dump_dir = Path(args.dump_dir) if args.dump_dir else None
     if dump_dir:
         dump_dir.mkdir(parents=True, exist_ok=True)
+    policy = PrivacyPolicy.from_dict(json.loads(args.policy)) if args.policy else PrivacyPolicy()
     clients = []
     for i in (int(v) for v in args.indices.split(",")):
         data = load_data(f"digits:{i}/{args.num_clients}", args.partition, args.partition_seed)
         state = Path(args.state_root) / f"client-{i}" if args.state_root else None
         opts = ClientOptions(args.server, args.transport, state, None, 1, None, reconnect_initial=0.2,
-                             reconnect_max=1.0, seed=1000 + i)
+                             reconnect_max=1.0, seed=1000 + i, policy=policy)
         clients.append(WorkerClient(i, data, opts, attack=args.attack, drops=drops, dump_dir=dump_dir))
     summaries = await asyncio.gather(*(c.run() for c in clients))
     for c, s in zip(clients, summaries, strict=True):
         print(json.dumps({"index": c.index, "client_id": s.client_id, "rounds": s.rounds, "reconnects": s.reconnects,
-                          "errors": s.errors, "stop_reason": s.stop_reason}), flush=True)
+                          "errors": s.errors, "stop_reason": s.stop_reason, "ledger": s.ledger,
+                          "declined": s.declined}), flush=True)
     return 0
 
 
@@ -96,6 +99,8 @@ def main() -> int:
     p.add_argument("--drop", action="append", default=[])
     p.add_argument("--dump-dir", default="")
     p.add_argument("--state-root", default="")
+    p.add_argument("--policy", default="", help="the clients' privacy policy as JSON (PrivacyPolicy.from_dict); "
+                   "default: the safe default policy")
     return asyncio.run(main_async(p.parse_args()))
 
 
