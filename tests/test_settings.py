@@ -65,7 +65,9 @@ def settings(tmp_path: Path, toml: str | None = None, *flags: str):
 def test_defaults(tmp_path: Path) -> None:
     s = settings(tmp_path, None, "--evaluation", "none")
     assert s.server == ServerSettings()
-    assert s.federation == FederationConfig(model=mlp([64, 32, 10]))
+    # private by default: noise a default client policy accepts, a per-client budget, δ below 1/N
+    assert s.federation == FederationConfig(model=mlp([64, 32, 10]), noise_multiplier=5.0, epsilon=10.0, delta=1e-6)
+    assert s.federation.group_size == 5 and s.federation.threshold() == 4
     assert s.model_text == "mlp:64-32-10" and s.evaluation == "none"
     assert s.server.max_message_bytes == 64 * 1024 * 1024
 
@@ -214,7 +216,7 @@ def test_missing_config_file(tmp_path: Path) -> None:
     (("--group-size", "5", "--clients-per-round", "3"), "group_size 5 > clients_per_round 3"),
     (("--min-clients-per-round", "16", "--clients-per-round", "15"), "min_clients_per_round must be in [0, "),
     (("--min-clients-per-round", "2", "--group-size", "3"), "min_clients_per_round 2 < group_size 3"),
-    (("--noise-multiplier", "1.0",), "no ε budget"),
+    (("--noise-multiplier", "1.0", "--epsilon", "inf"), "no ε budget"),
     (("--delta", "1.5",), "delta"),
     (("--train-timeout", "0",), "timeouts"),
     (("--server-optimizer", "sgd9",), ""),
