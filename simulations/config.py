@@ -110,6 +110,8 @@ class AttackConfig:
 class FederationSection:
     clients_per_round: int = 10
     group_size: int = 1
+    threshold_rule: str = "two-thirds"  # SecAgg+ threshold per group, as in the product ("majority" opt-in)
+    colluders: int = 1  # colluding members the threshold withstands (2t − n > colluders)
     aggregator: str = "mean"
     byzantine: int = 0
     server_optimizer: str = "fedavg"
@@ -158,7 +160,7 @@ class SimulationConfig:
         f = self.federation
         return FederationConfig(
             model=spec, rounds=self.rounds, clients_per_round=f.clients_per_round, group_size=f.group_size,
-            aggregator=f.aggregator, byzantine=f.byzantine, server_optimizer=f.server_optimizer,
+            threshold_rule=f.threshold_rule, colluders=f.colluders, aggregator=f.aggregator, byzantine=f.byzantine, server_optimizer=f.server_optimizer,
             server_lr=f.server_lr, local_epochs=f.local_epochs, batch_size=f.batch_size, lr=f.lr,
             l2_clip=f.l2_clip, noise_multiplier=f.noise_multiplier, quantization_bits=f.quantization_bits,
             modulus_bits=f.modulus_bits, epsilon=f.epsilon, delta=f.delta, seed=self.seed)
