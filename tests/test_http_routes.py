@@ -70,7 +70,9 @@ def test_health_and_status_are_strict_json(site: dict[str, Path]) -> None:
 
     status = json.loads(r.body, parse_constant=no_constants)
     assert status["round"] == 0 and status["rounds"] == 2 and status["finished"] is False
-    assert status["privacy"]["epsilon"] == 0.0 and status["privacy"]["epsilon_budget"] is None  # ε = ∞ → null
+    # no noise: "not private" and ε null, never 0 (which would read as perfect privacy); no budget → null
+    assert status["privacy"]["private"] is False and status["privacy"]["epsilon"] is None
+    assert status["privacy"]["epsilon_budget"] is None
     assert status["coordinator_key"] == engine.public_key.hex()
     assert "clients" not in status and status["connected"] == 0 and status["ready"] == 0
     assert status["client_counts"] == {"registered": 0, "connected": 0, "banned": 0}
