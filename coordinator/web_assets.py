@@ -2,7 +2,7 @@
 
 | URL | content |
 |---|---|
-| ``/`` | the demo page (``client_web/demo/index.html``): joins as a client with a digits shard, draw-a-digit |
+| ``/`` | the demo page (``client_web/demo/index.html``): joins as a client with a digits shard, shows the tab's privacy policy and its own privacy ledger next to the coordinator's figures, draw-a-digit |
 | ``/sdk/…`` | ``client_web/`` as is: the SDK (``sdk/fl-client.js``), the runtime loader (``js/``), the WASM kernel, the demo's script and ``node_modules/`` (Pyodide, libsodium-wrappers) |
 | ``/py/manifest.json`` | :func:`client_pyodide.bundle.manifest` – the Python files the runtime loads, with SHA-256 |
 | ``/py/<path>`` | a file listed in that manifest (:func:`client_pyodide.bundle.resolve`; anything else is 404) |

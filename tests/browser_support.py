@@ -154,3 +154,26 @@ def browser_page() -> Iterator[BrowserPage]:
                 browser.close()
     finally:
         server.close()
+
+
+# ── the browser's stored identity records ────────────────────────────────────────────────────────────────
+# JS: the SDK's IndexedDB record of an identity slot ({seed, coordinatorKey, ledger, …}) – read independently of
+# the SDK (database "fl-coordinator-sdk", store "identities", key "<origin>#<identity name>")
+READ_IDENTITY_RECORD = """(key) => new Promise((resolve, reject) => {
+  const open = indexedDB.open("fl-coordinator-sdk");
+  let absent = false;
+  open.onupgradeneeded = () => { absent = true; open.transaction.abort(); };  // never create it for the SDK
+  open.onerror = () => (absent ? resolve(null) : reject(open.error));
+  open.onsuccess = () => {
+    const db = open.result;
+    if (!db.objectStoreNames.contains("identities")) { db.close(); resolve(null); return; }
+    const req = db.transaction("identities", "readonly").objectStore("identities").get(key);
+    req.onsuccess = () => {
+      db.close();
+      const r = req.result;
+      resolve(r ? { coordinatorKey: r.coordinatorKey ?? null, clientId: r.clientId ?? null, ledger: r.ledger ?? null,
+                    seedLength: r.seed ? r.seed.length : 0 } : null);
+    };
+    req.onerror = () => { db.close(); reject(req.error); };
+  };
+})"""

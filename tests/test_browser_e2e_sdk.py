@@ -3,7 +3,13 @@
 - the identity (IndexedDB) survives a reload: same client id, the coordinator key pinned on first use matches;
 - another coordinator (another key) on the same origin is refused: a fatal ``handshake`` error, no reconnects;
 - a second client in the same tab gets its own identity slot (Web Lock), ``leave()`` says bye and ends
-  participation; ``forgetIdentity`` gives a fresh identity.
+  participation; ``forgetIdentity`` gives a fresh identity;
+- the privacy ledger comes back with the identity after the reload: one entry per masked input the tab sent
+  (its completed rounds, plus the round cut by the SIGKILL if its masked input had left – never fewer).
+
+Everything runs on the safe defaults: the coordinator's groups of 5 (two-thirds threshold, t = 4) and z = 2.5
+meet the default policy of the tab and of the native clients; 6 rounds (7 participations at most, with the
+repeated round) cost the tab ε ≈ 6.6 of its default budget of 10.
 """
 
 from __future__ import annotations
@@ -19,8 +25,8 @@ from e2e_support import Coordinator, Workers
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-FLAGS = ["--rounds", "6", "--clients-per-round", "3", "--group-size", "3", "--aggregator", "mean",
-         "--local-epochs", "1", "--noise-multiplier", "0.05", "--epsilon", "1e6", "--train-timeout", "30",
+FLAGS = ["--rounds", "6", "--clients-per-round", "5", "--group-size", "5", "--aggregator", "mean",
+         "--local-epochs", "1", "--noise-multiplier", "2.5", "--epsilon", "10", "--train-timeout", "30",
          "--phase-timeout", "2"]
 INIT = """
 window.__fl = { events: [] };
@@ -58,9 +64,9 @@ def test_reconnect_identity_pinning_and_leave(tmp_path: Path, workers: Workers) 
     coord = Coordinator(tmp_path / "a", FLAGS)
     (tmp_path / "a").mkdir()
     coord.start()
-    workers.spawn(tmp_path, f"127.0.0.1:{coord.grpc_port}", [1, 2], 3, "--partition", "iid")
+    workers.spawn(tmp_path, f"127.0.0.1:{coord.grpc_port}", [1, 2, 3, 4], 5, "--partition", "iid")
     base = f"http://127.0.0.1:{coord.ws_port}"
-    url = f"{base}/?shard=0/3&partition=iid&identity=sdk-test"
+    url = f"{base}/?shard=0/5&partition=iid&identity=sdk-test"
     external: list[str] = []
     guard = origin_guard(base + "/", external)
 
@@ -89,12 +95,19 @@ def test_reconnect_identity_pinning_and_leave(tmp_path: Path, workers: Workers) 
             assert key == coord.key
             waits = [e["retryInMs"] for e in _events(page, "disconnected")]
             assert all(0 < w <= 15_000 for w in waits), waits
+            ledger_events = _events(page, "ledger")
+            ledger = page.evaluate("() => window.flDemo.client.ledger")
+            assert ledger["participations"] == len(ledger_events) >= len(summary["rounds"]) == 6, ledger
+            assert all(e["persisted"] for e in ledger_events) and ledger["epsilon"] <= 10
+            counted = next(c["participations"] for c in coord.status()["clients"] if c["id"] == client_id)
+            assert counted <= ledger["participations"] <= counted + 1, (counted, ledger)
 
             # reload: the identity and the pinned key come back from IndexedDB (the federation is over: stop)
             page.reload()
             page.wait_for_function("() => window.flDemo.summary || window.flDemo.error", timeout=60_000)
             again = _events(page, "connected")
             assert again and again[0]["clientId"] == client_id and not again[0]["firstUse"], again
+            assert page.evaluate("() => window.flDemo.ledger") == ledger  # restored from IndexedDB, then nothing new
             assert page.evaluate("() => window.flDemo.summary.stopReason") == "all 6 rounds done"
 
             # another coordinator (another key) on the same origin: refused, fatal, not retried

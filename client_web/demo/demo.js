@@ -1,15 +1,127 @@
 // The demo page ("/" on the coordinator): joins the federation with a digits shard through the SDK, shows the
-// round, local loss, global accuracy and ε, and classifies digits drawn on a canvas.
+// round, this tab's local loss, global accuracy, the tab's privacy policy and its own privacy ledger next to the
+// coordinator's figures, and classifies digits drawn on a canvas.
 //
 // URL parameters: shard=I/N (default: a random one of 10) · partition=dirichlet:0.5|iid · identity=NAME
-// (IndexedDB identity slot; "ephemeral" = none). window.flDemo holds the state; a "fl-demo-client" event on
-// window (detail: the FlClient) fires before the client joins, so a script can add its own listeners.
+// (IndexedDB identity slot; "ephemeral" = none) · the privacy policy, for demos that relax it (each one is shown
+// as relaxed on the page): minGroupSize, thresholdRule, colluders, allowSparseGraph, minNoise, epsilonBudget
+// (a number, or inf/none), delta, maxAbortedReveals – e.g. ?minNoise=0.05&epsilonBudget=inf.
+// window.flDemo holds the state; a "fl-demo-client" event on window (detail: the FlClient) fires before the
+// client joins, so a script can add its own listeners.
 import { connect } from "/sdk/sdk/fl-client.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
-const demo = { client: null, events: [], history: [], summary: null, error: null, prediction: null };
+const demo = { client: null, events: [], history: [], losses: {}, summary: null, error: null, prediction: null,
+               privacyOptions: {}, policy: null, ledger: null, declines: [] };
 window.flDemo = demo;
+
+// ── the privacy policy from the URL ───────────────────────────────────────────────────────────────────
+// The SDK's defaults (flcore.policy.PrivacyPolicy): shown next to any value the URL changes.
+const DEFAULT_POLICY = { minGroupSize: 5, thresholdRule: "two-thirds", colluders: 1, allowSparseGraph: false,
+                         minNoise: 0.5, epsilonBudget: 10, delta: 1e-6, maxAbortedReveals: 5 };
+
+function privacyFromUrl() {
+  const out = {};
+  for (const key of Object.keys(DEFAULT_POLICY)) {
+    const raw = params.get(key);
+    if (raw === null) continue;
+    let v;
+    if (key === "thresholdRule") v = raw;
+    else if (key === "allowSparseGraph") v = /^(1|true|yes)$/i.test(raw);
+    else if (key === "epsilonBudget" && /^(inf|infinity|none|∞)$/i.test(raw)) v = null;
+    else {
+      v = Number(raw);
+      if (raw.trim() === "" || Number.isNaN(v)) throw new Error(`URL parameter ${key}=${raw}: not a number`);
+    }
+    out[key] = v;
+  }
+  return out;
+}
+
+const fmtEps = (e) => (e === null || e === undefined ? "∞" : e < 100 ? e.toFixed(2) : e.toExponential(1));
+const fmtBudget = (b) => (b === null || b === undefined || b === Infinity ? "none (∞)" : String(b));
+
+function describeValue(key, v) {
+  if (key === "epsilonBudget") return fmtBudget(v);
+  if (key === "allowSparseGraph") return v ? "accepted" : "refused";
+  return String(v);
+}
+
+/** Is this policy value weaker than the default (it protects the tab less)? */
+function isRelaxed(key, v) {
+  const d = DEFAULT_POLICY[key];
+  switch (key) {
+    case "thresholdRule": return v !== d && v === "majority";
+    case "allowSparseGraph": return Boolean(v) && !d;
+    case "epsilonBudget": return v === null || v === Infinity || v > d;
+    case "delta": case "maxAbortedReveals": return v > d;
+    default: return v < d; // minGroupSize, colluders, minNoise
+  }
+}
+
+function showPolicy(policy, fromUrl) {
+  const rows = { minGroupSize: "pol-group", thresholdRule: "pol-threshold", colluders: "pol-colluders",
+                 allowSparseGraph: "pol-graph", minNoise: "pol-noise", epsilonBudget: "pol-budget", delta: "pol-delta" };
+  for (const [key, row] of Object.entries(rows)) {
+    $(`${row}-v`).textContent = describeValue(key, policy[key]);
+    $(row).classList.toggle("relaxed", isRelaxed(key, policy[key]));
+  }
+  const changed = Object.keys(fromUrl).filter((k) => fromUrl[k] !== DEFAULT_POLICY[k]);
+  const relaxed = changed.filter((k) => isRelaxed(k, policy[k]));
+  const list = (keys) => keys.map((k) => `${k} = ${describeValue(k, policy[k])} (default ${describeValue(k, DEFAULT_POLICY[k])})`).join(", ");
+  const banner = $("policy-banner");
+  if (relaxed.length) {
+    banner.className = "banner";
+    banner.textContent = `Relaxed policy set by the URL for this demo – weaker than the default: ${list(relaxed)}` +
+      (changed.length > relaxed.length ? `; also ${list(changed.filter((k) => !relaxed.includes(k)))}` : "");
+  } else if (changed.length) {
+    banner.className = "banner default";
+    banner.textContent = `Policy set by the URL, stricter than the default: ${list(changed)}`;
+  } else {
+    banner.className = "banner default";
+    banner.textContent = "Default policy: groups of at least 5, two-thirds threshold against 1 colluder, " +
+      "complete graph, noise z ≥ 0.5, ε budget 10 at δ = 10⁻⁶.";
+  }
+  demo.relaxed = relaxed;
+}
+
+function showLedger(l) {
+  demo.ledger = l;
+  $("led-eps").textContent = l.participations ? fmtEps(l.epsilon) : "0";
+  $("led-worst").textContent = l.participations ? fmtEps(l.epsilonWorstCase) : "0";
+  $("led-rounds").textContent = String(l.participations);
+  $("led-rounds-sub").textContent = l.lastRound === null ? "your update was in" : `your update was in (last: round ${l.lastRound})`;
+  $("led-eps-sub").textContent = `guaranteed figure at δ = ${l.delta}, charged to your budget`;
+  if (l.budget === null) {
+    $("led-left").textContent = "∞";
+    $("led-left-sub").textContent = "no ε budget";
+  } else {
+    const left = l.epsilon === null ? 0 : Math.max(0, l.budget - l.epsilon);
+    $("led-left").textContent = left.toFixed(2);
+    $("led-left-sub").textContent = `of your ε budget ${l.budget}`;
+  }
+}
+
+function showCoordinator(s) {
+  if (s.groupSize !== null && s.groupSize !== undefined) $("co-group").textContent = String(s.groupSize);
+  if (s.thresholdRule) $("co-threshold").textContent = s.thresholdRule;
+  if (s.colluders !== null && s.colluders !== undefined) $("co-colluders").textContent = String(s.colluders);
+  if (s.noiseMultiplier !== null && s.noiseMultiplier !== undefined) $("co-noise").textContent = String(s.noiseMultiplier);
+  if (s.epsilon !== null && s.epsilon !== undefined) $("co-eps").textContent = fmtEps(s.epsilon);
+  if (s.delta !== null && s.delta !== undefined) $("co-delta").textContent = String(s.delta);
+  if (s.round !== undefined) $("co-budget").textContent = fmtBudget(s.epsilonBudget);
+}
+
+/** "groups of 3 < the client's minimum 5" → "declined: groups of 3 < your minimum 5". */
+function showDecline(d) {
+  const text = `declined round ${d.round}: ${d.message.replace(/the client's/g, "your")} (${d.code})`;
+  demo.declines.push({ ...d, text });
+  const el = $("declined");
+  el.hidden = false;
+  el.textContent = demo.declines.length > 1 ? `${text} – ${demo.declines.length} tasks declined so far` : text;
+  return text;
+}
 
 function setStatus(text, cls = "") {
   $("status").textContent = text;
@@ -37,14 +149,15 @@ function base64ToFloat32(b64) {
   return new Float32Array(bytes.buffer);
 }
 
-// ── chart: global accuracy (blue) and mean local loss (orange) per round ───────────────────────────────
+// ── chart: global accuracy (blue) and this tab's local loss (orange) per round ─────────────────────────
+// (the local loss never leaves the tab: the coordinator does not know it)
 function drawChart() {
   const svg = $("chart");
-  const h = demo.history;
+  const h = demo.history.map((p) => ({ ...p, localLoss: demo.losses[p.round] ?? null }));
   const W = 600, H = 170, P = 24;
   if (!h.length) { svg.innerHTML = ""; return; }
   const maxRound = Math.max(...h.map((p) => p.round), 2);
-  const maxLoss = Math.max(...h.map((p) => p.trainLoss ?? 0), 0.5);
+  const maxLoss = Math.max(...h.map((p) => p.localLoss ?? 0), 0.5);
   const x = (r) => P + ((r - 1) / Math.max(1, maxRound - 1)) * (W - 2 * P);
   const line = (key, scale, color) => {
     const pts = h.filter((p) => p[key] !== null && p[key] !== undefined).map((p) => `${x(p.round).toFixed(1)},${(H - P - (p[key] / scale) * (H - 2 * P)).toFixed(1)}`);
@@ -53,9 +166,9 @@ function drawChart() {
   };
   svg.innerHTML = `<line x1="${P}" y1="${H - P}" x2="${W - P}" y2="${H - P}" stroke="#ccd"/>
     <text x="${P}" y="14" font-size="12" fill="#2f6fed">global accuracy</text>
-    <text x="${P + 120}" y="14" font-size="12" fill="#e8710a">mean local loss</text>
+    <text x="${P + 120}" y="14" font-size="12" fill="#e8710a">this tab's local loss</text>
     <text x="${W - P}" y="${H - 6}" font-size="11" fill="#667085" text-anchor="end">round ${maxRound}</text>
-    ${line("accuracy", 1, "#2f6fed")}${line("trainLoss", maxLoss, "#e8710a")}`;
+    ${line("accuracy", 1, "#2f6fed")}${line("localLoss", maxLoss, "#e8710a")}`;
 }
 
 function showStatus(s) {
@@ -66,12 +179,13 @@ function showStatus(s) {
   if (s.accuracy !== null && s.accuracy !== undefined) $("accuracy").textContent = `${(100 * s.accuracy).toFixed(1)}%`;
   if (s.loss !== null && s.loss !== undefined) $("accuracy-sub").textContent = `test loss ${s.loss.toFixed(3)}`;
   if (s.epsilon !== null && s.epsilon !== undefined) {
-    $("epsilon").textContent = s.epsilon < 100 ? s.epsilon.toFixed(2) : s.epsilon.toExponential(1);
-    $("epsilon-sub").textContent = `δ = ${s.delta}`;
+    $("epsilon").textContent = fmtEps(s.epsilon);
+    $("epsilon-sub").textContent = `its accountant, δ = ${s.delta}`;
   }
+  showCoordinator(s);
   if (s.connected !== undefined) $("clients").textContent = String(s.connected);
   if (s.round > 0 && !demo.history.some((p) => p.round === s.round)) {
-    demo.history.push({ round: s.round, accuracy: s.accuracy, trainLoss: s.trainLoss });
+    demo.history.push({ round: s.round, accuracy: s.accuracy });
     drawChart();
     predictDrawing();
   }
@@ -168,13 +282,16 @@ async function main() {
   const partition = params.get("partition") ?? "dirichlet:0.5";
   $("shard").textContent = `${shard.i} / ${shard.n}`;
   const identity = params.get("identity") ?? "demo";
+  const privacy = privacyFromUrl();
+  demo.privacyOptions = privacy;
+  showPolicy({ ...DEFAULT_POLICY, ...privacy }, privacy);
   setStatus("loading Pyodide, libsodium, the WASM kernel and the Python client core…");
   const dataP = fetch(`/demo/shard?i=${shard.i}&n=${shard.n}&partition=${encodeURIComponent(partition)}`).then(async (r) => {
     if (!r.ok) throw new Error(`shard: HTTP ${r.status} ${await r.text()}`);
     return r.json();
   });
   const client = await connect(location.origin, {
-    persist: identity !== "ephemeral", identityName: identity,
+    persist: identity !== "ephemeral", identityName: identity, privacy,
     onEvent: (ev) => {
       demo.events.push(ev);
       if (ev.type === "loading") setStatus(`loading: ${ev.stage} ready (${(ev.ms / 1000).toFixed(1)} s)`);
@@ -185,6 +302,9 @@ async function main() {
   $("shard-sub").textContent = `${data.count} digits, ${data.partition}`;
   $("ident").innerHTML = `client id <code>${client.clientId}</code>`;
   demo.client = client;
+  demo.policy = client.policy; // what the Python session enforces (the URL's values over the defaults)
+  showPolicy(demo.policy, privacy);
+  showLedger(client.ledger); // restored from IndexedDB with the identity
   client.addEventListener("connecting", (e) => setStatus(e.detail.attempt > 1 ? `reconnecting (attempt ${e.detail.attempt})…` : "connecting…"));
   client.addEventListener("connected", (e) => {
     setStatus("connected – waiting to be selected for a round");
@@ -193,11 +313,26 @@ async function main() {
   client.addEventListener("round-start", (e) => { demo.modelRound = e.detail.round - 1; setStatus(`round ${e.detail.round}: training on ${e.detail.examples} local digits`); });
   client.addEventListener("trained", (e) => {
     $("loss").textContent = e.detail.loss.toFixed(3);
-    $("loss-sub").textContent = `round ${e.detail.round}`;
-    setStatus(`round ${e.detail.round}: secure aggregation (masked update sent)`);
+    $("loss-sub").textContent = `round ${e.detail.round} (stays in this tab)`;
+    demo.losses[e.detail.round] = e.detail.loss;
+    setStatus(`round ${e.detail.round}: secure aggregation`);
     predictDrawing();
   });
-  client.addEventListener("round-done", (e) => { log(`round ${e.detail.round}: ${e.detail.status}`); setStatus(`round ${e.detail.round} done (${e.detail.status}) – ready for the next`); });
+  client.addEventListener("ledger", (e) => {
+    showLedger(e.detail);
+    setStatus(`round ${e.detail.round}: ledger ${e.detail.persisted ? "stored" : "updated"} – masked update sent`);
+    log(`round ${e.detail.round}: ledger ε = ${fmtEps(e.detail.epsilon)} (worst case ${fmtEps(e.detail.epsilonWorstCase)}), ${e.detail.participations} rounds`);
+  });
+  client.addEventListener("declined", (e) => {
+    const text = showDecline(e.detail);
+    setStatus(text, "error");
+    log(text);
+  });
+  client.addEventListener("round-done", (e) => {
+    if (e.detail.declined) { log(`round ${e.detail.round}: ended (${e.detail.status}) without this tab`); return; }
+    log(`round ${e.detail.round}: ${e.detail.status}`);
+    setStatus(`round ${e.detail.round} done (${e.detail.status}) – ready for the next`);
+  });
   client.addEventListener("status", (e) => showStatus(e.detail));
   client.addEventListener("disconnected", (e) => { setStatus(`connection lost (${e.detail.code}); retrying in ${(e.detail.retryInMs / 1000).toFixed(1)} s`, "error"); log("disconnected"); });
   client.addEventListener("error", (e) => log(`error ${e.detail.code}: ${e.detail.message}`));

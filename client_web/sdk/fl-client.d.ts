@@ -13,6 +13,9 @@ export interface ConnectOptions {
   identitySeed?: Uint8Array;
   /** The coordinator's public key (hex) to require; default: the key pinned on first use. */
   coordinatorKey?: string;
+  /** This client's privacy policy: what it requires of every task (it declines the others). Omitted options keep
+   *  the safe defaults; an unknown option or an invalid value makes connect() reject with err.code "policy". */
+  privacy?: PrivacyOptions;
   /** Where the Python bundle is served (default `${coordinator}/py/`). */
   pythonUrl?: string;
   /** An already loaded runtime (client_web/js/runtime.js) to reuse. */
@@ -27,6 +30,52 @@ export interface ConnectOptions {
   onEvent?: (event: FlEvent) => void;
 }
 
+export interface PrivacyOptions {
+  /** Smallest secure-aggregation group accepted (default 5). */
+  minGroupSize?: number;
+  /** SecAgg+ threshold floor: "majority" or "two-thirds" (default; the active-adversary regime). */
+  thresholdRule?: "majority" | "two-thirds";
+  /** Colluding group members (with the coordinator) the threshold must withstand: 2t − n > colluders (default 1). */
+  colluders?: number;
+  /** Accept SecAgg+'s sparse neighbour graphs (default false: a malicious coordinator can split their checks). */
+  allowSparseGraph?: boolean;
+  /** Smallest DP noise multiplier z accepted (default 0.5). */
+  minNoise?: number;
+  /** This client's own ε budget on its ledger (default 10); null or Infinity: no budget. */
+  epsilonBudget?: number | null;
+  /** δ of the ledger (default 1e-6). */
+  delta?: number;
+  /** Round attempts aborted after this client's reveal it tolerates before declining the round (default 5). */
+  maxAbortedReveals?: number;
+}
+
+/** The policy in force (FlClient.policy): every option, epsilonBudget null = no budget. */
+export type PrivacyPolicy = { [K in keyof PrivacyOptions]-?: Exclude<PrivacyOptions[K], undefined> };
+
+export interface LedgerSummary {
+  /** ε this client has spent if secure aggregation holds (≥ t − colluders honest noise shares in every released
+   *  sum); null with private = false when a release carried no noise (ε infinite). */
+  epsilon: number | null;
+  /** ε if secure aggregation is broken (its own noise share alone); null when infinite. */
+  epsilonWorstCase: number | null;
+  /** Releases this client's input entered (rounds it took part in). */
+  participations: number;
+  /** Its ε budget (null: none). */
+  budget: number | null;
+  delta: number;
+  private: boolean;
+  lastRound: number | null;
+}
+
+/** The stored ledger (PrivacyLedger.to_dict()). */
+export interface LedgerState {
+  version: number;
+  epsilon_budget: number | null;
+  delta: number;
+  entries: { round: number; attempt: string; group_size: number; threshold: number; z_guaranteed: number;
+             z_own: number; config_hash: string }[];
+}
+
 export interface StatusDetail {
   round: number;
   rounds: number;
@@ -34,11 +83,17 @@ export interface StatusDetail {
   /** The global model's accuracy / loss on the coordinator's evaluation data (null when it has none). */
   accuracy: number | null;
   loss: number | null;
-  /** Mean of the local losses the round's clients reported. */
-  trainLoss: number | null;
-  /** Privacy spent so far (ε at δ) per the coordinator's accountant. */
+  /** Privacy spent so far (ε at δ) per the coordinator's accountant: the largest per-client ε against the
+   *  coordinator (compare with FlClient.ledger, this client's own figure). */
   epsilon: number | null;
   delta: number | null;
+  /** The coordinator's configuration: its ε budget per client (null: none), noise multiplier, group size,
+   *  threshold rule and colluders. */
+  epsilonBudget: number | null;
+  noiseMultiplier: number | null;
+  groupSize: number | null;
+  thresholdRule: string | null;
+  colluders: number | null;
   connected: number;
   inProgress: { round: number; groups: number; failed_groups: number; phases: string[] } | null;
 }
@@ -50,7 +105,12 @@ export interface FlEventMap {
   disconnected: { code: number; reason: string; retryInMs: number };
   "round-start": { round: number; examples: number };
   trained: { round: number; loss: number };
-  "round-done": { round: number; status: "ok" | "failed" };
+  /** The participation is recorded in the ledger and (persist) stored in IndexedDB; the masked input follows. */
+  ledger: { round: number; persisted: boolean } & LedgerSummary;
+  /** The policy or the budget refused this round's task: a decline message was sent, nothing about the update. */
+  declined: { round: number; code: string; message: string };
+  /** declined: this client declined that round (it is then in summary.declined, not rounds/failedRounds). */
+  "round-done": { round: number; status: "ok" | "failed"; declined: boolean };
   status: StatusDetail;
   stopped: { reason: string };
   error: { code: string; message: string; fatal: boolean };
@@ -63,7 +123,11 @@ export interface ParticipationSummary {
   /** Rounds this client took part in that completed ("ok"), and those that failed. */
   rounds: number[];
   failedRounds: number[];
+  /** Tasks this client's policy or budget declined. */
+  declined: { round: number; code: string }[];
   lastLoss: number | null;
+  /** The ledger after the last recorded participation. */
+  ledger: LedgerSummary;
   /** The coordinator's stop reason, "left" after leave(), or "error: CODE" (then participate() rejected). */
   stopReason: string | null;
   reconnects: number;
@@ -102,6 +166,14 @@ export declare class FlClient extends EventTarget {
   leave(reason?: string): Promise<void>;
   /** Debugging/tests: the field vector fed into the last secure aggregation. */
   debugLastInput(): SecAggInput | null;
+  /** Debugging/tests: what a protocol frame is (not verified). */
+  debugDescribeFrame(frame: Uint8Array | ArrayBuffer): { type: string; round: number; sender: string; phase: string | null };
+  /** The privacy policy this client enforces. */
+  readonly policy: PrivacyPolicy;
+  /** This client's privacy ledger (restored from IndexedDB with the identity). */
+  readonly ledger: LedgerSummary;
+  /** The whole ledger, as stored. */
+  readonly ledgerState: LedgerState;
 
   addEventListener<K extends keyof FlEventMap>(type: K, listener: (ev: CustomEvent<FlEventMap[K]>) => void,
                                                options?: boolean | AddEventListenerOptions): void;
@@ -113,7 +185,7 @@ export declare class FlClient extends EventTarget {
 
 /** Load the runtime, restore or create the identity for the coordinator at `url` (http(s):// or ws(s)://). */
 export function connect(url: string | URL, options?: ConnectOptions): Promise<FlClient>;
-/** Delete the stored identity and pinned key for a coordinator. */
+/** Delete the stored identity, pinned key and privacy ledger for a coordinator (the ledger belongs to the identity). */
 export function forgetIdentity(url: string | URL, identityName?: string): Promise<void>;
 export function endpoints(url: string | URL): { http: string; ws: string; origin: string };
 export function bytesToHex(bytes: Uint8Array): string;

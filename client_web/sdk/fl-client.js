@@ -10,14 +10,19 @@
 // native client runs) in Pyodide: client_pyodide.client.BrowserClient. Training runs on the WASM kernel, crypto
 // on libsodium-wrappers. The page must have the import map for "pyodide", "libsodium-wrappers" and "libsodium"
 // (see client_web/demo/index.html).
+//
+// Privacy: the session enforces the client's own policy (options.privacy; safe defaults) and keeps its privacy
+// ledger, which this file stores in IndexedDB with the identity. Frames from the coordinator are handled one at
+// a time; when the session records a participation ("ledger" event) the masked input it accounts for is withheld
+// by the Python side until the ledger is stored (awaited IndexedDB write) and ledger_persisted() releases it.
 import { loadRuntime } from "../js/runtime.js";
 
 /** Close codes / error codes after which reconnecting cannot help (docs/protocol.md § 6). */
-const FATAL = new Set(["handshake", "identity", "version", "banned", "no_data"]);
+const FATAL = new Set(["handshake", "identity", "version", "banned", "no_data", "ledger"]);
 const DB_NAME = "fl-coordinator-sdk";
 const DB_STORE = "identities";
 
-// ── IndexedDB: {seed, coordinatorKey} per coordinator origin (and identity name) ───────────────────────────
+// ── IndexedDB: {seed, coordinatorKey, ledger} per coordinator origin (and identity name) ───────────────────
 function idbOpen() {
   return new Promise((resolve, reject) => {
     const req = indexedDB.open(DB_NAME, 1);
@@ -54,7 +59,11 @@ async function idbPut(key, value) {
   }
 }
 
-/** Remove the stored identity (and pinned coordinator key) for a coordinator; the next connect() makes a new one. */
+/**
+ * Remove the stored identity for a coordinator: the seed, the pinned coordinator key and the privacy ledger (the
+ * ledger belongs to the identity: it accounts for what this client id has released). The next connect() makes a
+ * new identity with an empty ledger.
+ */
 export async function forgetIdentity(url, identityName = "default") {
   const { origin } = endpoints(url);
   const db = await idbOpen();
@@ -137,12 +146,62 @@ function pyCall(obj, name, ...args) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+function sdkError(code, message) {
+  const err = new Error(`fl-client: ${code}: ${message}`);
+  err.code = code;
+  return err;
+}
+
+/** The last line of a Pyodide PythonError ("ValueError: …"), without the traceback. */
+function pythonMessage(err) {
+  const lines = String(err?.message ?? err).trim().split("\n");
+  return lines[lines.length - 1];
+}
+
+// ── privacy policy (options.privacy ↔ flcore.policy.PrivacyPolicy) and ledger summaries ───────────────────
+const PRIVACY_OPTIONS = {
+  minGroupSize: "min_group_size", thresholdRule: "threshold_rule", colluders: "colluders",
+  allowSparseGraph: "allow_sparse_graph", minNoise: "min_noise_multiplier", epsilonBudget: "epsilon_budget",
+  delta: "delta", maxAbortedReveals: "max_aborted_reveals",
+};
+
+/** options.privacy → the PrivacyPolicy dict (null: the defaults). Unknown options are an error (a typo must not
+ * silently leave a default in place); epsilonBudget null or Infinity = no budget. */
+function policyDict(privacy) {
+  if (privacy === undefined || privacy === null) return null;
+  if (typeof privacy !== "object" || Array.isArray(privacy)) throw sdkError("policy", "options.privacy must be an object");
+  const out = {};
+  for (const [k, v] of Object.entries(privacy)) {
+    if (v === undefined) continue;
+    const key = PRIVACY_OPTIONS[k];
+    if (!key) throw sdkError("policy", `unknown privacy option ${JSON.stringify(k)} (known: ${Object.keys(PRIVACY_OPTIONS).join(", ")})`);
+    out[key] = k === "epsilonBudget" && (v === null || v === Infinity) ? null : v;
+  }
+  return out;
+}
+
+/** The PrivacyPolicy dict → the SDK's names (epsilonBudget null = no budget). */
+function policyFromPython(d) {
+  const out = {};
+  for (const [k, key] of Object.entries(PRIVACY_OPTIONS)) out[k] = d[key] ?? null;
+  return out;
+}
+
+/** PrivacyLedger.summary() → {epsilon, epsilonWorstCase, participations, budget, delta, private, lastRound}. */
+function ledgerFromPython(s) {
+  return { epsilon: s.epsilon ?? null, epsilonWorstCase: s.epsilon_worst_case ?? null,
+           participations: s.participations, budget: s.budget ?? null, delta: s.delta,
+           private: Boolean(s.private), lastRound: s.last_round ?? null };
+}
+
 /**
  * A federated client bound to one coordinator. Emits (EventTarget, `event.detail`):
  * "loading" {stage, ms}, "connecting" {attempt, url}, "connected" {clientId, coordinatorKey, firstUse},
  * "disconnected" {code, reason, retryInMs}, "round-start" {round, examples}, "trained" {round, loss},
- * "round-done" {round, status}, "status" {round, rounds, accuracy, loss, trainLoss, epsilon, …},
- * "stopped" {reason}, "error" {code, message, fatal}; and "event" with every one of them ({type, …}).
+ * "ledger" {round, epsilon, epsilonWorstCase, participations, budget, delta, private, lastRound, persisted},
+ * "declined" {round, code, message}, "round-done" {round, status, declined},
+ * "status" {round, rounds, accuracy, loss, epsilon, …}, "stopped" {reason}, "error" {code, message, fatal};
+ * and "event" with every one of them ({type, …}).
  */
 export class FlClient extends EventTarget {
   constructor(rt, py, ep, options, identity) {
@@ -156,8 +215,26 @@ export class FlClient extends EventTarget {
     this._participation = null;
     this._leaving = false;
     this._statusTimer = null;
+    this._writes = Promise.resolve(); // IndexedDB writes of the identity record, one after the other
     this.summary = null;
     this.lastStatus = null;
+  }
+
+  /** The privacy policy this client enforces: {minGroupSize, thresholdRule, colluders, allowSparseGraph,
+   * minNoise, epsilonBudget (null: none), delta, maxAbortedReveals}. */
+  get policy() {
+    return policyFromPython(pyCall(this._py, "policy"));
+  }
+
+  /** This client's privacy ledger: {epsilon (if secure aggregation holds), epsilonWorstCase (if it is broken:
+   * own noise share only), participations, budget (null: none), delta, private, lastRound}. */
+  get ledger() {
+    return ledgerFromPython(pyCall(this._py, "ledger_summary"));
+  }
+
+  /** The whole ledger as stored (PrivacyLedger.to_dict(): {version, epsilon_budget, delta, entries}). */
+  get ledgerState() {
+    return JSON.parse(pyCall(this._py, "ledger_state_json"));
   }
 
   /** This client's id (hex BLAKE2b-128 of its Ed25519 public key) – stable across visits with IndexedDB. */
@@ -195,6 +272,12 @@ export class FlClient extends EventTarget {
     return pyCall(this._py, "last_input") ?? null;
   }
 
+  /** Debugging/tests: what a protocol frame is, unverified: {type, round, sender, phase} (phase: SecAgg+ only). */
+  debugDescribeFrame(frame) {
+    const d = pyCall(this._py, "describe_frame", frame instanceof Uint8Array ? frame : new Uint8Array(frame));
+    return { type: d.type, round: d.round, sender: d.sender, phase: d.phase ?? null };
+  }
+
   _emit(type, detail = {}) {
     const ev = { type, ...detail };
     if (this._options.onEvent) {
@@ -216,8 +299,8 @@ export class FlClient extends EventTarget {
     if (this._participation) return this._participation;
     if (!this.examples) return Promise.reject(new Error("participate(): call setData() (or pass options.data) first"));
     this._leaving = false;
-    this.summary = { clientId: this.clientId, rounds: [], failedRounds: [], lastLoss: null, stopReason: null,
-                     reconnects: 0, errors: [] };
+    this.summary = { clientId: this.clientId, rounds: [], failedRounds: [], declined: [], lastLoss: null,
+                     stopReason: null, reconnects: 0, errors: [], ledger: this.ledger };
     this._participation = this._loop().finally(() => {
       this._stopStatusPolling();
       this._participation = null;
@@ -250,10 +333,8 @@ export class FlClient extends EventTarget {
       if (result.authenticated) delay = initial; // the connection worked: start over with short waits
       if (result.stopped) return this._finish(result.stopped);
       if (result.fatal) {
-        const err = new Error(`fl-client: ${result.fatal.code}: ${result.fatal.message}`);
-        err.code = result.fatal.code;
         this.summary.stopReason = `error: ${result.fatal.code}`;
-        throw err;
+        throw sdkError(result.fatal.code, result.fatal.message);
       }
       if (this._leaving) return this._finish(this._leaveReason ?? "left");
       const wait = Math.round(delay * (0.5 + Math.random()));
@@ -277,7 +358,9 @@ export class FlClient extends EventTarget {
     return this.summary;
   }
 
-  /** One WebSocket connection: resolves when it closes with {authenticated, stopped?, fatal?, code, reason}. */
+  /** One WebSocket connection: resolves when it closes (and its last frame is handled) with {authenticated,
+   * stopped?, fatal?, code, reason}. Frames are handled one at a time, in order: a ledger write is awaited
+   * before the frames behind it are sent, and no later frame overtakes it. */
   _session(attempt) {
     return new Promise((resolve) => {
       const out = { authenticated: false, stopped: null, fatal: null, code: 0, reason: "" };
@@ -295,27 +378,77 @@ export class FlClient extends EventTarget {
       const send = (frames) => {
         for (const f of frames) if (ws.readyState === WebSocket.OPEN) ws.send(f);
       };
+      let queue = Promise.resolve();
       ws.onopen = () => send(pyCall(this._py, "start"));
       ws.onmessage = (e) => {
         if (!(e.data instanceof ArrayBuffer)) return; // the coordinator only sends binary frames
-        let frames;
-        try {
-          frames = pyCall(this._py, "receive", new Uint8Array(e.data));
-        } catch (err) {
+        const data = new Uint8Array(e.data);
+        queue = queue.then(() => this._onFrame(data, out, ws, send)).catch((err) => {
           this._emit("error", { code: "internal", message: String(err), fatal: false });
-          return;
-        }
-        send(frames);
-        for (const ev of pyCall(this._py, "take_events")) this._onPythonEvent(ev, out, ws);
+        });
       };
       ws.onerror = () => {}; // followed by onclose
       ws.onclose = (e) => {
         out.code = e.code;
         out.reason = e.reason;
         if (this._ws === ws) this._ws = null;
-        resolve(out);
+        queue.then(() => resolve(out));
       };
     });
+  }
+
+  /** One frame from the coordinator: the frames the session may send now go out, then its events in order; a
+   * "ledger" event is stored (awaited) before the frames withheld behind it are released and sent. */
+  async _onFrame(data, out, ws, send) {
+    let frames;
+    try {
+      frames = pyCall(this._py, "receive", data);
+    } catch (err) {
+      this._emit("error", { code: "internal", message: pythonMessage(err), fatal: false });
+      return;
+    }
+    send(frames);
+    for (const ev of pyCall(this._py, "take_events")) {
+      if (ev.type === "ledger") await this._onLedger(ev, out, ws, send);
+      else this._onPythonEvent(ev, out, ws);
+    }
+  }
+
+  async _onLedger(ev, out, ws, send) {
+    const state = JSON.parse(ev.state_json);
+    let persisted;
+    try {
+      persisted = await this._saveLedger(state);
+    } catch (err) {
+      // not durable: the masked input it accounts for is never sent (the round sees a dropout), and we stop
+      const message = `could not store the privacy ledger (${err?.message ?? err}); the masked update was not sent`;
+      this.summary.errors.push("ledger");
+      this._emit("error", { code: "ledger", message, fatal: true });
+      out.fatal = { code: "ledger", message };
+      ws.close(1000, "fatal error");
+      return;
+    }
+    const detail = { round: ev.round, ...ledgerFromPython(ev.summary), persisted };
+    this.summary.ledger = ledgerFromPython(ev.summary);
+    this._emit("ledger", detail);
+    send(pyCall(this._py, "ledger_persisted"));
+  }
+
+  /** Store the ledger with the identity (awaited); false when this client is not persisted (memory only). */
+  async _saveLedger(state) {
+    const id = this._identity;
+    if (!id.key) return false;
+    id.record = { ...id.record, ledger: state, clientId: this.clientId };
+    await this._writeRecord();
+    return true;
+  }
+
+  /** Write the identity record as it is when the write starts; writes never overtake each other. */
+  _writeRecord() {
+    const id = this._identity;
+    const write = this._writes.then(() => idbPut(id.key, id.record));
+    this._writes = write.catch(() => {});
+    return write;
   }
 
   _onPythonEvent(ev, out, ws) {
@@ -336,9 +469,14 @@ export class FlClient extends EventTarget {
         this._emit("trained", { round: ev.round, loss: ev.loss });
         break;
       case "round_done":
-        (ev.status === "ok" ? this.summary.rounds : this.summary.failedRounds).push(ev.round);
-        this._emit("round-done", { round: ev.round, status: ev.status });
+        if (!ev.declined) (ev.status === "ok" ? this.summary.rounds : this.summary.failedRounds).push(ev.round);
+        this._emit("round-done", { round: ev.round, status: ev.status, declined: Boolean(ev.declined) });
         this._pollStatus();
+        break;
+      case "declined":
+        // the client's policy or privacy budget refused the task: a decline frame went out, nothing else
+        this.summary.declined.push({ round: ev.round, code: ev.code });
+        this._emit("declined", { round: ev.round, code: ev.code, message: ev.message });
         break;
       case "stopped":
         out.stopped = ev.reason;
@@ -363,7 +501,7 @@ export class FlClient extends EventTarget {
     const id = this._identity;
     if (!id.key || !hex || id.record?.coordinatorKey === hex) return;
     id.record = { ...id.record, coordinatorKey: hex, clientId: this.clientId };
-    idbPut(id.key, id.record).catch((err) => console.warn("fl-client: could not persist the coordinator key:", err));
+    this._writeRecord().catch((err) => console.warn("fl-client: could not persist the coordinator key:", err));
   }
 
   _startStatusPolling() {
@@ -383,9 +521,12 @@ export class FlClient extends EventTarget {
       if (!r.ok) return;
       const s = await r.json();
       const m = s.metrics ?? {};
+      const p = s.privacy ?? {};
       const detail = { round: s.round, rounds: s.rounds, finished: s.finished, accuracy: m.accuracy ?? null,
-                       loss: m.loss ?? null, trainLoss: m.train_loss ?? null, epsilon: s.privacy?.epsilon ?? null,
-                       delta: s.privacy?.delta ?? null, connected: s.connected, inProgress: s.round_in_progress };
+                       loss: m.loss ?? null, epsilon: p.epsilon ?? null, delta: p.delta ?? null,
+                       epsilonBudget: p.epsilon_budget ?? null, noiseMultiplier: p.noise_multiplier ?? null,
+                       groupSize: p.group_size ?? s.group_size ?? null, thresholdRule: p.threshold_rule ?? null,
+                       colluders: p.colluders ?? null, connected: s.connected, inProgress: s.round_in_progress };
       const prev = this.lastStatus;
       this.lastStatus = detail;
       if (!prev || prev.round !== detail.round || prev.connected !== detail.connected ||
@@ -406,11 +547,14 @@ export class FlClient extends EventTarget {
  * options: data {x, y} · persist (default true: IndexedDB) · identityName (default "default"; a tab takes the
  *   first free slot of it – "NAME", "NAME~2", … – so two tabs never share an identity) ·
  *   identitySeed (Uint8Array(32), overrides storage) · coordinatorKey (hex; overrides the pinned one) ·
+ *   privacy {minGroupSize, thresholdRule, colluders, allowSparseGraph, minNoise, epsilonBudget, delta,
+ *   maxAbortedReveals} (the client's privacy policy; omitted ones keep the safe defaults) ·
  *   pythonUrl (default `${url}/py/`) · runtime (an already loaded runtime to reuse) · maxBatch (64) ·
  *   reconnect {initialMs: 500, maxMs: 10000} · statusIntervalMs (3000; 0 = only after rounds) · onEvent(ev)
  */
 export async function connect(url, options = {}) {
   const ep = endpoints(url);
+  const policy = policyDict(options.privacy); // before the runtime loads: a typo fails fast
   const early = [];
   const onProgress = ({ stage, ms }) => {
     const ev = { type: "loading", stage, ms };
@@ -439,8 +583,21 @@ export async function connect(url, options = {}) {
   }
   const pinned = options.coordinatorKey ?? record.coordinatorKey ?? null;
   const { BrowserClient } = rt.pyodide.pyimport("client_pyodide.client");
-  const py = BrowserClient.callKwargs({ identity_seed: record.seed, coordinator_key: pinned ? hexToBytes(pinned) : null,
-                                        max_batch: options.maxBatch ?? 64 });
+  let py;
+  try {
+    // policy and ledger cross as JSON text (a JS null would reach Python as JsNull, not None)
+    py = BrowserClient.callKwargs({ identity_seed: record.seed, coordinator_key: pinned ? hexToBytes(pinned) : null,
+                                    max_batch: options.maxBatch ?? 64,
+                                    policy: policy ? JSON.stringify(policy) : null,
+                                    ledger: record.ledger ? JSON.stringify(record.ledger) : null });
+  } catch (err) {
+    const message = pythonMessage(err);
+    // a stored ledger is never reset silently: forgetting releases would let this identity overspend its budget
+    if (/invalid privacy ledger/.test(message)) {
+      throw sdkError("ledger", `${message} (stored for ${key}; forgetIdentity() deletes the identity and its ledger)`);
+    }
+    throw sdkError(/invalid privacy policy/.test(message) ? "policy" : "internal", message);
+  }
   const client = new FlClient(rt, py, ep, options, { key, record });
   client.identityName = identityName;
   if (options.data) client.setData(options.data.x, options.data.y);
