@@ -9,7 +9,9 @@ Chromium, the demo page, the SDK's IndexedDB):
   is stored in IndexedDB *before* each round's masked input leaves (observed from outside the SDK: every
   IndexedDB write that commits and every frame the WebSocket sends are logged in the page), it counts exactly
   the rounds the tab took part in (= the coordinator's count), it survives a page reload, and
-  ``forgetIdentity`` deletes it with the identity.
+  ``forgetIdentity`` deletes it with the identity;
+- when the ledger cannot be stored (the IndexedDB transaction aborts), the masked input is never sent:
+  ``participate()`` rejects with code ``ledger``, and the tab is a dropout of that round.
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ const note = (entry) => { window.__fl.log.push(entry); console.log("fl-log " + J
 const put = IDBObjectStore.prototype.put;
 IDBObjectStore.prototype.put = function (value, key) {
   const req = put.call(this, value, key);
-  if (value && value.ledger) {
+  if (value && value.ledger && window.__failLedgerWrites) {
+    this.transaction.abort();  // as a quota error would
+  } else if (value && value.ledger) {
     const rounds = value.ledger.entries.map((e) => e.round);
     this.transaction.addEventListener("complete", () => note({ kind: "stored", key, rounds }));
   }
@@ -81,10 +85,10 @@ def _wait(page: Any, pred: Any, timeout: float, what: str, logs: Any = None) -> 
     raise TimeoutError(f"{what} not reached in {timeout}s\n{logs() if logs else ''}")
 
 
-def _open(browser: Any, base: str, external: list[str], console: list[dict]) -> Any:
+def _open(browser: Any, base: str, external: list[str], console: list[dict], init: str = "") -> Any:
     context = browser.new_context()
     context.route("**/*", origin_guard(base + "/", external))
-    context.add_init_script(INIT)
+    context.add_init_script(INIT + init)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -239,3 +243,44 @@ def test_ledger_stored_before_masked_input_and_survives_reload(tmp_path: Path, w
         finally:
             browser.close()
     assert not external, external
+
+
+def test_ledger_write_failure_withholds_the_masked_input(tmp_path: Path, workers: Workers) -> None:
+    check_prerequisites()
+    from playwright.sync_api import sync_playwright
+
+    coord = Coordinator(tmp_path, ["--rounds", "2", "--clients-per-round", "5", "--group-size", "5",
+                                   "--aggregator", "mean", "--local-epochs", "1", "--noise-multiplier", "2.0",
+                                   "--epsilon", "10", "--train-timeout", "30", "--phase-timeout", "3"]).start()
+    workers.spawn(tmp_path, f"127.0.0.1:{coord.grpc_port}", [1, 2, 3, 4], 5, "--partition", "iid")
+    base = f"http://127.0.0.1:{coord.ws_port}"
+    external: list[str] = []
+    console: list[dict] = []
+    with sync_playwright() as pw:
+        browser = launch_browser(pw)
+        try:
+            # every IndexedDB write of a record holding a ledger aborts
+            page = _open(browser, base, external, console, "window.__failLedgerWrites = true;")
+            page.goto(f"{base}/?shard=0/5&partition=iid&identity=failing")
+            page.wait_for_function("() => window.flDemo.error", timeout=120_000)
+            assert "ledger" in page.evaluate("() => window.flDemo.error")
+            tab = page.evaluate("() => window.flDemo.client.clientId")
+            errors = [e for e in console if e["kind"] == "event" and e["type"] == "error"]
+            assert [(e["code"], e["fatal"]) for e in errors] == [("ledger", True)], errors
+            assert "the masked update was not sent" in errors[0]["message"]
+            assert not [e for e in console if e["kind"] == "event" and e["type"] == "ledger"]
+            # the round went on without the tab: its group of 5 released a sum of the other four (t = 4)
+            status = _wait(page, lambda: (s := coord.status())["round"] >= 1 and s, 60, "round 1", coord.log_text)
+            assert status["metrics"]["survivors"] == 4, status["metrics"]
+            assert next(c for c in status["clients"] if c["id"] == tab)["participations"] == 0
+            # in memory the participation is counted (conservative); nothing about it was stored
+            assert page.evaluate("() => window.flDemo.client.ledger.participations") == 1
+            record = page.evaluate(READ_IDENTITY_RECORD, f"{base}#failing")
+            assert record["seedLength"] == 32 and record["ledger"] is None, record
+            assert not page.errors  # type: ignore[attr-defined]
+        finally:
+            browser.close()
+    assert not external, external
+    sent = [e for e in console if e["kind"] == "sent"]
+    assert [e["phase"] for e in sent if e["type"] == "secagg"] == ["advertise", "shares"], sent
+    assert not [e for e in console if e["kind"] == "stored"]

@@ -53,6 +53,7 @@ async function idbPut(key, value) {
       tx.objectStore(DB_STORE).put(value, key);
       tx.oncomplete = () => resolve();
       tx.onerror = () => reject(tx.error);
+      tx.onabort = () => reject(tx.error ?? new Error("IndexedDB transaction aborted"));
     });
   } finally {
     db.close();
@@ -73,6 +74,7 @@ export async function forgetIdentity(url, identityName = "default") {
       tx.objectStore(DB_STORE).delete(`${origin}#${identityName}`);
       tx.oncomplete = () => resolve();
       tx.onerror = () => reject(tx.error);
+      tx.onabort = () => reject(tx.error ?? new Error("IndexedDB transaction aborted"));
     });
   } finally {
     db.close();
