@@ -189,9 +189,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                        help=f"{FEDERATION_HELP[f.name]} (default: {SERVE_DEFAULTS.get(f.name, f.default)})")
 
 
-# `serve` is private by default (docs/threat-model.md): distributed DP noise that lets each client take part in
-# about 30–40 rounds within ε = 10 at δ = 1e-6 against this coordinator – what a client's default policy accepts
-# (groups of 5, two-thirds threshold, noise ≥ 0.5, its own ε ≤ 10). The library's FederationConfig keeps z = 0
+# `serve` is private by default (docs/threat-model.md): distributed DP noise with which a client with the default
+# policy (groups of 5, two-thirds threshold, one colluder, noise ≥ 0.5, its own ε ≤ 10 at δ = 1e-6) takes part in
+# 57 rounds, and the coordinator's own per-client budget (ε = 10 at δ = 1e-6) allows 76. The library's FederationConfig keeps z = 0
 # for experiments; every one of these can be overridden by a flag or the TOML file.
 SERVE_DEFAULTS: dict[str, Any] = {"noise_multiplier": 5.0, "epsilon": 10.0, "delta": 1e-6}
 

@@ -73,7 +73,7 @@ class PrivacyPolicy:
     min_noise_multiplier: float = 0.5
     epsilon_budget: float = 10.0  # the client's own budget (guaranteed figure of its ledger)
     delta: float = 1e-6
-    max_aborted_reveals: int = 5  # attempts aborted after our reveal since the last completed round
+    max_aborted_reveals: int = 10  # consecutive attempts (any round number) aborted after our reveal
 
     def __post_init__(self) -> None:
         if self.min_group_size < 1:
@@ -136,6 +136,9 @@ class PrivacyPolicy:
             raise PolicyViolation("policy_graph", f"sparse neighbour graph (degree {degree} < {n - 1}) refused: a "
                                   "malicious coordinator can split local consistency checks")
         need = required_threshold(n, self.threshold_rule, self.colluders)
+        if threshold - self.colluders < 1:
+            raise PolicyViolation("policy_threshold", f"threshold {threshold} leaves no honest input in a released "
+                                  f"sum against {self.colluders} colluder(s)")
         if not need <= threshold <= n:
             raise PolicyViolation("policy_threshold", f"threshold {threshold} for a group of {n}; the client "
                                   f"requires {need}..{n} ({self.threshold_rule}, ≤ {self.colluders} colluders)")

@@ -121,7 +121,7 @@ class ClientSession:
         self._commitment = b""
         self._selection: dict[str, Any] | None = None
         self._entry: LedgerEntry | None = None  # this round's ledger entry, recorded when our masked input leaves
-        self.aborted_reveals: dict[int, int] = {}  # round → attempts we revealed for that did not complete
+        self.aborted_reveals = 0  # consecutive attempts (any round number) we revealed for that did not complete
 
     # ── sending ──────────────────────────────────────────────────────────────────────────────────────
     def _send(self, msg_type: str, body: dict[str, Any], round_: int = -1, tensors: dict[str, Any] | None = None
@@ -214,7 +214,7 @@ class ClientSession:
         if t == "round_end":
             sel = self._selection
             if b["status"] == "ok" and sel is not None and sel["round"] == b["round"]:
-                self.aborted_reveals.pop(b["round"], None)
+                self.aborted_reveals = 0
             self._task, self._secagg, self._selection, self._entry = None, None, None, None
             return [RoundDone(b["round"], b["status"]), self._ready()]
         raise ProtocolError("unexpected", f"unexpected {t} message")
@@ -246,10 +246,13 @@ class ClientSession:
         if smallest < self.policy.min_group_size:
             return self._decline(r, "policy_group_size", f"groups of {smallest} < the client's minimum "
                                  f"{self.policy.min_group_size}")
-        if self.aborted_reveals.get(r, 0) >= self.policy.max_aborted_reveals:
-            return self._decline(r, "policy_aborts", f"{self.aborted_reveals[r]} attempts of round {r} were "
-                                 "aborted after our reveal (a coordinator grinding the group seed?)")
-        self.aborted_reveals[r] = self.aborted_reveals.get(r, 0) + 1
+        if self.aborted_reveals >= self.policy.max_aborted_reveals:
+            return self._decline(r, "policy_aborts", f"{self.aborted_reveals} consecutive attempts were aborted "
+                                 "after our reveal (a coordinator grinding the group seed?)")
+        if any(e.round == r and e.attempt == b["attempt"] for e in self.ledger.entries):
+            return self._decline(r, "bad_task", f"round {r} attempt {b['attempt']} was already released once: a "
+                                 "replayed attempt would release our update twice under one ledger entry")
+        self.aborted_reveals += 1
         self.state = "selected"
         return [self._send("reveal", {"round": r, "attempt": b["attempt"], "secret": self._secret_out.hex()}, r)]
 
@@ -314,8 +317,10 @@ class ClientSession:
             entry = LedgerEntry(round=r, attempt=sel["attempt"], group_size=n, threshold=threshold,
                                 z_guaranteed=dp.noise_multiplier_with(honest) if honest >= 1 else 0.0,
                                 z_own=dp.noise_multiplier_with(1), config_hash=binding.hex())
+            if self.ledger.recorded(entry):
+                raise ProtocolError("bad_task", "this round attempt is already in our ledger: not released twice")
             self.ledger.check(entry)
-        except (KeyError, TypeError, AttributeError) as exc:
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
             return self._decline(r, "bad_task", f"malformed task: {exc!r}")
         except ProtocolError as exc:
             return self._decline(r, exc.code, exc.message)

@@ -113,13 +113,15 @@ def test_route_2_a_commitment_opens_once_and_only_for_a_selection_that_carries_i
     assert frames == [] and code == "bad_message"
 
 
-def test_aborted_reveals_are_bounded_per_round() -> None:
+def test_aborted_reveals_are_bounded_whatever_the_round_number() -> None:
+    """Grinding the seed means aborting after the reveals and trying again; announcing a new round number each
+    time does not reset the client's count (only a completed round does)."""
     policy = PrivacyPolicy(max_aborted_reveals=2)
     coord = MaliciousCoordinator()
     victim = ClientSession(default_crypto().random_bytes(32), coord.key, policy=policy)
     commitment = coord.connect(victim)
     for attempt in range(3):
-        sel = coord.selection(victim, commitment, 4, attempt=f"a{attempt}")
+        sel = coord.selection(victim, commitment, 4, round_=1 + attempt, attempt=f"a{attempt}")
         actions = coord.select(victim, sel)
         code, frames = outcome(actions, victim)
         if attempt < 2:
@@ -127,7 +129,7 @@ def test_aborted_reveals_are_bounded_per_round() -> None:
         else:
             assert (code, frames) == ("policy_aborts", ["decline"])
         # the coordinator abandons the attempt after seeing the reveal: round_end failed → a fresh ready
-        after = victim.receive(coord.frame(victim, "round_end", {"round": 1, "status": "failed"}, 1))
+        after = victim.receive(coord.frame(victim, "round_end", {"round": 1 + attempt, "status": "failed"}, 1))
         commitment = bytes.fromhex(coord.read(after[-1].data, victim).body["commitment"])
 
 
@@ -161,3 +163,27 @@ def test_the_client_budget_refuses_rounds_and_the_ledger_survives_a_restart(tmp_
     assert victim.ledger.epsilon_worst_case() > victim.ledger.epsilon()
     assert math.isfinite(victim.ledger.epsilon())
     assert LedgerUpdated  # the action the drivers persist (exercised end to end in tests/test_engine_inprocess.py)
+
+
+def test_a_replayed_attempt_is_not_released_twice_under_one_ledger_entry() -> None:
+    """The ledger charges one release per (round, attempt); a coordinator that reuses the pair for a second task
+    would get a second release for free. The client refuses an attempt it already released."""
+    coord, victim, sel, reveal = _selected()
+    outcome(coord.task(victim, 1, coord.honest_task(victim, sel, reveal)), victim)
+    victim.ledger.record(victim._entry)  # the masked input of attempt a1 left (see the budget test)
+    after = victim.receive(coord.frame(victim, "round_end", {"round": 1, "status": "ok"}, 1))
+    commitment = bytes.fromhex(coord.read(after[-1].data, victim).body["commitment"])
+    again = coord.selection(victim, commitment, 4)  # round 1, attempt a1 once more
+    code, frames = outcome(coord.select(victim, again), victim)
+    assert (code, frames) == ("bad_task", ["decline"])
+    assert len(victim.ledger.entries) == 1
+
+
+def test_a_group_of_one_is_declined_not_a_crash_when_colluders_are_assumed() -> None:
+    policy = PrivacyPolicy(min_group_size=1, colluders=1, min_noise_multiplier=0.0, epsilon_budget=math.inf)
+    coord, victim, sel, reveal = _selected(policy, n_others=4, group_size=1)
+    task = coord.honest_task(victim, sel, reveal)
+    task.update(threshold=1)
+    task["dp"].update(min_contributors=1)
+    code, frames = outcome(coord.task(victim, 1, task), victim)
+    assert (code, frames) == ("policy_threshold", ["decline"])
