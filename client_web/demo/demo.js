@@ -40,11 +40,13 @@ function privacyFromUrl() {
 }
 
 const fmtEps = (e) => (e === null || e === undefined ? "∞" : e < 100 ? e.toFixed(2) : e.toExponential(1));
+const fmtDelta = (d) => (typeof d === "number" && d > 0 && d < 1e-3 ? d.toExponential() : String(d));
 const fmtBudget = (b) => (b === null || b === undefined || b === Infinity ? "none (∞)" : String(b));
 
 function describeValue(key, v) {
   if (key === "epsilonBudget") return fmtBudget(v);
   if (key === "allowSparseGraph") return v ? "accepted" : "refused";
+  if (key === "delta") return fmtDelta(v);
   return String(v);
 }
 
@@ -92,7 +94,7 @@ function showLedger(l) {
   $("led-worst").textContent = l.participations ? fmtEps(l.epsilonWorstCase) : "0";
   $("led-rounds").textContent = String(l.participations);
   $("led-rounds-sub").textContent = l.lastRound === null ? "your update was in" : `your update was in (last: round ${l.lastRound})`;
-  $("led-eps-sub").textContent = `guaranteed figure at δ = ${l.delta}, charged to your budget`;
+  $("led-eps-sub").textContent = `guaranteed figure at δ = ${fmtDelta(l.delta)}, charged to your budget`;
   if (l.budget === null) {
     $("led-left").textContent = "∞";
     $("led-left-sub").textContent = "no ε budget";
@@ -109,7 +111,7 @@ function showCoordinator(s) {
   if (s.colluders !== null && s.colluders !== undefined) $("co-colluders").textContent = String(s.colluders);
   if (s.noiseMultiplier !== null && s.noiseMultiplier !== undefined) $("co-noise").textContent = String(s.noiseMultiplier);
   if (s.epsilon !== null && s.epsilon !== undefined) $("co-eps").textContent = fmtEps(s.epsilon);
-  if (s.delta !== null && s.delta !== undefined) $("co-delta").textContent = String(s.delta);
+  if (s.delta !== null && s.delta !== undefined) $("co-delta").textContent = fmtDelta(s.delta);
   if (s.round !== undefined) $("co-budget").textContent = fmtBudget(s.epsilonBudget);
 }
 
@@ -180,7 +182,7 @@ function showStatus(s) {
   if (s.loss !== null && s.loss !== undefined) $("accuracy-sub").textContent = `test loss ${s.loss.toFixed(3)}`;
   if (s.epsilon !== null && s.epsilon !== undefined) {
     $("epsilon").textContent = fmtEps(s.epsilon);
-    $("epsilon-sub").textContent = `its accountant, δ = ${s.delta}`;
+    $("epsilon-sub").textContent = `its accountant, δ = ${fmtDelta(s.delta)}`;
   }
   showCoordinator(s);
   if (s.connected !== undefined) $("clients").textContent = String(s.connected);
