@@ -146,6 +146,13 @@ class BrowserClient:
         budget)."""
         return self.session.policy.to_dict()
 
+    @staticmethod
+    def default_policy() -> dict[str, Any]:
+        """The defaults of :class:`flcore.policy.PrivacyPolicy` (what a client enforces unless told otherwise)."""
+        from flcore.policy import PrivacyPolicy
+
+        return PrivacyPolicy().to_dict()
+
     def ledger_summary(self) -> dict[str, Any]:
         """The privacy ledger at a glance (``PrivacyLedger.summary()``: budget, delta, epsilon – if secure
         aggregation holds –, epsilon_worst_case – if it is broken –, participations, last_round, private)."""

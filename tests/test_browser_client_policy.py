@@ -129,7 +129,7 @@ def _cfg(**kw: Any) -> FederationConfig:
 
 # ── policy and ledger arguments ─────────────────────────────────────────────────────────────────────────
 def test_policy_defaults_and_options() -> None:
-    assert _client("a").policy() == PrivacyPolicy().to_dict()
+    assert _client("a").policy() == PrivacyPolicy().to_dict() == BrowserClient.default_policy()
     cl = _client("b", policy={"min_group_size": 7, "threshold_rule": "majority", "min_noise_multiplier": 1,
                               "epsilon_budget": None, "delta": 1e-7})
     p = cl.policy()

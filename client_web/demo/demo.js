@@ -17,13 +17,16 @@ const demo = { client: null, events: [], history: [], losses: {}, summary: null,
 window.flDemo = demo;
 
 // ── the privacy policy from the URL ───────────────────────────────────────────────────────────────────
-// The SDK's defaults (flcore.policy.PrivacyPolicy): shown next to any value the URL changes.
-const DEFAULT_POLICY = { minGroupSize: 5, thresholdRule: "two-thirds", colluders: 1, allowSparseGraph: false,
-                         minNoise: 0.5, epsilonBudget: 10, delta: 1e-6, maxAbortedReveals: 5 };
+// The policy options the URL may set. Their defaults come from the Python side once the runtime is loaded
+// (client.defaultPolicy = flcore.policy.PrivacyPolicy()); until then these stand in for the first render.
+const POLICY_KEYS = ["minGroupSize", "thresholdRule", "colluders", "allowSparseGraph", "minNoise", "epsilonBudget",
+                     "delta", "maxAbortedReveals"];
+let DEFAULT_POLICY = { minGroupSize: 5, thresholdRule: "two-thirds", colluders: 1, allowSparseGraph: false,
+                       minNoise: 0.5, epsilonBudget: 10, delta: 1e-6, maxAbortedReveals: 10 };
 
 function privacyFromUrl() {
   const out = {};
-  for (const key of Object.keys(DEFAULT_POLICY)) {
+  for (const key of POLICY_KEYS) {
     const raw = params.get(key);
     if (raw === null) continue;
     let v;
@@ -81,9 +84,11 @@ function showPolicy(policy, fromUrl) {
     banner.className = "banner default";
     banner.textContent = `Policy set by the URL, stricter than the default: ${list(changed)}`;
   } else {
+    const d = DEFAULT_POLICY;
     banner.className = "banner default";
-    banner.textContent = "Default policy: groups of at least 5, two-thirds threshold against 1 colluder, " +
-      "complete graph, noise z ≥ 0.5, ε budget 10 at δ = 10⁻⁶.";
+    banner.textContent = `Default policy: groups of at least ${d.minGroupSize}, ${d.thresholdRule} threshold against ` +
+      `${d.colluders} colluder${d.colluders === 1 ? "" : "s"}, ${d.allowSparseGraph ? "sparse graphs accepted" : "complete graph"}, ` +
+      `noise z ≥ ${d.minNoise}, ε budget ${fmtBudget(d.epsilonBudget)} at δ = ${fmtDelta(d.delta)}.`;
   }
   demo.relaxed = relaxed;
 }
@@ -304,6 +309,7 @@ async function main() {
   $("shard-sub").textContent = `${data.count} digits, ${data.partition}`;
   $("ident").innerHTML = `client id <code>${client.clientId}</code>`;
   demo.client = client;
+  DEFAULT_POLICY = client.defaultPolicy;
   demo.policy = client.policy; // what the Python session enforces (the URL's values over the defaults)
   showPolicy(demo.policy, privacy);
   showLedger(client.ledger); // restored from IndexedDB with the identity

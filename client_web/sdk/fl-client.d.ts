@@ -45,7 +45,8 @@ export interface PrivacyOptions {
   epsilonBudget?: number | null;
   /** δ of the ledger (default 1e-6). */
   delta?: number;
-  /** Round attempts aborted after this client's reveal it tolerates before declining the round (default 5). */
+  /** Consecutive round attempts (any round number) aborted after this client's reveal that it tolerates before
+   *  declining the next selection; reset by a completed round (default 10). */
   maxAbortedReveals?: number;
 }
 
@@ -170,6 +171,8 @@ export declare class FlClient extends EventTarget {
   debugDescribeFrame(frame: Uint8Array | ArrayBuffer): { type: string; round: number; sender: string; phase: string | null };
   /** The privacy policy this client enforces. */
   readonly policy: PrivacyPolicy;
+  /** The default policy (what `policy` is without `privacy` options). */
+  readonly defaultPolicy: PrivacyPolicy;
   /** This client's privacy ledger (restored from IndexedDB with the identity). */
   readonly ledger: LedgerSummary;
   /** The whole ledger, as stored. */

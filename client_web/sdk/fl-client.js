@@ -228,6 +228,11 @@ export class FlClient extends EventTarget {
     return policyFromPython(pyCall(this._py, "policy"));
   }
 
+  /** The SDK's default policy (flcore.policy.PrivacyPolicy()), same shape as `policy`. */
+  get defaultPolicy() {
+    return policyFromPython(pyCall(this._py, "default_policy"));
+  }
+
   /** This client's privacy ledger: {epsilon (if secure aggregation holds), epsilonWorstCase (if it is broken:
    * own noise share only), participations, budget (null: none), delta, private, lastRound}. */
   get ledger() {
