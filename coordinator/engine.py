@@ -150,6 +150,8 @@ class Engine:
         self.params = params.astype(np.float32)
         self.model_bytes = self._model_file()
         self.round: RoundState | None = None
+        self.round_declined: dict[str, int] = {}  # client → the last round number whose task it declined
+        self._stall_note = ""
         self.history: list[dict[str, Any]] = list(state.get("history", []))
         self.finished = self.round_number >= config.rounds
         self.stopped_reason = ""
@@ -338,12 +340,26 @@ class Engine:
             return [Log("warning", stop), *self._stop_all()]
         m = self.cfg.clients_per_round
         if len(ready) < m:
-            # fewer than m: start only with ≥ min_clients and when nobody else connected could still become ready
-            pending = [c for c in self.conns.values() if c.state == "authenticated" and self._is_current(c)
-                       and not self.trust.ensure(c.client_id or "").banned]
-            if len(ready) < self.cfg.min_clients or pending:
-                return []
-            m = len(ready)
+            held = [c for c in self.ready_clients() if self.conns[self.by_client[c]].declined]
+            note = (f"{len(ready)} eligible client(s) < {m} per round; {len(held)} ready client(s) declined tasks on "
+                    "their connection and are not selected again until they reconnect") if held else ""
+            if note and note != self._stall_note:
+                self._stall_note = note
+                return [Log("warning", note), *self._maybe_start_short(ready, m, now)]
+            return self._maybe_start_short(ready, m, now)
+        return self._start(ready, m, now)
+
+    def _maybe_start_short(self, ready: list[str], m: int, now: float) -> list[Action]:
+        """Fewer than m eligible clients: start only with ≥ min_clients and when nobody else connected could
+        still become ready."""
+        pending = [c for c in self.conns.values() if c.state == "authenticated" and self._is_current(c)
+                   and not self.trust.ensure(c.client_id or "").banned]
+        if len(ready) < self.cfg.min_clients or pending:
+            return []
+        return self._start(ready, len(ready), now)
+
+    def _start(self, ready: list[str], m: int, now: float) -> list[Action]:
+        """Select m of the eligible ready clients and send them the signed selection."""
         r = self.round_number + 1
         q = self.trust.max_inclusion_probability(ready, m)
         selected = self.trust.select(ready, m, self.rng)
@@ -483,6 +499,7 @@ class Engine:
         rs, cid = self.round, conn.client_id or ""
         code, msg = str(env.body["code"])[:64], str(env.body["message"])[:300]
         conn.declined = f"{code}: {msg}"
+        self.round_declined[cid] = int(env.body["round"])
         out: list[Action] = [Log("warning", f"client {cid[:8]} declined round {env.body['round']}: {code}: {msg}")]
         if rs is None or env.body["round"] != rs.number or cid not in rs.commitments:
             return out
@@ -729,7 +746,9 @@ class Engine:
             if conn_id is not None:
                 conn = self.conns[conn_id]
                 conn.state = "authenticated"
-                out.append(self._send(conn, "round_end", {"round": number, "status": status}, number))
+                # a client that declined this round's task is told so, not that its round went "ok"
+                st = "declined" if self.round_declined.get(m) == number else status
+                out.append(self._send(conn, "round_end", {"round": number, "status": st}, number))
                 if self.trust.ensure(m).banned:
                     out.append(self._send(conn, "stop", {"reason": "banned: trust below the ban threshold"}))
                     out.append(Log("warning", f"client {m[:8]} banned (trust {self.trust.trust(m):.3f})"))

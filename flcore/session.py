@@ -114,7 +114,7 @@ class ClientSession:
         self._task: dict[str, Any] | None = None
         self._secagg: Any = None
         self.last_input: Any = None  # the field vector this client fed into the last secure aggregation
-        ledger = PrivacyLedger.from_dict(self.ledger_state) if self.ledger_state else None
+        ledger = PrivacyLedger.from_dict(self.ledger_state) if self.ledger_state is not None else None
         self.ledger = PrivacyLedger(self.policy.epsilon_budget, self.policy.delta, list(ledger.entries) if ledger
                                     else [])
         self._secret: bytes | None = None  # the reveal secret behind our current commitment (single use)

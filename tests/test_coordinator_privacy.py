@@ -166,3 +166,24 @@ def test_route_8_a_member_that_omits_its_noise_share_earns_negative_evidence() -
     group_of_attacker = [c for c in others if trust.trust(c) == trust.trust(attacker)]
     assert len(group_of_attacker) == 4  # its four group-mates share the (group-level) negative evidence
     assert all(trust.trust(c) > trust.trust(attacker) for c in others if c not in group_of_attacker)
+
+
+def test_a_client_declining_its_task_is_a_dropout_told_declined_and_the_stall_is_logged() -> None:
+    from coordinator.events import Log
+    from flcore.session import RoundDone
+
+    fed = Fed(_cfg(rounds=3, clients_per_round=10), policy=OPEN)
+    for i in range(9):
+        fed.connect(f"c{i}")
+    fed.policy = PrivacyPolicy(min_noise_multiplier=2.0, epsilon_budget=math.inf, delta=1e-4)  # z = 1 is too little
+    fed.connect("picky")
+    _run(fed, 1)
+    assert fed.engine.history[-1]["survivors"] == 9  # its group released the sum of the 4 others (t = 4)
+    done = {c: [a.status for a in fed.got[c] if isinstance(a, RoundDone)] for c in fed.sessions}
+    assert done["picky"] == ["declined"] and all(done[f"c{i}"] == ["ok"] for i in range(9))
+    assert fed.engine.participation.count(fed.cid("picky")) == 0 and fed.sessions["picky"].ledger.entries == []
+    for _ in range(5):  # round 2 needs 10 eligible clients: it never starts, and the engine says why
+        fed.pump()
+        fed.fire_timer()
+    assert fed.engine.round_number == 1 and fed.engine.round is None
+    assert any(isinstance(a, Log) and "declined tasks" in a.message for a in fed.actions)
