@@ -2,9 +2,11 @@
 
     .venv/bin/python benchmarks/demo_screenshot.py [--out docs/browser-demo.png] [--rounds 15]
 
-Starts `fl-coordinator serve` (temporary data dir, free ports) and two native clients (tests/e2e/client_worker.py),
-opens the demo page in headless Chromium (Debian's /usr/bin/chromium; nothing leaves localhost) as the third
+Starts `fl-coordinator serve` (temporary data dir, free ports) and four native clients (tests/e2e/client_worker.py),
+opens the demo page in headless Chromium (Debian's /usr/bin/chromium; nothing leaves localhost) as the fifth
 client, waits for the federation to finish, draws a "7" on the canvas with the mouse and saves the screenshot.
+One group of 5 (t = 4) with little noise (z = 0.05): every client – the page included, through its URL – relaxes
+only the noise floor and its own ε budget, which the page shows as a relaxed policy.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from browser_support import launch_browser  # noqa: E402
-from e2e_support import Coordinator, Workers  # noqa: E402
+from e2e_support import UTILITY_POLICY, Coordinator, Workers  # noqa: E402
 
 # a "7": top bar, then the diagonal down to the bottom left (fractions of the canvas)
 SEVEN = [[(0.22, 0.2), (0.5, 0.19), (0.78, 0.2)], [(0.78, 0.2), (0.66, 0.45), (0.54, 0.68), (0.45, 0.86)]]
@@ -46,26 +48,27 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        coord = Coordinator(tmp, ["--rounds", str(args.rounds), "--clients-per-round", "3", "--group-size", "3",
+        coord = Coordinator(tmp, ["--rounds", str(args.rounds), "--clients-per-round", "5", "--group-size", "5",
                                   "--aggregator", "mean", "--local-epochs", "3", "--lr", "0.2", "--l2-clip", "2.0",
-                                  "--noise-multiplier", "0.05", "--epsilon", "1e6", "--phase-timeout", "3",
-                                  "--exit-when-finished"]).start()
+                                  "--noise-multiplier", "0.05", "--epsilon", "1e6", "--delta", "1e-5",
+                                  "--phase-timeout", "3", "--exit-when-finished"]).start()
         workers = Workers()
         try:
-            workers.spawn(tmp, f"127.0.0.1:{coord.grpc_port}", [1, 2], 3, "--partition", "iid")
+            workers.spawn(tmp, f"127.0.0.1:{coord.grpc_port}", [1, 2, 3, 4], 5, "--partition", "iid",
+                          "--policy", UTILITY_POLICY)
             base = f"http://127.0.0.1:{coord.ws_port}"
             with sync_playwright() as pw:
                 browser = launch_browser(pw)
                 page = browser.new_page(viewport={"width": 1280, "height": 800})
                 page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(base + "/") else r.abort())
-                page.goto(f"{base}/?shard=0/3&partition=iid&identity=ephemeral")
+                page.goto(f"{base}/?shard=0/5&partition=iid&identity=ephemeral&minNoise=0.05&epsilonBudget=inf")
                 page.wait_for_function("() => window.flDemo.summary || window.flDemo.error", timeout=180_000)
                 if page.evaluate("() => window.flDemo.error"):
                     raise SystemExit(f"demo failed: {page.evaluate('() => window.flDemo.error')}")
                 time.sleep(0.5)  # the last /status poll
                 draw(page, SEVEN)
                 page.wait_for_function("() => window.flDemo.prediction !== null", timeout=10_000)
-                page.screenshot(path=args.out)
+                page.screenshot(path=args.out, full_page=True)  # the privacy panel is below the fold
                 print(f"{args.out}: round {page.inner_text('#round')}, loss {page.inner_text('#loss')}, "
                       f"accuracy {page.inner_text('#accuracy')}, drawn 7 predicted as "
                       f"{page.evaluate('() => window.flDemo.prediction')}")
