@@ -39,6 +39,7 @@ class FederationConfig:
     trust_floor: float = 0.05
     ban_threshold: float = 0.2
     trust_min_evidence: int = 5
+    selection: str = "trust"  # "trust" (∝ max(trust, floor)) or "uniform" (the baseline trust is measured against)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -54,7 +55,7 @@ class FederationConfig:
 
         return TrustParams(decay=self.trust_decay, outlier_threshold=self.trust_outlier_threshold,
                            floor=self.trust_floor, ban_threshold=self.ban_threshold,
-                           min_evidence=self.trust_min_evidence)
+                           min_evidence=self.trust_min_evidence, selection=self.selection)
 
     def validate(self) -> None:
         from aggregation import parse_pipeline

@@ -92,6 +92,7 @@ FEDERATION_HELP = {
     "clients_per_round": "m: clients selected per round (trust-weighted)",
     "group_size": "s: secure-aggregation group size (1 = no cross-client secure aggregation; clients refuse "
                   "groups below their own minimum, 5 by default)",
+    "selection": "client selection: trust (sampled ∝ max(trust, floor)) or uniform (every eligible client alike)",
     "threshold_rule": "SecAgg+ threshold floor per group: majority or two-thirds (active adversary); clients "
                       "check it against their own policy",
     "colluders": "colluding group members the threshold withstands (2t − n > colluders); the default policy "

@@ -36,8 +36,11 @@ class TrustParams:
     floor: float = 0.05  # exploration floor of the selection weight
     ban_threshold: float = 0.2
     min_evidence: int = 5
+    selection: str = "trust"  # "trust": sampled ∝ max(trust, floor); "uniform": every eligible client alike
 
     def __post_init__(self) -> None:
+        if self.selection not in ("trust", "uniform"):
+            raise ValueError(f"selection must be 'trust' or 'uniform', got {self.selection!r}")
         if self.prior_alpha <= 0 or self.prior_beta <= 0:
             raise ValueError("prior alpha and beta must be > 0")
         if not 0 <= self.decay <= 1:
@@ -111,14 +114,19 @@ class TrustState:
     def select(self, clients: list[str], m: int, rng: np.random.Generator) -> list[str]:
         """m distinct non-banned clients, sampled ∝ max(trust, floor) without replacement (sorted)."""
         pool = self.selectable(clients)
-        return select(pool, m, {c: self.trust(c) for c in pool}, rng, self.params.floor)
+        return select(pool, m, {c: self._weight(c) for c in pool}, rng, self.params.floor)
+
+    def _weight(self, client: str) -> float:
+        """The selection weight's trust input: the client's trust, or 1 for everyone under uniform selection
+        (evidence is still collected and bans still apply)."""
+        return 1.0 if self.params.selection == "uniform" else self.trust(client)
 
     def max_inclusion_probability(self, clients: list[str], m: int) -> float:
         """Upper bound on any selectable client's per-round selection probability (see the module function).
         ``clients`` must be the pool :meth:`select` will sample from (a smaller pool means larger
         probabilities)."""
         pool = self.selectable(clients)
-        return max_inclusion_probability([self.trust(c) for c in pool], m, self.params.floor)
+        return max_inclusion_probability([self._weight(c) for c in pool], m, self.params.floor)
 
     def to_dict(self) -> dict[str, Any]:
         return {"params": asdict(self.params), "clients": {k: asdict(v) for k, v in self.clients.items()}}

@@ -155,3 +155,23 @@ def test_default_ban_threshold_spares_honest_clients_grouped_with_attackers() ->
         assert not any(state.ensure(c).banned for c in clients if c not in attackers)
         banned_attackers += sum(state.ensure(a).banned for a in attackers)
     assert banned_attackers > 0
+
+
+def test_uniform_selection_ignores_trust_but_keeps_bans() -> None:
+    import numpy as np
+
+    from coordinator.trust import TrustParams, TrustState
+
+    st = TrustState(TrustParams(selection="uniform"))
+    for c in ("a", "b", "c", "d"):
+        st.ensure(c)
+    st.clients["a"].alpha, st.clients["a"].beta = 1.0, 50.0  # very low trust
+    picks = [st.select(["a", "b", "c", "d"], 1, np.random.default_rng(i))[0] for i in range(4000)]
+    assert abs(picks.count("a") / 4000 - 0.25) < 0.04  # as often as anyone (binomial sd ≈ 0.007)
+    assert st.max_inclusion_probability(["a", "b", "c", "d"], 1) == 0.25
+    trusting = TrustState(TrustParams())
+    trusting.clients = st.clients
+    picks = [trusting.select(["a", "b", "c", "d"], 1, np.random.default_rng(i))[0] for i in range(4000)]
+    assert picks.count("a") / 4000 < 0.1
+    st.clients["a"].banned = True
+    assert "a" not in st.select(["a", "b", "c", "d"], 3, np.random.default_rng(0))
