@@ -354,9 +354,21 @@ class Engine:
         still become ready."""
         pending = [c for c in self.conns.values() if c.state == "authenticated" and self._is_current(c)
                    and not self.trust.ensure(c.client_id or "").banned]
-        if len(ready) < self.cfg.min_clients or pending:
+        if pending:
             return []
-        return self._start(ready, len(ready), now)
+        if len(ready) >= self.cfg.min_clients:
+            return self._start(ready, len(ready), now)
+        # Bans must never stall the federation for good: banned clients no longer count towards the minimum, so a
+        # federation with full participation carries on with the clients left – as long as they still form at
+        # least one group of s and the robust rule's precondition holds for their groups.
+        banned = sum(1 for c in self.registry if self.trust.ensure(c).banned)
+        if banned and len(ready) >= max(self.cfg.group_size, self.cfg.min_clients - banned):
+            g = max(1, len(ready) // self.cfg.group_size)
+            if self._aggregable(g, min(self.cfg.byzantine, g)):
+                return [Log("warning", f"{banned} banned client(s): round with the {len(ready)} clients left "
+                                       f"(min_clients_per_round {self.cfg.min_clients})"),
+                        *self._start(ready, len(ready), now)]
+        return []
 
     def _start(self, ready: list[str], m: int, now: float) -> list[Action]:
         """Select m of the eligible ready clients and send them the signed selection."""

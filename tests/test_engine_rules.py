@@ -16,7 +16,7 @@ import mle
 import mle.writer
 from coordinator.config import FederationConfig
 from coordinator.engine import Engine
-from coordinator.events import Close, Connected, DataReceived, Disconnected, Send, SetTimer, TimerFired
+from coordinator.events import Close, Connected, DataReceived, Disconnected, Log, Send, SetTimer, TimerFired
 from flcore.modelspec import mlp
 from flcore.policy import PrivacyPolicy
 from flcore.protocol import COORDINATOR_ID, Envelope
@@ -571,3 +571,29 @@ def test_replayed_pre_identity_error_cannot_stop_an_authenticated_client() -> No
     assert error_code(acts, fed.engine.public_key) == "version"
     codes = [a.code for a in victim.receive(recorded) if isinstance(a, Failed)]
     assert not set(codes) & {"handshake", "identity", "version", "banned"}, codes
+
+
+def test_a_ban_never_stalls_a_federation_with_full_participation() -> None:
+    """m = min_clients = population: once a client is banned, m can never be reached again. Banned clients no
+    longer count towards the minimum, so the federation carries on with the clients left."""
+    fed = Fed(cfg(rounds=4, clients_per_round=3))
+    fed.train_hold.update({"a", "b", "c"})
+    for c in ("a", "b", "c"):
+        fed.connect(c)
+    fed.pump()
+    assert fed.engine.round is not None and len(fed.pending_train) == 3
+    victim = fed.cid("a")
+    fed.engine.trust.ensure(victim).banned = True  # as if this round's evidence had banned it
+    for c in list(fed.pending_train):
+        fed.train(c)
+    fed.pump()
+    assert fed.engine.round_number == 1
+    # stalled for good before: 2 eligible clients < min_clients_per_round = 3
+    assert fed.engine.round is not None and set(fed.engine.round.selected) == {fed.cid("b"), fed.cid("c")}
+    assert any(isinstance(a, Log) and "banned client(s): round with the 2 clients left" in a.message
+               for a in fed.actions)
+    fed.train_hold.clear()
+    for c in list(fed.pending_train):
+        fed.train(c)
+    fed.run_round(4)
+    assert fed.engine.finished and [h["survivors"] for h in fed.engine.history] == [3, 2, 2, 2]
