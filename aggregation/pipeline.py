@@ -20,6 +20,9 @@ exactly one aggregator, then optionally ``momentum``.
 | ``cc(tau=…, iters=…)`` | centered clipping (stateful) | n ≥ 2f+1 |
 | ``fltrust`` | FLTrust (needs ``root_update``) | – |
 | ``momentum(beta=…)`` | server momentum on the aggregate (stateful) | – |
+
+Every step – name, kind, arguments, precondition, the function that runs it – is one entry of
+:mod:`aggregation.registry`; ``register_rule`` adds one.
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from aggregation.clipping import CenteredClippingState, MomentumState, centered_clipping, server_momentum
-from aggregation.coordinatewise import median, trimmed_mean
+from aggregation import registry
+from aggregation.clipping import CenteredClippingState, MomentumState
 from aggregation.core import (
     AggregationResult,
     check_matrix,
@@ -40,20 +43,13 @@ from aggregation.core import (
     make_diagnostics,
     split_finite_norms,
 )
-from aggregation.distance import bulyan, krum, multi_krum
-from aggregation.fltrust import fltrust
-from aggregation.geometric import geometric_median
-from aggregation.means import mean, weighted_mean
-from aggregation.preaggregation import StepOutput, bucketing, clip_norms, nnm
+from aggregation.preaggregation import StepOutput
+from aggregation.registry import StepContext
 
-PRE_STEPS = {"clip", "bucket", "nnm"}
-AGGREGATORS = {"mean", "wmean", "median", "trmean", "krum", "mkrum", "bulyan", "gm", "cc", "fltrust"}
-POST_STEPS = {"momentum"}
-_ALLOWED_ARGS: dict[str, tuple[str, ...]] = {
-    "clip": ("c",), "bucket": ("s",), "nnm": (), "mean": (), "wmean": ("cap",), "median": (),
-    "trmean": ("f", "frac"), "krum": (), "mkrum": ("m",), "bulyan": (), "gm": ("tol", "nu", "max_iter"),
-    "cc": ("tau", "iters"), "fltrust": (), "momentum": ("beta",),
-}
+# the built-in step names by kind (steps added with aggregation.registry.register_rule are looked up there)
+PRE_STEPS = set(registry.names_of_kind("pre"))
+AGGREGATORS = set(registry.names_of_kind("aggregator"))
+POST_STEPS = set(registry.names_of_kind("post"))
 _STEP_RE = re.compile(r"^\s*([a-z_]+)\s*(?:\((.*)\))?\s*$", re.S)
 
 
@@ -89,9 +85,7 @@ def parse_step(text: str) -> Step:
     if not m:
         raise ValueError(f"bad pipeline step {text!r}: expected name or name(args)")
     name, argtext = m.group(1), m.group(2)
-    if name not in _ALLOWED_ARGS:
-        raise ValueError(f"unknown pipeline step {name!r} (known: {', '.join(sorted(_ALLOWED_ARGS))})")
-    allowed = _ALLOWED_ARGS[name]
+    allowed = registry.get_rule(name).args  # ValueError "unknown pipeline step …" for an unregistered name
     args: dict[str, Any] = {}
     if argtext and argtext.strip():
         for pos, part in enumerate(argtext.split(",")):
@@ -133,22 +127,8 @@ class PipelineState:
                    momentum={int(k): MomentumState(dec(v)) for k, v in data.get("momentum", {}).items()})
 
 
-def _required_n(step: Step, f: int) -> tuple[int, str]:
-    name = step.name
-    if name == "nnm":
-        return 2 * f + 1, "2f+1"
-    if name in ("median", "gm", "cc"):
-        return 2 * f + 1, "2f+1"
-    if name == "trmean":
-        if "frac" in step.args:
-            return 1, "1"
-        b = int(step.args.get("f", f))
-        return 2 * b + 1, "2f+1"
-    if name in ("krum", "mkrum"):
-        return 2 * f + 3, "2f+3"
-    if name == "bulyan":
-        return 4 * f + 3, "4f+3"
-    return 1, "1"
+def _kind(step: Step) -> str:
+    return registry.get_rule(step.name).kind
 
 
 @dataclass
@@ -160,7 +140,7 @@ class Pipeline:
 
     @property
     def aggregator(self) -> Step:
-        return next(s for s in self.steps if s.name in AGGREGATORS)
+        return next(s for s in self.steps if _kind(s) == "aggregator")
 
     def validate(self, n: int, f: int, has_weights: bool = False, has_root_update: bool = False,
                  unit: str = "") -> None:
@@ -172,35 +152,25 @@ class Pipeline:
             raise ValueError(f"need at least one input, got n={n}")
         cur_n, cur_f = n, f
         for i, step in enumerate(self.steps):
-            if step.name == "bucket":
-                s = step.args.get("s", 2)
-                if isinstance(s, bool) or not isinstance(s, int) or s < 1:
-                    raise ValueError(f"bucket: s must be an integer >= 1, got {s!r}")
-                cur_n = -(-cur_n // s)
-                cur_f = min(cur_f, cur_n)
+            spec = registry.get_rule(step.name)
+            if spec.transform is not None:
+                if spec.check_args is not None:
+                    spec.check_args(step.args)
+                cur_n, cur_f = spec.transform(step.args, cur_n, cur_f)
                 continue
-            need, formula = _required_n(step, cur_f)
-            if cur_n < need:
-                where = f" after {'|'.join(str(s) for s in self.steps[:i])}" if i else ""
-                what = f" {unit}" if unit else ""
-                raise ValueError(f"{step.name} needs n >= {formula}: got n={cur_n}{what}, f={cur_f}{where} "
-                                 f"(needs n >= {need})")
-            if step.name == "wmean" and not has_weights:
-                raise ValueError("wmean needs per-input weights")
-            if step.name == "fltrust" and not has_root_update:
-                raise ValueError("fltrust needs a root update computed by the server on its root data")
-            if step.name == "clip":
-                c = step.args.get("c", "median")
-                if not (c == "median" or (isinstance(c, int | float) and not isinstance(c, bool) and c > 0)):
-                    raise ValueError(f"clip: threshold must be a positive number or 'median', got {c!r}")
-            if step.name == "cc":
-                tau = step.args.get("tau", 1.0)
-                if not (isinstance(tau, int | float) and tau > 0):
-                    raise ValueError(f"cc: tau must be > 0, got {tau!r}")
-            if step.name == "momentum":
-                beta = step.args.get("beta", 0.9)
-                if not (isinstance(beta, int | float) and 0 <= beta < 1):
-                    raise ValueError(f"momentum: beta must be in [0, 1), got {beta!r}")
+            if spec.precondition is not None:
+                need, formula = spec.precondition(step.args, cur_f)
+                if cur_n < need:
+                    where = f" after {'|'.join(str(s) for s in self.steps[:i])}" if i else ""
+                    what = f" {unit}" if unit else ""
+                    raise ValueError(f"{step.name} needs n >= {formula}: got n={cur_n}{what}, f={cur_f}{where} "
+                                     f"(needs n >= {need})")
+            if spec.needs_weights and not has_weights:
+                raise ValueError(f"{step.name} needs per-input weights")
+            if spec.needs_root_update and not has_root_update:
+                raise ValueError(f"{step.name} needs a root update computed by the server on its root data")
+            if spec.check_args is not None:
+                spec.check_args(step.args)
 
     def __call__(self, x: Any, f: int, *, weights: Any = None, state: PipelineState | None = None,
                  rng: np.random.Generator | None = None, root_update: Any = None, unit: str = ""
@@ -219,61 +189,25 @@ class Pipeline:
         value: np.ndarray | None = None
         for i, step in enumerate(self.steps):
             a = step.args
-            if step.name in PRE_STEPS:
-                out: StepOutput
-                if step.name == "clip":
-                    out = clip_norms(cur, a.get("c", "median"), cur_f)
-                elif step.name == "bucket":
-                    if rng is None:
-                        raise ValueError("bucket needs an rng (numpy Generator)")
-                    out = bucketing(cur, int(a.get("s", 2)), cur_f, rng)
-                    if cur_w is not None:
-                        cur_w = out.mixing @ cur_w * np.array([np.count_nonzero(r) for r in out.mixing])
-                else:
-                    out = nnm(cur, cur_f)
+            spec = registry.get_rule(step.name)
+            ctx = StepContext(i, new_state, root_update)
+            if spec.kind == "pre":
+                out: StepOutput = spec.run(cur, cur_f, a, rng)
+                if step.name == "bucket" and cur_w is not None:
+                    cur_w = out.mixing @ cur_w * np.array([np.count_nonzero(r) for r in out.mixing])
                 cur, cur_f, mixing = out.x, out.f, out.mixing @ mixing
                 continue
-            if step.name in AGGREGATORS:
-                result = self._aggregate(step, i, cur, cur_f, cur_w, new_state, root_update)
+            if spec.kind == "aggregator":
+                result = spec.run(cur, cur_f, cur_w, a, ctx)
                 value = result.value
                 continue
-            assert step.name == "momentum" and value is not None
-            value, new_state.momentum[i] = server_momentum(value, float(a.get("beta", 0.9)),
-                                                           state.momentum.get(i))
+            assert spec.kind == "post" and value is not None
+            value = spec.run(value, a, ctx)
         assert result is not None and value is not None
         selected = (mixing.T @ result.diagnostics.selected.astype(float)) > 0
         diag = make_diagnostics(str(self), x, finite, value, selected,
                                 extra={"final_stage": result.diagnostics, "f_final": cur_f}, norms2=norms_all)
         return AggregationResult(value, diag), new_state
-
-    @staticmethod
-    def _aggregate(step: Step, index: int, x: np.ndarray, f: int, w: np.ndarray | None, state: PipelineState,
-                   root_update: Any) -> AggregationResult:
-        a, name = step.args, step.name
-        if name == "mean":
-            return mean(x, w)
-        if name == "wmean":
-            return weighted_mean(x, w, a.get("cap"))
-        if name == "median":
-            return median(x)
-        if name == "trmean":
-            return trimmed_mean(x, fraction=float(a["frac"])) if "frac" in a else trimmed_mean(x, f=int(a.get("f", f)))
-        if name == "krum":
-            return krum(x, f)
-        if name == "mkrum":
-            return multi_krum(x, f, a.get("m"), weights=w)
-        if name == "bulyan":
-            return bulyan(x, f)
-        if name == "gm":
-            return geometric_median(x, w, tol=float(a.get("tol", 1e-6)), nu=float(a.get("nu", 1e-6)),
-                                    max_iter=int(a.get("max_iter", 1000)))
-        if name == "cc":
-            res, state.cc[index] = centered_clipping(x, float(a.get("tau", 1.0)), state.cc.get(index),
-                                                     iters=int(a.get("iters", 1)), weights=w)
-            return res
-        if name == "fltrust":
-            return fltrust(x, root_update)
-        raise AssertionError(name)  # pragma: no cover
 
 
 def parse_pipeline(spec: str | list[str] | list[dict[str, Any]], n: int | None = None, f: int | None = None,
@@ -291,13 +225,13 @@ def parse_pipeline(spec: str | list[str] | list[dict[str, Any]], n: int | None =
             elif isinstance(item, dict) and "name" in item:
                 st = parse_step(str(item["name"]))
                 args = dict(item.get("args", {}))
-                bad = set(args) - set(_ALLOWED_ARGS[st.name])
+                bad = set(args) - set(registry.get_rule(st.name).args)
                 if bad:
                     raise ValueError(f"{st.name}: unknown argument(s) {sorted(bad)}")
                 steps.append(Step(st.name, args))
             else:
                 raise ValueError(f"bad pipeline step {item!r}")
-    kinds = ["pre" if s.name in PRE_STEPS else "agg" if s.name in AGGREGATORS else "post" for s in steps]
+    kinds = ["agg" if _kind(s) == "aggregator" else _kind(s) for s in steps]
     if kinds.count("agg") != 1:
         raise ValueError(f"a pipeline needs exactly one aggregator, got {kinds.count('agg')} in "
                          f"{'|'.join(map(str, steps))!r}")
