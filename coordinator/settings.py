@@ -3,7 +3,8 @@
 TOML layout (every key optional; see ``fl-coordinator serve --help`` and docs/protocol.md)::
 
     [server]      host, ws_port, grpc_port, data_dir, max_message_mb, audit_dir, log_level, exit_when_finished,
-                  port_file, operator_token_file (a file holding the token – never the token itself)
+                  port_file, operator_token_file (a file holding the token – never the token itself),
+                  byzantine_fraction, max_grouping_risk, accept_grouping_risk (the grouping planner, below)
     [federation]  rounds, clients_per_round, min_clients_per_round, group_size, aggregator, byzantine,
                   server_optimizer, server_lr, local_epochs, batch_size, lr, l2_clip, noise_multiplier,
                   quantization_bits, modulus_bits, epsilon, delta, train_timeout, phase_timeout, seed,
@@ -14,6 +15,12 @@ TOML layout (every key optional; see ``fl-coordinator serve --help`` and docs/pr
 The operator token (``Authorization: Bearer …`` for ``GET /status/operator``) comes from
 ``--operator-token-file``, else the environment variable ``FL_OPERATOR_TOKEN``, else ``[server]
 operator_token_file``; without one the operator view is disabled.
+
+The grouping planner (:func:`aggregation.planner.check`, docs/aggregation.md "Grouping planner") computes the
+probability that a round has more corrupted groups than the aggregator tolerates, for clients drawn from a
+population with Byzantine fraction ``byzantine_fraction`` (default: byzantine / clients_per_round). ``serve``
+refuses a federation above ``max_grouping_risk`` (default 0.01 per round) with the probability and the largest
+group size / smallest clients_per_round that hold; ``accept_grouping_risk`` turns the refusal into a warning.
 """
 
 from __future__ import annotations
@@ -54,6 +61,11 @@ class ServerSettings:
     exit_when_finished: bool = False
     port_file: str = ""  # write {"ws_port", "grpc_port", "coordinator_key"} here once listening
     operator_token_file: str = ""  # the bearer token of /status/operator (see operator_token)
+    # the grouping planner: assumed Byzantine fraction β (None: byzantine / clients_per_round), the largest accepted
+    # per-round probability that more groups are corrupted than the aggregator tolerates, and the override
+    byzantine_fraction: float | None = None
+    max_grouping_risk: float = 0.01
+    accept_grouping_risk: bool = False
 
     @property
     def max_message_bytes(self) -> int:
@@ -86,7 +98,16 @@ SERVER_HELP = {
                            f"the environment variable {OPERATOR_TOKEN_ENV} (this flag wins over it, it wins over "
                            "the TOML). Without a token the operator view is disabled (404); /status is public and "
                            "shows aggregates only",
+    "byzantine_fraction": "β: assumed fraction of Byzantine clients in the population rounds are drawn from; the "
+                          "grouping planner computes from it the probability that a round has more corrupted groups "
+                          "(a group with at least one Byzantine member) than the aggregator tolerates",
+    "max_grouping_risk": "largest accepted per-round probability that more groups are corrupted than the "
+                         "aggregator tolerates; serve refuses a federation above it and suggests the largest "
+                         "group_size / smallest clients_per_round that hold",
+    "accept_grouping_risk": "run a federation above max_grouping_risk anyway, with a logged warning instead of "
+                            "the refusal",
 }
+SERVER_DEFAULT_TEXT = {"byzantine_fraction": "byzantine / clients_per_round"}
 FEDERATION_HELP = {
     "rounds": "number of rounds to train",
     "clients_per_round": "m: clients selected per round (trust-weighted)",
@@ -175,11 +196,12 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("server")
     for f in _fields(ServerSettings):
         flag = "--" + f.name.replace("_", "-")
+        default = SERVER_DEFAULT_TEXT.get(f.name, f.default)
         if f.type in (bool, "bool"):
             g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                           help=f"{SERVER_HELP[f.name]} (default: {f.default})")
+                           help=f"{SERVER_HELP[f.name]} (default: {default})")
         else:
-            g.add_argument(flag, dest=f.name, default=None, help=f"{SERVER_HELP[f.name]} (default: {f.default})")
+            g.add_argument(flag, dest=f.name, default=None, help=f"{SERVER_HELP[f.name]} (default: {default})")
     g = p.add_argument_group("federation")
     g.add_argument("--model", dest="model", default=None,
                    help="model spec: mlp:64-32-10 or a JSON spec file (default: mlp:64-32-10)")
@@ -232,7 +254,7 @@ def load_settings(args: argparse.Namespace) -> ServeSettings:
         v = getattr(args, f.name, None)
         v = server_doc.get(f.name) if v is None else v
         if v is not None:
-            server_kw[f.name] = _coerce(f.name, v, f.type)
+            server_kw[f.name] = _coerce(f.name, v, float if f.name == "byzantine_fraction" else f.type)
     fed_kw: dict[str, Any] = {}
     for f in _fields(FederationConfig, ("model", "extra")):
         v = getattr(args, f.name, None)
@@ -261,6 +283,10 @@ def load_settings(args: argparse.Namespace) -> ServeSettings:
             raise SettingsError(f"{name} must be a port number (0-65535)")
     if server.ws_port == server.grpc_port and server.ws_port != 0:
         raise SettingsError("ws_port and grpc_port must differ")
+    if server.byzantine_fraction is not None and not 0.0 <= server.byzantine_fraction <= 1.0:
+        raise SettingsError(f"byzantine_fraction must be in [0, 1], got {server.byzantine_fraction:g}")
+    if not 0.0 <= server.max_grouping_risk < 1.0:
+        raise SettingsError(f"max_grouping_risk must be in [0, 1), got {server.max_grouping_risk:g}")
     fed = FederationConfig(model=spec, **fed_kw)
     try:
         fed.validate()
@@ -269,8 +295,36 @@ def load_settings(args: argparse.Namespace) -> ServeSettings:
     if evaluation == "digits" and (spec.input_shape not in ((64,), (1, 8, 8)) or spec.num_classes != 10):
         raise SettingsError(f"evaluation on digits needs a model with input (64,) or (1, 8, 8) and 10 classes, "
                             f"got input {spec.input_shape} and {spec.num_classes} classes")
+    check_grouping_risk(fed, server)
     text = model_value if isinstance(model_value, str) else json.dumps(model_value)
     return ServeSettings(server, fed, evaluation, text, operator_token)
+
+
+def check_grouping_risk(fed: FederationConfig, server: ServerSettings) -> Any:
+    """The grouping planner's verdict on a valid federation (:func:`aggregation.planner.check`): raises
+    :class:`SettingsError` with the probability and what would hold when the per-round risk exceeds
+    ``server.max_grouping_risk``, unless ``server.accept_grouping_risk`` (then a warning is logged). With an assumed
+    Byzantine fraction above 0 the rule's own warnings (e.g. Krum and identical updates) are logged too. Returns
+    the :class:`aggregation.planner.PlannerReport`."""
+    from aggregation import planner
+
+    try:
+        report = planner.check(fed, server.byzantine_fraction, server.max_grouping_risk)
+    except ValueError as exc:
+        raise SettingsError(f"grouping planner: {exc}") from None
+    if report.byzantine_fraction > 0:
+        for warning in report.warnings:
+            log.warning("aggregator %r: %s", fed.aggregator, warning)
+    if report.ok:
+        if report.byzantine_fraction > 0:
+            log.info("%s", report.message())
+        return report
+    if server.accept_grouping_risk:
+        log.warning("running with the grouping risk accepted (accept_grouping_risk): %s", report.message())
+        return report
+    raise SettingsError(f"{report.message()} To run it anyway pass --accept-grouping-risk ([server] "
+                        "accept_grouping_risk = true); --byzantine-fraction sets the assumed fraction, "
+                        "--max-grouping-risk the bound (docs/aggregation.md, 'Grouping planner').")
 
 
 def check_operator_token(token: str, source: str) -> str:
@@ -327,4 +381,5 @@ def federation_to_dict(cfg: FederationConfig) -> dict[str, Any]:
 
 
 __all__ = ["OPERATOR_TOKEN_ENV", "ServeSettings", "ServerSettings", "SettingsError", "add_serve_arguments",
-           "check_operator_token", "federation_to_dict", "load_settings", "parse_model", "read_operator_token"]
+           "check_grouping_risk", "check_operator_token", "federation_to_dict", "load_settings", "parse_model",
+           "read_operator_token"]

@@ -1,6 +1,6 @@
 """coordinator.settings: TOML + flags (flags win), unknown sections/options, bad types, invalid combinations,
-model spec parsing, the operator token (file, environment variable, precedence, refusals), ``fl-coordinator serve
---help`` and the exit status of an invalid ``serve``."""
+the grouping planner's refusal (and its override), model spec parsing, the operator token (file, environment
+variable, precedence, refusals), ``fl-coordinator serve --help`` and the exit status of an invalid ``serve``."""
 
 from __future__ import annotations
 
@@ -120,15 +120,19 @@ def test_every_federation_and_server_option_is_settable_from_toml_and_flags(tmp_
     flags = [x for k, v in values.items() for x in ("--" + k.replace("_", "-"), str(v))]
     s = settings(tmp_path, None, "--evaluation", "none", *flags)
     assert {k: getattr(s.federation, k) for k in values} == values
+    # the grouping planner's options: β = 0.1 with the default 15 clients in 3 groups of 5 (median) is a per-round
+    # risk of 0.37 > 0.05, accepted here (so it is a warning, not a refusal)
     server = {"host": "::1", "ws_port": 1234, "grpc_port": 1235, "data_dir": "d", "max_message_mb": 3.0,
               "audit_dir": "a", "log_level": "debug", "exit_when_finished": True, "port_file": "p.json",
-              "operator_token_file": str(token_file(tmp_path))}
+              "operator_token_file": str(token_file(tmp_path)), "byzantine_fraction": 0.1,
+              "max_grouping_risk": 0.05, "accept_grouping_risk": True}
     assert set(server) == set(SERVER_OPTIONS)
     toml = "[server]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in server.items())
     assert dataclasses.asdict(settings(tmp_path, toml, "--evaluation", "none").server) == server
-    flags = [x for k, v in server.items() if k != "exit_when_finished" for x in ("--" + k.replace("_", "-"), str(v))]
+    booleans = ("exit_when_finished", "accept_grouping_risk")
+    flags = [x for k, v in server.items() if k not in booleans for x in ("--" + k.replace("_", "-"), str(v))]
     assert dataclasses.asdict(settings(tmp_path, None, "--evaluation", "none", "--exit-when-finished",
-                                       *flags).server) == server
+                                       "--accept-grouping-risk", *flags).server) == server
 
 
 @pytest.mark.parametrize(("toml", "needle"), [
@@ -234,6 +238,83 @@ def test_invalid_combinations(tmp_path: Path, args: tuple[str, ...], needle: str
     with pytest.raises(SettingsError) as exc:
         settings(tmp_path, None, *argv)
     assert needle in str(exc.value)
+
+
+# ── the grouping planner (aggregation/planner.py) ───────────────────────────────────────────────────────
+def test_grouping_risk_above_the_bound_is_refused_with_the_probability_and_what_holds(tmp_path: Path) -> None:
+    """byzantine 1 of 15 per round → β = 1/15; 3 groups of 5, the median tolerates 1 corrupted group; a round has
+    2 or more with probability 3p²(1−p) + p³, p = 1 − (14/15)⁵, = 0.2057 > 0.01."""
+    with pytest.raises(SettingsError) as exc:
+        settings(tmp_path, None, "--evaluation", "none", "--byzantine", "1")
+    text = str(exc.value)
+    assert text.startswith("grouping risk 0.2057 per round exceeds the bound 0.01")
+    assert "β = 0.06667 (byzantine / clients_per_round)" in text
+    assert "tolerates 1 corrupted group out of the 3 groups (3×5) of a 15-client round" in text
+    assert "largest group size that holds at 15 clients per round is 2" in text
+    assert "smallest clients_per_round that holds with groups of 5 is 145" in text
+    assert "--accept-grouping-risk" in text and "[server] accept_grouping_risk = true" in text
+
+
+def test_grouping_risk_explicit_fraction_and_bound(tmp_path: Path) -> None:
+    # an explicit β wins over the derived one, in both directions
+    assert settings(tmp_path, None, "--evaluation", "none", "--byzantine", "1", "--byzantine-fraction", "0"
+                    ).server.byzantine_fraction == 0.0
+    with pytest.raises(SettingsError, match=r"grouping risk 0\.3657 .* β = 0\.1, rule 'median'"):
+        settings(tmp_path, None, "--evaluation", "none", "--byzantine-fraction", "0.1")
+    # a looser bound accepts the same federation
+    s = settings(tmp_path, "[server]\nmax_grouping_risk = 0.25\n", "--evaluation", "none", "--byzantine", "1")
+    assert s.server.max_grouping_risk == 0.25 and s.federation.byzantine == 1
+    # smaller groups hold: 15 clients in 7 groups (median tolerates 3) at β = 1/15
+    assert settings(tmp_path, None, "--evaluation", "none", "--byzantine", "1", "--group-size", "2",
+                    "--colluders", "0", "--threshold-rule", "majority").federation.group_size == 2
+
+
+def test_grouping_risk_accepted_is_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="fl-coordinator.settings"):
+        s = settings(tmp_path, "[server]\naccept_grouping_risk = true\n", "--evaluation", "none", "--byzantine", "1")
+    assert s.server.accept_grouping_risk and s.federation.byzantine == 1
+    (rec,) = caplog.records
+    assert rec.levelno == logging.WARNING and "grouping risk 0.2057 per round exceeds" in rec.getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="fl-coordinator.settings"):
+        settings(tmp_path, None, "--evaluation", "none", "--byzantine", "1", "--accept-grouping-risk")
+    assert "accept_grouping_risk" in caplog.text
+
+
+def test_krum_is_warned_about_when_byzantine_clients_are_assumed(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    args = ("--evaluation", "none", "--aggregator", "krum", "--clients-per-round", "35", "--byzantine", "1")
+    with caplog.at_level(logging.WARNING, logger="fl-coordinator.settings"):
+        s = settings(tmp_path, None, *args, "--byzantine-fraction", "0.001")  # 7 groups: risk 5e-4
+    assert s.federation.aggregator == "krum"
+    assert "identical updates" in caplog.text and "free-riders" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="fl-coordinator.settings"):
+        settings(tmp_path, None, *args, "--byzantine-fraction", "0")
+    assert caplog.records == []  # no attackers assumed: nothing to warn about
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (("--byzantine-fraction", "1.5"), "byzantine_fraction must be in [0, 1], got 1.5"),
+    (("--byzantine-fraction", "-0.1"), "byzantine_fraction must be in [0, 1]"),
+    (("--byzantine-fraction", "some"), "option byzantine_fraction: 'some' is not a valid float"),
+    (("--max-grouping-risk", "1"), "max_grouping_risk must be in [0, 1), got 1"),
+    (("--max-grouping-risk", "-1"), "max_grouping_risk must be in [0, 1)"),
+])
+def test_bad_grouping_planner_options(tmp_path: Path, args: tuple[str, ...], needle: str) -> None:
+    with pytest.raises(SettingsError) as exc:
+        settings(tmp_path, None, "--evaluation", "none", *args)
+    assert needle in str(exc.value)
+
+
+def test_serve_refuses_a_risky_grouping_with_exit_2(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "coordinator.cli", "serve", "--byzantine", "1",
+         "--data-dir", str(tmp_path / "data"), "--evaluation", "none"],
+        cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "fl-coordinator serve: error: grouping risk 0.2057 per round exceeds the bound 0.01" in proc.stderr
+    assert proc.stdout == "" and not (tmp_path / "data").exists()
 
 
 def test_ports_zero_may_be_equal(tmp_path: Path) -> None:
