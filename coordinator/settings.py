@@ -64,6 +64,7 @@ class ServerSettings:
     # the grouping planner: assumed Byzantine fraction β (None: byzantine / clients_per_round), the largest accepted
     # per-round probability that more groups are corrupted than the aggregator tolerates, and the override
     byzantine_fraction: float | None = None
+    population: int | None = None  # clients the rounds are drawn from, when known (exact hypergeometric risk)
     max_grouping_risk: float = 0.01
     accept_grouping_risk: bool = False
 
@@ -101,13 +102,15 @@ SERVER_HELP = {
     "byzantine_fraction": "β: assumed fraction of Byzantine clients in the population rounds are drawn from; the "
                           "grouping planner computes from it the probability that a round has more corrupted groups "
                           "(a group with at least one Byzantine member) than the aggregator tolerates",
+    "population": "number of clients the rounds are drawn from, when known: the planner then draws ⌈β·N⌉ "
+                  "Byzantine clients exactly (hypergeometric) instead of each client independently",
     "max_grouping_risk": "largest accepted per-round probability that more groups are corrupted than the "
                          "aggregator tolerates; serve refuses a federation above it and suggests the largest "
                          "group_size / smallest clients_per_round that hold",
     "accept_grouping_risk": "run a federation above max_grouping_risk anyway, with a logged warning instead of "
                             "the refusal",
 }
-SERVER_DEFAULT_TEXT = {"byzantine_fraction": "byzantine / clients_per_round"}
+SERVER_DEFAULT_TEXT = {"byzantine_fraction": "byzantine / clients_per_round", "population": "unknown"}
 FEDERATION_HELP = {
     "rounds": "number of rounds to train",
     "clients_per_round": "m: clients selected per round (trust-weighted)",
@@ -254,7 +257,8 @@ def load_settings(args: argparse.Namespace) -> ServeSettings:
         v = getattr(args, f.name, None)
         v = server_doc.get(f.name) if v is None else v
         if v is not None:
-            server_kw[f.name] = _coerce(f.name, v, float if f.name == "byzantine_fraction" else f.type)
+            kind = {"byzantine_fraction": float, "population": int}.get(f.name, f.type)
+            server_kw[f.name] = _coerce(f.name, v, kind)
     fed_kw: dict[str, Any] = {}
     for f in _fields(FederationConfig, ("model", "extra")):
         v = getattr(args, f.name, None)
@@ -285,6 +289,8 @@ def load_settings(args: argparse.Namespace) -> ServeSettings:
         raise SettingsError("ws_port and grpc_port must differ")
     if server.byzantine_fraction is not None and not 0.0 <= server.byzantine_fraction <= 1.0:
         raise SettingsError(f"byzantine_fraction must be in [0, 1], got {server.byzantine_fraction:g}")
+    if server.population is not None and server.population < 1:
+        raise SettingsError(f"population must be >= 1, got {server.population}")
     if not 0.0 <= server.max_grouping_risk < 1.0:
         raise SettingsError(f"max_grouping_risk must be in [0, 1), got {server.max_grouping_risk:g}")
     fed = FederationConfig(model=spec, **fed_kw)
@@ -309,7 +315,7 @@ def check_grouping_risk(fed: FederationConfig, server: ServerSettings) -> Any:
     from aggregation import planner
 
     try:
-        report = planner.check(fed, server.byzantine_fraction, server.max_grouping_risk)
+        report = planner.check(fed, server.byzantine_fraction, server.max_grouping_risk, population=server.population)
     except ValueError as exc:
         raise SettingsError(f"grouping planner: {exc}") from None
     if report.byzantine_fraction > 0:

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 COMMON = ["--rounds", "30", "--clients-per-round", "15", "--aggregator", "median", "--local-epochs", "3",
           "--lr", "0.2", "--l2-clip", "1.0", "--noise-multiplier", "0.05", "--epsilon", "1e6", "--delta", "1e-5",
-          "--ban-threshold", "0", "--exit-when-finished"]
+          "--ban-threshold", "0", "--exit-when-finished", "--population", "15"]  # every client in every round
 # 15 clients in 3 groups of 5 (t = 4, complete graph), median across groups tolerating 1 Byzantine client
 SAFE = [*COMMON, "--group-size", "5", "--byzantine", "1"]
 # 15 clients in 5 groups of 3 (t = 2, majority, no colluder withstood), median tolerating 2 Byzantine clients

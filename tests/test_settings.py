@@ -125,7 +125,7 @@ def test_every_federation_and_server_option_is_settable_from_toml_and_flags(tmp_
     server = {"host": "::1", "ws_port": 1234, "grpc_port": 1235, "data_dir": "d", "max_message_mb": 3.0,
               "audit_dir": "a", "log_level": "debug", "exit_when_finished": True, "port_file": "p.json",
               "operator_token_file": str(token_file(tmp_path)), "byzantine_fraction": 0.1,
-              "max_grouping_risk": 0.05, "accept_grouping_risk": True}
+              "max_grouping_risk": 0.05, "accept_grouping_risk": True, "population": 40}
     assert set(server) == set(SERVER_OPTIONS)
     toml = "[server]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in server.items())
     assert dataclasses.asdict(settings(tmp_path, toml, "--evaluation", "none").server) == server
@@ -515,3 +515,17 @@ def test_serve_with_a_short_operator_token_exits_2_without_echoing_it(tmp_path: 
     assert f"fl-coordinator serve: error: operator token from file {path}: 11 characters" in proc.stderr
     assert "tiny-secret" not in proc.stderr and proc.stdout == ""
     assert not (tmp_path / "data").exists()
+
+
+def test_a_known_population_makes_the_grouping_risk_exact(tmp_path: Path) -> None:
+    """15 clients, all in every round, 3 groups of 5, median tolerating 1 corrupted group, 1 Byzantine client: with
+    each client Byzantine independently (β = 1/15) two groups can be corrupted (refused); with the population
+    known there is exactly one Byzantine client, so at most one corrupted group (accepted)."""
+    flags = ("--evaluation", "none", "--clients-per-round", "15", "--group-size", "5", "--aggregator", "median",
+             "--byzantine", "1")
+    with pytest.raises(SettingsError, match="grouping"):
+        settings(tmp_path, None, *flags)
+    s = settings(tmp_path, None, *flags, "--population", "15")
+    assert s.server.population == 15
+    with pytest.raises(SettingsError, match="population must be >= 1"):
+        settings(tmp_path, None, *flags, "--population", "0")
