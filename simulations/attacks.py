@@ -100,11 +100,19 @@ class GaussianNoise(Attack):
 
 
 def alie_z(n: int, f: int) -> float:
-    """Baruch et al.'s z_max: s = ⌊n/2 + 1⌋ − f supporters are needed, z = Φ⁻¹((n − s)/n)."""
+    """Baruch et al.'s z_max (NeurIPS'19, §3): s = ⌊n/2 + 1⌋ − f honest "supporters" are needed for a majority,
+    z = Φ⁻¹((n − s)/n).
+
+    Capped: when the attackers alone hold a majority (f ≥ ⌊n/2 + 1⌋) the formula gives s ≤ 0 and z = Φ⁻¹(≥ 1)
+    = ∞ (a NaN update); the paper's derivation assumes f < n/2 and needs no supporters there. We cap s at 1 –
+    z = Φ⁻¹((n − 1)/n), the largest z the formula yields for a non-empty honest majority, i.e. the attackers
+    stay at the edge of the honest cloud (one honest update expected beyond them) – and use z = 0 (the mean)
+    when n = 1."""
     from scipy.stats import norm
 
-    s = int(np.floor(n / 2 + 1)) - f
-    return float(norm.ppf((n - s) / n))
+    s = max(1, int(np.floor(n / 2 + 1)) - f)
+    p = (n - s) / n
+    return float(norm.ppf(p)) if 0 < p < 1 else 0.0
 
 
 class ALIE(Attack):
@@ -373,6 +381,23 @@ def _value(text: str) -> Any:
         except ValueError:
             pass
     return t
+
+
+def register_attack(cls: type[Attack], *, replace: bool = False) -> type[Attack]:
+    """Add an :class:`Attack` subclass to :data:`ATTACKS` under ``cls.name`` (usable as a decorator); the plug-in
+    API of ``fl-coordinator simulate --plugin package.module`` (docs/simulation.md). Registering the same class
+    again is a no-op; another class under a taken name needs ``replace=True``."""
+    if not (isinstance(cls, type) and issubclass(cls, Attack)):
+        raise TypeError(f"register_attack needs an Attack subclass, got {cls!r}")
+    name = cls.name
+    if not (isinstance(name, str) and re.fullmatch(r"[a-z_]+", name)) or name == Attack.name:
+        raise ValueError(f"attack class {cls.__name__} needs a class attribute name = 'lower_case' (not 'none'), "
+                         f"got {name!r}")
+    if name in ATTACKS and ATTACKS[name] is not cls and not replace:
+        raise ValueError(f"attack {name!r} is already registered ({ATTACKS[name].__module__}."
+                         f"{ATTACKS[name].__qualname__}); pass replace=True to override it")
+    ATTACKS[name] = cls
+    return cls
 
 
 def make_attack(spec: str) -> Attack:

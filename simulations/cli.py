@@ -8,7 +8,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-USAGE = "fl-coordinator simulate [grid] CONFIG.toml [--out DIR] [--set key=value …]"
+USAGE = ("fl-coordinator simulate [grid] CONFIG.toml [--out DIR] [--set key=value …] [--workers N] "
+         "[--plugin package.module …]")
 
 
 def add_simulate_parser(sub: Any) -> None:
@@ -22,7 +23,12 @@ def add_simulate_parser(sub: Any) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set rounds=5 --set federation.aggregator=median "
                         "(values are TOML: numbers, true/false, \"strings\" or bare words)")
-    p.add_argument("--workers", type=int, help="grid: parallel processes")
+    p.add_argument("--workers", type=int,
+                   help="CPU budget: a grid runs N processes of one thread each (torch, BLAS/OpenMP, aggregation; "
+                        "also with N = 1); a single run uses N threads (torch_threads = N)")
+    p.add_argument("--plugin", action="append", default=[], metavar="PACKAGE.MODULE",
+                   help="import a module that registers extra attacks/defences before the config is checked "
+                        "(repeatable; recorded in the config's plugins, so saved configs rerun with it)")
     p.add_argument("--quiet", action="store_true", help="no per-round output")
     p.set_defaults(func=_main)
 
@@ -61,8 +67,16 @@ def _main(args: argparse.Namespace) -> int:
     if len(target) != 1:
         print(f"usage: {USAGE}", file=sys.stderr)
         return 2
+    if args.workers is not None and args.workers < 1:
+        print("fl-coordinator simulate: --workers must be >= 1", file=sys.stderr)
+        return 2
     try:
         data = _apply_sets(load_toml(target[0]), args.set)
+        if args.plugin:
+            known = data.get("plugins", [])
+            if not isinstance(known, list):
+                raise ConfigError(f"plugins must be a list of module names, got {known!r}")
+            data["plugins"] = list(dict.fromkeys([*known, *args.plugin]))
         from simulations.grid import _slug
 
         if grid:
@@ -80,12 +94,19 @@ def _main(args: argparse.Namespace) -> int:
             raise ConfigError("this config has a [grid] table: run it with `fl-coordinator simulate grid CONFIG`")
         from simulations.runner import Simulation
 
+        if args.workers:
+            data["torch_threads"] = args.workers
         cfg = SimulationConfig.from_dict(data)
         out = Path(args.out or cfg.out_dir or f"runs/{_slug(cfg.name)}")
-        result = Simulation(cfg).run(out, verbose=not args.quiet)
+        result = Simulation(cfg).run(out, verbose=not args.quiet, on_error="record")
     except ConfigError as exc:
         print(f"fl-coordinator simulate: config error: {exc}", file=sys.stderr)
         return 2
+    if result.error is not None:
+        print(result.error["traceback"], file=sys.stderr)
+        print(f"fl-coordinator simulate: {cfg.name}: {result.stopped_reason} after {len(result.history)} "
+              f"completed round(s); results in {out}", file=sys.stderr)
+        return 1
     h = result.history
     line = f"{cfg.name}: {len(h)} rounds in {result.seconds:.1f}s"
     if h:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import copy
 import math
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, make_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -106,29 +106,48 @@ class AttackConfig:
     respect_clip: bool = False  # True: attackers run the client pipeline's L2 clipping like honest clients
 
 
-@dataclass(frozen=True)
-class FederationSection:
-    clients_per_round: int = 10
-    group_size: int = 1
-    threshold_rule: str = "two-thirds"  # SecAgg+ threshold per group, as in the product ("majority" opt-in)
-    colluders: int = 1  # colluding members the threshold withstands (2t − n > colluders)
-    aggregator: str = "mean"
-    byzantine: int = 0
-    server_optimizer: str = "fedavg"
-    server_lr: float = 1.0
-    local_epochs: int = 1
-    batch_size: int = 32
-    lr: float = 0.1
-    l2_clip: float = 10.0
-    noise_multiplier: float = 0.0
-    quantization_bits: int = 16
-    modulus_bits: int = 32
-    epsilon: float = math.inf
-    delta: float = 1e-5
-    bans: bool = True  # the trust system may ban clients (False: isolates the aggregation rule)
-    # worker momentum β (Karimireddy, He & Jaggi ICLR'22): each honest client sends m ← β·m + (1 − β)·Δ instead
-    # of its round delta Δ (state kept per client across rounds); 0 = off
-    client_momentum: float = 0.0
+# ── [federation]: derived from coordinator.config.FederationConfig, so the two cannot drift ───────────────────
+# Every FederationConfig field is a [federation] key except the ones the harness sets itself (the model from
+# [model], rounds and seed from the top level, ``extra``). The harness keeps its own defaults for a few keys
+# (FedAvg over groups of 1 with a loose clip: the plainest federation, so a config states what it studies).
+FEDERATION_EXCLUDED = ("model", "rounds", "seed", "extra")
+HARNESS_DEFAULTS: dict[str, Any] = {"clients_per_round": 10, "group_size": 1, "aggregator": "mean", "l2_clip": 10.0}
+# harness-only keys (not FederationConfig fields): name, type, default, meaning
+HARNESS_ONLY: tuple[tuple[str, type, Any, str], ...] = (
+    ("bans", bool, True, "False: the trust system never bans (ban_threshold = 0), isolating the aggregation rule"),
+    ("client_momentum", float, 0.0, "worker momentum β (Karimireddy, He & Jaggi ICLR'22): each honest client "
+                                    "sends m ← β·m + (1 − β)·Δ instead of its round delta Δ; 0 = off"),
+)
+# Why the harness does not offer a rule that needs a server root update (checked before anything runs).
+NO_ROOT_UPDATE = ("the engine's round completion passes no server root update to the rule (FLTrust and its like "
+                  "need the server to train on a clean root data set each round, Cao et al. NDSS'21), so the "
+                  "harness does not offer it")
+
+
+def _federation_fields() -> list[tuple[str, Any, Any]]:
+    from coordinator.config import FederationConfig
+
+    out: list[tuple[str, Any, Any]] = []
+    for f in fields(FederationConfig):
+        if f.name in FEDERATION_EXCLUDED or not f.init:
+            continue
+        if f.name in HARNESS_DEFAULTS:
+            out.append((f.name, f.type, field(default=HARNESS_DEFAULTS[f.name])))
+        elif f.default is not MISSING:
+            out.append((f.name, f.type, field(default=f.default)))
+        elif f.default_factory is not MISSING:  # pragma: no cover - no such field today
+            out.append((f.name, f.type, field(default_factory=f.default_factory)))
+        else:  # pragma: no cover - a required FederationConfig field the harness does not know how to set
+            raise TypeError(f"FederationConfig.{f.name} has no default: teach simulations/config.py to set it")
+    out += [(name, kind, field(default=default)) for name, kind, default, _ in HARNESS_ONLY]
+    return out
+
+
+FederationSection = make_dataclass("FederationSection", _federation_fields(), frozen=True)
+FederationSection.__module__ = __name__  # picklable as simulations.config.FederationSection
+FederationSection.__doc__ = ("The [federation] table: every coordinator.config.FederationConfig option (except "
+                             f"{', '.join(FEDERATION_EXCLUDED)}) plus the harness-only "
+                             f"{', '.join(n for n, *_ in HARNESS_ONLY)}.")
 
 
 @dataclass(frozen=True)
@@ -140,9 +159,13 @@ class SimulationConfig:
     mode: str = "engine"
     ray_workers: int = 2
     ray_address: str = ""  # "" starts a local Ray instance
-    torch_threads: int = 0  # 0: leave torch's default
+    torch_threads: int = 0  # 0: leave torch's default (a grid sets 1: see grid.py; results can depend on it)
     out_dir: str = ""
     plots: bool = True
+    # a failed round (too few groups left for the rule, every group failed) is retried with the same round
+    # number, as the engine does; this many failed attempts of one round in a row stop the run
+    max_round_retries: int = 50
+    plugins: tuple[str, ...] = ()  # modules imported before the config is checked (extra attacks/defences)
     hidden: tuple[int, ...] = (32,)
     data: DataConfig = field(default_factory=DataConfig)
     federation: FederationSection = field(default_factory=FederationSection)
@@ -155,21 +178,24 @@ class SimulationConfig:
         return mlp([input_dim, *self.hidden, num_classes])
 
     def federation_config(self, spec: Any) -> Any:
+        """The coordinator's FederationConfig: every [federation] key except the harness-only ones is passed
+        through unchanged; ``bans = false`` sets ``ban_threshold = 0``."""
         from coordinator.config import FederationConfig
 
         f = self.federation
-        return FederationConfig(
-            model=spec, rounds=self.rounds, clients_per_round=f.clients_per_round, group_size=f.group_size,
-            threshold_rule=f.threshold_rule, colluders=f.colluders, aggregator=f.aggregator, byzantine=f.byzantine, server_optimizer=f.server_optimizer,
-            server_lr=f.server_lr, local_epochs=f.local_epochs, batch_size=f.batch_size, lr=f.lr,
-            l2_clip=f.l2_clip, noise_multiplier=f.noise_multiplier, quantization_bits=f.quantization_bits,
-            modulus_bits=f.modulus_bits, epsilon=f.epsilon, delta=f.delta, seed=self.seed)
+        kw = {name: getattr(f, name) for name in federation_keys()}
+        if not f.bans:
+            kw["ban_threshold"] = 0.0
+        return FederationConfig(model=spec, rounds=self.rounds, seed=self.seed, **kw)
 
     def validate(self) -> SimulationConfig:
         from simulations.attacks import make_attack
 
+        load_plugins(self.plugins)
         if self.rounds < 1:
             raise ConfigError(f"rounds must be >= 1, got {self.rounds}")
+        if self.max_round_retries < 0:
+            raise ConfigError(f"max_round_retries must be >= 0, got {self.max_round_retries}")
         if not 0 <= self.federation.client_momentum < 1:
             raise ConfigError(f"client_momentum must be in [0, 1), got {self.federation.client_momentum}")
         if self.backend not in BACKENDS:
@@ -193,16 +219,26 @@ class SimulationConfig:
             raise ConfigError(f"[attack] name: {exc}") from None
         if attack.name != "none" and a.num_byzantine == 0:
             raise ConfigError(f"[attack] attack {a.name!r} needs num_byzantine >= 1")
+        _check_rules_offered(self.federation.aggregator)
+        try:
+            self.federation_config(self.model_spec(64, 10)).trust_params()
+        except ValueError as exc:
+            raise ConfigError(f"[federation] trust options (trust_decay, trust_outlier_threshold, trust_floor, "
+                              f"ban_threshold, trust_min_evidence, selection): {exc}") from None
         try:
             self.federation_config(self.model_spec(64, 10)).validate()
         except ValueError as exc:
-            raise ConfigError(f"[federation] {exc}") from None
+            msg = str(exc)
+            if "unknown pipeline step" in msg:
+                msg += f"; the harness offers the aggregators {', '.join(offered_rules())}"
+            raise ConfigError(f"[federation] {msg}") from None
         return self
 
     # ── (de)serialization ───────────────────────────────────────────────────────────────────────────
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["model"] = {"hidden": list(d.pop("hidden"))}
+        d["plugins"] = list(d["plugins"])
         d["data"]["synthetic_samples"] = list(d["data"]["synthetic_samples"])
         if d["federation"]["epsilon"] == math.inf:
             d["federation"]["epsilon"] = "inf"
@@ -229,9 +265,14 @@ class SimulationConfig:
         _check_keys("", data, top | {"model", "data", "federation", "attack"})
         kw: dict[str, Any] = {}
         types = {"name": str, "seed": int, "rounds": int, "backend": str, "mode": str, "ray_workers": int,
-                 "ray_address": str, "torch_threads": int, "out_dir": str, "plots": bool}
+                 "ray_address": str, "torch_threads": int, "out_dir": str, "plots": bool, "max_round_retries": int}
         for k in top:
-            if k in data:
+            if k == "plugins" and k in data:
+                plugins = data[k]
+                if not (isinstance(plugins, list) and all(isinstance(x, str) and x for x in plugins)):
+                    raise ConfigError(f"plugins must be a list of module names, got {plugins!r}")
+                kw[k] = tuple(dict.fromkeys(plugins))
+            elif k in data:
                 kw[k] = _typed("top level", k, data[k], types[k])
         model = data.get("model", {})
         _check_keys("model", model, {"hidden"})
@@ -260,6 +301,56 @@ class SimulationConfig:
         return SimulationConfig.from_dict(d)
 
 
+def federation_keys() -> tuple[str, ...]:
+    """The [federation] keys that are FederationConfig options (all of them but the harness-only ones)."""
+    harness_only = {n for n, *_ in HARNESS_ONLY}
+    return tuple(f.name for f in fields(FederationSection) if f.name not in harness_only)
+
+
+def unavailable_rules() -> dict[str, str]:
+    """Registered pipeline steps the harness does not offer, with the reason: those that need a server root
+    update (``RuleSpec.needs_root_update`` in :mod:`aggregation.registry`: FLTrust, and any plug-in rule alike)."""
+    from aggregation import registry
+
+    return {name: NO_ROOT_UPDATE for name, spec in registry.rules().items() if spec.needs_root_update}
+
+
+def offered_rules() -> list[str]:
+    """The aggregators the harness offers: every registered aggregator (plug-ins' included) but
+    :func:`unavailable_rules`."""
+    from aggregation import registry
+
+    return sorted(registry.names_of_kind("aggregator") - set(unavailable_rules()))
+
+
+def _check_rules_offered(aggregator: str) -> None:
+    from aggregation import parse_pipeline
+
+    try:
+        steps = parse_pipeline(aggregator).steps
+    except ValueError:
+        return  # FederationConfig.validate reports it
+    unavailable = unavailable_rules()
+    for step in steps:
+        if step.name in unavailable:
+            raise ConfigError(f"[federation] aggregator {aggregator!r}: {step.name} is not available in the "
+                              f"simulation harness: {unavailable[step.name]} (offered: {', '.join(offered_rules())})")
+
+
+def load_plugins(modules: Any) -> list[Any]:
+    """Import plug-in modules (``package.module``); importing one registers its attacks (and defences), see
+    docs/simulation.md "Plug-ins". Idempotent: a module is imported once per process."""
+    import importlib
+
+    out = []
+    for name in modules:
+        try:
+            out.append(importlib.import_module(name))
+        except ImportError as exc:
+            raise ConfigError(f"plugins: cannot import {name!r}: {exc}") from None
+    return out
+
+
 def _section(cls: type, name: str, data: Any) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"[{name}] must be a table, got {data!r}")
@@ -268,6 +359,9 @@ def _section(cls: type, name: str, data: Any) -> Any:
     kw = {}
     for k, v in data.items():
         default = allowed[k].default
+        if default is MISSING:  # pragma: no cover - only fields with a default_factory
+            kw[k] = v
+            continue
         if k == "epsilon" and v in ("inf", "infinity"):
             v = math.inf
         if k == "synthetic_samples":

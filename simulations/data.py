@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from federated_data import dirichlet, iid, load_digits, shards, synthetic
-from simulations.config import DataConfig
+from simulations.config import ConfigError, DataConfig
 
 
 @dataclass
@@ -37,7 +37,15 @@ def build_data(cfg: DataConfig, seed: int) -> FederatedData:
         if cfg.partition == "iid":
             parts = iid(ds.y_train, n, rng)
         elif cfg.partition == "dirichlet":
-            parts = dirichlet(ds.y_train, n, cfg.alpha, rng, min_size=min(cfg.min_size, len(ds.y_train) // n))
+            min_size = min(cfg.min_size, len(ds.y_train) // n)
+            try:
+                parts = dirichlet(ds.y_train, n, cfg.alpha, rng, min_size=min_size)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"[data] min_size = {cfg.min_size}: the Dirichlet(α={cfg.alpha:g}) partition of "
+                    f"{len(ds.y_train)} training examples over num_clients = {n} failed ({exc}); lower "
+                    f"[data] min_size (now {min_size} examples per client), raise [data] alpha or use fewer "
+                    f"clients") from None
         else:
             parts = shards(ds.y_train, n, cfg.shards_per_client, rng)
         return FederatedData([ds.x_train[p] for p in parts], [ds.y_train[p] for p in parts], ds.x_test, ds.y_test,

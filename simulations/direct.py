@@ -13,8 +13,17 @@ exactly the modular sum of the group's field vectors (its masks cancel; tests/te
 bit-identical to the engine mode (tests/test_simulation.py checks it). One scheduling difference: the engine
 starts a round as soon as m clients are ready, so when N − m ≥ m the previous round's participants (still
 finishing) are not in the next pool; the direct mode always samples from the whole population. With m = N
-both coincide. Engine hook this relies on (private, so the equality test guards it): ``Engine._finish_round``
-reading ``RoundState.servers[g].result`` (``sum``, ``survivors``, ``dropped``, ``faulty``).
+both coincide.
+
+A failed round (every group failed, or too few groups left for the rule's precondition) is retried with the same
+round number, as the engine does (``Engine._finish_round`` accounts the released sums and starts a fresh attempt:
+new selection, new commit–reveal seed); ``max_retries`` failed attempts of one round in a row stop the run with
+a reason naming the round and the last failure. With fewer selectable clients than m (bans, budget), the round
+size is the one ``Engine._maybe_start_short`` starts with (min_clients_per_round), or the run stops as stalled.
+
+Engine hooks this relies on (private, so the equality tests guard them): ``Engine._finish_round`` reading
+``RoundState.servers[g].result`` (``sum``, ``survivors``, ``dropped``, ``faulty``), and
+``Engine._maybe_start_short`` (asked with ``_start`` intercepted: how many clients a short round starts with).
 """
 
 from __future__ import annotations
@@ -36,8 +45,9 @@ class DirectDriver:
     def __init__(self, fed_cfg: Any, num_clients: int, updates: UpdateFn, *, seed: int,
                  byzantine: set[int] = frozenset(), attackers_clip: bool = True,
                  evaluator: Any = None, engine_state: dict[str, Any] | None = None,
-                 absent: set[int] = frozenset()) -> None:
+                 absent: set[int] = frozenset(), max_retries: int = 50) -> None:
         self.cfg = fed_cfg
+        self.max_retries = max_retries
         self.absent = set(absent)
         self.updates = updates
         self.engine = Engine(fed_cfg, derive_seed(seed, "coordinator"), seed=seed, evaluator=evaluator,
@@ -58,35 +68,67 @@ class DirectDriver:
         self.attackers_clip = attackers_clip
         self.stopped_reason = ""
         self.selected: dict[int, list[int]] = {}
+        # round → the selected clients (population indices, sorted) and their trust when selected (last attempt)
+        self.selection: dict[int, tuple[list[int], list[float]]] = {}
+        self.attempts: dict[int, int] = {}  # round → attempts made (1 + failed attempts)
+        self.last_failure = ""
         self.now = 0.0
 
     def run(self, on_round: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
         e = self.engine
         while not e.finished:
+            done_before = len(e.history)
             if not self._round():
                 break
-            if on_round is not None:
+            if on_round is not None and len(e.history) > done_before:
                 on_round(e.history[-1])
         if e.stopped_reason and not self.stopped_reason:
             self.stopped_reason = e.stopped_reason
         return e.history
 
+    def _round_size(self, ready: list[str]) -> int:
+        """How many clients this round starts with: m, or (fewer selectable clients than m) what the engine's
+        ``_maybe_start_short`` would start with – 0 if it would not start (the federation stalls)."""
+        e, m = self.engine, self.cfg.clients_per_round
+        if len(ready) >= m:
+            return m
+        if not ready:
+            return 0
+        started: list[int] = []
+
+        def capture(rdy: list[str], k: int, now: float) -> list[Any]:
+            started.append(k)
+            return []
+
+        e._start = capture  # type: ignore[method-assign]  # the engine decides; nothing is sent
+        try:
+            e._maybe_start_short(list(ready), m, self.now)
+        finally:
+            del e._start
+        return started[0] if started else 0
+
     def _round(self) -> bool:
         e, cfg, backend = self.engine, self.cfg, self.engine.backend
-        m = cfg.clients_per_round
         ready, stop = e.within_budget(e.trust.selectable(sorted(self.ids)))
         if stop:
             e.finished, self.stopped_reason = True, stop
             return False
-        if len(ready) < m:
-            if len(ready) < getattr(cfg, "min_clients", m) or not ready:
-                self.stopped_reason = (f"stalled after round {e.round_number}: {len(ready)} selectable clients "
-                                       f"< clients_per_round={m}")
-                return False
-            m = len(ready)
+        m = self._round_size(ready)
+        if not m:
+            self.stopped_reason = (f"stalled after round {e.round_number}: {len(ready)} selectable clients "
+                                   f"< clients_per_round={cfg.clients_per_round} (min_clients_per_round="
+                                   f"{cfg.min_clients})")
+            return False
         r = e.round_number + 1
+        self.attempts[r] = self.attempts.get(r, 0) + 1
+        if self.attempts[r] > 1 + self.max_retries:
+            self.stopped_reason = (f"round {r} failed {self.attempts[r] - 1} time(s) in a row (max_round_retries = "
+                                   f"{self.max_retries}); last failure: {self.last_failure}")
+            return False
         q = e.trust.max_inclusion_probability(ready, m)
         selected = e.trust.select(ready, m, e.rng)
+        chosen = sorted((self.index[c], e.trust.trust(c)) for c in selected)
+        self.selection[r] = ([i for i, _ in chosen], [t for _, t in chosen])
         # the sessions' commit–reveal, as the engine mode's clients do it (same deterministic secrets)
         secrets = {c: reveal_secret(self.seed, self.index[c], self.commits_made[self.index[c]]) for c in selected}
         rs = e.new_round(r, selected, {c: assignment.commitment(v, c) for c, v in secrets.items()}, q, self.now)
@@ -119,9 +161,6 @@ class DirectDriver:
             servers[gi] = SimpleNamespace(result=result if ok else None, phase="done" if ok else "failed",
                                           phase_complete=True)
             bad_groups += any(self.index[c] in self.byzantine for c in survivors)
-        if not any(s.result is not None for s in servers.values()):
-            self.stopped_reason = f"round {r}: every group failed (too few survivors)"
-            return False
         rs.servers, rs.stage = servers, "secagg"
         e.round = rs
         done_before = len(e.history)
@@ -131,11 +170,13 @@ class DirectDriver:
             e.round = None
             self.stopped_reason = f"engine error in round {r}: {exc}"
             return False
-        if len(e.history) == done_before:  # the engine failed the round (e.g. too few groups left for the rule)
-            e.round = None
-            self.stopped_reason = f"round {r} failed: too few groups for {cfg.aggregator!r}"
-            return False
         if e.round is not None:  # pragma: no cover - no transport, so no next round can have started
             raise AssertionError("the engine started a round without connected clients")
+        if len(e.history) == done_before:  # the engine failed the round: the same round number is tried again
+            ok = sum(s.result is not None for s in servers.values())
+            self.last_failure = ("every group failed (too few survivors)" if not ok else
+                                 f"{ok} group(s) released, too few for {cfg.aggregator!r}")
+            return True
         e.history[-1]["corrupted_groups"] = bad_groups
+        e.history[-1]["attempts"] = self.attempts[r]
         return True

@@ -7,7 +7,8 @@ flight), local training (batched across the round's clients, see :mod:`simulatio
 Byzantine clients' updates (:mod:`simulations.attacks`). When the engine hands out a round's tasks, every
 selected client's ``Train`` action is collected first, all updates are computed in one batch, and then each
 session's ``training_done`` is called – the order a real federation would see if all clients trained in
-parallel.
+parallel. The engine retries a failed round with the same round number; ``max_retries`` failed attempts of one
+round in a row stop the run (as in the direct mode).
 """
 
 from __future__ import annotations
@@ -85,8 +86,9 @@ class EngineDriver:
     def __init__(self, fed_cfg: Any, num_clients: int, updates: UpdateFn, *, seed: int,
                  byzantine: set[int] = frozenset(), attackers_clip: bool = True,
                  evaluator: Any = None, engine_state: dict[str, Any] | None = None,
-                 absent: set[int] = frozenset()) -> None:
+                 absent: set[int] = frozenset(), max_retries: int = 50) -> None:
         self.cfg = fed_cfg
+        self.max_retries = max_retries
         self.updates = updates
         self.absent = set(absent)  # clients that train but never submit (dropouts)
         self.engine = Engine(fed_cfg, derive_seed(seed, "coordinator"), seed=seed, evaluator=evaluator,
@@ -113,6 +115,11 @@ class EngineDriver:
         self.byzantine = set(byzantine)
         self.by_id = {sess.client_id: i for i, sess in enumerate(self.sessions.values())}
         self.group_stats: dict[int, tuple[int, int]] = {}  # round → (groups, groups with a Byzantine member)
+        # round → the selected clients (population indices, sorted) and their trust when selected (last attempt)
+        self.selection: dict[int, tuple[list[int], list[float]]] = {}
+        self.attempts: dict[int, int] = {}  # round → attempts that reached training
+        self.last_failure = ""
+        self.gave_up = False
 
     # ── actions ──────────────────────────────────────────────────────────────────────────────────────
     def _engine(self, event: Any) -> None:
@@ -123,6 +130,8 @@ class EngineDriver:
                 self.timers[a.name] = a.at
             elif isinstance(a, Log):
                 self.logs.append((a.level, a.message))
+                if a.level == "warning" and ("retrying" in a.message or "abandoned" in a.message):
+                    self.last_failure = a.message
             elif isinstance(a, Close):
                 self.outbox = deque(x for x in self.outbox if x[0] != a.conn)
                 self._engine(Disconnected(a.conn, self.now))
@@ -149,7 +158,16 @@ class EngineDriver:
         params = np.concatenate([np.asarray(batch[0][1].parameters[n], np.float32).reshape(-1)
                                  for n, _ in spec.parameter_shapes()])
         idxs = [self.index[conn] for conn, _ in batch]
+        self.attempts[rnd] = self.attempts.get(rnd, 0) + 1
+        if self.attempts[rnd] > 1 + self.max_retries:
+            self.gave_up = True
+            self.stopped_reason = (f"round {rnd} failed {self.attempts[rnd] - 1} time(s) in a row (max_round_retries "
+                                   f"= {self.max_retries}); last failure: {self.last_failure}")
+            return
         self.selected[rnd] = sorted(idxs)
+        trust = self.engine.trust
+        self.selection[rnd] = (sorted(idxs), [trust.trust(self.sessions[f"client{i}"].client_id)
+                                              for i in sorted(idxs)])
         rs = self.engine.round
         if rs is not None:
             bad = sum(any(self.by_id[m] in self.byzantine and self.by_id[m] not in self.absent for m in g)
@@ -169,34 +187,41 @@ class EngineDriver:
             for act in s.start():
                 self._client(conn, act)
         seen = 0
-        while not self.engine.finished:
-            if self.pending and not self.outbox:
-                self._train_pending()
-            elif self.outbox:
-                conn, data = self.outbox.popleft()
-                try:
-                    self._engine(DataReceived(conn, data, self.now))
-                except ValueError as exc:  # e.g. too few groups left for the rule (an engine bug, reported)
-                    self.stopped_reason = f"engine error in round {self.engine.round_number + 1}: {exc}"
+        try:
+            while not self.engine.finished:
+                if self.pending and not self.outbox:
+                    self._train_pending()
+                    if self.gave_up:
+                        break
+                elif self.outbox:
+                    conn, data = self.outbox.popleft()
+                    try:
+                        self._engine(DataReceived(conn, data, self.now))
+                    except ValueError as exc:  # e.g. too few groups left for the rule (an engine bug, reported)
+                        self.stopped_reason = f"engine error in round {self.engine.round_number + 1}: {exc}"
+                        break
+                elif self.engine.round is not None and "phase" in self.timers:
+                    self.now = max(self.now, self.timers.pop("phase"))
+                    try:
+                        self._engine(TimerFired("phase", self.now))
+                    except ValueError as exc:
+                        self.stopped_reason = f"engine error in round {self.engine.round_number + 1}: {exc}"
+                        break
+                else:
+                    ready = len(self.engine.trust.selectable(self.engine.ready_clients()))
+                    self.stopped_reason = (f"stalled after round {self.engine.round_number}: {ready} selectable "
+                                           f"clients < clients_per_round={self.cfg.clients_per_round} "
+                                           f"(min_clients_per_round={self.cfg.min_clients})")
                     break
-            elif self.engine.round is not None and "phase" in self.timers:
-                self.now = max(self.now, self.timers.pop("phase"))
-                try:
-                    self._engine(TimerFired("phase", self.now))
-                except ValueError as exc:
-                    self.stopped_reason = f"engine error in round {self.engine.round_number + 1}: {exc}"
-                    break
-            else:
-                ready = len(self.engine.trust.selectable(self.engine.ready_clients()))
-                self.stopped_reason = (f"stalled after round {self.engine.round_number}: {ready} selectable "
-                                       f"clients < clients_per_round={self.cfg.clients_per_round}")
-                break
-            while on_round is not None and seen < len(self.engine.history):
-                on_round(self.engine.history[seen])
-                seen += 1
-        if self.engine.stopped_reason and not self.stopped_reason:
-            self.stopped_reason = self.engine.stopped_reason
-        for h in self.engine.history:
-            if h["round"] in self.group_stats:
-                h["corrupted_groups"] = self.group_stats[h["round"]][1]
+                while on_round is not None and seen < len(self.engine.history):
+                    on_round(self.engine.history[seen])
+                    seen += 1
+        finally:  # also when a round raises: the rounds done so far keep their figures
+            if self.engine.stopped_reason and not self.stopped_reason:
+                self.stopped_reason = self.engine.stopped_reason
+            for h in self.engine.history:
+                if h["round"] in self.group_stats:
+                    h["corrupted_groups"] = self.group_stats[h["round"]][1]
+                if h["round"] in self.attempts:
+                    h["attempts"] = self.attempts[h["round"]]
         return self.engine.history

@@ -10,14 +10,15 @@ seeds = [0]                  # optional: several seeds are averaged
 workers = 2                  # optional: runs in parallel processes
 ```
 Outputs under ``out_dir``: one folder per run (config, metrics, plot), ``grid.json``, and per group size a
-markdown table (attack × defence, final test accuracy in %) and a heatmap PNG.
+markdown table (attack × defence, test accuracy in %: the mean of the last 3 rounds of each run, averaged over
+seeds) and a heatmap PNG with the table's marks.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,37 +89,67 @@ class GridSpec:
         precondition accepts, and the table marks the cell (the guarantee no longer covers the attackers)."""
         num_byz = self.base.attack.num_byzantine if attack.spec.split("(")[0].strip() != "none" else 0
         changes = {"federation.group_size": s, "federation.aggregator": defence.spec, "attack.name": attack.spec,
-                   "attack.num_byzantine": num_byz, "seed": seed,
+                   "attack.num_byzantine": num_byz, "seed": seed, "torch_threads": self.base.torch_threads or 1,
                    "name": f"{self.base.name}/s{s}/{attack.label}/{defence.label}"}
+        where = f"grid cell (group_size={s}, attack={attack.label!r}, defence={defence.label!r})"
+        f_base = self.base.federation.byzantine
         first: ConfigError | None = None
-        for f in range(self.base.federation.byzantine, -1, -1):
+        for f in range(f_base, -1, -1):
             try:
                 return self.base.replace(**changes, **{"federation.byzantine": f})
             except ConfigError as exc:
                 first = first or exc
-                if not self.adapt_byzantine or "[federation]" not in str(exc):
-                    break
-        raise ConfigError(f"grid cell (group_size={s}, attack={attack.label!r}, defence={defence.label!r}): "
-                          f"{first}")
+                if not self.adapt_byzantine or not _precondition_error(exc):
+                    raise ConfigError(f"{where}: {exc}") from None
+                last = exc
+        # every f from the base down to 0 fails the rule's precondition over this cell's groups
+        raise ConfigError(f"{where}: no f works: {defence.spec!r} over groups of {s} does not accept any f in "
+                          f"0..{f_base} (with f=0: {last}); use smaller groups, more clients per round or another "
+                          f"rule") from None
+
+
+def _precondition_error(exc: ConfigError) -> bool:
+    """The error is a robust rule's precondition over the groups failing for the f told (lowering f may help)."""
+    return str(exc).startswith("[federation] aggregator ") and " needs n >= " in str(exc)
 
 
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text).strip("_") or "x"
 
 
+LAST_ROUNDS = 3  # a cell's accuracy: the mean over the last LAST_ROUNDS rounds of each run, then over seeds
+
+
 def _run_one(args: tuple[dict[str, Any], str | None]) -> dict[str, Any]:
-    from simulations.runner import run_simulation
+    """One grid run. A run that raises is recorded (its error, traceback and the rounds it completed), not
+    propagated: one broken cell must not abort hours of grid."""
+    from simulations.runner import code_version, run_simulation
 
     cfg_dict, out = args
-    r = run_simulation(cfg_dict, out)
+    try:
+        r = run_simulation(cfg_dict, out, on_error="record")
+    except Exception as exc:  # before the first round (e.g. the data partition): nothing ran
+        import traceback
+
+        return {"history": [], "stopped_reason": f"run failed before round 1: {type(exc).__name__}: "
+                                                 f"{str(exc)[:300]}",
+                "seconds": 0.0, "byzantine": [], "f_told": cfg_dict["federation"]["byzantine"],
+                "error": {"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()},
+                "code_version": code_version(), "selection": []}
     return {"history": r.history, "stopped_reason": r.stopped_reason, "seconds": r.seconds,
-            "byzantine": r.byzantine, "f_told": r.config.federation.byzantine}
+            "byzantine": r.byzantine, "f_told": r.config.federation.byzantine, "error": r.error,
+            "code_version": r.code_version, "selection": r.selection}
 
 
 def run_grid(spec: GridSpec | dict[str, Any], out_dir: str | Path | None = None, verbose: bool = True
              ) -> dict[str, Any]:
+    """Run every cell. ``workers`` processes (spawned, each limited to one torch/BLAS/OpenMP thread); with one
+    worker the runs execute in this process, limited to one thread as well (restored afterwards). Every run's
+    config says ``torch_threads = 1`` (unless the base sets it), so rerunning its config.toml reproduces it."""
     if isinstance(spec, dict):
         spec = GridSpec.from_dict(spec)
+    from simulations.runner import limit_threads, restore_threads
+
     out = Path(out_dir or spec.base.out_dir or f"runs/{_slug(spec.base.name)}")
     out.mkdir(parents=True, exist_ok=True)
     cells = spec.runs()
@@ -127,17 +158,23 @@ def run_grid(spec: GridSpec | dict[str, Any], out_dir: str | Path | None = None,
         cfg = spec.config_for(s, a, d, seed)
         jobs.append((cfg.to_dict(), str(out / f"s{s}" / _slug(a.label) / _slug(d.label) / f"seed{seed}")))
     results: list[dict[str, Any]] = []
-    if spec.workers > 1:
-        with ProcessPoolExecutor(spec.workers, initializer=_worker_init) as ex:
-            for i, r in enumerate(ex.map(_run_one, jobs)):
-                results.append(r)
+    saved = limit_threads(1)  # this process, and (environment) the workers it spawns
+    try:
+        if spec.workers > 1:
+            ctx = multiprocessing.get_context("spawn")  # fresh interpreters read the thread limits at import
+            with ProcessPoolExecutor(spec.workers, mp_context=ctx, initializer=_worker_init,
+                                     initargs=(list(spec.base.plugins),)) as ex:
+                for i, r in enumerate(ex.map(_run_one, jobs)):
+                    results.append(r)
+                    if verbose:
+                        _report(cells[i], r)
+        else:
+            for i, job in enumerate(jobs):
+                results.append(_run_one(job))
                 if verbose:
-                    _report(cells[i], r)
-    else:
-        for i, job in enumerate(jobs):
-            results.append(_run_one(job))
-            if verbose:
-                _report(cells[i], results[-1])
+                    _report(cells[i], results[-1])
+    finally:
+        restore_threads(saved)
     summary = summarize(spec, cells, results)
     (out / "grid.json").write_text(json.dumps(summary, indent=1, default=_default))
     write_tables(spec, summary, out)
@@ -150,19 +187,30 @@ def _default(x: Any) -> Any:
     raise TypeError(type(x))
 
 
-def _worker_init() -> None:
-    import torch
+def _worker_init(plugins: list[str]) -> None:
+    from simulations.config import load_plugins
+    from simulations.runner import limit_threads
 
-    torch.set_num_threads(1)
-    os.environ.setdefault("AGGREGATION_THREADS", "1")
+    limit_threads(1)
+    load_plugins(plugins)
 
 
 def _report(cell: tuple[int, Axis, Axis, int], r: dict[str, Any]) -> None:
     s, a, d, seed = cell
     acc = r["history"][-1]["accuracy"] if r["history"] else math.nan
-    print(f"s={s} {a.label:>14} × {d.label:<14} seed={seed}: final accuracy {100 * acc:5.1f}% "
-          f"({r['seconds']:.1f}s){'  ' + r['stopped_reason'] if r['history'] and len(r['history']) < 1 else ''}",
-          flush=True)
+    note = f"  [{r['stopped_reason']}]" if r.get("error") or _stopped_early(r["stopped_reason"]) else ""
+    print(f"s={s} {a.label:>14} × {d.label:<14} seed={seed}: final accuracy {100 * _num(acc):5.1f}% "
+          f"({r['seconds']:.1f}s){note}", flush=True)
+
+
+def _num(x: Any) -> float:
+    return math.nan if x is None else float(x)
+
+
+def last_rounds_accuracy(history: list[dict[str, Any]], k: int = LAST_ROUNDS) -> float:
+    """Mean test accuracy over the last ``k`` completed rounds (fewer if the run completed fewer)."""
+    accs = [_num(x.get("accuracy")) for x in history[-k:]]
+    return float(np.mean(accs)) if accs else math.nan
 
 
 def summarize(spec: GridSpec, cells: list[tuple[int, Axis, Axis, int]], results: list[dict[str, Any]]
@@ -170,10 +218,16 @@ def summarize(spec: GridSpec, cells: list[tuple[int, Axis, Axis, int]], results:
     table: dict[str, Any] = {}
     for (s, a, d, seed), r in zip(cells, results, strict=True):
         h = r["history"]
+        byz = set(r.get("byzantine", []))
+        sel = [len(set(x["clients"]) & byz) / len(x["clients"]) for x in r.get("selection", []) if x["clients"]]
         entry = table.setdefault(str(s), {}).setdefault(a.label, {}).setdefault(d.label, {"runs": []})
-        entry["runs"].append({"seed": seed, "final_accuracy": h[-1]["accuracy"] if h else math.nan,
-                              "best_accuracy": max((x["accuracy"] for x in h), default=math.nan),
+        entry["runs"].append({"seed": seed, "accuracy": last_rounds_accuracy(h),
+                              "final_accuracy": _num(h[-1]["accuracy"]) if h else math.nan,
+                              "best_accuracy": max((_num(x["accuracy"]) for x in h), default=math.nan),
                               "rounds": len(h), "stopped_reason": r["stopped_reason"],
+                              "stopped_early": len(h) < spec.base.rounds or bool(r.get("error")),
+                              "error": r.get("error"),
+                              "code_version": r.get("code_version", ""),
                               "groups_ok_min": min((x.get("groups_ok", 0) for x in h), default=0),
                               "f_told": r["f_told"],
                               "groups": h[-1].get("groups") if h else None,
@@ -185,46 +239,78 @@ def summarize(spec: GridSpec, cells: list[tuple[int, Axis, Axis, int]], results:
                                   1 for x in h if x.get("corrupted_groups", 0) >= x.get("groups", 1) > 0),
                               "rounds_over_tolerance": sum(
                                   1 for x in h if x.get("corrupted_groups", 0) > min(r["f_told"], x.get("groups", 0))),
+                              "failed_attempts": sum(x.get("attempts", 1) - 1 for x in h),
+                              "byzantine_selection_share": float(np.mean(sel)) if sel else None,
                               "attack_success_rate": h[-1].get("attack_success_rate") if h else None,
                               "seconds": r["seconds"]})
     for by_attack in table.values():
         for by_def in by_attack.values():
             for entry in by_def.values():
-                accs = [x["final_accuracy"] for x in entry["runs"]]
-                entry["final_accuracy"] = float(np.mean(accs))
+                entry["accuracy"] = float(np.mean([x["accuracy"] for x in entry["runs"]]))
+                entry["final_accuracy"] = float(np.mean([x["final_accuracy"] for x in entry["runs"]]))
                 entry["f_told"] = min(x["f_told"] for x in entry["runs"])
                 entry["rounds_over_tolerance"] = sum(x["rounds_over_tolerance"] for x in entry["runs"])
     from simulations.runner import code_version
 
-    return {"name": spec.base.name, "code_version": code_version(), "base": spec.base.to_dict(), "attacks": [a.__dict__ for a in spec.attacks],
+    versions = sorted({x["code_version"] for by_a in table.values() for by_d in by_a.values()
+                       for e in by_d.values() for x in e["runs"] if x["code_version"]}) or [code_version()]
+    return {"name": spec.base.name, "code_version": versions[0] if len(versions) == 1 else "mixed: " + ", ".join(versions),
+            "code_versions": versions, "accuracy": f"mean test accuracy of the last {LAST_ROUNDS} rounds of each run, "
+                                                   f"averaged over seeds",
+            "base": spec.base.to_dict(), "attacks": [a.__dict__ for a in spec.attacks],
             "defences": [d.__dict__ for d in spec.defences], "group_sizes": spec.group_sizes,
             "seeds": spec.seeds, "table": table}
 
 
 def matrix(summary: dict[str, Any], s: int) -> tuple[np.ndarray, list[str], list[str]]:
+    """Attack × defence accuracies (the mean of the last rounds; ``final_accuracy`` in summaries that predate it)."""
     rows = [a["label"] for a in summary["attacks"]]
     cols = [d["label"] for d in summary["defences"]]
     t = summary["table"][str(s)]
-    m = np.array([[t[r][c]["final_accuracy"] for c in cols] for r in rows], dtype=float)
+    m = np.array([[t[r][c].get("accuracy", t[r][c]["final_accuracy"]) for c in cols] for r in rows], dtype=float)
     return m, rows, cols
 
 
-def markdown_table(summary: dict[str, Any], s: int) -> str:
-    """Final accuracy in %; † = the defence was told a smaller f than the attackers present (its precondition
-    over this many groups allows no more); ‡ = in some round more groups were corrupted than the f the
-    defence was told (no guarantee that round)."""
-    m, rows, cols = matrix(summary, s)
+def cell_marks(summary: dict[str, Any], s: int) -> list[list[str]]:
+    """The marks of every cell, shared by the markdown table and the heatmap: † = the defence was told a smaller
+    f than the attackers present (its precondition over this many groups allows no more); ‡ = in some round more
+    groups were corrupted than the f the defence was told (no guarantee that round); § = a run stopped before its
+    last round or failed (grid.json has the reason and any error)."""
+    _, rows, cols = matrix(summary, s)
     t = summary["table"][str(s)]
     f_base = summary["base"]["federation"]["byzantine"]
-    lines = ["| attack \\ defence | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
-    for i, r in enumerate(rows):
-        cells = []
-        for j, c in enumerate(cols):
+    out = []
+    for r in rows:
+        line = []
+        for c in cols:
             e = t[r][c]
             mark = ("†" if e["f_told"] < f_base else "") + ("‡" if e["rounds_over_tolerance"] else "")
-            mark += "§" if any(_stopped_early(x["stopped_reason"]) for x in e["runs"]) else ""
-            cells.append(("–" if np.isnan(m[i, j]) else f"{100 * m[i, j]:.1f}") + mark)
-        lines.append(f"| {r} | " + " | ".join(cells) + " |")
+            mark += "§" if any(x.get("stopped_early", _stopped_early(x["stopped_reason"])) for x in e["runs"]) else ""
+            line.append(mark)
+        out.append(line)
+    return out
+
+
+def cell_labels(summary: dict[str, Any], s: int) -> list[list[str]]:
+    """Each cell as printed: the accuracy in % (one decimal, "–" if no round completed) and its marks."""
+    m, _, _ = matrix(summary, s)
+    marks = cell_marks(summary, s)
+    return [[("–" if np.isnan(v) else f"{100 * v:.1f}") + mk for v, mk in zip(row, mrow, strict=True)]
+            for row, mrow in zip(m, marks, strict=True)]
+
+
+def markdown_table(summary: dict[str, Any], s: int) -> str:
+    """Accuracy in % (mean of the last rounds, see :data:`LAST_ROUNDS`) with the marks of :func:`cell_marks`."""
+    _, rows, cols = matrix(summary, s)
+    labels = cell_labels(summary, s)
+
+    def esc(text: str) -> str:  # a pipeline label such as "clip(median)|cc" must not split the column
+        return text.replace("|", "\\|")
+
+    lines = [f"| attack \\ defence (accuracy %, mean of the last {LAST_ROUNDS} rounds) | "
+             + " | ".join(map(esc, cols)) + " |", "|---|" + "---:|" * len(cols)]
+    for r, row in zip(rows, labels, strict=True):
+        lines.append(f"| {esc(r)} | " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
@@ -249,21 +335,27 @@ def write_tables(spec: GridSpec, summary: dict[str, Any], out: Path) -> None:
     from simulations.plots import plot_heatmap
 
     b = spec.base
-    parts = [f"# {b.name}\n", f"Final test accuracy (%) after {b.rounds} rounds; {b.data.num_clients} clients on "
-             f"{b.data.dataset} ({b.data.partition}), {b.federation.clients_per_round} per round, "
-             f"{b.attack.num_byzantine} Byzantine; seeds {spec.seeds}; code {summary['code_version']}. "
-             f"Config: `config.toml`.\n"]
+    version = summary["code_version"]
+    dirty = ("" if "+dirty" not in version and not version.startswith("mixed") else
+             " **Not reproducible from one commit** (uncommitted changes or several code versions: see grid.json).")
+    parts = [f"# {b.name}\n", f"Test accuracy (%), **mean of the last {LAST_ROUNDS} rounds** of {b.rounds} (averaged "
+             f"over seeds {spec.seeds}); {b.data.num_clients} clients on {b.data.dataset} ({b.data.partition}), "
+             f"{b.federation.clients_per_round} per round, {b.attack.num_byzantine} Byzantine; code {version}."
+             f"{dirty} Config: `config.toml`.\n"]
     for s in spec.group_sizes:
         m, rows, cols = matrix(summary, s)
         title = "no secure aggregation (groups of 1)" if s == 1 else f"secure aggregation in groups of {s}"
         parts.append(f"\n## {title}\n\n{markdown_table(summary, s)}\n\n{corruption_note(summary, s)}\n")
         if b.plots:
-            plot_heatmap(m, rows, cols, f"{b.name}: final accuracy, {title}", out / f"heatmap_s{s}.png")
+            plot_heatmap(m, rows, cols, f"{b.name}: accuracy (mean of the last {LAST_ROUNDS} rounds), {title}",
+                         out / f"heatmap_s{s}.png", labels=cell_labels(summary, s))
     parts.append("\n† the defence was told a smaller f than the attackers present (its precondition over this many "
                  "groups allows no more). ‡ in some round more groups were corrupted than the f the defence was "
-                 "told: no guarantee in that round. § the run stopped early because the engine failed a round (too "
-                 "few groups left for the rule's precondition, e.g. when the attackers are absent and bucketing "
-                 "halves the count); the accuracy is the last completed round's; see grid.json for the message.\n")
+                 "told: no guarantee in that round. § a run of the cell stopped before its last round – a round "
+                 f"failed more than max_round_retries = {b.max_round_retries} times in a row (e.g. too few groups "
+                 "left for the rule's precondition when the attackers are absent), the federation stalled or ran "
+                 "out of privacy budget, or the run raised an error; the accuracy is that of its last completed "
+                 "rounds; grid.json has the reason and any error.\n")
     (out / "table.md").write_text("".join(parts))
     (out / "config.toml").write_text(b.to_toml() + _grid_toml(spec))
 
@@ -284,5 +376,6 @@ def load_grid(path: str | Path) -> GridSpec:
 
 
 def _stopped_early(reason: str) -> bool:
-    """The run ended before its last round because the engine raised or failed a round."""
-    return reason.startswith("engine error") or (reason.startswith("round ") and " failed" in reason)
+    """The run ended before its last round (the engine raised, a round failed too often, the federation stalled or
+    ran out of budget, the run raised): anything but the engine's "all N rounds done"."""
+    return bool(reason) and not reason.startswith("all ")

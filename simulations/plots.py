@@ -39,7 +39,10 @@ def plot_run(result: Any, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_heatmap(values: np.ndarray, rows: list[str], cols: list[str], title: str, path: Path) -> None:
+def plot_heatmap(values: np.ndarray, rows: list[str], cols: list[str], title: str, path: Path,
+                 labels: list[list[str]] | None = None) -> None:
+    """Attack × defence heatmap; ``labels`` (default: the values in %) are the cells' texts – the grid passes
+    the table's, marks (†‡§) included."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(cols), 1.0 + 0.45 * len(rows)))
     im = ax.imshow(values, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
@@ -48,7 +51,8 @@ def plot_heatmap(values: np.ndarray, rows: list[str], cols: list[str], title: st
     for i in range(len(rows)):
         for j in range(len(cols)):
             v = values[i, j]
-            ax.text(j, i, "–" if np.isnan(v) else f"{100 * v:.1f}", ha="center", va="center", fontsize=8)
+            text = labels[i][j] if labels is not None else ("–" if np.isnan(v) else f"{100 * v:.1f}")
+            ax.text(j, i, text, ha="center", va="center", fontsize=8)
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.03)
     fig.tight_layout()

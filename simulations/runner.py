@@ -28,6 +28,13 @@ class SimulationResult:
     client_updates: int = 0
     out_dir: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # per completed round: {"round", "clients" (population indices, sorted), "trust" (theirs when selected)}
+    selection: list[dict[str, Any]] = field(default_factory=list)
+    client_ids: list[str] = field(default_factory=list)  # population index → the client's id (Ed25519 hash)
+    code_version: str = ""  # git commit the run ran from, "+dirty" with uncommitted changes to tracked files
+    code_changes: list[str] = field(default_factory=list)  # those files (empty for a clean commit)
+    error: dict[str, str] | None = None  # the run raised: {"type", "message", "traceback"} (on_error="record")
+    threads: dict[str, Any] = field(default_factory=dict)  # compute threads the run had (torch, BLAS/OpenMP pools)
 
     @property
     def final_accuracy(self) -> float:
@@ -37,25 +44,50 @@ class SimulationResult:
         return float(self.history[-1].get(key, math.nan)) if self.history else math.nan
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.config.name, "code_version": code_version(), "config": self.config.to_dict(),
-                "byzantine": self.byzantine,
-                "stopped_reason": self.stopped_reason, "seconds": self.seconds,
-                "client_updates": self.client_updates, "rounds": self.history, **self.extra}
+        return {"name": self.config.name, "code_version": self.code_version or code_version(),
+                "code_changes": self.code_changes, "config": self.config.to_dict(),
+                "byzantine": self.byzantine, "stopped_reason": self.stopped_reason, "error": self.error,
+                "seconds": self.seconds, "client_updates": self.client_updates, "rounds": self.history,
+                "selection": self.selection, "client_ids": self.client_ids, "threads": self.threads, **self.extra}
 
 
-def code_version() -> str:
-    """The git commit the harness runs from (``+dirty`` with local changes), for the saved results."""
+def thread_counts() -> dict[str, Any]:
+    """The compute threads this process uses: torch's intra-op threads and every BLAS/OpenMP pool loaded."""
+    import torch
+
+    out: dict[str, Any] = {"torch": torch.get_num_threads()}
+    try:
+        from threadpoolctl import threadpool_info
+
+        out["pools"] = {f"{i['internal_api']} ({Path(i['filepath']).name})": i["num_threads"]
+                        for i in threadpool_info()}
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        pass
+    return out
+
+
+def code_state() -> tuple[str, list[str]]:
+    """The git commit the harness runs from (12 hex digits, ``+dirty`` when tracked files have uncommitted
+    changes) and those files; ("unknown", []) outside a git checkout."""
     import subprocess
 
     root = Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
                               text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return (head + ("+dirty" if dirty else "")) if head else "unknown"
+        return "unknown", []
+    if not head:
+        return "unknown", []
+    changes = sorted(line[3:].strip() for line in status.splitlines() if line.strip())
+    return head + ("+dirty" if changes else ""), changes
+
+
+def code_version() -> str:
+    """The git commit the harness runs from (``+dirty`` with local changes), for the saved results."""
+    return code_state()[0]
 
 
 def training_seed(seed: int, rnd: int, client: int) -> int:
@@ -67,10 +99,9 @@ class Simulation:
 
     def __init__(self, cfg: SimulationConfig, data: FederatedData | None = None) -> None:
         self.cfg = cfg.validate()
+        self.code_version, self.code_changes = code_state()  # before anything runs: the code that ran
         if cfg.torch_threads:
-            import torch
-
-            torch.set_num_threads(cfg.torch_threads)
+            limit_threads(cfg.torch_threads)
         self.data = data or build_data(cfg.data, cfg.seed)
         if self.data.num_clients != cfg.data.num_clients:
             raise ValueError(f"data has {self.data.num_clients} clients, config says {cfg.data.num_clients}")
@@ -164,14 +195,17 @@ class Simulation:
         return out
 
     # ── run ─────────────────────────────────────────────────────────────────────────────────────────
-    def run(self, out_dir: str | Path | None = None, verbose: bool = False) -> SimulationResult:
+    def run(self, out_dir: str | Path | None = None, verbose: bool = False, on_error: str = "raise"
+            ) -> SimulationResult:
+        """Run the federation. ``on_error="record"``: an exception in a round ends the run with
+        ``result.error`` set (type, message, traceback), the rounds completed so far kept and the outputs
+        written – how a grid records a failed run instead of aborting; ``"raise"`` (default) re-raises it."""
+        if on_error not in ("raise", "record"):
+            raise ValueError(f"on_error must be 'raise' or 'record', got {on_error!r}")
         t0 = time.perf_counter()
         cfg = self.cfg
-        state = None
-        if not cfg.federation.bans:
-            from coordinator.trust import TrustParams, TrustState
-
-            state = {"trust": TrustState(TrustParams(ban_threshold=0.0)).to_dict()}
+        threads = thread_counts()
+        state = None  # bans = false is ban_threshold = 0 in the FederationConfig (SimulationConfig.federation_config)
 
         def log(m: dict[str, Any]) -> None:
             if verbose:
@@ -179,30 +213,42 @@ class Simulation:
                 print(f"[{cfg.name}] round {m['round']:>3}: accuracy={m['accuracy']:.4f} "
                       f"loss={m['loss']:.4f}{extra}", flush=True)
 
+        driver: Any
+        kw = {"seed": cfg.seed, "byzantine": set(self.byzantine), "attackers_clip": cfg.attack.respect_clip,
+              "evaluator": self.evaluate, "engine_state": state, "max_retries": cfg.max_round_retries,
+              "absent": set(self.byzantine) if self.attack.absent else set()}
         if cfg.mode == "engine":
             from simulations.engine_driver import EngineDriver
 
-            driver = EngineDriver(self.fed, cfg.data.num_clients, self.updates, seed=cfg.seed,
-                                  byzantine=set(self.byzantine), attackers_clip=cfg.attack.respect_clip,
-                                  evaluator=self.evaluate, engine_state=state,
-                                  absent=set(self.byzantine) if self.attack.absent else set())
-            history = driver.run(on_round=log)
-            reason = driver.stopped_reason
-            extra = {"failures": [list(x) for x in driver.failures[:20]]}
+            driver = EngineDriver(self.fed, cfg.data.num_clients, self.updates, **kw)
         else:
             from simulations.direct import DirectDriver
 
-            ddriver = DirectDriver(self.fed, cfg.data.num_clients, self.updates, seed=cfg.seed,
-                                   byzantine=set(self.byzantine), attackers_clip=cfg.attack.respect_clip,
-                                   evaluator=self.evaluate, engine_state=state,
-                                   absent=set(self.byzantine) if self.attack.absent else set())
-            history = ddriver.run(on_round=log)
-            reason = ddriver.stopped_reason
-            extra = {}
-        self.trainer.close()
-        history = [{k: v for k, v in h.items() if k != "time"} for h in history]
+            driver = DirectDriver(self.fed, cfg.data.num_clients, self.updates, **kw)
+        error = None
+        try:
+            driver.run(on_round=log)
+            reason = driver.stopped_reason
+        except Exception as exc:  # recorded with its traceback (on_error="record")
+            if on_error == "raise":
+                raise
+            import traceback
+
+            error = {"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()}
+            reason = (f"run failed in round {driver.engine.round_number + 1}: {type(exc).__name__}: "
+                      f"{str(exc)[:300]}")
+        finally:
+            self.trainer.close()
+        extra = {"failures": [list(x) for x in driver.failures[:20]]} if cfg.mode == "engine" else {}
+        history = [{k: v for k, v in h.items() if k != "time"} for h in driver.engine.history]
+        done = {h["round"] for h in history}
+        selection = [{"round": r, "clients": ids, "trust": [float(t) for t in trust]}
+                     for r, (ids, trust) in sorted(driver.selection.items()) if r in done]
+        client_ids = list(driver.ids) if cfg.mode == "direct" else [s.client_id for s in driver.sessions.values()]
         result = SimulationResult(cfg, history, self.byzantine, reason, time.perf_counter() - t0,
-                                  self.client_updates, extra=extra)
+                                  self.client_updates, extra=extra, selection=selection, client_ids=client_ids,
+                                  code_version=self.code_version, code_changes=self.code_changes, error=error,
+                                  threads=threads)
         target = out_dir or cfg.out_dir
         if target:
             write_outputs(result, Path(target))
@@ -223,11 +269,53 @@ class LocalTrainer:
 
 
 def run_simulation(cfg: SimulationConfig | dict[str, Any], out_dir: str | Path | None = None,
-                   verbose: bool = False) -> SimulationResult:
+                   verbose: bool = False, on_error: str = "raise") -> SimulationResult:
     """The Python API: ``run_simulation(load_config("exp.toml"))`` or with a dict of the same shape."""
     if isinstance(cfg, dict):
         cfg = SimulationConfig.from_dict(cfg)
-    return Simulation(cfg).run(out_dir, verbose=verbose)
+    return Simulation(cfg).run(out_dir, verbose=verbose, on_error=on_error)
+
+
+BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+                    "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+def limit_threads(n: int) -> dict[str, Any]:
+    """Limit this process to ``n`` compute threads: torch (intra-op), the BLAS/OpenMP pools numpy and torch
+    already loaded (threadpoolctl), and – for processes started from here – the OPENBLAS/OMP/MKL environment
+    variables and the aggregation package's AGGREGATION_THREADS. Returns what it replaced, for
+    :func:`restore_threads`."""
+    import os
+
+    import torch
+
+    saved: dict[str, Any] = {"torch": torch.get_num_threads(), "env": {}}
+    torch.set_num_threads(n)
+    for var in (*BLAS_THREAD_VARS, "AGGREGATION_THREADS"):
+        saved["env"][var] = os.environ.get(var)
+        os.environ[var] = str(n)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        saved["pools"] = threadpool_limits(limits=n)
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        saved["pools"] = None
+    return saved
+
+
+def restore_threads(saved: dict[str, Any]) -> None:
+    import os
+
+    import torch
+
+    torch.set_num_threads(saved["torch"])
+    for var, value in saved["env"].items():
+        if value is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = value
+    if saved.get("pools") is not None:
+        saved["pools"].restore_original_limits()
 
 
 # ── outputs ─────────────────────────────────────────────────────────────────────────────────────────
@@ -235,8 +323,19 @@ def write_outputs(result: SimulationResult, out: Path) -> None:
     """``config.toml`` (the resolved config: rerunning it reproduces the run), ``metrics.csv``,
     ``metrics.json`` and, if matplotlib is available and plots are on, ``accuracy.png``."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.toml").write_text(result.config.to_toml())
+    version = result.code_version or code_version()
+    note = ("" if not version.endswith("+dirty") else
+            "# uncommitted changes to tracked files (metrics.json: code_changes): not reproducible from the commit\n")
+    (out / "config.toml").write_text(f"# fl-coordinator simulation, code {version}; rerun: fl-coordinator simulate "
+                                     f"config.toml\n{note}" + result.config.to_toml())
     (out / "metrics.json").write_text(json.dumps(_jsonable(result.to_dict()), indent=1))
+    byz = set(result.byzantine)
+    with (out / "selected.csv").open("w", newline="") as fh:  # one row per selected client per round
+        sw = csv.writer(fh)
+        sw.writerow(["round", "client", "trust", "byzantine"])
+        for sel in result.selection:
+            for i, t in zip(sel["clients"], sel["trust"], strict=True):
+                sw.writerow([sel["round"], i, repr(float(t)), int(i in byz)])
     keys: list[str] = []
     for h in result.history:
         keys += [k for k in h if k not in keys]
