@@ -48,6 +48,7 @@ from coordinator.events import (
 from coordinator.evidence import (
     bound_noise_variance,
     debiased_outlier_scores,
+    duplicate_units,
     effective_noise_variance,
     mean_norm_bound,
     measured_noise_variance,
@@ -662,13 +663,16 @@ class Engine:
                            for v in bound_noise_variance(noise_var, means, resolution, measured=measured)])
         norms = np.linalg.norm(means, axis=1)
         deficient = noise_deficient(dp_var, means, resolution, measured=measured)
-        over = ~(norms <= bounds) | deficient
+        # units closer to each other than independent noise allows: Sybils/free-riders sending one update
+        duplicate = duplicate_units(means, dp_var, 0.25 / (sizes * scale**2))
+        over = ~(norms <= bounds) | deficient | duplicate
         keep = ~over
         # excluded groups are proven corrupted, so at most f_groups − excluded corrupted groups remain
         f_left = max(0, min(self.cfg.byzantine, len(done)) - int(over.sum()))
         if over.any():
             audit.append(Log("warning", f"round {rs.number}: group(s) {[done[i][0] for i in np.flatnonzero(over)]} "
-                                        f"exceed the honest norm bound or lack the prescribed noise; excluded and counted against "
+                                        f"exceed the honest norm bound, lack the prescribed noise or duplicate another; excluded "
+                                        f"and counted against "
                                         f"their members"))
             if not self._aggregable(int(keep.sum()), f_left):  # too few left for the rule: clip them back instead
                 # never scale a noise-deficient group that is within the bound *up*
@@ -704,6 +708,7 @@ class Engine:
         metrics: dict[str, Any] = {"round": rs.number, "groups": len(rs.groups), "groups_ok": len(done),
                                    "survivors": int(sizes.sum()), "groups_over_bound": int(over.sum()),
                                    "groups_noise_deficient": int(deficient.sum()),
+                                   "groups_duplicate": int(duplicate.sum()),
                                    "epsilon": _finite(self.epsilon()) if self.cfg.noise_multiplier > 0 else None,
                                    "duration": now - rs.started_at, "time": now}
         if self.evaluator is not None:  # a diverged model may evaluate to NaN/inf: kept as None (JSON, SQLite)

@@ -202,3 +202,41 @@ def noise_deficient(prescribed: np.ndarray | float, means: np.ndarray, resolutio
         return np.zeros(g, dtype=bool)
     up = _measured_upper(x, resolution, measured)
     return np.isfinite(up) & (p > 0) & (up * (1.0 + DEFICIT_MARGIN_K / np.sqrt(d)) < p)
+
+
+def duplicate_units(means: np.ndarray, dp_var: np.ndarray | float, round_var_max: np.ndarray | float
+                    ) -> np.ndarray:
+    """Units (group means, or single clients with s = 1) that are closer to another unit than independent noise
+    allows: proof of coordination – Sybils or free-riders sending one update, or sharing one noise draw.
+
+    For two units whose noise is independent, ‖x_i − x_j‖² = ‖μ_i − μ_j‖² + (noise of the difference), and the
+    noise term has mean d·(v_i + v_j) and standard deviation ≈ √(2d)·(v_i + v_j) for the DP part (Gaussian), plus
+    at most d·(r_i + r_j) from stochastic rounding (variance ≤ ¼ grid unit² per coordinate). A pair with
+    ‖x_i − x_j‖² ≤ max(0, d·(v_i + v_j) − 10·√(2d)·(v_i + v_j)) + 2d·(r_i + r_j) is below the independent-noise
+    floor by ten standard deviations (with z = 0: closer than rounding alone can make two identical inputs), whatever
+    their signals: both are flagged. Honest units differ by their data and draw their noise independently. What it
+    does not catch: coordinated units that each add their own fresh noise (indistinguishable from honest clients
+    with similar data) – those are for the outlier scores. Non-finite rows are never flagged here (they score inf
+    elsewhere)."""
+    x = np.asarray(means, dtype=np.float64)
+    g, d = x.shape
+    flags = np.zeros(g, bool)
+    finite = np.isfinite(x).all(axis=1)
+    if g < 2:
+        return flags
+    v = _rows(dp_var, g)
+    r = _rows(round_var_max, g)
+    idx = np.flatnonzero(finite)
+    sq = np.einsum("ij,ij->i", x[idx], x[idx])
+    raw = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (x[idx] @ x[idx].T), 0.0)
+    vv = v[idx][:, None] + v[idx][None, :]
+    rr = r[idx][:, None] + r[idx][None, :]
+    floor = np.maximum(0.0, d * vv - 10.0 * np.sqrt(2.0 * d) * vv) + 2.0 * d * rr
+    # the Gram form loses precision for nearly equal large rows: compare exactly where it matters
+    close = raw <= floor * 4 + 1e-30
+    np.fill_diagonal(close, False)
+    for a, b in zip(*np.nonzero(np.triu(close)), strict=True):
+        i, j = idx[a], idx[b]
+        if float(np.sum((x[i] - x[j]) ** 2)) <= floor[a, b]:
+            flags[i] = flags[j] = True
+    return flags
