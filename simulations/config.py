@@ -29,6 +29,7 @@ num_byzantine = 5
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import tomllib
 from dataclasses import MISSING, asdict, dataclass, field, fields, make_dataclass
@@ -38,6 +39,7 @@ from typing import Any
 DATASETS = ("digits", "synthetic")
 PARTITIONS = ("iid", "dirichlet", "shards")
 BACKENDS = ("local", "ray")
+log = logging.getLogger("simulations")
 MODES = ("engine", "direct")
 
 
@@ -117,6 +119,12 @@ HARNESS_ONLY: tuple[tuple[str, type, Any, str], ...] = (
     ("bans", bool, True, "False: the trust system never bans (ban_threshold = 0), isolating the aggregation rule"),
     ("client_momentum", float, 0.0, "worker momentum β (Karimireddy, He & Jaggi ICLR'22): each honest client "
                                     "sends m ← β·m + (1 − β)·Δ instead of its round delta Δ; 0 = off"),
+    ("max_grouping_risk", float, 0.01, "the grouping planner's bound on the per-round probability that more groups "
+                                       "are corrupted than the rule tolerates (aggregation/planner.py); a run "
+                                       "above it is refused, as `serve --max-grouping-risk` does"),
+    ("accept_grouping_risk", bool, False, "True: run a configuration above max_grouping_risk anyway (a logged "
+                                          "warning; the risk is recorded in metrics.json), as `serve "
+                                          "--accept-grouping-risk`"),
 )
 # Why the harness does not offer a rule that needs a server root update (checked before anything runs).
 NO_ROOT_UPDATE = ("the engine's round completion passes no server root update to the rule (FLTrust and its like "
@@ -196,6 +204,9 @@ class SimulationConfig:
             raise ConfigError(f"rounds must be >= 1, got {self.rounds}")
         if self.max_round_retries < 0:
             raise ConfigError(f"max_round_retries must be >= 0, got {self.max_round_retries}")
+        if not 0 <= self.federation.max_grouping_risk < 1:
+            raise ConfigError(f"[federation] max_grouping_risk must be in [0, 1), got "
+                              f"{self.federation.max_grouping_risk}")
         if not 0 <= self.federation.client_momentum < 1:
             raise ConfigError(f"client_momentum must be in [0, 1), got {self.federation.client_momentum}")
         if self.backend not in BACKENDS:
@@ -233,6 +244,38 @@ class SimulationConfig:
                 msg += f"; the harness offers the aggregators {', '.join(offered_rules())}"
             raise ConfigError(f"[federation] {msg}") from None
         return self
+
+    # ── the grouping planner ─────────────────────────────────────────────────────────────────────────
+    def grouping_report(self) -> Any:
+        """The grouping planner's verdict (:func:`aggregation.planner.check`, as ``fl-coordinator serve`` uses it)
+        on this federation. The simulation knows its population and its attackers exactly, so the planner is
+        called with ``population = num_clients`` and ``byzantine_fraction = num_byzantine / num_clients``: the
+        selection is hypergeometric with exactly ``num_byzantine`` Byzantine clients among ``num_clients``; the
+        rule is evaluated as the engine runs it (f_groups = min(byzantine, G), every round size from
+        ``min_clients_per_round`` to ``clients_per_round``); the bound is ``max_grouping_risk``."""
+        from aggregation import planner
+
+        n = self.data.num_clients
+        try:
+            return planner.check(self.federation_config(self.model_spec(64, 10)), self.attack.num_byzantine / n,
+                                 self.federation.max_grouping_risk, population=n)
+        except ValueError as exc:
+            raise ConfigError(f"[federation] grouping planner: {exc}") from None
+
+    def check_grouping_risk(self) -> Any:
+        """:meth:`grouping_report`, refused with a :class:`ConfigError` carrying the planner's message when the
+        per-round risk exceeds ``max_grouping_risk`` unless ``accept_grouping_risk`` (then a logged warning).
+        Returns the report."""
+        report = self.grouping_report()
+        if report.ok:
+            return report
+        if self.federation.accept_grouping_risk:
+            log.warning("%s: running with the grouping risk accepted ([federation] accept_grouping_risk = true): "
+                        "%s", self.name, report.message())
+            return report
+        raise ConfigError(f"[federation] {report.message()} To run it anyway set [federation] accept_grouping_risk "
+                          f"= true; [federation] max_grouping_risk sets the bound (docs/simulation.md, 'The grouping "
+                          f"planner').")
 
     # ── (de)serialization ───────────────────────────────────────────────────────────────────────────
     def to_dict(self) -> dict[str, Any]:

@@ -8,10 +8,17 @@ defences = [{label = "FedAvg", spec = "mean"}, "median"]
 group_sizes = [1, 2, 5]      # optional (default: the base's group_size)
 seeds = [0]                  # optional: several seeds are averaged
 workers = 2                  # optional: runs in parallel processes
+run_refused = false          # optional: true runs the cells the grouping planner refuses anyway (marked ¶)
 ```
 Outputs under ``out_dir``: one folder per run (config, metrics, plot), ``grid.json``, and per group size a
 markdown table (attack × defence, test accuracy in %: the mean of the last 3 rounds of each run, averaged over
 seeds) and a heatmap PNG with the table's marks.
+
+Every cell is checked by the grouping planner (:meth:`SimulationConfig.grouping_report`, as a single run and
+``serve`` are). A cell above ``[federation] max_grouping_risk`` is not run – it is recorded as refused, with the
+planner's risk and message, and the table shows ``refused¶ (risk …)`` – unless ``[grid] run_refused = true`` (or
+the base's ``accept_grouping_risk``): then it runs with the risk accepted and the table shows its accuracy
+marked ``¶ (risk …)``, above the planner's bound – the collapse the planner prevents.
 """
 
 from __future__ import annotations
@@ -61,19 +68,22 @@ class GridSpec:
     seeds: list[int]
     workers: int
     adapt_byzantine: bool = True
+    run_refused: bool = False  # run the cells the grouping planner refuses (accept_grouping_risk), marked ¶
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GridSpec:
         if "grid" not in data or not isinstance(data["grid"], dict):
             raise ConfigError("a grid config needs a [grid] table with attacks and defences")
         g = dict(data["grid"])
-        unknown = set(g) - {"attacks", "defences", "group_sizes", "seeds", "workers", "adapt_byzantine"}
+        unknown = set(g) - {"attacks", "defences", "group_sizes", "seeds", "workers", "adapt_byzantine",
+                            "run_refused"}
         if unknown:
             raise ConfigError(f"unknown key(s) {sorted(unknown)} in [grid]")
         base = SimulationConfig.from_dict({k: v for k, v in data.items() if k != "grid"})
         spec = cls(base, _axis("attacks", g.get("attacks")), _axis("defences", g.get("defences")),
                    list(g.get("group_sizes", [base.federation.group_size])), list(g.get("seeds", [base.seed])),
-                   int(g.get("workers", 1)), bool(g.get("adapt_byzantine", True)))
+                   int(g.get("workers", 1)), bool(g.get("adapt_byzantine", True)),
+                   _flag("run_refused", g.get("run_refused", False)))
         for run in spec.runs():  # validate every cell up front: a typo fails before hours of compute
             spec.config_for(*run)
         return spec
@@ -108,6 +118,33 @@ class GridSpec:
                           f"rule") from None
 
 
+    def plan(self, cfg: SimulationConfig) -> tuple[SimulationConfig | None, dict[str, Any]]:
+        """The grouping planner's verdict on a cell's config: ``(config to run, record)``. The record is
+        :func:`simulations.runner.grouping_record` with ``status``: "ok" (within the bound), "above_bound" (above
+        it, run anyway: ``run_refused`` or the base's ``accept_grouping_risk``; the config returned accepts the
+        risk) or "refused" (not run: the config returned is ``None``)."""
+        from simulations.runner import grouping_record
+
+        cache = self.__dict__.setdefault("_plans", {})
+        key = (repr(cfg.federation), cfg.attack.num_byzantine, cfg.data.num_clients)
+        if key not in cache:
+            cache[key] = cfg.grouping_report()
+        report = cache[key]
+        if report.ok:
+            return cfg, {**grouping_record(cfg, report), "status": "ok"}
+        if cfg.federation.accept_grouping_risk or self.run_refused:
+            run = cfg if cfg.federation.accept_grouping_risk else cfg.replace(
+                **{"federation.accept_grouping_risk": True})
+            return run, {**grouping_record(run, report), "status": "above_bound"}
+        return None, {**grouping_record(cfg, report), "status": "refused"}
+
+
+def _flag(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"[grid] {key} must be true or false, got {value!r}")
+    return value
+
+
 def _precondition_error(exc: ConfigError) -> bool:
     """The error is a robust rule's precondition over the groups failing for the f told (lowering f may help)."""
     return str(exc).startswith("[federation] aggregator ") and " needs n >= " in str(exc)
@@ -123,9 +160,14 @@ LAST_ROUNDS = 3  # a cell's accuracy: the mean over the last LAST_ROUNDS rounds 
 def _run_one(args: tuple[dict[str, Any], str | None]) -> dict[str, Any]:
     """One grid run. A run that raises is recorded (its error, traceback and the rounds it completed), not
     propagated: one broken cell must not abort hours of grid."""
+    import logging
+
     from simulations.runner import code_version, run_simulation
 
     cfg_dict, out = args
+    quiet = logging.getLogger("simulations")  # the accepted-risk warning: the grid records the risk (table, json)
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     try:
         r = run_simulation(cfg_dict, out, on_error="record")
     except Exception as exc:  # before the first round (e.g. the data partition): nothing ran
@@ -136,6 +178,8 @@ def _run_one(args: tuple[dict[str, Any], str | None]) -> dict[str, Any]:
                 "seconds": 0.0, "byzantine": [], "f_told": cfg_dict["federation"]["byzantine"],
                 "error": {"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()},
                 "code_version": code_version(), "selection": []}
+    finally:
+        quiet.setLevel(level)
     return {"history": r.history, "stopped_reason": r.stopped_reason, "seconds": r.seconds,
             "byzantine": r.byzantine, "f_told": r.config.federation.byzantine, "error": r.error,
             "code_version": r.code_version, "selection": r.selection}
@@ -153,32 +197,57 @@ def run_grid(spec: GridSpec | dict[str, Any], out_dir: str | Path | None = None,
     out = Path(out_dir or spec.base.out_dir or f"runs/{_slug(spec.base.name)}")
     out.mkdir(parents=True, exist_ok=True)
     cells = spec.runs()
-    jobs = []
-    for s, a, d, seed in cells:
+    jobs: list[tuple[dict[str, Any], str] | None] = []
+    plans: list[dict[str, Any]] = []
+    results: list[dict[str, Any] | None] = [None] * len(cells)
+    for i, (s, a, d, seed) in enumerate(cells):
         cfg = spec.config_for(s, a, d, seed)
-        jobs.append((cfg.to_dict(), str(out / f"s{s}" / _slug(a.label) / _slug(d.label) / f"seed{seed}")))
-    results: list[dict[str, Any]] = []
+        run, plan = spec.plan(cfg)  # the grouping planner: a refused cell is recorded, not run
+        plans.append(plan)
+        jobs.append(None if run is None else
+                    (run.to_dict(), str(out / f"s{s}" / _slug(a.label) / _slug(d.label) / f"seed{seed}")))
+        if run is None:
+            results[i] = _refused(cfg, plan)
+            if verbose:
+                _report(cells[i], results[i])
+    todo = [i for i, job in enumerate(jobs) if job is not None]
     saved = limit_threads(1)  # this process, and (environment) the workers it spawns
     try:
-        if spec.workers > 1:
+        if spec.workers > 1 and todo:
             ctx = multiprocessing.get_context("spawn")  # fresh interpreters read the thread limits at import
             with ProcessPoolExecutor(spec.workers, mp_context=ctx, initializer=_worker_init,
                                      initargs=(list(spec.base.plugins),)) as ex:
-                for i, r in enumerate(ex.map(_run_one, jobs)):
-                    results.append(r)
+                for i, r in zip(todo, ex.map(_run_one, [jobs[i] for i in todo]), strict=True):
+                    results[i] = {**r, "grouping_risk": plans[i]}
                     if verbose:
-                        _report(cells[i], r)
+                        _report(cells[i], results[i])
         else:
-            for i, job in enumerate(jobs):
-                results.append(_run_one(job))
+            for i in todo:
+                results[i] = {**_run_one(jobs[i]), "grouping_risk": plans[i]}  # type: ignore[arg-type]
                 if verbose:
-                    _report(cells[i], results[-1])
+                    _report(cells[i], results[i])
     finally:
         restore_threads(saved)
-    summary = summarize(spec, cells, results)
+    summary = summarize(spec, cells, results)  # type: ignore[arg-type]
     (out / "grid.json").write_text(json.dumps(summary, indent=1, default=_default))
     write_tables(spec, summary, out)
     return summary
+
+
+def _refused(cfg: SimulationConfig, plan: dict[str, Any]) -> dict[str, Any]:
+    """A cell the grouping planner refuses: recorded with its risk and the planner's message, not run."""
+    from simulations.runner import code_version
+
+    return {"history": [], "stopped_reason": f"refused by the grouping planner: {plan['message']}", "seconds": 0.0,
+            "byzantine": [], "f_told": cfg.federation.byzantine, "error": None, "code_version": code_version(),
+            "selection": [], "refused": True, "grouping_risk": plan}
+
+
+def risk_text(p: float) -> str:
+    """A per-round risk as the table prints it (the planner's own format)."""
+    if p == 0.0:
+        return "0"
+    return f"{p:.1e}" if p < 1e-4 else f"{p:.4f}"
 
 
 def _default(x: Any) -> Any:
@@ -197,6 +266,11 @@ def _worker_init(plugins: list[str]) -> None:
 
 def _report(cell: tuple[int, Axis, Axis, int], r: dict[str, Any]) -> None:
     s, a, d, seed = cell
+    plan = r.get("grouping_risk") or {}
+    if r.get("refused"):
+        print(f"s={s} {a.label:>14} × {d.label:<14} seed={seed}: refused by the grouping planner (risk "
+              f"{risk_text(plan['failure_probability'])} > {plan['bound']:g}), not run", flush=True)
+        return
     acc = r["history"][-1]["accuracy"] if r["history"] else math.nan
     note = f"  [{r['stopped_reason']}]" if r.get("error") or _stopped_early(r["stopped_reason"]) else ""
     print(f"s={s} {a.label:>14} × {d.label:<14} seed={seed}: final accuracy {100 * _num(acc):5.1f}% "
@@ -225,7 +299,9 @@ def summarize(spec: GridSpec, cells: list[tuple[int, Axis, Axis, int]], results:
                               "final_accuracy": _num(h[-1]["accuracy"]) if h else math.nan,
                               "best_accuracy": max((_num(x["accuracy"]) for x in h), default=math.nan),
                               "rounds": len(h), "stopped_reason": r["stopped_reason"],
-                              "stopped_early": len(h) < spec.base.rounds or bool(r.get("error")),
+                              "stopped_early": (len(h) < spec.base.rounds or bool(r.get("error")))
+                              and not r.get("refused"),
+                              "refused": bool(r.get("refused")), "grouping_risk": r.get("grouping_risk"),
                               "error": r.get("error"),
                               "code_version": r.get("code_version", ""),
                               "groups_ok_min": min((x.get("groups_ok", 0) for x in h), default=0),
@@ -250,6 +326,7 @@ def summarize(spec: GridSpec, cells: list[tuple[int, Axis, Axis, int]], results:
                 entry["final_accuracy"] = float(np.mean([x["final_accuracy"] for x in entry["runs"]]))
                 entry["f_told"] = min(x["f_told"] for x in entry["runs"])
                 entry["rounds_over_tolerance"] = sum(x["rounds_over_tolerance"] for x in entry["runs"])
+                entry["grouping_risk"] = entry["runs"][0]["grouping_risk"]  # the same for every seed
     from simulations.runner import code_version
 
     versions = sorted({x["code_version"] for by_a in table.values() for by_d in by_a.values()
@@ -275,7 +352,8 @@ def cell_marks(summary: dict[str, Any], s: int) -> list[list[str]]:
     """The marks of every cell, shared by the markdown table and the heatmap: † = the defence was told a smaller
     f than the attackers present (its precondition over this many groups allows no more); ‡ = in some round more
     groups were corrupted than the f the defence was told (no guarantee that round); § = a run stopped before its
-    last round or failed (grid.json has the reason and any error)."""
+    last round or failed (grid.json has the reason and any error); ¶ = the grouping planner refuses the cell's
+    configuration (its risk exceeds max_grouping_risk): not run, or run anyway (run_refused) above its bound."""
     _, rows, cols = matrix(summary, s)
     t = summary["table"][str(s)]
     f_base = summary["base"]["federation"]["byzantine"]
@@ -286,17 +364,36 @@ def cell_marks(summary: dict[str, Any], s: int) -> list[list[str]]:
             e = t[r][c]
             mark = ("†" if e["f_told"] < f_base else "") + ("‡" if e["rounds_over_tolerance"] else "")
             mark += "§" if any(x.get("stopped_early", _stopped_early(x["stopped_reason"])) for x in e["runs"]) else ""
+            mark += "¶" if _planner_status(e) in ("refused", "above_bound") else ""
             line.append(mark)
         out.append(line)
     return out
 
 
-def cell_labels(summary: dict[str, Any], s: int) -> list[list[str]]:
-    """Each cell as printed: the accuracy in % (one decimal, "–" if no round completed) and its marks."""
-    m, _, _ = matrix(summary, s)
+def _planner_status(entry: dict[str, Any]) -> str:
+    """"ok", "refused" (not run), "above_bound" (run anyway) or "" (a summary that predates the planner)."""
+    return (entry.get("grouping_risk") or {}).get("status", "")
+
+
+def cell_labels(summary: dict[str, Any], s: int, sep: str = " ") -> list[list[str]]:
+    """Each cell as printed: the accuracy in % (one decimal, "–" if no round completed) and its marks; a cell
+    the grouping planner refuses reads ``refused¶ (risk p)`` (not run) or ``acc¶ (risk p)`` (run anyway), p the
+    planner's per-round risk (``sep`` before the risk: the heatmap puts it on a line of its own)."""
+    m, rows, cols = matrix(summary, s)
     marks = cell_marks(summary, s)
-    return [[("–" if np.isnan(v) else f"{100 * v:.1f}") + mk for v, mk in zip(row, mrow, strict=True)]
-            for row, mrow in zip(m, marks, strict=True)]
+    t = summary["table"][str(s)]
+    out = []
+    for r, row, mrow in zip(rows, m, marks, strict=True):
+        line = []
+        for c, v, mk in zip(cols, row, mrow, strict=True):
+            e = t[r][c]
+            status = _planner_status(e)
+            text = ("refused" if status == "refused" else "–" if np.isnan(v) else f"{100 * v:.1f}") + mk
+            if status in ("refused", "above_bound"):
+                text += f"{sep}(risk {risk_text(e['grouping_risk']['failure_probability'])})"
+            line.append(text)
+        out.append(line)
+    return out
 
 
 def markdown_table(summary: dict[str, Any], s: int) -> str:
@@ -342,20 +439,32 @@ def write_tables(spec: GridSpec, summary: dict[str, Any], out: Path) -> None:
              f"over seeds {spec.seeds}); {b.data.num_clients} clients on {b.data.dataset} ({b.data.partition}), "
              f"{b.federation.clients_per_round} per round, {b.attack.num_byzantine} Byzantine; code {version}."
              f"{dirty} Config: `config.toml`.\n"]
+    entries = [e for by_a in summary["table"].values() for by_d in by_a.values() for e in by_d.values()]
+    refused = sum(_planner_status(e) == "refused" for e in entries)
+    above = sum(_planner_status(e) == "above_bound" for e in entries)
+    parts.append(f"\nGrouping planner: per-round risk bound {b.federation.max_grouping_risk:g}; {refused} of "
+                 f"{len(entries)} cells refused (not run), {above} run above the bound (¶, risk shown).\n")
     for s in spec.group_sizes:
         m, rows, cols = matrix(summary, s)
         title = "no secure aggregation (groups of 1)" if s == 1 else f"secure aggregation in groups of {s}"
         parts.append(f"\n## {title}\n\n{markdown_table(summary, s)}\n\n{corruption_note(summary, s)}\n")
         if b.plots:
             plot_heatmap(m, rows, cols, f"{b.name}: accuracy (mean of the last {LAST_ROUNDS} rounds), {title}",
-                         out / f"heatmap_s{s}.png", labels=cell_labels(summary, s))
+                         out / f"heatmap_s{s}.png", labels=cell_labels(summary, s, sep="\n"))
     parts.append("\n† the defence was told a smaller f than the attackers present (its precondition over this many "
                  "groups allows no more). ‡ in some round more groups were corrupted than the f the defence was "
                  "told: no guarantee in that round. § a run of the cell stopped before its last round – a round "
                  f"failed more than max_round_retries = {b.max_round_retries} times in a row (e.g. too few groups "
                  "left for the rule's precondition when the attackers are absent), the federation stalled or ran "
                  "out of privacy budget, or the run raised an error; the accuracy is that of its last completed "
-                 "rounds; grid.json has the reason and any error.\n")
+                 "rounds; grid.json has the reason and any error. ¶ the grouping planner (aggregation/planner.py, "
+                 "as `serve` uses it) refuses the configuration: the per-round probability that more groups are "
+                 "corrupted than the rule tolerates – the risk shown, exact for "
+                 f"{b.attack.num_byzantine} Byzantine among {b.data.num_clients} clients – exceeds "
+                 f"max_grouping_risk = {b.federation.max_grouping_risk:g}; 'refused' = not run (grid.json has the "
+                 "planner's message: the corrupted groups the rule tolerates, the largest group size and the "
+                 "smallest clients per round that hold); an accuracy = run anyway ([grid] run_refused = true or "
+                 "[federation] accept_grouping_risk = true), above the planner's bound: the collapse it prevents.\n")
     (out / "table.md").write_text("".join(parts))
     (out / "config.toml").write_text(b.to_toml() + _grid_toml(spec))
 
@@ -368,7 +477,7 @@ def _grid_toml(spec: GridSpec) -> str:
 
     return (f"\n[grid]\nattacks = {ax(spec.attacks)}\ndefences = {ax(spec.defences)}\n"
             f"group_sizes = {_toml_value(spec.group_sizes)}\nseeds = {_toml_value(spec.seeds)}\n"
-            f"workers = {spec.workers}\n")
+            f"workers = {spec.workers}\nrun_refused = {_toml_value(spec.run_refused)}\n")
 
 
 def load_grid(path: str | Path) -> GridSpec:

@@ -35,6 +35,7 @@ class SimulationResult:
     code_changes: list[str] = field(default_factory=list)  # those files (empty for a clean commit)
     error: dict[str, str] | None = None  # the run raised: {"type", "message", "traceback"} (on_error="record")
     threads: dict[str, Any] = field(default_factory=dict)  # compute threads the run had (torch, BLAS/OpenMP pools)
+    grouping_risk: dict[str, Any] = field(default_factory=dict)  # the grouping planner's verdict (grouping_record)
 
     @property
     def final_accuracy(self) -> float:
@@ -48,7 +49,8 @@ class SimulationResult:
                 "code_changes": self.code_changes, "config": self.config.to_dict(),
                 "byzantine": self.byzantine, "stopped_reason": self.stopped_reason, "error": self.error,
                 "seconds": self.seconds, "client_updates": self.client_updates, "rounds": self.history,
-                "selection": self.selection, "client_ids": self.client_ids, "threads": self.threads, **self.extra}
+                "selection": self.selection, "client_ids": self.client_ids, "threads": self.threads,
+                "grouping_risk": self.grouping_risk, **self.extra}
 
 
 def thread_counts() -> dict[str, Any]:
@@ -90,6 +92,17 @@ def code_version() -> str:
     return code_state()[0]
 
 
+def grouping_record(cfg: SimulationConfig, report: Any) -> dict[str, Any]:
+    """The grouping planner's verdict on a run, as metrics.json records it: the per-round risk (exact,
+    hypergeometric: ``byzantine`` Byzantine among a ``population`` of num_clients), the bound, whether it holds,
+    whether the run went ahead above it (``accepted``: accept_grouping_risk), and the planner's message."""
+    return {"failure_probability": float(report.failure_probability), "bound": float(report.bound),
+            "ok": bool(report.ok), "accepted": bool(not report.ok and cfg.federation.accept_grouping_risk),
+            "byzantine_fraction": float(report.byzantine_fraction), "population": report.model.population,
+            "byzantine": report.model.byzantine, "tolerated_groups": report.worst_round.tolerated,
+            "num_groups": report.worst_round.num_groups, "message": report.message()}
+
+
 def training_seed(seed: int, rnd: int, client: int) -> int:
     return int(np.random.SeedSequence([seed, rnd, client]).generate_state(1, np.uint64)[0] >> 1)
 
@@ -99,6 +112,8 @@ class Simulation:
 
     def __init__(self, cfg: SimulationConfig, data: FederatedData | None = None) -> None:
         self.cfg = cfg.validate()
+        # the grouping planner, as `serve` uses it: refuses (ConfigError) above the bound unless accepted
+        self.grouping = grouping_record(cfg, cfg.check_grouping_risk())
         self.code_version, self.code_changes = code_state()  # before anything runs: the code that ran
         if cfg.torch_threads:
             limit_threads(cfg.torch_threads)
@@ -248,7 +263,7 @@ class Simulation:
         result = SimulationResult(cfg, history, self.byzantine, reason, time.perf_counter() - t0,
                                   self.client_updates, extra=extra, selection=selection, client_ids=client_ids,
                                   code_version=self.code_version, code_changes=self.code_changes, error=error,
-                                  threads=threads)
+                                  threads=threads, grouping_risk=self.grouping)
         target = out_dir or cfg.out_dir
         if target:
             write_outputs(result, Path(target))

@@ -142,7 +142,10 @@ def small(**over) -> dict:
            "model": {"hidden": [16]},
            "federation": {"clients_per_round": 10, "group_size": 2, "byzantine": 1, "l2_clip": 1.0,
                           "aggregator": "clip(median)|bucket(2)|cc(tau=1)|momentum(beta=0.9)",
-                          "noise_multiplier": 0.5, "epsilon": 1e9},
+                          "noise_multiplier": 0.5, "epsilon": 1e9,
+                          # above the grouping planner's bound on purpose (2 of 10 Byzantine in 5 groups of 2, f
+                          # told 1: risk ≈ 0.8): these tests compare modes and outputs, not the planner's verdict
+                          "accept_grouping_risk": True},
            "attack": {"name": "gaussian(sigma=0.3)", "num_byzantine": 2}}
     for k, v in over.items():
         sec, _, key = k.rpartition(".")
@@ -210,7 +213,10 @@ def test_fedavg_collapses_under_sign_flip_while_cc_holds() -> None:
     base = {"rounds": 12, "seed": 0, "mode": "direct", "plots": False,
             "data": {"num_clients": 20, "partition": "iid"},
             "federation": {"clients_per_round": 20, "group_size": 1, "byzantine": 4, "bans": False, "lr": 0.3,
-                           "local_epochs": 2},
+                           "local_epochs": 2,
+                           # FedAvg tolerates no attacker (risk 1): above the planner's bound on purpose, the
+                           # collapse it prevents is what this test shows
+                           "accept_grouping_risk": True},
             "attack": {"name": "sign_flip(scale=10)", "num_byzantine": 4, "respect_clip": True}}
     fedavg = run_simulation({**base, "federation": {**base["federation"], "aggregator": "mean"}})
     cc = run_simulation({**base, "federation": {

@@ -29,10 +29,12 @@ PLUGIN = "test_simulation_plugin_example"
 
 
 def tiny(**over) -> dict:
-    """6 clients (iid digits), groups of 1, FedAvg; ``section.key`` overrides."""
+    """6 clients (iid digits), groups of 1, FedAvg; ``section.key`` overrides. The grouping risk is accepted:
+    these tests put attackers against FedAvg (which tolerates none: risk 1) on purpose, to test the harness."""
     cfg = {"name": "tiny", "rounds": 2, "seed": 1, "mode": "direct", "plots": False,
            "data": {"num_clients": 6, "partition": "iid"}, "model": {"hidden": [8]},
-           "federation": {"clients_per_round": 6, "group_size": 1, "aggregator": "mean"},
+           "federation": {"clients_per_round": 6, "group_size": 1, "aggregator": "mean",
+                          "accept_grouping_risk": True},
            "attack": {"name": "none", "num_byzantine": 0}}
     for k, v in over.items():
         sec, _, key = k.rpartition(".")
@@ -88,7 +90,10 @@ def retry_cfg(mode: str, **over) -> dict:
     return {"name": "retry", "rounds": 3, "seed": 4, "mode": mode, "plots": False,
             "data": {"num_clients": 10, "partition": "dirichlet", "alpha": 0.5}, "model": {"hidden": [16]},
             "federation": {"clients_per_round": 10, "group_size": 2, "byzantine": 1, "l2_clip": 1.0,
-                           "aggregator": "median", "noise_multiplier": 0.5, "epsilon": 1e9, **over},
+                           "aggregator": "median", "noise_multiplier": 0.5, "epsilon": 1e9,
+                           # 3 of 10 Byzantine in 5 groups of 2 is above the planner's bound on purpose: the
+                           # failing rounds are what these tests need
+                           "accept_grouping_risk": True, **over},
             "attack": {"name": "absent", "num_byzantine": 3}}
 
 
@@ -119,8 +124,9 @@ def test_direct_mode_with_partial_participation_and_absent_attackers_completes()
     """Before the fix every "attackers absent" reference with partial participation stopped after 0–7 rounds."""
     cfg = {"name": "absent", "rounds": 4, "seed": 0, "mode": "direct", "plots": False,
            "data": {"num_clients": 20, "partition": "iid"}, "model": {"hidden": [8]},
-           "federation": {"clients_per_round": 6, "group_size": 2, "aggregator": "median", "byzantine": 1},
-           "attack": {"name": "absent", "num_byzantine": 4}}
+           "federation": {"clients_per_round": 6, "group_size": 2, "aggregator": "median", "byzantine": 1,
+                          "accept_grouping_risk": True},  # 4 of 20 absent in groups of 2: above the bound on
+           "attack": {"name": "absent", "num_byzantine": 4}}  # purpose (the retried rounds are the point)
     r = run_simulation(cfg)
     assert len(r.history) == 4 and r.stopped_reason == "all 4 rounds done"
     assert sum(h["attempts"] for h in r.history) > 4
@@ -382,6 +388,7 @@ hidden = [8]
 [federation]
 clients_per_round = 6
 aggregator = "mean"
+accept_grouping_risk = true  # one attacker against FedAvg (risk 1) on purpose: these tests are about plug-ins
 [attack]
 name = "scaled_copy(scale=3)"
 num_byzantine = 1
