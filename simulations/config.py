@@ -20,6 +20,8 @@ clients_per_round = 25
 group_size = 1
 aggregator = "clip(median)|bucket(2)|cc(tau=1)|momentum(beta=0.9)"
 byzantine = 5                # f the defence is told
+max_grouping_risk = 0.01     # the grouping planner's bound (docs/simulation.md, "The grouping planner"):
+accept_grouping_risk = false # a run above it is refused unless this is true
 [attack]
 name = "alie"                # or "alie(z=1.5)"
 num_byzantine = 5
