@@ -664,7 +664,10 @@ class Engine:
         norms = np.linalg.norm(means, axis=1)
         deficient = noise_deficient(dp_var, means, resolution, measured=measured)
         # units closer to each other than independent noise allows: Sybils/free-riders sending one update
-        duplicate = duplicate_units(means, dp_var, 0.25 / (sizes * scale**2))
+        # (against the noise measured in each unit, never more than prescribed: a unit whose members omitted their
+        # shares must not make its honest neighbours look "too close" to it)
+        duplicate = duplicate_units(means, effective_noise_variance(dp_var, means, measured=measured),
+                                    0.25 / (sizes * scale**2))
         over = ~(norms <= bounds) | deficient | duplicate
         keep = ~over
         # excluded groups are proven corrupted, so at most f_groups − excluded corrupted groups remain

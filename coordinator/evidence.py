@@ -217,7 +217,9 @@ def duplicate_units(means: np.ndarray, dp_var: np.ndarray | float, round_var_max
     their signals: both are flagged. Honest units differ by their data and draw their noise independently. What it
     does not catch: coordinated units that each add their own fresh noise (indistinguishable from honest clients
     with similar data) – those are for the outlier scores. Non-finite rows are never flagged here (they score inf
-    elsewhere)."""
+    elsewhere). Pass the noise *present* (:func:`effective_noise_variance`), not the prescribed one: a unit whose
+    members omitted their shares is closer to every other unit than the prescribed noise implies, and would
+    otherwise get honest units flagged with it."""
     x = np.asarray(means, dtype=np.float64)
     g, d = x.shape
     flags = np.zeros(g, bool)

@@ -87,3 +87,19 @@ def test_two_sybils_with_the_same_update_get_negative_evidence_in_a_real_federat
     sybils = [trust.trust(fed.cid(c)) for c in ("c0", "c1")]
     honest = [trust.trust(fed.cid(c)) for c in names[2:]]
     assert max(sybils) < min(honest)
+
+
+def test_a_noise_omitting_unit_does_not_get_honest_units_flagged_as_duplicates() -> None:
+    """A unit with less noise than prescribed sits closer to every other unit than the prescribed noise implies;
+    judged against the noise measured in each unit (what the engine passes), no honest unit is flagged."""
+    from coordinator.evidence import effective_noise_variance, measured_noise_variance
+
+    for seed in range(5):
+        rng = np.random.default_rng(10 + seed)
+        means, v, r = _encoded(_honest(6, rng), 1.0, 10 + seed)
+        quiet, _, _ = _encoded(_honest(1, rng), 0.0, 99)  # a unit that added no noise at all
+        means = np.vstack([means, quiet])
+        v, r = np.append(v, v[0]), np.append(r, r[0])
+        eff = effective_noise_variance(v, means, measured=measured_noise_variance(means))
+        assert not duplicate_units(means, eff, r)[:6].any(), seed
+        assert duplicate_units(means, v, r)[:6].any()  # with the prescribed noise they would have been
