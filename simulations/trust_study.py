@@ -57,8 +57,9 @@ def base_config(rounds: int, seed: int, selection: str, attack: str, *, num_clie
                        # groups of 1 at 10 clients per round: the planner's per-round risk is ≈ 0.32 (> 0.01);
                        # accepted on purpose (module docstring)
                        "accept_grouping_risk": True},
-        "attack": {"name": attack, "num_byzantine": num_byzantine if attack != "none" else 0,
-                   "respect_clip": True},
+        # with no attack the num_byzantine clients are drawn as usual but behave honestly: a control for the
+        # separation and share measurements (it must show no separation and a share near chance)
+        "attack": {"name": attack, "num_byzantine": num_byzantine, "respect_clip": True},
     }
 
 
@@ -99,7 +100,7 @@ def _one(job: tuple[str, str, int, dict[str, Any]]) -> dict[str, Any]:
     late = [v for rnd, v in share if rnd > half]
     return {"attack": label, "spec": cfg["attack"]["name"], "selection": selection, "seed": seed,
             "final_accuracy": float(np.mean(acc[-3:])) if acc else math.nan,
-            "late_share": float(np.mean(late)) if late and byz else (0.0 if not byz else math.nan),
+            "late_share": float(np.mean(late)) if late and byz else math.nan,
             "separation_round": separation_rounds(r.selection, byz)[0] if byz else None,
             "separation_sustained": separation_rounds(r.selection, byz)[1] if byz else None,
             "share_per_round": share, "accuracy_per_round": acc, "rounds_done": len(acc),
@@ -162,14 +163,15 @@ def table(result: dict[str, Any], attacks: tuple = ATTACKS) -> str:
              "the attackers' mean trust falls below the honest mean − 1 std; sustained: the first round from which it stays "
              "below to the end (\"never\": not within the run). Trust: each client's value at its latest selection "
              "(metrics.json `selection`); with uniform selection trust is still computed, only not used to select. "
-             "Produced by `python -m simulations.trust_study`.", "",
+             "No attack: the same 20 clients are marked but behave honestly (a control: no separation, share ≈ "
+             "chance expected). Produced by `python -m simulations.trust_study`.", "",
              "| attack | accuracy, trust (%) | accuracy, uniform (%) | Δ (points) | attackers' share, trust | "
              "attackers' share, uniform | separation, first (trust) | separation, first (uniform) | "
              "separation, sustained (trust) | separation, sustained (uniform) |",
              "|---|---:|---:|---:|---:|---:|---|---|---|---|"]
-    for label, spec in attacks:
+    for label, _ in attacks:
         t, u = s[f"{label}|trust"], s[f"{label}|uniform"]
-        has = spec != "none"
+        has = bool(b)
         d = 100 * (t["final_accuracy"] - u["final_accuracy"])
         lines.append(f"| {label} | {100 * t['final_accuracy']:.1f} ± {100 * t['final_accuracy_std']:.1f} | "
                      f"{100 * u['final_accuracy']:.1f} ± {100 * u['final_accuracy_std']:.1f} | {d:+.1f} | "
@@ -185,7 +187,7 @@ def plot(result: dict[str, Any], attacks: tuple, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = [(label, spec) for label, spec in attacks if spec != "none"]
+    shown = list(attacks)
     if not shown:
         return
     cols = min(3, len(shown))
@@ -193,7 +195,7 @@ def plot(result: dict[str, Any], attacks: tuple, path: Path) -> None:
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False, sharey=True)
     cfg = result["config_example"]
     chance = cfg["attack"]["num_byzantine"] / cfg["data"]["num_clients"]
-    for ax, (label, _) in zip(axes.flat, shown, strict=False):
+    for ax, (label, spec) in zip(axes.flat, shown, strict=False):
         for sel, colour in zip(SELECTIONS, ("tab:blue", "tab:orange"), strict=True):
             per: dict[int, list[float]] = {}
             for r in result["runs"]:
@@ -203,7 +205,7 @@ def plot(result: dict[str, Any], attacks: tuple, path: Path) -> None:
             xs = sorted(per)
             ax.plot(xs, [np.mean(per[x]) for x in xs], color=colour, label=sel, linewidth=1.2)
         ax.axhline(chance, color="grey", linestyle="--", linewidth=0.8)
-        ax.set_title(label, fontsize=10)
+        ax.set_title(label + (" (control: marked clients honest)" if spec == "none" else ""), fontsize=9)
         ax.set_xlabel("round")
         ax.set_ylabel("attackers' share of selection")
     for ax in list(axes.flat)[len(shown):]:
