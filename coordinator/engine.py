@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -58,7 +58,6 @@ from coordinator.evidence import (
 from coordinator.optimizers import OptimizerState, ServerOptimizer, apply_update
 from coordinator.trust import TrustState
 from flcore import assignment
-from flcore.policy import required_threshold
 from flcore.protocol import COORDINATOR_ID, PROTOCOL_VERSIONS, Envelope, ProtocolError, ReplayGuard
 from flcore.wire import MAX_MESSAGE_BYTES, as_u8, client_id_for, decode, encode, tensor_bytes
 from flcrypto import Crypto, default_crypto
@@ -412,7 +411,7 @@ class Engine:
         n = max(len(self.registry), 1)
         if self.cfg.delta * n >= 1:
             return [], f"δ = {self.cfg.delta:g} is not below 1/N for N = {n} clients: the guarantee would be void"
-        z = self.cfg.dp_config(self.group_threshold(self.cfg.group_size)).effective_noise_multiplier()
+        z = self.cfg.dp_config().effective_noise_multiplier()  # a group of s
         budget, delta = self.cfg.epsilon, self.cfg.delta
         ok = [c for c in out if self.participation.epsilon_after(c, z, delta) <= budget]
         if len(ok) == len(out):
@@ -429,10 +428,6 @@ class Engine:
         """A fresh id for a round attempt (from the engine's injected generator: reproducible in simulations)."""
         return bytes(self.rng.integers(0, 256, 16, dtype=np.uint8)).hex()
 
-    def group_threshold(self, n: int) -> int:
-        """SecAgg+ threshold for a group of n (complete graph): see :func:`flcore.policy.required_threshold`."""
-        return required_threshold(n, self.cfg.threshold_rule, self.cfg.colluders) if n > 1 else 1
-
     def assign(self, rs: RoundState) -> None:
         """Seed, partition and per-group SecAgg+/DP configuration of a round whose reveals are all in."""
         rs.seed = assignment.round_seed(rs.selection, rs.reveals)
@@ -440,20 +435,15 @@ class Engine:
         keys = {c: self.registry[c] for c in rs.selected}
         for g, members in enumerate(rs.groups):
             n = len(members)
-            t = self.group_threshold(n)
+            t = self.cfg.threshold(n)
             dp = self.cfg.dp_config(t)
-            binding = assignment.group_binding(rs.seed, rs.selection, g, members, keys, n - 1, t, self._dp_dict(dp))
+            binding = assignment.group_binding(rs.seed, rs.selection, g, members, keys, n - 1, t, asdict(dp))
             gc = GroupConfig(rs.number, g, tuple(members), {m: keys[m] for m in members}, dp.dimension,
                              dp.modulus_bits, rs.seed, n - 1, t, binding)
             rs.servers[g] = SecAggServer(gc, self.backend, self.crypto)
             rs.dp[g] = dp
             for m in members:
                 rs.group_of[m] = g
-
-    @staticmethod
-    def _dp_dict(dp: Any) -> dict[str, Any]:
-        return {"l2_clip": dp.l2_clip, "noise_multiplier": dp.noise_multiplier, "bits": dp.bits,
-                "modulus_bits": dp.modulus_bits, "min_contributors": dp.min_contributors, "dimension": dp.dimension}
 
     def _reveal(self, conn: Connection, env: Envelope, now: float) -> list[Action]:
         rs, b = self.round, env.body
@@ -484,7 +474,7 @@ class Engine:
             config = {"group": g, "members": members, "attempt": rs.attempt, "reveals": reveals,
                       "identity_keys": {k: v.hex() for k, v in gc.identity_keys.items()},
                       "public_seed": rs.seed.hex(), "model_sha256": model_sha, "degree": gc.k, "threshold": gc.t,
-                      "dp": self._dp_dict(rs.dp[g]),
+                      "dp": asdict(rs.dp[g]),
                       "train": {"epochs": self.cfg.local_epochs, "batch_size": self.cfg.batch_size,
                                 "lr": self.cfg.lr}}
             for m in members:
@@ -640,7 +630,7 @@ class Engine:
         if not done:
             return [*self._round_end(participants, rs.number, "failed"),
                     Log("warning", f"round {rs.number}: every group failed; retrying"), *self._maybe_start(now)]
-        dps = [rs.dp.get(g) or self.cfg.dp_config(self.group_threshold(len(rs.groups[g]))) for g, _ in done]
+        dps = [rs.dp[g] for g, _ in done]
         dp = dps[0]  # decoding (clip, bits → grid scale) is the same for every group; the noise share is not
         audit: list[Action] = [GroupAggregated(rs.number, g, tuple(res.survivors), tuple(res.dropped),
                                                tuple(res.faulty), res.sum) for g, res in done]
@@ -674,9 +664,8 @@ class Engine:
         f_left = max(0, min(self.cfg.byzantine, len(done)) - int(over.sum()))
         if over.any():
             audit.append(Log("warning", f"round {rs.number}: group(s) {[done[i][0] for i in np.flatnonzero(over)]} "
-                                        f"exceed the honest norm bound, lack the prescribed noise or duplicate another; excluded "
-                                        f"and counted against "
-                                        f"their members"))
+                                        "exceed the honest norm bound, lack the prescribed noise or duplicate another; "
+                                        "excluded and counted against their members"))
             if not self._aggregable(int(keep.sum()), f_left):  # too few left for the rule: clip them back instead
                 # never scale a noise-deficient group that is within the bound *up*
                 factor = np.where(over & np.isfinite(norms),

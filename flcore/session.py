@@ -241,7 +241,7 @@ class ClientSession:
         self._selection = {"round": r, "attempt": b["attempt"], "group_size": s, "members": members,
                            "commitments": commits,
                            "hash": assignment.selection_hash(r, b["attempt"], s, members, commits)}
-        self._secret_out, self._secret = self._secret, None  # single use, whatever happens next
+        secret, self._secret = self._secret, None  # single use, whatever happens next
         smallest = min(s, len(members))
         if smallest < self.policy.min_group_size:
             return self._decline(r, "policy_group_size", f"groups of {smallest} < the client's minimum "
@@ -254,7 +254,7 @@ class ClientSession:
                                  "replayed attempt would release our update twice under one ledger entry")
         self.aborted_reveals += 1
         self.state = "selected"
-        return [self._send("reveal", {"round": r, "attempt": b["attempt"], "secret": self._secret_out.hex()}, r)]
+        return [self._send("reveal", {"round": r, "attempt": b["attempt"], "secret": secret.hex()}, r)]
 
     def _on_task(self, env: Envelope, f: mle.MleFile) -> list[Action]:
         from privacy.client_pipeline import DistributedDPConfig

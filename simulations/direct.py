@@ -29,6 +29,7 @@ Engine hooks this relies on (private, so the equality tests guard them): ``Engin
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict
 from types import SimpleNamespace
 from typing import Any
 
@@ -146,7 +147,7 @@ class DirectDriver:
         for gi, g in enumerate(groups):
             gdp = rs.dp[gi]
             mod = gdp.modulus_bits
-            attacker_dp = gdp if self.attackers_clip else DistributedDPConfig(**unclipped_dp(e._dp_dict(gdp)))
+            attacker_dp = gdp if self.attackers_clip else DistributedDPConfig(**unclipped_dp(asdict(gdp)))
             acc = backend.zeros_field(gdp.dimension, mod)
             survivors = [c for c in g if self.index[c] not in self.absent]
             for c in survivors:
