@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -108,6 +109,18 @@ class BrowserPage:
 
 def launch_browser(playwright: Any) -> Any:
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+
+
+def wait_in_page(page: Any, pred: Any, timeout: float, what: str, logs: Any = None) -> Any:
+    """Poll ``pred()`` until it is truthy (and return it), letting the page run between polls; ``TimeoutError``
+    naming ``what`` (and ``logs()``, e.g. the coordinator's log) after ``timeout`` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        page.wait_for_timeout(100)
+    raise TimeoutError(f"{what} not reached in {timeout}s\n{logs() if logs else ''}")
 
 
 def origin_guard(origin: str, external: list[str]) -> Callable[[Any], None]:

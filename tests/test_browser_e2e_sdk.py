@@ -14,13 +14,12 @@ repeated round) cost the tab ε ≈ 6.6 of its default budget of 10.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_support import check_prerequisites, launch_browser, origin_guard
+from browser_support import check_prerequisites, launch_browser, origin_guard, wait_in_page
 from e2e_support import Coordinator, Workers
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -47,16 +46,6 @@ def _events(page: Any, type_: str) -> list[dict]:
     return page.evaluate("(t) => window.__fl.events.filter((e) => e.type === t)", type_)
 
 
-def _wait(page: Any, pred: Any, timeout: float, what: str) -> Any:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        page.wait_for_timeout(100)
-    raise TimeoutError(what)
-
-
 def test_reconnect_identity_pinning_and_leave(tmp_path: Path, workers: Workers) -> None:
     check_prerequisites()
     from playwright.sync_api import sync_playwright
@@ -80,9 +69,9 @@ def test_reconnect_identity_pinning_and_leave(tmp_path: Path, workers: Workers) 
             page.goto(url)
 
             # SIGKILL the coordinator after round 2: the tab reports the loss and reconnects to the restarted one
-            _wait(page, lambda: coord.status()["round"] >= 2, 90, "round 2")
+            wait_in_page(page, lambda: coord.status()["round"] >= 2, 90, "round 2")
             coord.kill()
-            _wait(page, lambda: _events(page, "disconnected"), 30, "disconnected event")
+            wait_in_page(page, lambda: _events(page, "disconnected"), 30, "disconnected event")
             coord.start()
             page.wait_for_function("() => window.flDemo.summary || window.flDemo.error", timeout=90_000)
             summary = page.evaluate("() => window.flDemo.summary")
@@ -140,7 +129,7 @@ def test_reconnect_identity_pinning_and_leave(tmp_path: Path, workers: Workers) 
             assert out["slot"] == "sdk-test~2" and out["info"]["firstUse"], out
             assert out["info"]["clientId"] != client_id and out["info"]["coordinatorKey"] == impostor.key
             assert out["summary"]["stopReason"] == "test over", out
-            _wait(page, lambda: impostor.status()["connected"] == 0 and len(impostor.status()["clients"]) == 1,
+            wait_in_page(page, lambda: impostor.status()["connected"] == 0 and len(impostor.status()["clients"]) == 1,
                   10, "bye")
 
             # forgetIdentity: after a reload the demo's slot holds a new identity, which trusts this coordinator
@@ -149,7 +138,7 @@ def test_reconnect_identity_pinning_and_leave(tmp_path: Path, workers: Workers) 
                 await sdk.forgetIdentity(location.origin, "sdk-test");
             }""")
             page.reload()
-            fresh = _wait(page, lambda: _events(page, "connected"), 60, "connected after forgetIdentity")
+            fresh = wait_in_page(page, lambda: _events(page, "connected"), 60, "connected after forgetIdentity")
             assert fresh[0]["firstUse"] and fresh[0]["clientId"] not in (client_id, out["info"]["clientId"])
             assert page.evaluate("() => window.flDemo.client.identityName") == "sdk-test"
             impostor.kill()

@@ -17,7 +17,6 @@ Chromium, the demo page, the SDK's IndexedDB):
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from browser_support import (
     check_prerequisites,
     launch_browser,
     origin_guard,
+    wait_in_page,
 )
 from e2e_support import Coordinator, Workers
 
@@ -75,16 +75,6 @@ def workers() -> Iterator[Workers]:
     w.kill()
 
 
-def _wait(page: Any, pred: Any, timeout: float, what: str, logs: Any = None) -> Any:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        page.wait_for_timeout(100)
-    raise TimeoutError(f"{what} not reached in {timeout}s\n{logs() if logs else ''}")
-
-
 def _open(browser: Any, base: str, external: list[str], console: list[dict], init: str = "") -> Any:
     context = browser.new_context()
     context.route("**/*", origin_guard(base + "/", external))
@@ -125,7 +115,7 @@ def test_default_policy_tab_declines_groups_of_three(tmp_path: Path, workers: Wo
             def declines() -> list[dict]:
                 return [e for e in console if e["kind"] == "event" and e["type"] == "declined"]
 
-            _wait(page, declines, 90, "the first decline", coord.log_text)
+            wait_in_page(page, declines, 90, "the first decline", coord.log_text)
             tab = page.evaluate("() => window.flDemo.client.clientId")
             shown = page.locator("#declined").inner_text()
             assert "groups of 3 < your minimum 5" in shown and "policy_group_size" in shown, shown
@@ -133,12 +123,12 @@ def test_default_policy_tab_declines_groups_of_three(tmp_path: Path, workers: Wo
             assert page.evaluate("() => window.flDemo.relaxed") == []
             # a new connection (reload) is selected again, and declines again
             page.reload()
-            _wait(page, lambda: len(declines()) >= 2, 90, "the second decline", coord.log_text)
+            wait_in_page(page, lambda: len(declines()) >= 2, 90, "the second decline", coord.log_text)
             summary = page.evaluate("() => window.flDemo.client.summary")
             assert [d["code"] for d in summary["declined"]] == ["policy_group_size"], summary
             assert summary["rounds"] == [] and summary["errors"] == [], summary
             # the native clients carry on without the tab; the tab is never counted
-            status = _wait(page, lambda: (s := coord.status())["round"] >= 2 and s, 60, "round 2", coord.log_text)
+            status = wait_in_page(page, lambda: (s := coord.status())["round"] >= 2 and s, 60, "round 2", coord.log_text)
             rows = {c["id"]: c for c in status["clients"]}
             assert rows[tab]["participations"] == 0 and "policy_group_size" in rows[tab]["declined"], rows[tab]
             assert sorted(c["participations"] > 0 for i, c in rows.items() if i != tab) == [True] * 3, rows
@@ -270,7 +260,7 @@ def test_ledger_write_failure_withholds_the_masked_input(tmp_path: Path, workers
             assert "the masked update was not sent" in errors[0]["message"]
             assert not [e for e in console if e["kind"] == "event" and e["type"] == "ledger"]
             # the round went on without the tab: its group of 5 released a sum of the other four (t = 4)
-            status = _wait(page, lambda: (s := coord.status())["round"] >= 1 and s, 60, "round 1", coord.log_text)
+            status = wait_in_page(page, lambda: (s := coord.status())["round"] >= 1 and s, 60, "round 1", coord.log_text)
             assert status["metrics"]["survivors"] == 4, status["metrics"]
             assert next(c for c in status["clients"] if c["id"] == tab)["participations"] == 0
             # in memory the participation is counted (conservative); nothing about it was stored
