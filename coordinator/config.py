@@ -25,7 +25,13 @@ class FederationConfig:
     local_epochs: int = 1
     batch_size: int = 32
     lr: float = 0.1
-    l2_clip: float = 1.0
+    l2_clip: float = 1.0  # C (the initial C with adaptive clipping)
+    # Adaptive clipping (Andrew et al. NeurIPS'21): C follows the γ-quantile of the clients' update norms,
+    # estimated from clipped-indicator bits carried inside the secure-aggregation vector (0: fixed C)
+    adaptive_clip_quantile: float = 0.0  # γ
+    adaptive_clip_lr: float = 0.2  # η: C ← C·exp(−η(b̃ − γ))
+    adaptive_clip_weight: float = 0.5  # κ/C: weight of the indicator coordinate (the update's noise grows by
+    # √(1 + (κ/C)²/4): ε is unchanged, the noise shares cover update and indicator)
     noise_multiplier: float = 0.0  # z of every released group sum (0: no DP noise)
     quantization_bits: int = 16
     modulus_bits: int = 32
@@ -98,6 +104,11 @@ class FederationConfig:
             raise ValueError(f"threshold_rule must be 'majority' or 'two-thirds', got {self.threshold_rule!r}")
         if self.colluders < 0:
             raise ValueError("colluders must be >= 0")
+        if not 0 <= self.adaptive_clip_quantile < 1:
+            raise ValueError(f"adaptive_clip_quantile must be in [0, 1) (0: fixed clip), got "
+                             f"{self.adaptive_clip_quantile}")
+        if not (0 < self.adaptive_clip_lr <= 10 and 0 < self.adaptive_clip_weight <= 2):
+            raise ValueError("adaptive_clip_lr must be in (0, 10] and adaptive_clip_weight in (0, 2]")
         if self.train_timeout <= 0 or self.phase_timeout <= 0:
             raise ValueError("timeouts must be > 0")
         _ = DistributedDPConfig
@@ -110,11 +121,19 @@ class FederationConfig:
         n = self.group_size if n is None else n
         return required_threshold(n, self.threshold_rule, self.colluders) if n > 1 else 1
 
-    def dp_config(self, threshold: int | None = None) -> Any:
-        """The DP/quantization parameters of a group whose threshold is ``threshold`` (default: a group of s):
-        each client's noise share is calibrated so that a sum of ``threshold`` inputs carries the full noise."""
+    @property
+    def adaptive_clip(self) -> bool:
+        return self.adaptive_clip_quantile > 0
+
+    def dp_config(self, threshold: int | None = None, clip: float | None = None) -> Any:
+        """The DP/quantization parameters of a group whose threshold is ``threshold`` (default: a group of s) in
+        a round whose clip is ``clip`` (default: ``l2_clip``): each client's noise share is calibrated so that a
+        sum of ``threshold`` inputs carries the full noise; with adaptive clipping the indicator's weight is
+        κ = adaptive_clip_weight·clip."""
         from privacy.client_pipeline import DistributedDPConfig
 
         t = self.threshold() if threshold is None else threshold
-        return DistributedDPConfig(self.l2_clip, self.noise_multiplier, self.quantization_bits, self.modulus_bits,
-                                   t, self.model.num_parameters())
+        c = self.l2_clip if clip is None else clip
+        kappa = self.adaptive_clip_weight * c if self.adaptive_clip else 0.0
+        return DistributedDPConfig(c, self.noise_multiplier, self.quantization_bits, self.modulus_bits,
+                                   t, self.model.num_parameters(), kappa)

@@ -62,7 +62,7 @@ from flcore.protocol import COORDINATOR_ID, PROTOCOL_VERSIONS, Envelope, Protoco
 from flcore.wire import MAX_MESSAGE_BYTES, as_u8, client_id_for, decode, encode, tensor_bytes
 from flcrypto import Crypto, default_crypto
 from privacy.backends import numpy_backend
-from privacy.client_pipeline import decode_sum
+from privacy.client_pipeline import decode_sum, unclipped_count
 from privacy.dp import ParticipationAccountant, PrivacyAccountant, RoundEvent, epsilon_report
 from privacy.secagg import GroupConfig, SecAggError, SecAggServer, ThresholdError, partition
 
@@ -137,6 +137,8 @@ class Engine:
         self.registry: dict[str, bytes] = dict(registry or {})  # client id → public key
         self.guard = ReplayGuard()
         self.round_number = int(state.get("round", 0))
+        # the clip of the next round: l2_clip, or where adaptive clipping has moved it (persisted with the round)
+        self.clip = float(state.get("clip", config.l2_clip))
         self.trust = TrustState.from_dict(state["trust"]) if "trust" in state else TrustState(config.trust_params())
         # against the coordinator: per participation (q = 1); against third parties: amplified by selection
         self.participation = ParticipationAccountant.from_dict(state.get("participation", {}))
@@ -169,14 +171,14 @@ class Engine:
         c = self.cfg
         meta = {"kind": "model", "round": self.round_number, "model": self.spec.to_dict(),
                 "task": {"loss": self.spec.loss, "local_epochs": c.local_epochs, "batch_size": c.batch_size,
-                         "lr": c.lr, "l2_clip": c.l2_clip, "noise_multiplier": c.noise_multiplier,
+                         "lr": c.lr, "l2_clip": self.clip, "noise_multiplier": c.noise_multiplier,
                          "aggregator": c.aggregator, "group_size": c.group_size,
                          "server_optimizer": c.server_optimizer, "server_lr": c.server_lr}}
         return mle.dumps(self.params_dict(), meta, signing_key=self.seed)
 
     def state(self) -> dict[str, Any]:
         """Everything a restarted coordinator needs besides the model file."""
-        return {"round": self.round_number, "trust": self.trust.to_dict(),
+        return {"round": self.round_number, "clip": self.clip, "trust": self.trust.to_dict(),
                 "accountant": self.amplified.to_dict(), "participation": self.participation.to_dict(),
                 "optimizer": self.opt_state.to_dict(),
                 "aggregation": self.agg_state.to_dict(), "history": self.history}
@@ -436,9 +438,9 @@ class Engine:
         for g, members in enumerate(rs.groups):
             n = len(members)
             t = self.cfg.threshold(n)
-            dp = self.cfg.dp_config(t)
+            dp = self.cfg.dp_config(t, self.clip)
             binding = assignment.group_binding(rs.seed, rs.selection, g, members, keys, n - 1, t, asdict(dp))
-            gc = GroupConfig(rs.number, g, tuple(members), {m: keys[m] for m in members}, dp.dimension,
+            gc = GroupConfig(rs.number, g, tuple(members), {m: keys[m] for m in members}, dp.length,
                              dp.modulus_bits, rs.seed, n - 1, t, binding)
             rs.servers[g] = SecAggServer(gc, self.backend, self.crypto)
             rs.dp[g] = dp
@@ -583,7 +585,8 @@ class Engine:
                 "max_participations": self.participation.max_participations(),
                 "delta": self.cfg.delta, "population": n, "delta_below_one_over_n": self.cfg.delta * max(n, 1) < 1,
                 "epsilon_budget": self.cfg.epsilon if math.isfinite(self.cfg.epsilon) else None,
-                "noise_multiplier": self.cfg.noise_multiplier, "l2_clip": self.cfg.l2_clip,
+                "noise_multiplier": self.cfg.noise_multiplier, "l2_clip": self.clip,
+                "adaptive_clip_quantile": self.cfg.adaptive_clip_quantile or None,
                 "group_size": self.cfg.group_size, "threshold_rule": self.cfg.threshold_rule,
                 "colluders": self.cfg.colluders}
 
@@ -634,7 +637,10 @@ class Engine:
         dp = dps[0]  # decoding (clip, bits → grid scale) is the same for every group; the noise share is not
         audit: list[Action] = [GroupAggregated(rs.number, g, tuple(res.survivors), tuple(res.dropped),
                                                tuple(res.faulty), res.sum) for g, res in done]
-        sums = np.stack([np.asarray(decode_sum(res.sum, dp, self.backend), dtype=np.float32) for _, res in done])
+        decoded = [np.asarray(decode_sum(res.sum, dp, self.backend), dtype=np.float64) for _, res in done]
+        # with adaptive clipping the last coordinate is each group's indicator sum Σ κ(b_i − ½) + noise
+        indicator = np.array([v[dp.dimension:].sum() for v in decoded])
+        sums = np.stack([v[:dp.dimension] for v in decoded]).astype(np.float32)
         sizes = np.array([len(res.survivors) for _, res in done], dtype=np.float64)
         scale = dp.fixed_point().scale()
         noise_var = np.array([noise_variance_of_mean(len(res.survivors), d.sigma_client() if d.noise_multiplier > 0
@@ -685,6 +691,7 @@ class Engine:
                                                   f_groups=min(f_left, int(keep.sum())), state=self.agg_state,
                                                   rng=self.rng)
         self._account(rs, done, dps)
+        clip_used, unclipped = self.clip, self._adapt_clip(indicator[~over], dps, sizes[~over], ~over)
         self.params, self.opt_state = apply_update(self.optimizer, self.params, result.value.astype(np.float32),
                                                    self.opt_state)
         self.round_number = rs.number
@@ -700,7 +707,8 @@ class Engine:
         metrics: dict[str, Any] = {"round": rs.number, "groups": len(rs.groups), "groups_ok": len(done),
                                    "survivors": int(sizes.sum()), "groups_over_bound": int(over.sum()),
                                    "groups_noise_deficient": int(deficient.sum()),
-                                   "groups_duplicate": int(duplicate.sum()),
+                                   "groups_duplicate": int(duplicate.sum()), "clip": clip_used,
+                                   "unclipped_fraction": unclipped,
                                    "epsilon": _finite(self.epsilon()) if self.cfg.noise_multiplier > 0 else None,
                                    "duration": now - rs.started_at, "time": now}
         if self.evaluator is not None:  # a diverged model may evaluate to NaN/inf: kept as None (JSON, SQLite)
@@ -732,6 +740,23 @@ class Engine:
         for z, (_, res) in zip(zs, done, strict=True):
             self.participation.record(list(res.survivors), z)
         self.amplified.events.append(RoundEvent(min(zs), max(rs.q, 1e-9)))
+
+    def _adapt_clip(self, indicator: np.ndarray, dps: list[Any], sizes: np.ndarray, used: np.ndarray
+                    ) -> float | None:
+        """Adaptive clipping's geometric step (Andrew, Thakkar, McMahan & Ramaswamy, NeurIPS'21, Algorithm 1):
+        b̃ = Σ_g count_g / Σ_g n_g over the groups used this round (each group's count of unclipped members from its
+        released indicator sum, clamped to [0, n_g]: :func:`privacy.client_pipeline.unclipped_count`), then
+        C ← C·exp(−η(b̃ − γ)), kept within [l2_clip/10⁴, l2_clip·10⁴]. Returns b̃ (``None`` without adaptive
+        clipping or without a usable group). The fraction of unclipped updates is estimated from the noisy counts:
+        per group the count's noise has standard deviation σ/κ grid-scaled (docs/privacy.md)."""
+        if not self.cfg.adaptive_clip or not len(indicator):
+            return None
+        chosen = [d for d, u in zip(dps, used, strict=True) if u]
+        counts = [unclipped_count(v, d, int(n)) for v, d, n in zip(indicator, chosen, sizes, strict=True)]
+        frac = min(1.0, max(0.0, math.fsum(counts) / float(sizes.sum())))
+        step = math.exp(-self.cfg.adaptive_clip_lr * (frac - self.cfg.adaptive_clip_quantile))
+        self.clip = min(self.cfg.l2_clip * 1e4, max(self.cfg.l2_clip * 1e-4, self.clip * step))
+        return frac
 
     def _stop_all(self) -> list[Action]:
         """Tell every authenticated client the federation is over."""

@@ -128,7 +128,13 @@ FEDERATION_HELP = {
     "local_epochs": "local epochs per round",
     "batch_size": "local batch size",
     "lr": "local SGD learning rate",
-    "l2_clip": "L2 clipping norm of each client update",
+    "l2_clip": "L2 clipping norm of each client update (the initial one with adaptive clipping)",
+    "adaptive_clip_quantile": "γ: the clip follows this quantile of the clients' update norms, estimated from "
+                              "clipped-indicator bits inside the secure-aggregation vector (Andrew et al. 2021); "
+                              "0 = fixed l2_clip",
+    "adaptive_clip_lr": "η: adaptive clipping's geometric step C ← C·exp(−η(b̃ − γ))",
+    "adaptive_clip_weight": "κ/C: weight of the indicator coordinate; ε is unchanged (the noise covers it), the "
+                            "update's noise grows by √(1 + (κ/C)²/4) and a group count's noise is z·√(C²/κ² + ¼)",
     "noise_multiplier": "z: distributed DP noise per released group sum (0 = off)",
     "quantization_bits": "B: bits per quantized coordinate",
     "modulus_bits": "m: secure-aggregation field is Z_{2^m}",

@@ -13,7 +13,8 @@ client can check, it checks here, in the shared client core (native and browser 
   complete graph, honest holders split between the views and colluding members sign both, so this needs
   c ≥ 2t − n colluding members. The policy requires 2t − n > ``colluders`` (and the regime's floor:
   ``"majority"`` t ≥ ⌊n/2⌋ + 1, ``"two-thirds"`` t ≥ ⌈2n/3⌉, the active-adversary regime);
-- **noise**: the task's noise multiplier z ≥ ``min_noise_multiplier``, and the per-client noise share is
+- **noise**: the task's noise multiplier z (against the whole contribution, adaptive clipping's indicator
+  coordinate included: the shares are calibrated to √(C² + κ²/4)) ≥ ``min_noise_multiplier``, and the per-client noise share is
   calibrated for the group's *actual* threshold t (Kairouz, Liu & Steinke ICML'21: any released sum of ≥ t
   honest inputs carries the full noise);
 - **shapes and ranges**: the dimension matches the model, the quantization/modulus are in range and wide enough

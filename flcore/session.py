@@ -310,7 +310,7 @@ class ClientSession:
             if dp.noise_multiplier > 0 and dp.min_contributors != threshold:
                 raise PolicyViolation("policy_calibration", f"noise share calibrated for {dp.min_contributors} "
                                       f"contributors, the group's threshold is {threshold}")
-            self.policy.check_noise(dp.noise_multiplier)
+            self.policy.check_noise(dp.noise_multiplier)  # against the whole contribution, indicator included
             binding = assignment.group_binding(seed, sel["hash"], g, groups[g], keys, degree, threshold,
                                                config["dp"])
             honest = threshold - self.policy.colluders
@@ -331,7 +331,7 @@ class ClientSession:
         params = {name: model[name] for name, _ in spec.parameter_shapes()}
         self._task = dict(config)
         self._task["_round"] = r
-        self._task["_group_config"] = GroupConfig(r, g, tuple(groups[g]), keys, dp.dimension, dp.modulus_bits, seed,
+        self._task["_group_config"] = GroupConfig(r, g, tuple(groups[g]), keys, dp.length, dp.modulus_bits, seed,
                                                   degree, threshold, binding)
         self._task["_dp"] = dp
         self._entry = entry
@@ -344,14 +344,13 @@ class ClientSession:
         ``loss``/``num_samples`` are accepted for the drivers' own display and never leave the client (they
         would bypass DP). A non-finite update is refused here (:class:`Failed`); the client then simply does
         not take part in this round's secure aggregation, which the coordinator handles as a dropout."""
-        from privacy.client_pipeline import prepare_update
         from privacy.secagg import SecAggClient
 
         if self._task is None or self.state != "training":
             return [Failed("unexpected", "no task in progress")]
         c = self._task
         try:
-            field_vec, _norm = prepare_update(delta, c["_dp"], self.stream, self.backend)
+            field_vec = self._prepare(delta, c["_dp"])
         except ValueError as exc:
             self.state = "ready"
             return [Failed("bad_update", f"local update refused: {exc}")]
@@ -360,6 +359,13 @@ class ClientSession:
                                     self.crypto)
         self.state = "secagg"
         return [self._send("secagg", {"group": c["group"]}, c["_round"], {"secagg": as_u8(self._secagg.start())})]
+
+    def _prepare(self, delta: Any, dp: Any) -> Any:
+        """The field vector of this client's input: :func:`privacy.client_pipeline.prepare_update` (clip,
+        quantize, noise share, and the clipped indicator when the task asks for adaptive clipping)."""
+        from privacy.client_pipeline import prepare_update
+
+        return prepare_update(delta, dp, self.stream, self.backend)[0]
 
     def _on_secagg(self, env: Envelope, f: mle.MleFile) -> list[Action]:
         from privacy.secagg import SecAggError

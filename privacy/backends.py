@@ -34,6 +34,7 @@ class Backend(Protocol):
     def first_nonfinite(self, x: Any) -> int | None: ...
     def l2_norm(self, x: Any) -> float: ...
     def scale(self, x: Any, c: float) -> Any: ...
+    def concat_floats(self, x: Any, tail: list[float]) -> Any: ...
     def stochastic_round(self, x: Any, clip: float, scale: float, uniforms: Any) -> Any: ...
     def add_ints(self, a: Any, b: Any) -> Any: ...
     def ints_to_floats(self, q: Any, inv_scale: float) -> Any: ...
@@ -109,6 +110,14 @@ class PureBackend:
 
     def scale(self, x: Any, c: float) -> list[float]:
         return [float(v) * c for v in x]
+
+    def concat_floats(self, x: Any, tail: list[float]) -> Any:
+        """``x`` followed by ``tail`` (a new vector; an ``array.array`` stays one, of the same type code)."""
+        if isinstance(x, array.array):
+            out = array.array(x.typecode, x)
+            out.extend(float(v) for v in tail)
+            return out
+        return [float(v) for v in x] + [float(v) for v in tail]
 
     def stochastic_round(self, x: Any, clip: float, scale: float, uniforms: Any) -> list[int]:
         out = []
@@ -207,6 +216,10 @@ class NumpyBackend:
 
     def scale(self, x: Any, c: float) -> Any:
         return self.np.asarray(x, dtype=self.np.float64) * c
+
+    def concat_floats(self, x: Any, tail: list[float]) -> Any:
+        return self.np.concatenate([self.np.asarray(x, dtype=self.np.float64),
+                                    self.np.asarray(tail, dtype=self.np.float64)])
 
     def stochastic_round(self, x: Any, clip: float, scale: float, uniforms: Any) -> Any:
         y = self.np.clip(self.np.asarray(x, dtype=self.np.float64), -clip, clip) * scale

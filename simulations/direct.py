@@ -39,7 +39,7 @@ from coordinator.engine import Engine
 from flcore import assignment
 from privacy.client_pipeline import DistributedDPConfig, prepare_update
 from privacy.randomness import RandomStream
-from simulations.engine_driver import UpdateFn, derive_seed, reveal_secret, unclipped_dp
+from simulations.engine_driver import UpdateFn, derive_seed, lying_indicator, reveal_secret, unclipped_dp
 
 
 class DirectDriver:
@@ -148,12 +148,13 @@ class DirectDriver:
             gdp = rs.dp[gi]
             mod = gdp.modulus_bits
             attacker_dp = gdp if self.attackers_clip else DistributedDPConfig(**unclipped_dp(asdict(gdp)))
-            acc = backend.zeros_field(gdp.dimension, mod)
+            acc = backend.zeros_field(gdp.length, mod)
             survivors = [c for c in g if self.index[c] not in self.absent]
             for c in survivors:
                 i = self.index[c]
                 dp = attacker_dp if i in self.byzantine else gdp
-                vec, _ = prepare_update(deltas[row[i]], dp, self.streams[i], backend)
+                lie = lying_indicator(dp) if i in self.byzantine else None
+                vec, _ = prepare_update(deltas[row[i]], dp, self.streams[i], backend, indicator_value=lie)
                 acc = backend.iadd_mod(acc, vec, mod)
             # SecAgg+ releases a group's sum only if at least its threshold of members took part
             ok = len(survivors) >= max(1, rs.servers[gi].cfg.t)

@@ -17,6 +17,7 @@ import hashlib
 import itertools
 from collections import deque
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -59,25 +60,35 @@ def unclipped_dp(dp: dict[str, Any]) -> dict[str, Any]:
     return {**dp, "bits": wide_bits, "l2_clip": float(dp["l2_clip"]) * factor}
 
 
-class UnclippedSession(ClientSession):
-    """A Byzantine client's session: it runs the production client pipeline but does not honour the L2 clip
-    (a Byzantine client controls its own code, and under secure aggregation nobody can check). It encodes its
-    update on the *same* fixed-point grid with the widest range the field allows: bits raised to 31 and the
+def lying_indicator(dp: Any) -> float:
+    """The clipped-indicator value a Byzantine client sends under adaptive clipping: the most negative value its
+    grid holds (−C of its encoding), i.e. "my update was clipped" as loudly as the quantizer allows, pushing the
+    federation's clip C up (an attacker whose updates sit at C gains reach with every step up). The server's
+    per-group clamp (``privacy.client_pipeline.unclipped_count``) bounds what this buys."""
+    return -float(dp.l2_clip)
+
+
+class ByzantineSession(ClientSession):
+    """A Byzantine client's session: it runs the production client pipeline, but under adaptive clipping it
+    lies with its indicator (:func:`lying_indicator`), and unless it ``clips`` it does not honour the L2 clip
+    (a Byzantine client controls its own code, and under secure aggregation nobody can check): it then encodes
+    its update on the *same* fixed-point grid with the widest range the field allows – bits raised to 31 and the
     clip raised by the same factor, so the grid step – and hence the server's decoding – is unchanged."""
 
-    def training_done(self, delta: Any) -> list[Any]:
-        from privacy.client_pipeline import DistributedDPConfig
+    clips = True
 
-        task = self._task
-        if task is None:
-            return super().training_done(delta)
-        dp = task["_dp"]
-        task["_dp"] = DistributedDPConfig(**unclipped_dp(dict(task["dp"])))
-        try:
-            return super().training_done(delta)
-        finally:
-            if self._task is not None:
-                self._task["_dp"] = dp
+    def _prepare(self, delta: Any, dp: Any) -> Any:
+        from privacy.client_pipeline import DistributedDPConfig, prepare_update
+
+        if not self.clips:
+            dp = DistributedDPConfig(**unclipped_dp(asdict(dp)))
+        return prepare_update(delta, dp, self.stream, self.backend, indicator_value=lying_indicator(dp))[0]
+
+
+class UnclippedSession(ByzantineSession):
+    """A Byzantine client that ignores the L2 clip (:class:`ByzantineSession`)."""
+
+    clips = False
 
 
 class EngineDriver:
@@ -96,7 +107,8 @@ class EngineDriver:
         self.sessions: dict[str, ClientSession] = {}
         self.index: dict[str, int] = {}
         for i in range(num_clients):
-            cls = ClientSession if (i not in byzantine or attackers_clip) else UnclippedSession
+            cls = (ClientSession if i not in byzantine else ByzantineSession if attackers_clip
+                   else UnclippedSession)
             conn = f"client{i}"
             counter = itertools.count()
             self.sessions[conn] = cls(derive_seed(seed, "identity", i), self.engine.public_key,
