@@ -9,6 +9,7 @@ group_sizes = [1, 2, 5]      # optional (default: the base's group_size)
 seeds = [0]                  # optional: several seeds are averaged
 workers = 2                  # optional: runs in parallel processes
 run_refused = false          # optional: true runs the cells the grouping planner refuses anyway (marked ¶)
+refused_seeds = [0]          # optional: run those cells with these seeds only (default: every seed)
 ```
 Outputs under ``out_dir``: one folder per run (config, metrics, plot), ``grid.json``, and per group size a
 markdown table (attack × defence, test accuracy in %: the mean of the last 3 rounds of each run, averaged over
@@ -26,10 +27,12 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
+import sys
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -69,6 +72,7 @@ class GridSpec:
     workers: int
     adapt_byzantine: bool = True
     run_refused: bool = False  # run the cells the grouping planner refuses (accept_grouping_risk), marked ¶
+    refused_seeds: list[int] | None = None  # the seeds run for cells above the bound (None: every seed)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GridSpec:
@@ -76,14 +80,14 @@ class GridSpec:
             raise ConfigError("a grid config needs a [grid] table with attacks and defences")
         g = dict(data["grid"])
         unknown = set(g) - {"attacks", "defences", "group_sizes", "seeds", "workers", "adapt_byzantine",
-                            "run_refused"}
+                            "run_refused", "refused_seeds"}
         if unknown:
             raise ConfigError(f"unknown key(s) {sorted(unknown)} in [grid]")
         base = SimulationConfig.from_dict({k: v for k, v in data.items() if k != "grid"})
         spec = cls(base, _axis("attacks", g.get("attacks")), _axis("defences", g.get("defences")),
                    list(g.get("group_sizes", [base.federation.group_size])), list(g.get("seeds", [base.seed])),
                    int(g.get("workers", 1)), bool(g.get("adapt_byzantine", True)),
-                   _flag("run_refused", g.get("run_refused", False)))
+                   _flag("run_refused", g.get("run_refused", False)), _refused_seeds(g))
         for run in spec.runs():  # validate every cell up front: a typo fails before hours of compute
             spec.config_for(*run)
         return spec
@@ -125,11 +129,7 @@ class GridSpec:
         risk) or "refused" (not run: the config returned is ``None``)."""
         from simulations.runner import grouping_record
 
-        cache = self.__dict__.setdefault("_plans", {})
-        key = (repr(cfg.federation), cfg.attack.num_byzantine, cfg.data.num_clients)
-        if key not in cache:
-            cache[key] = cfg.grouping_report()
-        report = cache[key]
+        report = grouping_report(cfg)
         if report.ok:
             return cfg, {**grouping_record(cfg, report), "status": "ok"}
         if cfg.federation.accept_grouping_risk or self.run_refused:
@@ -137,6 +137,49 @@ class GridSpec:
                 **{"federation.accept_grouping_risk": True})
             return run, {**grouping_record(run, report), "status": "above_bound"}
         return None, {**grouping_record(cfg, report), "status": "refused"}
+
+
+# ── the planner's verdicts, computed once per distinct federation ───────────────────────────────────────────
+# planner.check can take seconds (it scans round sizes up to 1,000 for its suggestions), and every run checks its
+# config again (Simulation.__init__). The verdict is a pure function of the [federation] table (the accept flag
+# aside) and the population, so a grid computes it once here and hands the verdicts to its workers.
+_REPORTS: dict[tuple[str, int, int], Any] = {}
+_UNCACHED = SimulationConfig.grouping_report
+
+
+def _report_key(cfg: SimulationConfig) -> tuple[str, int, int]:
+    import dataclasses
+
+    fed = dataclasses.replace(cfg.federation, accept_grouping_risk=False)
+    return repr(fed), cfg.attack.num_byzantine, cfg.data.num_clients
+
+
+def grouping_report(cfg: SimulationConfig) -> Any:
+    """:meth:`SimulationConfig.grouping_report`, memoized per process (see above)."""
+    key = _report_key(cfg)
+    if key not in _REPORTS:
+        _REPORTS[key] = _UNCACHED(cfg)
+    return _REPORTS[key]
+
+
+def _use_report_cache(reports: dict[tuple[str, int, int], Any]) -> None:
+    """Make every :class:`SimulationConfig` of this process (the runs' own planner check included) use the
+    memoized verdicts, seeded with ``reports``."""
+    _REPORTS.update(reports)
+    SimulationConfig.grouping_report = grouping_report  # type: ignore[method-assign]
+
+
+def _refused_seeds(g: dict[str, Any]) -> list[int] | None:
+    value = g.get("refused_seeds")
+    if value is None:
+        return None
+    if not (isinstance(value, list) and value and all(isinstance(x, int) and not isinstance(x, bool)
+                                                      for x in value)):
+        raise ConfigError(f"[grid] refused_seeds must be a non-empty list of seeds, got {value!r}")
+    seeds = g.get("seeds")
+    if seeds is not None and not set(value) <= set(seeds):
+        raise ConfigError(f"[grid] refused_seeds {value} must be among the seeds {seeds}")
+    return list(value)
 
 
 def _flag(key: str, value: Any) -> bool:
@@ -185,53 +228,102 @@ def _run_one(args: tuple[dict[str, Any], str | None]) -> dict[str, Any]:
             "code_version": r.code_version, "selection": r.selection}
 
 
-def run_grid(spec: GridSpec | dict[str, Any], out_dir: str | Path | None = None, verbose: bool = True
-             ) -> dict[str, Any]:
-    """Run every cell. ``workers`` processes (spawned, each limited to one torch/BLAS/OpenMP thread); with one
-    worker the runs execute in this process, limited to one thread as well (restored afterwards). Every run's
-    config says ``torch_threads = 1`` (unless the base sets it), so rerunning its config.toml reproduces it."""
-    if isinstance(spec, dict):
-        spec = GridSpec.from_dict(spec)
-    from simulations.runner import limit_threads, restore_threads
+Job = tuple[dict[str, Any], str]  # a run's config (dict) and its output folder
 
-    out = Path(out_dir or spec.base.out_dir or f"runs/{_slug(spec.base.name)}")
+
+@dataclass
+class PreparedGrid:
+    """A grid's cells with the planner's verdicts, ready to run: ``jobs[i]`` is None for a cell not run (refused,
+    ``results[i]`` already recorded). Several prepared grids can share one process pool (:func:`execute`)."""
+
+    spec: GridSpec
+    out: Path
+    cells: list[tuple[int, Axis, Axis, int]]
+    jobs: list[Job | None]
+    plans: list[dict[str, Any]]
+    results: list[dict[str, Any] | None]
+
+    def todo(self) -> list[int]:
+        return [i for i, job in enumerate(self.jobs) if job is not None]
+
+    def record(self, i: int, result: dict[str, Any]) -> dict[str, Any]:
+        self.results[i] = {**result, "grouping_risk": self.plans[i]}
+        return self.results[i]  # type: ignore[return-value]
+
+
+def prepare_grid(spec: GridSpec, out: Path, verbose: bool = True, stream: TextIO | None = None) -> PreparedGrid:
+    """Every cell's config and planner verdict. A refused cell is recorded, not run; with ``refused_seeds`` a
+    cell above the bound (run anyway) is kept for those seeds only."""
     out.mkdir(parents=True, exist_ok=True)
-    cells = spec.runs()
-    jobs: list[tuple[dict[str, Any], str] | None] = []
-    plans: list[dict[str, Any]] = []
-    results: list[dict[str, Any] | None] = [None] * len(cells)
-    for i, (s, a, d, seed) in enumerate(cells):
+    grid = PreparedGrid(spec, out, [], [], [], [])
+    for s, a, d, seed in spec.runs():
         cfg = spec.config_for(s, a, d, seed)
         run, plan = spec.plan(cfg)  # the grouping planner: a refused cell is recorded, not run
-        plans.append(plan)
-        jobs.append(None if run is None else
-                    (run.to_dict(), str(out / f"s{s}" / _slug(a.label) / _slug(d.label) / f"seed{seed}")))
-        if run is None:
-            results[i] = _refused(cfg, plan)
-            if verbose:
-                _report(cells[i], results[i])
-    todo = [i for i, job in enumerate(jobs) if job is not None]
+        if (plan["status"] == "above_bound" and spec.refused_seeds is not None
+                and seed not in spec.refused_seeds):
+            continue
+        grid.cells.append((s, a, d, seed))
+        grid.plans.append(plan)
+        grid.jobs.append(None if run is None else
+                         (run.to_dict(), str(out / f"s{s}" / _slug(a.label) / _slug(d.label) / f"seed{seed}")))
+        grid.results.append(None if run is not None else _refused(cfg, plan))
+        if run is None and verbose:
+            _report(grid.cells[-1], grid.results[-1], stream)  # type: ignore[arg-type]
+    return grid
+
+
+def execute(jobs: list[Job], workers: int, plugins: list[str],
+            on_result: Callable[[int, dict[str, Any]], None]) -> None:
+    """Run ``jobs`` (:func:`_run_one` each) in ``workers`` spawned processes with one compute thread each (or in
+    this process, limited to one thread and restored afterwards); ``on_result(index, result)`` as each finishes."""
+    from simulations.runner import limit_threads, restore_threads
+
     saved = limit_threads(1)  # this process, and (environment) the workers it spawns
     try:
-        if spec.workers > 1 and todo:
+        if workers > 1 and jobs:
             ctx = multiprocessing.get_context("spawn")  # fresh interpreters read the thread limits at import
-            with ProcessPoolExecutor(spec.workers, mp_context=ctx, initializer=_worker_init,
-                                     initargs=(list(spec.base.plugins),)) as ex:
-                for i, r in zip(todo, ex.map(_run_one, [jobs[i] for i in todo]), strict=True):
-                    results[i] = {**r, "grouping_risk": plans[i]}
-                    if verbose:
-                        _report(cells[i], results[i])
+            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
+                                     initargs=(list(plugins), dict(_REPORTS))) as ex:
+                futures = {ex.submit(_run_one, job): i for i, job in enumerate(jobs)}
+                for fut in as_completed(futures):
+                    on_result(futures[fut], fut.result())
         else:
-            for i in todo:
-                results[i] = {**_run_one(jobs[i]), "grouping_risk": plans[i]}  # type: ignore[arg-type]
-                if verbose:
-                    _report(cells[i], results[i])
+            SimulationConfig.grouping_report = grouping_report  # type: ignore[method-assign]
+            try:
+                for i, job in enumerate(jobs):
+                    on_result(i, _run_one(job))
+            finally:
+                SimulationConfig.grouping_report = _UNCACHED  # type: ignore[method-assign]
     finally:
         restore_threads(saved)
-    summary = summarize(spec, cells, results)  # type: ignore[arg-type]
-    (out / "grid.json").write_text(json.dumps(summary, indent=1, default=_default))
-    write_tables(spec, summary, out)
+
+
+def finish_grid(grid: PreparedGrid) -> dict[str, Any]:
+    """Summarize a grid whose runs are done: ``grid.json``, ``table.md``, heatmaps and ``config.toml``."""
+    summary = summarize(grid.spec, grid.cells, grid.results)  # type: ignore[arg-type]
+    (grid.out / "grid.json").write_text(json.dumps(summary, indent=1, default=_default))
+    write_tables(grid.spec, summary, grid.out)
     return summary
+
+
+def run_grid(spec: GridSpec | dict[str, Any], out_dir: str | Path | None = None, verbose: bool = True,
+             stream: TextIO | None = None) -> dict[str, Any]:
+    """Run every cell. ``workers`` processes (spawned, each limited to one torch/BLAS/OpenMP thread); with one
+    worker the runs execute in this process, limited to one thread as well (restored afterwards). Every run's
+    config says ``torch_threads = 1`` (unless the base sets it), so rerunning its config.toml reproduces it.
+    Progress lines go to ``stream`` (default stdout) unless ``verbose`` is false."""
+    if isinstance(spec, dict):
+        spec = GridSpec.from_dict(spec)
+    grid = prepare_grid(spec, Path(out_dir or spec.base.out_dir or f"runs/{_slug(spec.base.name)}"), verbose, stream)
+    todo = grid.todo()
+
+    def done(k: int, result: dict[str, Any]) -> None:
+        r = grid.record(todo[k], result)
+        if verbose:
+            _report(grid.cells[todo[k]], r, stream)
+
+    execute([grid.jobs[i] for i in todo], spec.workers, list(spec.base.plugins), done)  # type: ignore[misc]
+    return finish_grid(grid)
 
 
 def _refused(cfg: SimulationConfig, plan: dict[str, Any]) -> dict[str, Any]:
@@ -256,25 +348,28 @@ def _default(x: Any) -> Any:
     raise TypeError(type(x))
 
 
-def _worker_init(plugins: list[str]) -> None:
+def _worker_init(plugins: list[str], reports: dict[tuple[str, int, int], Any] | None = None) -> None:
     from simulations.config import load_plugins
     from simulations.runner import limit_threads
 
     limit_threads(1)
     load_plugins(plugins)
+    _use_report_cache(reports or {})
 
 
-def _report(cell: tuple[int, Axis, Axis, int], r: dict[str, Any]) -> None:
+def _report(cell: tuple[int, Axis, Axis, int], r: dict[str, Any], stream: TextIO | None = None) -> None:
+    """One progress line for a finished (or refused) cell, on ``stream`` (default stdout)."""
     s, a, d, seed = cell
+    out = stream or sys.stdout
     plan = r.get("grouping_risk") or {}
     if r.get("refused"):
         print(f"s={s} {a.label:>14} × {d.label:<14} seed={seed}: refused by the grouping planner (risk "
-              f"{risk_text(plan['failure_probability'])} > {plan['bound']:g}), not run", flush=True)
+              f"{risk_text(plan['failure_probability'])} > {plan['bound']:g}), not run", file=out, flush=True)
         return
     acc = r["history"][-1]["accuracy"] if r["history"] else math.nan
     note = f"  [{r['stopped_reason']}]" if r.get("error") or _stopped_early(r["stopped_reason"]) else ""
     print(f"s={s} {a.label:>14} × {d.label:<14} seed={seed}: final accuracy {100 * _num(acc):5.1f}% "
-          f"({r['seconds']:.1f}s){note}", flush=True)
+          f"({r['seconds']:.1f}s){note}", file=out, flush=True)
 
 
 def _num(x: Any) -> float:
@@ -464,7 +559,9 @@ def write_tables(spec: GridSpec, summary: dict[str, Any], out: Path) -> None:
                  f"max_grouping_risk = {b.federation.max_grouping_risk:g}; 'refused' = not run (grid.json has the "
                  "planner's message: the corrupted groups the rule tolerates, the largest group size and the "
                  "smallest clients per round that hold); an accuracy = run anyway ([grid] run_refused = true or "
-                 "[federation] accept_grouping_risk = true), above the planner's bound: the collapse it prevents.\n")
+                 "[federation] accept_grouping_risk = true), above the planner's bound: the collapse it prevents"
+                 + (f"; such cells ran with seed(s) {spec.refused_seeds} only" if spec.refused_seeds else "")
+                 + ".\n")
     (out / "table.md").write_text("".join(parts))
     (out / "config.toml").write_text(b.to_toml() + _grid_toml(spec))
 
@@ -477,7 +574,8 @@ def _grid_toml(spec: GridSpec) -> str:
 
     return (f"\n[grid]\nattacks = {ax(spec.attacks)}\ndefences = {ax(spec.defences)}\n"
             f"group_sizes = {_toml_value(spec.group_sizes)}\nseeds = {_toml_value(spec.seeds)}\n"
-            f"workers = {spec.workers}\nrun_refused = {_toml_value(spec.run_refused)}\n")
+            f"workers = {spec.workers}\nrun_refused = {_toml_value(spec.run_refused)}\n"
+            + (f"refused_seeds = {_toml_value(spec.refused_seeds)}\n" if spec.refused_seeds else ""))
 
 
 def load_grid(path: str | Path) -> GridSpec:
