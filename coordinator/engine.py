@@ -691,7 +691,8 @@ class Engine:
                                                   f_groups=min(f_left, int(keep.sum())), state=self.agg_state,
                                                   rng=self.rng)
         self._account(rs, done, dps)
-        clip_used, unclipped = self.clip, self._adapt_clip(indicator[~over], dps, sizes[~over], ~over)
+        clip_used = self.clip
+        unclipped = self._adapt_clip(indicator[~over], dps, sizes[~over], ~over, min(f_left, int((~over).sum())))
         self.params, self.opt_state = apply_update(self.optimizer, self.params, result.value.astype(np.float32),
                                                    self.opt_state)
         self.round_number = rs.number
@@ -741,21 +742,25 @@ class Engine:
             self.participation.record(list(res.survivors), z)
         self.amplified.events.append(RoundEvent(min(zs), max(rs.q, 1e-9)))
 
-    def _adapt_clip(self, indicator: np.ndarray, dps: list[Any], sizes: np.ndarray, used: np.ndarray
-                    ) -> float | None:
-        """Adaptive clipping's geometric step (Andrew, Thakkar, McMahan & Ramaswamy, NeurIPS'21, Algorithm 1):
-        b̃ = Σ_g count_g / Σ_g n_g over the groups used this round (each group's count of unclipped members from its
-        released indicator sum, clamped to [0, n_g]: :func:`privacy.client_pipeline.unclipped_count`), then
-        C ← C·exp(−η(b̃ − γ)), kept within [l2_clip/10⁴, l2_clip·10⁴]. Returns b̃ (``None`` without adaptive
-        clipping or without a usable group). The fraction of unclipped updates is estimated from the noisy counts:
-        per group the count's noise has standard deviation σ/κ grid-scaled (docs/privacy.md)."""
+    def _adapt_clip(self, indicator: np.ndarray, dps: list[Any], sizes: np.ndarray, used: np.ndarray,
+                    trim: int) -> float | None:
+        """Adaptive clipping's geometric step (Andrew, Thakkar, McMahan & Ramaswamy, NeurIPS'21, Algorithm 1) on
+        group counts: each used group's count of unclipped members from its released indicator sum, clamped to
+        [0, n_g] (:func:`privacy.client_pipeline.unclipped_count`); b̃ = the trimmed mean of the groups' fractions
+        count_g/n_g, ``trim`` groups cut from each end (the corrupted groups the rule is run for, so a tolerated
+        number of corrupted groups cannot drag b̃ beyond the honest groups' range), then C ← C·exp(−η(b̃ − γ)),
+        kept within [l2_clip/10⁴, l2_clip]: the configured clip is the ceiling, adaptive clipping only tightens.
+        Returns b̃ (``None`` without adaptive clipping or without a usable group)."""
         if not self.cfg.adaptive_clip or not len(indicator):
             return None
         chosen = [d for d, u in zip(dps, used, strict=True) if u]
-        counts = [unclipped_count(v, d, int(n)) for v, d, n in zip(indicator, chosen, sizes, strict=True)]
-        frac = min(1.0, max(0.0, math.fsum(counts) / float(sizes.sum())))
+        fractions = sorted(unclipped_count(v, d, int(n)) / float(n)
+                           for v, d, n in zip(indicator, chosen, sizes, strict=True))
+        k = max(0, min(trim, (len(fractions) - 1) // 2))
+        kept = fractions[k:len(fractions) - k]
+        frac = math.fsum(kept) / len(kept)
         step = math.exp(-self.cfg.adaptive_clip_lr * (frac - self.cfg.adaptive_clip_quantile))
-        self.clip = min(self.cfg.l2_clip * 1e4, max(self.cfg.l2_clip * 1e-4, self.clip * step))
+        self.clip = min(self.cfg.l2_clip, max(self.cfg.l2_clip * 1e-4, self.clip * step))
         return frac
 
     def _stop_all(self) -> list[Action]:
