@@ -45,6 +45,9 @@ class FederationConfig:
     trust_floor: float = 0.05
     ban_threshold: float = 0.2
     trust_min_evidence: int = 5
+    trust_negative_weight: float = 2.0  # w⁻: weight of a fully negative observation (docs/trust.md, bans)
+    trust_deviation_decay: float = 0.97  # λ_d: memory of the co-deviation evidence (docs/trust.md (g))
+    trust_deviation_threshold: float = 2.0  # co-deviation statistic from which evidence is negative; 0: off
     selection: str = "trust"  # "trust" (∝ max(trust, floor)) or "uniform" (the baseline trust is measured against)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -61,7 +64,9 @@ class FederationConfig:
 
         return TrustParams(decay=self.trust_decay, outlier_threshold=self.trust_outlier_threshold,
                            floor=self.trust_floor, ban_threshold=self.ban_threshold,
-                           min_evidence=self.trust_min_evidence, selection=self.selection)
+                           min_evidence=self.trust_min_evidence, selection=self.selection,
+                           negative_weight=self.trust_negative_weight, deviation_decay=self.trust_deviation_decay,
+                           deviation_threshold=self.trust_deviation_threshold)
 
     def validate(self) -> None:
         from aggregation import parse_pipeline

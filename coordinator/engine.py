@@ -698,10 +698,15 @@ class Engine:
         self.round_number = rs.number
         units = [list(res.survivors) for _, res in done]
         final = sums / sizes[:, None]
-        scores = (debiased_outlier_scores(final, effective_noise_variance(noise_var, final)) if len(done) > 1
-                  else np.ones(1))
+        eff_var = effective_noise_variance(noise_var, final)
+        scores = debiased_outlier_scores(final, eff_var) if len(done) > 1 else np.ones(1)
         scores[over] = np.inf
-        self.trust.observe_units(units, scores)
+        # coordinated stealthy attacks: each kept unit's deviation along the round's dominant direction, accumulated
+        # per client across rounds of fresh groups (docs/trust.md (g)); excluded units are left out of it
+        from coordinator.evidence import deviation_evidence
+
+        deviations = deviation_evidence(np.where(over[:, None], np.nan, final), eff_var, sizes)
+        self.trust.observe_units(units, scores, deviations)
         for _, res in done:  # a holder whose share contradicted the owner's commitment: direct evidence
             for c in res.faulty:
                 self.trust.observe(c, 0.0, 1.0)

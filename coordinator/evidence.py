@@ -242,3 +242,131 @@ def duplicate_units(means: np.ndarray, dp_var: np.ndarray | float, round_var_max
         if float(np.sum((x[i] - x[j]) ** 2)) <= floor[a, b]:
             flags[i] = flags[j] = True
     return flags
+
+
+# ── direction evidence: group testing for coordinated stealthy attacks ───────────────────────────────────────
+def deviation_evidence(means: np.ndarray, noise_var: np.ndarray | float, sizes: np.ndarray | float = 1.0
+                       ) -> np.ndarray:
+    """Per unit (a group mean, or a client with s = 1) its signed, standardized deviation along the round's
+    dominant deviation direction, oriented towards the minority tail: > 0 suspicious, < 0 on the majority side,
+    0 when the round shows no deviation beyond the noise.
+
+    *The attacks it is for.* Stealthy coordinated attacks – ALIE (Baruch et al., NeurIPS'19), IPM (Xie et al.,
+    UAI'19), min-max/min-sum (Shejwalkar & Houmansadr, NDSS'21), mimic (Karimireddy et al., ICLR'22) – shift every
+    update they control by the *same* vector within a round and stay inside the honest spread, so no unit is an
+    outlier by distance. But the shift is one direction: every unit that holds attackers moves the same way,
+    by its attackers' share. That is what this finds.
+
+    *Method.* Units are weighted by their sizes n_g (w_g = n_g/Σn). Centred on the weighted mean, the deviations
+    e_g = x_g − x̄ satisfy Σ w_g e_g = 0. Their weighted Gram matrix with the noise covariance removed,
+    M = D(E Eᵀ − d·N)D (D = diag √w; N the per-coordinate covariance of the centred noise, from the independent
+    noise variances v_g), has a top eigenvector a with eigenvalue λ: the direction u = Eᵀ D a in which the units
+    deviate most beyond the noise (principal component analysis of the group means, debiased like
+    :func:`debiased_outlier_scores`). The projections p_g = ⟨e_g, u⟩/‖u‖ are standardized, z_g = p_g / √(Σ w p²),
+    so that Σ w_g z_g = 0 and Σ w_g z_g² = 1, and multiplied by the signal fraction ρ = λ / (λ + d·aᵀDNDa) ∈ [0, 1]
+    (0 when the deviation is no larger than the noise). The sign of u is free: it is oriented so that the
+    weighted third moment Σ w_g z_g³ is positive – the tail is the suspicious side. Why: if attackers are a
+    minority of the *clients*, the number of attackers k in a random group of s is hypergeometric/binomial with
+    p < ½, whose skewness (1 − 2p)/√(s p (1 − p)) is positive, and the shift of a group is k/s times the attack.
+    In one round with few groups the sample skew can point the wrong way (3 groups of 3 with attackers in two of
+    them look like one deviating honest group); over rounds with fresh random groups (group testing, Dorfman,
+    Ann. Math. Stat. 1943; with adversarial items, e.g. the "Byzantine-robust" group testing of Du & Hwang,
+    "Combinatorial Group Testing and Its Applications", 2000) the expected evidence of an attacker is positive
+    and that of an honest client negative, because the evidence of a round sums to zero over clients
+    (Σ n_g z_g = 0) and every attacker is always in a group that holds an attacker. The consistency of the
+    deviation direction across units is the signal that FoolsGold (Fung et al., RAID'20) uses between clients;
+    here it is measured between group means, which is all secure aggregation reveals.
+
+    Returns 0 for every unit when fewer than 3 finite units exist (two points have no tail), when the means
+    do not deviate beyond the noise, or when the orientation is undecided (third moment 0); non-finite rows
+    get 0 (they are full negative evidence elsewhere)."""
+    x = np.asarray(means, dtype=np.float64)
+    g, d = x.shape
+    out = np.zeros(g)
+    finite = np.isfinite(x).all(axis=1)
+    idx = np.flatnonzero(finite)
+    if len(idx) < 2 or d == 0:
+        return out
+    x = x[idx]
+    v = _rows(noise_var, g)[idx]
+    w = _rows(sizes, g)[idx]
+    w = w / w.sum()
+    e = x - w @ x
+    # per-coordinate covariance of the centred noise: Cov(e_i, e_j) = δ_ij v_i − w_i v_i − w_j v_j + Σ w_k² v_k
+    wv = w * v
+    noise = np.diag(v) - wv[:, None] - wv[None, :] + float(np.sum(w * wv))
+    sw = np.sqrt(w)
+    gram = e @ e.T
+    m = sw[:, None] * (gram - d * noise) * sw[None, :]
+    vals, vecs = np.linalg.eigh(m)
+    lam, a = float(vals[-1]), vecs[:, -1]
+    noise_along = float(a @ (sw[:, None] * (d * noise) * sw[None, :]) @ a)
+    if not lam > 1e-12 * float(np.sum(w * np.einsum("ij,ij->i", x, x))):  # no deviation (rounding error only)
+        return out
+    rho = lam / (lam + max(noise_along, 0.0))
+    p = gram @ (sw * a)  # E u with u = Eᵀ D a (unnormalized: the standardization removes the scale)
+    rms = float(np.sqrt(np.sum(w * p * p)))
+    if not rms > 0:
+        return out
+    z = p / rms
+    third = float(np.sum(w * z**3))
+    out[idx] = (-1.0 if third < -1e-9 else 1.0) * rho * z
+    return out
+
+
+def round_orientation(deviation: np.ndarray, drift: np.ndarray) -> float:
+    """The sign (±1) under which one round's per-client deviation evidence ``deviation`` (the unit's value of
+    :func:`deviation_evidence` for each of its members) agrees with the members' accumulated ``drift``.
+
+    The sign of a round's deviation direction cannot be trusted from the round alone (few groups: 3 groups of 3
+    with attackers in two look like one deviating honest group). The clients' co-deviation matrix
+    C = Σ_t ζ_t ζ_tᵀ (ζ_t: the round's per-client evidence, 0 for clients not in it) does not depend on those signs,
+    and its top eigenvector separates clients that always deviate *together* – the members of a coordinated
+    attack – from the rest. Orienting each ζ_t by its inner product with the running estimate and adding it
+    is one step of a streaming power iteration for that eigenvector (Oja, J. Math. Biol. 1982; a sign-only
+    variant): ``drift`` is that running estimate, one number per client, so the state stays O(clients).
+    Since Σ ζ = 0 within a round, a drift common to every client does not change the orientation. Returns the
+    round's own sign (+1) when the inner product is 0 (the first rounds, or nobody in the round observed yet)."""
+    dot = float(np.dot(np.asarray(deviation, np.float64), np.asarray(drift, np.float64)))
+    return -1.0 if dot < 0 else 1.0
+
+
+def codeviation_statistics(drift: np.ndarray, energy: np.ndarray, gate: float = 2.0) -> np.ndarray:
+    """Per client the self-normalized co-deviation statistic T_i = ± drift_i / √energy_i, oriented so that the
+    minority of clients that deviate together has T > 0; all 0 while the population shows no such minority.
+
+    ``drift`` is the decayed sum of a client's oriented per-round evidence, ``energy`` the decayed sum of its squares,
+    so for a client whose evidence has mean 0 (an honest client in a federation without a coordinated attack) T is
+    ≈ N(0, 1) whatever the scale of the evidence (a self-normalized sum; de la Peña, Lai & Shao, "Self-Normalized
+    Processes", 2009), and a client whose evidence has mean μ > 0 and std σ drifts like μ/σ · √(observations).
+    The drift's global sign is arbitrary (it is an eigenvector, :func:`round_orientation`); it is fixed by the
+    skewness of T over the clients observed so far: attackers are a minority, so their side is the long tail.
+    Orientation needs a skewness of at least ``gate`` standard errors (√(6/n) for n clients under normality),
+    else every T is 0 – no evidence without a detectable coordinated minority (this keeps federations without
+    a coordinated attack nearly free of it; measured in docs/trust.md). Clients with zero energy get 0."""
+    s = np.asarray(drift, np.float64)
+    q = np.asarray(energy, np.float64)
+    out = np.zeros(len(s))
+    obs = q > 0
+    n = int(obs.sum())
+    if n < 3:
+        return out
+    t = s[obs] / np.sqrt(q[obs])
+    c = t - t.mean()
+    m2 = float(np.mean(c * c))
+    if not m2 > 0:
+        return out
+    skew = float(np.mean(c**3)) / m2**1.5
+    if abs(skew) < gate * np.sqrt(6.0 / n):
+        return out
+    out[obs] = np.sign(skew) * t
+    return out
+
+
+def deviation_negative_evidence(statistic: np.ndarray | float, threshold: float) -> np.ndarray:
+    """Negative evidence from the co-deviation statistic T: clip((T − t)/t, 0, 1) – none up to t, full from 2t.
+    Never positive evidence: T < t (the majority side) gives 0. ``threshold`` = 0 disables it (all 0)."""
+    t = np.asarray(statistic, np.float64)
+    if threshold <= 0:
+        return np.zeros_like(t)
+    return np.clip((t - threshold) / threshold, 0.0, 1.0)

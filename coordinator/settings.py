@@ -8,7 +8,8 @@ TOML layout (every key optional; see ``fl-coordinator serve --help`` and docs/pr
     [federation]  rounds, clients_per_round, min_clients_per_round, group_size, aggregator, byzantine,
                   server_optimizer, server_lr, local_epochs, batch_size, lr, l2_clip, noise_multiplier,
                   quantization_bits, modulus_bits, epsilon, delta, train_timeout, phase_timeout, seed,
-                  trust_decay, trust_outlier_threshold, trust_floor, ban_threshold, trust_min_evidence
+                  trust_decay, trust_outlier_threshold, trust_floor, ban_threshold, trust_min_evidence,
+                  trust_negative_weight, trust_deviation_decay, trust_deviation_threshold
     [model]       spec = "mlp:64-32-10"  (or a JSON file path, or an inline table {input_shape, layers, ...})
     [evaluation]  dataset = "digits" | "none" | "path/to/test.npz" (arrays x, y)
 
@@ -151,6 +152,9 @@ FEDERATION_HELP = {
     "trust_floor": "exploration floor of the selection weight (nobody starves)",
     "ban_threshold": "ban a client whose trust falls below this (after trust_min_evidence rounds); 0 = never",
     "trust_min_evidence": "observations before a client can be banned",
+    "trust_negative_weight": "w⁻: weight of a fully negative observation (2: a ban after 5 of them instead of 12)",
+    "trust_deviation_decay": "λ_d: memory of the co-deviation evidence against coordinated stealthy attacks",
+    "trust_deviation_threshold": "co-deviation statistic from which a client gets negative evidence; 0 = off",
 }
 
 

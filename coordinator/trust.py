@@ -37,6 +37,9 @@ class TrustParams:
     ban_threshold: float = 0.2
     min_evidence: int = 5
     selection: str = "trust"  # "trust": sampled ∝ max(trust, floor); "uniform": every eligible client alike
+    negative_weight: float = 2.0  # w⁻: weight of one fully negative observation (bans after 5 instead of 12)
+    deviation_decay: float = 0.97  # λ_d: memory of the co-deviation accumulator (≈ 1/(1 − λ_d) observations)
+    deviation_threshold: float = 2.0  # t: co-deviation statistic from which evidence is negative (0: off)
 
     def __post_init__(self) -> None:
         if self.selection not in ("trust", "uniform"):
@@ -49,6 +52,13 @@ class TrustParams:
             raise ValueError(f"outlier_threshold must be > 1, got {self.outlier_threshold}")
         if not 0 < self.floor <= 1 or not 0 <= self.ban_threshold < 1 or self.min_evidence < 0:
             raise ValueError("need 0 < floor <= 1, 0 <= ban_threshold < 1, min_evidence >= 0")
+        if not self.negative_weight >= 1:
+            raise ValueError(f"negative_weight must be >= 1, got {self.negative_weight}")
+        if not 0 <= self.deviation_decay < 1:
+            raise ValueError(f"deviation_decay must be in [0, 1), got {self.deviation_decay}")
+        if not self.deviation_threshold >= 0:
+            raise ValueError(f"deviation_threshold must be >= 0 (0: no co-deviation evidence), "
+                             f"got {self.deviation_threshold}")
 
 
 @dataclass
@@ -57,6 +67,10 @@ class ClientTrust:
     beta: float
     observations: int = 0
     banned: bool = False
+    # co-deviation accumulator (docs/trust.md (g)): decayed sum of the oriented per-round deviation evidence and
+    # of its squares; absent from states saved before it existed (defaults)
+    drift: float = 0.0
+    drift_energy: float = 0.0
 
     @property
     def trust(self) -> float:
@@ -89,21 +103,74 @@ class TrustState:
         p = self.params
         c = self.ensure(client)
         c.alpha = p.prior_alpha + p.decay * (c.alpha - p.prior_alpha) + positive
-        c.beta = p.prior_beta + p.decay * (c.beta - p.prior_beta) + negative
+        c.beta = p.prior_beta + p.decay * (c.beta - p.prior_beta) + p.negative_weight * negative
         c.observations += 1
         if c.observations >= p.min_evidence and c.trust < p.ban_threshold:
             c.banned = True
 
-    def observe_units(self, units: list[list[str]], outlier_scores: Any) -> None:
+    def observe_units(self, units: list[list[str]], outlier_scores: Any, deviations: Any = None) -> None:
         """Evidence for one round: ``units[j]`` are the members of unit j (a client, or a group), scored
-        ``outlier_scores[j]`` by the aggregation diagnostics; every member receives the unit's evidence."""
+        ``outlier_scores[j]`` (:func:`coordinator.evidence.debiased_outlier_scores`); every member receives the
+        unit's evidence. ``deviations[j]`` (optional, :func:`coordinator.evidence.deviation_evidence`) is the unit's
+        signed deviation along the round's dominant direction: it feeds every member's co-deviation accumulator,
+        and a member whose accumulated statistic is on the coordinated minority's side beyond the threshold gets
+        that much more negative evidence (:meth:`observe_deviations`) – never positive evidence."""
         scores = np.asarray(outlier_scores, dtype=float)
         if len(units) != len(scores):
             raise ValueError(f"{len(units)} units but {len(scores)} scores")
+        extra = self.observe_deviations(units, deviations) if deviations is not None else {}
         for members, score in zip(units, scores, strict=True):
             pos, neg = evidence_from_score(float(score), self.params)
             for m in members:
-                self.observe(m, pos, neg)
+                x = extra.get(m, 0.0)
+                self.observe(m, pos * (1.0 - x), neg + (1.0 - neg) * x)
+
+    def observe_deviations(self, units: list[list[str]], deviations: Any) -> dict[str, float]:
+        """Update the members' co-deviation accumulators with one round's deviation evidence and return each
+        member's extra negative evidence in [0, 1] (docs/trust.md (g)).
+
+        The round's per-client evidence ζ (the unit's value for each member) is oriented to agree with the
+        members' accumulated drift (:func:`coordinator.evidence.round_orientation`), then every member's
+        drift ← λ_d·drift + ζ and energy ← λ_d·energy + ζ². The statistic T (drift / √energy, oriented towards the
+        minority that deviates together, :func:`coordinator.evidence.codeviation_statistics`) over every client
+        seen so far gives the negative evidence clip((T − t)/t, 0, 1) of the members observed this round."""
+        from coordinator.evidence import (
+            codeviation_statistics,
+            deviation_negative_evidence,
+            round_orientation,
+        )
+
+        p = self.params
+        dev = np.asarray(deviations, dtype=float)
+        if len(units) != len(dev):
+            raise ValueError(f"{len(units)} units but {len(dev)} deviations")
+        if p.deviation_threshold <= 0:
+            return {}
+        pairs = [(m, float(z)) for members, z in zip(units, dev, strict=True) for m in members
+                 if np.isfinite(z)]
+        if not pairs or not any(z != 0 for _, z in pairs):
+            return {}
+        sign = round_orientation(np.array([z for _, z in pairs]),
+                                 np.array([self.ensure(m).drift for m, _ in pairs]))
+        for m, z in pairs:
+            c = self.ensure(m)
+            c.drift = p.deviation_decay * c.drift + sign * z
+            c.drift_energy = p.deviation_decay * c.drift_energy + z * z
+        names = list(self.clients)
+        stats = codeviation_statistics(np.array([self.clients[k].drift for k in names]),
+                                       np.array([self.clients[k].drift_energy for k in names]))
+        neg = deviation_negative_evidence(stats, p.deviation_threshold)
+        at = dict(zip(names, neg.tolist(), strict=True))
+        return {m: at[m] for m, _ in pairs}
+
+    def codeviation(self) -> dict[str, float]:
+        """Every known client's current co-deviation statistic T (0 while no coordinated minority shows)."""
+        from coordinator.evidence import codeviation_statistics
+
+        names = list(self.clients)
+        stats = codeviation_statistics(np.array([self.clients[k].drift for k in names]),
+                                       np.array([self.clients[k].drift_energy for k in names]))
+        return dict(zip(names, stats.tolist(), strict=True))
 
     def selectable(self, clients: list[str]) -> list[str]:
         return [c for c in clients if not self.ensure(c).banned]

@@ -58,12 +58,12 @@ def test_floor_keeps_everyone_selectable_and_bans_apply() -> None:
         for c in state.select(clients, 3, rng):
             counts[c] += 1
     assert counts["c0"] > 100  # … yet still selected regularly: never starved
-    # trust under pure negative evidence tends to α0/(α0 + β0 + 1/(1−λ)) = 2/13; a ban at 0.3 comes after
-    # 5 fully negative observations (trust 2/7 = 0.29), not before min_evidence = 3
+    # a fully negative observation weighs w⁻ = 2: after 2 of them trust is 2/6.8 = 0.294 < 0.3, but the ban waits
+    # for min_evidence = 3 observations
     banning = TrustState(TrustParams(floor=0.1, ban_threshold=0.3, min_evidence=3))
     for k in range(1, 6):
         banning.observe("c9", 0.0, 1.0)
-        assert banning.ensure("c9").banned == (k >= 5), (k, banning.trust("c9"))
+        assert banning.ensure("c9").banned == (k >= 3), (k, banning.trust("c9"))
     assert all("c9" not in banning.select(clients, 5, rng) for _ in range(50))
     with pytest.raises(ValueError, match="only"):
         banning.select(clients, 10, rng)
@@ -175,3 +175,25 @@ def test_uniform_selection_ignores_trust_but_keeps_bans() -> None:
     assert picks.count("a") / 4000 < 0.1
     st.clients["a"].banned = True
     assert "a" not in st.select(["a", "b", "c", "d"], 3, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize(("weight", "needed"), [(2.0, 5), (1.0, 12)])
+def test_ban_reachability_under_persistent_negative_evidence(weight: float, needed: int) -> None:
+    """From the prior (trust 2/3), the default ban (trust < 0.2, ≥ 5 observations) needs 5 fully negative
+    observations with the default negative weight w⁻ = 2 (β = 1 + 2·Σ0.9^k ≥ 8 at k = 5); with w⁻ = 1 (the beta
+    reputation's unweighted update) 12, as before. After a long fully positive record (30 observations) 15
+    instead of 27."""
+    state = TrustState(TrustParams(negative_weight=weight))
+    k = 0
+    while not state.ensure("x").banned:
+        state.observe("x", 0.0, 1.0)
+        k += 1
+    assert k == needed
+    state = TrustState(TrustParams(negative_weight=weight))
+    for _ in range(30):
+        state.observe("y", 1.0, 0.0)
+    k = 0
+    while not state.ensure("y").banned and k < 100:
+        state.observe("y", 0.0, 1.0)
+        k += 1
+    assert k == (15 if weight == 2.0 else 27)
