@@ -260,6 +260,12 @@ class Simulation:
         selection = [{"round": r, "clients": ids, "trust": [float(t) for t in trust]}
                      for r, (ids, trust) in sorted(driver.selection.items()) if r in done]
         client_ids = list(driver.ids) if cfg.mode == "direct" else [s.client_id for s in driver.sessions.values()]
+        # per population index the trust system's final view: trust, ban, observations, co-deviation statistic
+        ts = driver.engine.trust
+        codev = ts.codeviation()
+        extra["trust_final"] = [{"trust": ts.trust(c), "banned": ts.ensure(c).banned,
+                                 "observations": ts.ensure(c).observations, "codeviation": codev.get(c, 0.0)}
+                                for c in client_ids]
         result = SimulationResult(cfg, history, self.byzantine, reason, time.perf_counter() - t0,
                                   self.client_updates, extra=extra, selection=selection, client_ids=client_ids,
                                   code_version=self.code_version, code_changes=self.code_changes, error=error,
