@@ -137,8 +137,9 @@ def f_told(fraction: float, m: int) -> int:
 
 
 def grid_spec(st: Settings, scenario: str, m: int, fraction: float, group_sizes: list[int],
-              defences: list[tuple[str, str]]) -> GridSpec:
-    """The grid of one (scenario, m, β): the scenario's base config with the suite's cells."""
+              defences: list[tuple[str, str]], check: bool = True) -> GridSpec:
+    """The grid of one (scenario, m, β): the scenario's base config with the suite's cells (``check``: every cell
+    validated up front, as :meth:`GridSpec.from_dict` does; without it, cells are checked when asked for)."""
     data = load_toml(CONFIGS / SCENARIOS[scenario][0])
     data.update(rounds=st.rounds, name=f"{scenario} m={m} byz={num_byzantine(fraction)}")
     data["federation"].update(clients_per_round=m, byzantine=f_told(fraction, m))
@@ -150,39 +151,59 @@ def grid_spec(st: Settings, scenario: str, m: int, fraction: float, group_sizes:
     if st.refused_seeds:
         grid["refused_seeds"] = st.refused_seeds
     data["grid"] = grid
-    return GridSpec.from_dict(data)
+    if check:
+        return GridSpec.from_dict(data)
+    from simulations.config import SimulationConfig
+    from simulations.grid import _axis
+
+    base = SimulationConfig.from_dict({k: v for k, v in data.items() if k != "grid"})
+    return GridSpec(base, _axis("attacks", grid["attacks"]), _axis("defences", grid["defences"]), list(group_sizes),
+                    list(st.seeds), st.workers, True, st.run_refused, st.refused_seeds)
 
 
 def _attacked_status(spec: GridSpec, s: int, defence_index: int) -> dict[str, Any]:
     """The planner's verdict on a defence's attacked cells at group size s (the same for every attack: only the
-    Byzantine population matters)."""
+    Byzantine population matters); ``{"status": "cannot_run", "failure_probability": 1.0, "message": …}`` when the
+    rule cannot run over that many groups for any f (e.g. Krum over 2 groups)."""
+    from simulations.config import ConfigError
+
     attack = next(a for a in spec.attacks if a.spec != NONE)
-    _, plan = spec.plan(spec.config_for(s, attack, spec.defences[defence_index], spec.seeds[0]))
+    try:
+        _, plan = spec.plan(spec.config_for(s, attack, spec.defences[defence_index], spec.seeds[0]))
+    except ConfigError as exc:
+        if "no f works" not in str(exc):
+            raise
+        return {"status": "cannot_run", "failure_probability": 1.0, "message": str(exc)}
     return plan
 
 
 def build_parts(st: Settings, out: Path) -> list[Part]:
-    """Every grid of the stage, prepared (configs checked, planner verdicts taken)."""
+    """Every grid of the stage, prepared (configs checked, planner verdicts taken). ``tables``: one grid per
+    (scenario, m, β) over the group sizes the defence can run at; ``select``: one grid per (scenario, m, β, s) over
+    the defences the planner accepts there (refused ones are recorded with their risk, not run)."""
     parts = []
     for sc in st.scenarios:
         for m in st.clients_per_round:
             for frac in st.fractions:
                 where = out / sc / f"m{m}_byz{num_byzantine(frac)}"
+                full = grid_spec(st, sc, m, frac, st.group_sizes, st.defences, check=False)
+                plans = {(s, k): _attacked_status(full, s, k) for s in st.group_sizes
+                         for k in range(len(st.defences))}
+                skip_status = ("cannot_run",) if st.stage == "tables" else ("cannot_run", "refused")
+                skipped = [{"defence": st.defences[k][0], "s": s, **p} for (s, k), p in plans.items()
+                           if p["status"] in skip_status]
                 if st.stage == "tables":
-                    spec = grid_spec(st, sc, m, frac, st.group_sizes, st.defences)
-                    parts.append(Part(sc, m, frac, prepare_grid(spec, where, verbose=False)))
+                    sizes = [s for s in st.group_sizes if plans[(s, 0)]["status"] not in skip_status]
+                    grid = (prepare_grid(grid_spec(st, sc, m, frac, sizes, st.defences), where, verbose=False)
+                            if sizes else None)
+                    parts.append(Part(sc, m, frac, grid, skipped))
                     continue
-                full = grid_spec(st, sc, m, frac, st.group_sizes, st.defences)
-                for s in st.group_sizes:  # select: only the defences the planner accepts somewhere are run
-                    plans = [_attacked_status(full, s, k) for k in range(len(st.defences))]
-                    keep = [d for d, p in zip(st.defences, plans, strict=True) if p["status"] != "refused"]
-                    skipped = [{"defence": d[0], "s": s, **p} for d, p in zip(st.defences, plans, strict=True)
-                               if p["status"] == "refused"]
-                    if keep:
-                        spec = grid_spec(st, sc, m, frac, [s], keep)
-                        parts.append(Part(sc, m, frac, prepare_grid(spec, where / f"s{s}", verbose=False), skipped))
-                    else:
-                        parts.append(Part(sc, m, frac, None, skipped))
+                for s in st.group_sizes:
+                    keep = [d for k, d in enumerate(st.defences) if plans[(s, k)]["status"] not in skip_status]
+                    mine = [x for x in skipped if x["s"] == s]
+                    grid = (prepare_grid(grid_spec(st, sc, m, frac, [s], keep), where / f"s{s}", verbose=False)
+                            if keep else None)
+                    parts.append(Part(sc, m, frac, grid, mine))
     return parts
 
 
@@ -303,7 +324,7 @@ def rows_of_grid(summary: dict[str, Any], scenario: str, m: int, fraction: float
 
 def skipped_rows(part: Part) -> list[Row]:
     """Select: the defences refused in a (scenario, m, β, s) and therefore not run."""
-    return [Row(part.scenario, part.m, part.fraction, sk["s"], sk["defence"], "refused",
+    return [Row(part.scenario, part.m, part.fraction, sk["s"], sk["defence"], sk["status"],
                 float(sk["failure_probability"])) for sk in part.skipped]
 
 
@@ -324,7 +345,8 @@ def _esc(text: str) -> str:
 def verdict_label(row: Row) -> str:
     risk = risk_text(row.risk)
     return {"ok": f"accepts (risk {risk})", "refused": f"refuses¶ (risk {risk}), not run",
-            "above_bound": f"refuses¶ (risk {risk}), run anyway"}.get(row.status, row.status)
+            "above_bound": f"refuses¶ (risk {risk}), run anyway",
+            "cannot_run": "cannot run over this many groups (no f works), not run"}.get(row.status, row.status)
 
 
 def verdict_table(rows: list[Row], with_defence: bool) -> str:
@@ -421,10 +443,11 @@ def ranking_section(rows: list[Row]) -> str:
     return "\n".join(out) + "\n"
 
 
-def attack_table(part: Part, s_list: list[int]) -> tuple[str, np.ndarray, list[str], list[str], list[list[str]]]:
+def attack_table(part: Part) -> tuple[str, np.ndarray, list[str], list[str], list[list[str]]]:
     """Tables stage: rows = attacks, columns = group sizes, for the (single) defence under test."""
     summary = part.summary
     assert summary is not None
+    s_list = [int(s) for s in summary["group_sizes"]]
     cols = [f"s = {s}" for s in s_list]
     labels = [cell_labels(summary, s) for s in s_list]
     values = [matrix(summary, s)[0] for s in s_list]
@@ -451,11 +474,15 @@ def scenario_markdown(st: Settings, scenario: str, parts: list[Part], rows: list
             "each grid's folder has `grid.json` (every run) and `table.md` (marks † ‡ § ¶ explained).\n"]
     if st.stage == "tables":
         for p in parts:
-            table, m, r_labels, cols, grid = attack_table(p, st.group_sizes)
+            if p.summary is None:
+                continue
+            table, m, r_labels, cols, grid = attack_table(p)
             name = f"m{p.m}_byz{num_byzantine(p.fraction)}"
             text.append(f"\n## {p.m} clients per round, {100 * p.fraction:.0f} % Byzantine "
                         f"({num_byzantine(p.fraction)} of {POPULATION}), f told = {f_told(p.fraction, p.m)} – "
-                        f"{_esc(st.defences[0][0])} = `{st.defences[0][1]}`\n\n{table}\n\n![heatmap]({name}.png)\n")
+                        f"`{st.defences[0][1]}`\n\n{table}\n\n![heatmap]({name}.png)\n")
+            for sk in p.skipped:
+                text.append(f"\nGroups of {sk['s']}: the defence cannot run ({sk['message']}).\n")
             plot_heatmap(m, r_labels, cols, f"{title}: m = {p.m}, {100 * p.fraction:.0f} % Byzantine",
                          out / f"{name}.png", labels=[[c.replace(" (risk", "\n(risk") for c in row] for row in grid])
     text.append("\n## Planner verdict and worst case per configuration\n")
@@ -506,7 +533,7 @@ def run_stage(st: Settings, out: Path, version: str) -> dict[str, Any]:
     versions = sorted({p.summary["code_version"] for p in parts if p.summary})
     version = versions[0] if len(versions) == 1 else "mixed: " + ", ".join(versions) if versions else version
     for sc in st.scenarios:
-        mine = [p for p in parts if p.scenario == sc and p.grid is not None]
+        mine = [p for p in parts if p.scenario == sc]
         (out / sc).mkdir(parents=True, exist_ok=True)
         (out / sc / "table.md").write_text(scenario_markdown(st, sc, mine, [r for r in rows if r.scenario == sc],
                                                              out / sc, version))
