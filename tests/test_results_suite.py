@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from simulations import results_suite as suite
 from simulations.centralised import honest_simulation, pooled_honest_data, train_centralised
-from simulations.config import SimulationConfig
+from simulations.config import ConfigError, SimulationConfig
 from simulations.runner import Simulation
 
 
@@ -91,3 +92,21 @@ def test_centralised_baseline_beats_chance_on_honest_data_only() -> None:
     rows = {row.tobytes() for row in x}
     for i in r.byzantine:  # none of the Byzantine clients' examples is in the training set
         assert not any(row.astype(np.float32).tobytes() in rows for row in sim.data.xs[i])
+
+
+def test_grid_runs_refused_cells_with_the_refused_seeds_only(tmp_path: Path) -> None:
+    from simulations.grid import GridSpec, prepare_grid
+
+    data = {"name": "rs", "rounds": 1, "mode": "direct", "plots": False,
+            "data": {"num_clients": 8, "partition": "iid"}, "model": {"hidden": [8]},
+            "federation": {"clients_per_round": 6, "group_size": 1, "aggregator": "mean", "byzantine": 1},
+            "attack": {"name": "none", "num_byzantine": 1},
+            # FedAvg under attack is refused (risk 0.75), run anyway with seed 0 only; no attack runs every seed
+            "grid": {"attacks": ["none", "ipm(eps=0.5)"], "defences": ["mean"], "seeds": [0, 1],
+                     "run_refused": True, "refused_seeds": [0]}}
+    grid = prepare_grid(GridSpec.from_dict(data), tmp_path, verbose=False)
+    cells = [(a.spec, seed) for _, a, _, seed in grid.cells]
+    assert cells == [("none", 0), ("none", 1), ("ipm(eps=0.5)", 0)] and len(grid.todo()) == 3
+    assert grid.plans[2]["status"] == "above_bound"
+    with pytest.raises(ConfigError, match="refused_seeds"):
+        GridSpec.from_dict({**data, "grid": {**data["grid"], "refused_seeds": [5]}})
