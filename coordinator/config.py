@@ -9,6 +9,14 @@ from typing import Any
 from flcore.modelspec import ModelSpec
 
 
+# The default defence of serve, FederationConfig and simulate (one constant; chosen from the result suite's
+# selection stage, docs/aggregation.md "The default defence"): centered clipping (Karimireddy, He & Jaggi ICML'21)
+# after clipping to the median norm, with server momentum – no bucketing, so the grouping planner accepts it where
+# it accepts the median (bucketing halves the inputs); with adaptive clipping to the honest median norm.
+DEFAULT_AGGREGATOR = "clip(median)|cc(tau=0.3, iters=3)|momentum(beta=0.9)"
+DEFAULT_ADAPTIVE_CLIP_QUANTILE = 0.5
+
+
 @dataclass(frozen=True)
 class FederationConfig:
     model: ModelSpec
@@ -18,7 +26,7 @@ class FederationConfig:
     group_size: int = 5  # s (1: no secure aggregation across clients – each client is its own group)
     threshold_rule: str = "two-thirds"  # SecAgg+ threshold floor per group ("majority" | "two-thirds")
     colluders: int = 1  # colluding group members the threshold must withstand (2t − n > colluders)
-    aggregator: str = "median"  # robust pipeline over group means
+    aggregator: str = DEFAULT_AGGREGATOR  # robust pipeline over group means
     byzantine: int = 0  # f: Byzantine clients to tolerate
     server_optimizer: str = "fedavg"
     server_lr: float = 1.0
@@ -28,7 +36,7 @@ class FederationConfig:
     l2_clip: float = 1.0  # C (the initial C with adaptive clipping)
     # Adaptive clipping (Andrew et al. NeurIPS'21): C follows the γ-quantile of the clients' update norms,
     # estimated from clipped-indicator bits carried inside the secure-aggregation vector (0: fixed C)
-    adaptive_clip_quantile: float = 0.0  # γ
+    adaptive_clip_quantile: float = DEFAULT_ADAPTIVE_CLIP_QUANTILE  # γ (0: fixed clip)
     adaptive_clip_lr: float = 0.2  # η: C ← C·exp(−η(b̃ − γ))
     adaptive_clip_weight: float = 0.5  # κ/C: weight of the indicator coordinate (the update's noise grows by
     # √(1 + (κ/C)²/4): ε is unchanged, the noise shares cover update and indicator)

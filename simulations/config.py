@@ -113,9 +113,11 @@ class AttackConfig:
 # ── [federation]: derived from coordinator.config.FederationConfig, so the two cannot drift ───────────────────
 # Every FederationConfig field is a [federation] key except the ones the harness sets itself (the model from
 # [model], rounds and seed from the top level, ``extra``). The harness keeps its own defaults for a few keys
-# (FedAvg over groups of 1 with a loose clip: the plainest federation, so a config states what it studies).
+# (10 clients per round in groups of 1 with a loose clip ceiling, so a config states what secure aggregation it
+# studies); the defence – the aggregator and adaptive clipping – is the product's own default
+# (coordinator.config.DEFAULT_AGGREGATOR), shared with serve and FederationConfig.
 FEDERATION_EXCLUDED = ("model", "rounds", "seed", "extra")
-HARNESS_DEFAULTS: dict[str, Any] = {"clients_per_round": 10, "group_size": 1, "aggregator": "mean", "l2_clip": 10.0}
+HARNESS_DEFAULTS: dict[str, Any] = {"clients_per_round": 10, "group_size": 1, "l2_clip": 10.0}
 # harness-only keys (not FederationConfig fields): name, type, default, meaning
 HARNESS_ONLY: tuple[tuple[str, type, Any, str], ...] = (
     ("bans", bool, True, "False: the trust system never bans (ban_threshold = 0), isolating the aggregation rule"),
