@@ -8,7 +8,6 @@ from typing import Any
 
 from flcore.modelspec import ModelSpec
 
-
 # The default defence of serve, FederationConfig and simulate (one constant; chosen from the result suite's
 # selection stage, docs/aggregation.md "The default defence"): centered clipping (Karimireddy, He & Jaggi ICML'21)
 # after clipping to the median norm, with server momentum – no bucketing, so the grouping planner accepts it where
