@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from coordinator.config import DEFAULT_AGGREGATOR
 from simulations.config import load_toml
 from simulations.grid import (
     GridSpec,
@@ -70,7 +71,7 @@ CC = "clip(median)|bucket(2)|cc(tau=0.3, iters=3)|momentum(beta=0.9)"
 CANDIDATES: tuple[tuple[str, str], ...] = (
     ("FedAvg", "mean"), ("median", "median"), ("trimmed mean", "trmean"), ("Krum", "krum"),
     ("CC+bucketing+momentum", CC), ("bucketing+trimmed mean", "bucket(2)|trmean"),
-    ("CC+momentum (no bucketing)", "clip(median)|cc(tau=0.3, iters=3)|momentum(beta=0.9)"))
+    ("CC+momentum (no bucketing)", DEFAULT_AGGREGATOR))
 GOAL_POINTS = 3.0  # the goal: within this many points of the defence's clean accuracy under every attack
 POPULATION = 100
 
@@ -96,10 +97,10 @@ class Settings:
 
 
 def stage_settings(stage: str, defence: str | None = None, quick: bool = False) -> Settings:
-    """The defaults. ``tables``: 100 rounds (≈ 25 min on 2 workers for CC+bucketing+momentum, refused cells with
-    one seed); ``select``: 100 rounds, accepted cells only. ``quick``: 3 rounds, one seed, two scenarios."""
+    """The defaults. ``tables``: the product's default defence (``coordinator.config.DEFAULT_AGGREGATOR``, chosen
+    from the ``select`` stage), 100 rounds (≈ 25 min on 2 workers, refused cells with one seed); ``select``: 100 rounds, accepted cells only. ``quick``: 3 rounds, one seed, two scenarios."""
     if stage == "tables":
-        d = [(defence or CC, defence or CC)]
+        d = [(defence or DEFAULT_AGGREGATOR, defence or DEFAULT_AGGREGATOR)]
         s = Settings(stage, list(SCENARIOS), [10, 50], [0.2, 0.3], [1, 3, 5], [0, 1, 2], 100, list(ATTACKS), d,
                      refused_seeds=[0])
     elif stage == "select":
@@ -577,7 +578,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, Path, bool, boo
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("stage", choices=("select", "tables"))
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--defence", help=f"tables: the defence under test, a pipeline spec (default {CC!r})")
+    p.add_argument("--defence", help="tables: the defence under test, a pipeline spec (default: the product's, "
+                   f"{DEFAULT_AGGREGATOR!r})")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seeds", type=int, nargs="+", help="seeds (default 0 1 2)")
     p.add_argument("--rounds", type=int, help="rounds per run (default 100)")
