@@ -586,17 +586,20 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, Path, bool, boo
     p.add_argument("--scenarios", nargs="+", choices=list(SCENARIOS))
     p.add_argument("--clients-per-round", type=int, nargs="+", help="default 10 50")
     p.add_argument("--group-sizes", type=int, nargs="+", help="default 1 3 5")
+    p.add_argument("--fractions", type=float, nargs="+", help="Byzantine fractions of the population (default 0.2 0.3)")
     p.add_argument("--all-seeds-refused", action="store_true",
                    help="tables: run the refused cells with every seed (default: the first seed only)")
     p.add_argument("--centralised-epochs", type=int)
     p.add_argument("--quick", action="store_true", help="a smoke run: 3 rounds, 1 seed, 2 scenarios, 3 attacks")
     p.add_argument("--allow-dirty", action="store_true", help="run from a tree with uncommitted changes (a trial)")
     a = p.parse_args(argv)
+    if a.fractions and not all(0 < f < 1 for f in a.fractions):
+        p.error(f"--fractions must be in (0, 1), got {a.fractions}")
     st = stage_settings(a.stage, a.defence, a.quick)
     over: dict[str, Any] = {"workers": a.workers}
     for key, value in (("seeds", a.seeds), ("rounds", a.rounds), ("scenarios", a.scenarios),
                        ("clients_per_round", a.clients_per_round), ("group_sizes", a.group_sizes),
-                       ("centralised_epochs", a.centralised_epochs)):
+                       ("fractions", a.fractions), ("centralised_epochs", a.centralised_epochs)):
         if value is not None:
             over[key] = value
     st = replace(st, **over)
