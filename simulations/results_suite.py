@@ -93,7 +93,7 @@ class Settings:
     run_refused: bool = True  # tables: run the refused cells anyway (¶); select: only accepted cells run
     refused_seeds: list[int] | None = None  # seeds for the refused cells run anyway (None: every seed)
     centralised_epochs: int = 30
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # --set overrides of the base configs: {"federation.lr": 0.1}
 
 
 def stage_settings(stage: str, defence: str | None = None, quick: bool = False) -> Settings:
@@ -132,6 +132,22 @@ def num_byzantine(fraction: float) -> int:
     return round(fraction * POPULATION)
 
 
+def _parse_set(text: str) -> tuple[str, Any]:
+    """``section.key=VALUE`` with a TOML value (``federation.server_lr=2``, ``federation.aggregator="median"``)."""
+    import tomllib
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--set {text!r}: expected KEY=VALUE")
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value  # a bare string
+    if key.strip().split(".")[-1] in ("clients_per_round", "byzantine", "num_byzantine", "rounds", "name"):
+        raise ValueError(f"--set {key}: the suite sets this key itself (use its own option)")
+    return key.strip(), parsed
+
+
 def f_told(fraction: float, m: int) -> int:
     """f told to the defence: the expected number of Byzantine clients in a round, ⌈β·m⌉."""
     return math.ceil(fraction * m - 1e-9)
@@ -143,6 +159,9 @@ def grid_spec(st: Settings, scenario: str, m: int, fraction: float, group_sizes:
     validated up front, as :meth:`GridSpec.from_dict` does; without it, cells are checked when asked for)."""
     data = load_toml(CONFIGS / SCENARIOS[scenario][0])
     data.update(rounds=st.rounds, name=f"{scenario} m={m} byz={num_byzantine(fraction)}")
+    for key, value in st.extra.items():  # --set: before the suite's own cell keys, which it must control
+        section, _, name = key.rpartition(".")
+        (data.setdefault(section, {}) if section else data)[name] = value
     data["federation"].update(clients_per_round=m, byzantine=f_told(fraction, m))
     data["attack"].update(name=NONE, num_byzantine=num_byzantine(fraction))
     grid: dict[str, Any] = {"attacks": [{"label": a, "spec": s} for a, s in st.attacks],
@@ -560,6 +579,8 @@ def summary_markdown(st: Settings, rows: list[Row], central: dict[str, dict[str,
             f"seeds {st.seeds}"
             + (f" (cells the planner refuses, run anyway ¶: seed(s) {st.refused_seeds} only)"
                if st.refused_seeds and st.run_refused else "")
+            + (f"; base-config overrides (--set): {', '.join(f'{k} = {v!r}' for k, v in st.extra.items())}"
+               if st.extra else "")
             + f"; attacks: {', '.join(a for a, _ in st.attacks)}; defence(s): {defs}. Cell accuracy = mean test "
             f"accuracy of the last 3 rounds, averaged over seeds. {runs} runs in {seconds / 60:.1f} min with "
             f"{st.workers} workers. Per-scenario tables: "
@@ -587,6 +608,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, Path, bool, boo
     p.add_argument("--clients-per-round", type=int, nargs="+", help="default 10 50")
     p.add_argument("--group-sizes", type=int, nargs="+", help="default 1 3 5")
     p.add_argument("--fractions", type=float, nargs="+", help="Byzantine fractions of the population (default 0.2 0.3)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a base-config key of every scenario, e.g. federation.server_lr=2 (TOML value)")
     p.add_argument("--all-seeds-refused", action="store_true",
                    help="tables: run the refused cells with every seed (default: the first seed only)")
     p.add_argument("--centralised-epochs", type=int)
@@ -602,6 +625,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, Path, bool, boo
                        ("fractions", a.fractions), ("centralised_epochs", a.centralised_epochs)):
         if value is not None:
             over[key] = value
+    try:
+        over["extra"] = dict(_parse_set(x) for x in a.set)
+    except ValueError as exc:
+        p.error(str(exc))
     st = replace(st, **over)
     if a.all_seeds_refused or (st.refused_seeds and not set(st.refused_seeds) <= set(st.seeds)):
         st = replace(st, refused_seeds=None if a.all_seeds_refused else st.seeds[:1])

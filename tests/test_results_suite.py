@@ -110,3 +110,18 @@ def test_grid_runs_refused_cells_with_the_refused_seeds_only(tmp_path: Path) -> 
     assert grid.plans[2]["status"] == "above_bound"
     with pytest.raises(ConfigError, match="refused_seeds"):
         GridSpec.from_dict({**data, "grid": {**data["grid"], "refused_seeds": [5]}})
+
+
+def test_set_overrides_reach_every_grid_and_refuse_the_suites_own_keys() -> None:
+    from simulations.results_suite import _parse_set, grid_spec, stage_settings
+
+    assert _parse_set("federation.server_lr=2") == ("federation.server_lr", 2)
+    assert _parse_set('federation.aggregator="median"') == ("federation.aggregator", "median")
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        _parse_set("federation.server_lr")
+    with pytest.raises(ValueError, match="sets this key itself"):
+        _parse_set("federation.clients_per_round=3")
+    st = stage_settings("tables", quick=True)
+    st.extra.update({"federation.server_lr": 2.0})
+    spec = grid_spec(st, st.scenarios[0], st.clients_per_round[0], st.fractions[0], [1], st.defences)
+    assert spec.base.federation.server_lr == 2.0
