@@ -48,6 +48,7 @@ from coordinator.events import (
 from coordinator.evidence import (
     bound_noise_variance,
     debiased_outlier_scores,
+    deviation_evidence,
     duplicate_units,
     effective_noise_variance,
     mean_norm_bound,
@@ -703,8 +704,6 @@ class Engine:
         scores[over] = np.inf
         # coordinated stealthy attacks: each kept unit's deviation along the round's dominant direction, accumulated
         # per client across rounds of fresh groups (docs/trust.md (g)); excluded units are left out of it
-        from coordinator.evidence import deviation_evidence
-
         deviations = deviation_evidence(np.where(over[:, None], np.nan, final), eff_var, sizes)
         self.trust.observe_units(units, scores, deviations)
         for _, res in done:  # a holder whose share contradicted the owner's commitment: direct evidence
