@@ -14,6 +14,12 @@ from flcore.modelspec import ModelSpec
 # it accepts the median (bucketing halves the inputs); with adaptive clipping to the honest median norm.
 DEFAULT_AGGREGATOR = "clip(median)|cc(tau=0.3, iters=3)|momentum(beta=0.9)"
 DEFAULT_ADAPTIVE_CLIP_QUANTILE = 0.5
+# The server step of fedavg when server_lr is not given (0): 2 × the aggregate. Measured with the default defence
+# over 60 rounds (docs/aggregation.md "The default defence"): it raised the clean accuracy (digits 91 → 93 %) and
+# the attacked cells the planner accepts (sign flip ×1 at 30 % Byzantine, digits α = 0.5: 73 → 85 %); FedAvg and
+# the median gained too (90.7 → 92.7 %, 88.2 → 91.6 %): robust rules shrink honest progress, the larger step gives
+# it back. fedavgm and fedadam keep 1.0 (their own step sizes were never measured at 2).
+DEFAULT_SERVER_LR = {"fedavg": 2.0, "fedavgm": 1.0, "fedadam": 1.0}
 
 
 @dataclass(frozen=True)
@@ -28,7 +34,7 @@ class FederationConfig:
     aggregator: str = DEFAULT_AGGREGATOR  # robust pipeline over group means
     byzantine: int = 0  # f: Byzantine clients to tolerate
     server_optimizer: str = "fedavg"
-    server_lr: float = 1.0
+    server_lr: float = 0.0  # 0: the optimizer's default (DEFAULT_SERVER_LR: fedavg 2, fedavgm/fedadam 1)
     local_epochs: int = 1
     batch_size: int = 32
     lr: float = 0.1
@@ -98,7 +104,9 @@ class FederationConfig:
                                  f"({m} clients) with f={self.byzantine} Byzantine clients (≤ {f_groups} corrupted "
                                  f"groups): {exc}") from None
         self.trust_params()
-        ServerOptimizer(self.server_optimizer, lr=self.server_lr)
+        if self.server_lr < 0:
+            raise ValueError(f"server_lr must be >= 0 (0: the optimizer's default), got {self.server_lr}")
+        ServerOptimizer(self.server_optimizer, lr=self.server_step())
         dp = self.dp_config()
         # partition() spreads a remainder over the groups (no group exceeds 2s − 1 members); with fewer clients
         # than m any remainder can occur, so bound the largest group by 2s − 1
@@ -132,6 +140,10 @@ class FederationConfig:
 
         n = self.group_size if n is None else n
         return required_threshold(n, self.threshold_rule, self.colluders) if n > 1 else 1
+
+    def server_step(self) -> float:
+        """The server learning rate in use: ``server_lr``, or the optimizer's default when it is 0."""
+        return self.server_lr or DEFAULT_SERVER_LR.get(self.server_optimizer, 1.0)
 
     @property
     def adaptive_clip(self) -> bool:

@@ -131,7 +131,7 @@ class Engine:
         self.evaluator = evaluator
         self.spec = config.model
         self.pipeline = parse_pipeline(config.aggregator)
-        self.optimizer = ServerOptimizer(config.server_optimizer, lr=config.server_lr)
+        self.optimizer = ServerOptimizer(config.server_optimizer, lr=config.server_step())
         self.backend = numpy_backend()
         self.conns: dict[str, Connection] = {}
         self.by_client: dict[str, str] = {}
@@ -174,7 +174,7 @@ class Engine:
                 "task": {"loss": self.spec.loss, "local_epochs": c.local_epochs, "batch_size": c.batch_size,
                          "lr": c.lr, "l2_clip": self.clip, "noise_multiplier": c.noise_multiplier,
                          "aggregator": c.aggregator, "group_size": c.group_size,
-                         "server_optimizer": c.server_optimizer, "server_lr": c.server_lr}}
+                         "server_optimizer": c.server_optimizer, "server_lr": c.server_step()}}
         return mle.dumps(self.params_dict(), meta, signing_key=self.seed)
 
     def state(self) -> dict[str, Any]:

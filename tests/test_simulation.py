@@ -178,6 +178,7 @@ def test_group_size_one_and_the_aggregate_equals_the_mean_of_quantized_updates()
     """groups of 1 (no secure aggregation) end to end through the engine; with FedAvg the first step is the
     mean of the clients' (clipped, quantized) updates."""
     cfg = small(mode="engine", rounds=1, **{"federation.group_size": 1, "federation.aggregator": "mean",
+                                            "federation.server_lr": 1.0,  # a step of exactly the aggregate
                                             "federation.noise_multiplier": 0.0, "federation.l2_clip": 100.0,
                                             "attack.name": "none", "attack.num_byzantine": 0})
     sim = Simulation(SimulationConfig.from_dict(cfg))
@@ -214,6 +215,8 @@ def test_fedavg_collapses_under_sign_flip_while_cc_holds() -> None:
             "data": {"num_clients": 20, "partition": "iid"},
             "federation": {"clients_per_round": 20, "group_size": 1, "byzantine": 4, "bans": False, "lr": 0.3,
                            "local_epochs": 2,
+                           # the loose fixed clip C = 10 (adaptive clipping off) the attackers sit at
+                           "adaptive_clip_quantile": 0.0,
                            # FedAvg tolerates no attacker (risk 1): above the planner's bound on purpose, the
                            # collapse it prevents is what this test shows
                            "accept_grouping_risk": True},
