@@ -41,6 +41,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from coordinator.service import serve
     from coordinator.settings import SettingsError, load_settings
+    from coordinator.store import StoreError
 
     # configured before the settings are read so their warnings (e.g. a world-readable token file) are formatted;
     # the level comes from the settings
@@ -53,7 +54,7 @@ def _serve(args: argparse.Namespace) -> int:
     logging.getLogger().setLevel(settings.server.log_level.upper())
     try:
         return asyncio.run(serve(settings))
-    except SettingsError as exc:
+    except (SettingsError, StoreError) as exc:  # a refused store (in use, missing beside saved models): one line
         print(f"fl-coordinator serve: error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,5 +1,7 @@
 """SQLite store: clients, trust, rounds, metrics, the DP ledger and the coordinator's resumable state; global
-models as signed ``.mle`` files under ``data_dir/models/``.
+models as signed ``.mle`` files under ``data_dir/models/``. One coordinator per data dir: an exclusive ``flock`` on
+``data_dir/.lock`` (holding the owner's pid) is taken on open and released on close; a missing or empty store
+beside saved model files is refused (it would restart at round 0 and delete them as orphans).
 
 A completed round becomes durable in one step (:meth:`Store.commit_round`): the signed model file is written
 to a temporary name, fsync'ed and renamed into ``models/round-000042.mle`` (and the directory fsync'ed)
@@ -141,11 +143,50 @@ class Store:
 
     DB_NAME = "coordinator.sqlite"
 
+    LOCK_NAME = ".lock"
+
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
         self.dir = Path(data_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = self._lock(self.dir / self.LOCK_NAME)
+        try:
+            self._open()
+        except BaseException:
+            self._unlock()
+            raise
+
+    @staticmethod
+    def _lock(path: Path) -> int:
+        """An exclusive advisory lock on the data dir (``flock`` on ``.lock``, holding the owner's pid), held
+        until :meth:`close`: a second coordinator on the same dir is refused instead of overwriting its files."""
+        import fcntl
+
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise StoreError(f"{path.parent}: in use by another coordinator (pid {owner}); one data dir, one "
+                             "coordinator") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
+
+    def _open(self) -> None:
         self.models = self.dir / "models"
         self.models.mkdir(parents=True, exist_ok=True)
         self.db_path = self.dir / self.DB_NAME
+        saved = sorted(p.name for p in self.models.glob("round-*.mle"))
+        if saved and (not self.db_path.exists() or self.db_path.stat().st_size == 0):
+            raise StoreError(f"{self.db_path}: missing or empty, but {self.models} holds {len(saved)} saved model(s) "
+                             f"(up to {saved[-1]}): refusing to start again at round 0 and to delete them – restore "
+                             "the store from a backup, or use an empty data dir")
         try:
             self.db = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -163,6 +204,7 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+        self._unlock()
 
     def __enter__(self) -> Store:
         return self

@@ -182,3 +182,47 @@ def test_sigkill_at_random_moments_leaves_a_consistent_store(tmp_path) -> None:
             [f"round-{r:06d}.mle" for r in range(1, cp.round + 1)]
         seen = cp.round
         s.close()
+
+
+def test_one_data_dir_one_coordinator(tmp_path) -> None:
+    """Issue 13 F7: a second coordinator on the same data dir is refused (in this process and in another one)
+    while the first holds it, and the dir is usable again once the first closes."""
+    s = Store(tmp_path)
+    with pytest.raises(StoreError, match=rf"in use by another coordinator \(pid {os.getpid()}\)"):
+        Store(tmp_path)
+    other = subprocess.run([sys.executable, "-c", "import sys; from coordinator.store import Store; Store(sys.argv[1])",
+                            str(tmp_path)], capture_output=True, text=True)
+    assert other.returncode != 0 and "in use by another coordinator" in other.stderr
+    s.commit_round(1, b"model-1", {"round": 1}, {})
+    s.close()
+    t = Store(tmp_path)
+    assert t.latest_round() == 1
+    t.close()
+
+
+@pytest.mark.parametrize("how", ["deleted", "emptied"])
+def test_a_lost_store_beside_saved_models_is_refused_and_nothing_is_deleted(tmp_path, how: str) -> None:
+    """Issue 13 F6: a missing or empty coordinator.sqlite used to restart at round 0 and delete every saved model.
+    Now the store refuses with one line naming what it found; the model files stay; `serve` exits with status 2."""
+    s = Store(tmp_path)
+    for r in (1, 2):
+        s.commit_round(r, f"model-{r}".encode(), {"round": r}, {})
+    s.close()
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / (Store.DB_NAME + suffix)).unlink(missing_ok=True)
+    if how == "deleted":
+        (tmp_path / Store.DB_NAME).unlink()
+    else:
+        (tmp_path / Store.DB_NAME).write_bytes(b"")
+    models = sorted(p.name for p in (tmp_path / "models").iterdir())
+    with pytest.raises(StoreError, match=r"missing or empty, but .* holds 2 saved model\(s\) \(up to round-000002"):
+        Store(tmp_path)
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == models == ["round-000001.mle",
+                                                                                 "round-000002.mle"]
+    cli = subprocess.run([sys.executable, "-m", "coordinator.cli", "serve", "--data-dir", str(tmp_path),
+                          "--evaluation", "none", "--ws-port", "0", "--grpc-port", "0"],
+                         capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 2, cli.stderr
+    assert "fl-coordinator serve: error:" in cli.stderr and "missing or empty" in cli.stderr
+    assert "Traceback" not in cli.stderr and len(cli.stderr.strip().splitlines()) == 1, cli.stderr
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == models
