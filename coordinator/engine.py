@@ -282,7 +282,8 @@ class Engine:
         raise ProtocolError("unexpected", f"unexpected {env.type} message")
 
     def _hello(self, conn: Connection, env: Envelope) -> list[Action]:
-        versions = [v for v in env.body["versions"] if v in PROTOCOL_VERSIONS]
+        # integers only: True == 1 in Python, and `versions: [true]` must not negotiate version 1 (issue 13 F20)
+        versions = [v for v in env.body["versions"] if type(v) is int and v in PROTOCOL_VERSIONS]
         if not versions:  # addressed to the (signature-verified) sender: useless to replay to anyone else
             conn.errors += 1
             return [self._send(conn, "error", {"code": "version", "message": f"no common protocol version (we "

@@ -554,6 +554,19 @@ def test_client_sees_the_version_error() -> None:
     assert [a.code for a in s.receive(reply.data) if isinstance(a, Failed)] == ["version"]
 
 
+@pytest.mark.parametrize("versions", [[True], [1.0], ["1"], [[1]]])
+def test_only_integer_protocol_versions_negotiate(versions: list) -> None:
+    """Issue 13 F20: `versions: [true]` was accepted as version 1 (True == 1 in Python); so were 1.0 and "1"-like
+    look-alikes that compare equal. Only integers negotiate."""
+    fed = Fed(cfg())
+    seed = b"\x0a" * 32
+    s = ClientSession(seed, fed.engine.public_key)
+    hello = Envelope("hello", s.client_id, COORDINATOR_ID, "", 0, -1,
+                     {"public_key": s.public_key.hex(), "kind": "native", "versions": versions})
+    fed.feed(Connected("v", "inprocess", 0.0))
+    assert error_code(fed.engine.handle(DataReceived("v", encode(hello, seed), 0.0)), fed.engine.public_key) == "version"
+
+
 def test_replayed_pre_identity_error_cannot_stop_an_authenticated_client() -> None:
     fed = Fed(cfg(clients_per_round=3))
     fed.connect("victim")
