@@ -41,9 +41,9 @@ def decode(data: bytes, key_for: Callable[[Envelope], bytes | None], max_bytes: 
         raise ProtocolError("unknown_sender", f"no trusted key for sender {env.sender!r}")
     try:
         mle.verify(data, [key])
-    except mle.SignatureError:
+    except (mle.SignatureError, mle.FormatError) as exc:  # a corrupted trailer is a FormatError (issue 13 F9)
         raise ProtocolError("bad_signature", f"{env.type} message from {env.sender!r}: signature does not "
-                            "verify") from None
+                            f"verify ({type(exc).__name__})") from None
     try:
         f.verify_all()
     except mle.FormatError as exc:

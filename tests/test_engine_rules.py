@@ -567,6 +567,33 @@ def test_only_integer_protocol_versions_negotiate(versions: list) -> None:
     assert error_code(fed.engine.handle(DataReceived("v", encode(hello, seed), 0.0)), fed.engine.public_key) == "version"
 
 
+def test_a_corrupted_signature_trailer_is_a_protocol_error_on_both_sides() -> None:
+    """Issue 13 F9: flipping any byte of a message's signature trailer used to raise mle.FormatError out of the
+    engine (no error reply, a traceback, never counted towards the disconnect) and out of the client session."""
+    fed = Fed(cfg())
+    seed = b"\x0b" * 32
+    s = ClientSession(seed, fed.engine.public_key)
+    hello = Envelope("hello", s.client_id, COORDINATOR_ID, "", 0, -1,
+                     {"public_key": s.public_key.hex(), "kind": "native", "versions": [1]})
+    data = encode(hello, seed)
+    fed.feed(Connected("t", "inprocess", 0.0))
+    codes = set()
+    for k in range(1, 97):  # the trailer: algorithm id, key id, signature
+        bad = bytearray(data)
+        bad[-k] ^= 0xFF
+        codes.add(error_code(fed.engine.handle(DataReceived("t", bytes(bad), 0.0)), fed.engine.public_key))
+    assert codes == {"bad_signature"}
+    assert fed.engine.conns["t"].errors == 96  # every one counted towards the disconnect (Close at 20)
+    # the client side: a coordinator frame with a corrupted trailer is refused, not raised
+    c = ClientSession(b"\x0c" * 32, fed.engine.public_key)
+    fed.feed(Connected("u", "inprocess", 0.0))
+    reply = next(a for a in fed.engine.handle(DataReceived("u", c.start()[0].data, 0.0)) if isinstance(a, Send))
+    bad = bytearray(reply.data)
+    bad[-70] ^= 0xFF
+    failed = [a for a in c.receive(bytes(bad)) if isinstance(a, Failed)]  # must not raise
+    assert len(failed) == 1 and "signature does not verify" in failed[0].message, failed
+
+
 def test_replayed_pre_identity_error_cannot_stop_an_authenticated_client() -> None:
     fed = Fed(cfg(clients_per_round=3))
     fed.connect("victim")
