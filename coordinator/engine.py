@@ -293,6 +293,8 @@ class Engine:
         known = self.registry.get(env.sender)
         if known is not None and known != pk:
             raise ProtocolError("identity", "client id registered with another key")
+        if conn.client_id and conn.challenge:  # a second hello on this connection ends its previous session
+            self.guard.forget(conn.client_id, conn.challenge)
         conn.client_id, conn.public_key = env.sender, pk
         conn.challenge = self.crypto.random_bytes(32).hex()
         conn.state, conn.seq = "auth", 0
@@ -309,7 +311,9 @@ class Engine:
         actions: list[Action] = []
         if old is not None and old != conn.conn:  # a reconnect replaces the previous connection
             actions.append(Close(old, "replaced by a new connection"))
-            self.conns.pop(old, None)
+            replaced = self.conns.pop(old, None)
+            if replaced is not None and replaced.client_id:  # its session can never verify again (issue 13 F16)
+                self.guard.forget(replaced.client_id, replaced.challenge)
         self.by_client[conn.client_id] = conn.conn
         if conn.client_id not in self.registry:
             actions.append(ClientEnrolled(conn.client_id, conn.public_key, conn.kind))

@@ -594,6 +594,18 @@ def test_a_corrupted_signature_trailer_is_a_protocol_error_on_both_sides() -> No
     assert len(failed) == 1 and "signature does not verify" in failed[0].message, failed
 
 
+def test_replay_guard_entries_of_replaced_sessions_are_freed() -> None:
+    """Issue 13 F16: every reconnect that replaced a live connection left its session in the replay guard forever
+    (4,999 entries after 5,000 cycles). Now the guard holds at most the live sessions."""
+    fed = Fed(cfg())
+    seed = b"\x0d" * 32
+    for i in range(300):  # the same identity reconnects without the old connection ever saying goodbye
+        fed.connect(f"r{i}", seed)
+        fed.pump()
+        assert fed.engine.conns[f"r{i}"].state in ("authenticated", "ready")
+    assert len(fed.engine.guard.last_seq) <= 1, len(fed.engine.guard.last_seq)
+
+
 def test_replayed_pre_identity_error_cannot_stop_an_authenticated_client() -> None:
     fed = Fed(cfg(clients_per_round=3))
     fed.connect("victim")
