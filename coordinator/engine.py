@@ -83,6 +83,7 @@ class Connection:
     connected_at: float = 0.0
     commitment: bytes = b""  # from the last ``ready``: opened by the reveal of the next selection
     declined: str = ""  # the client's policy refused a task on this connection: not selected again on it
+    idle_since: float = 0.0  # when it last became "authenticated" (after its handshake or its last round)
 
 
 @dataclass
@@ -158,6 +159,7 @@ class Engine:
         self.history: list[dict[str, Any]] = list(state.get("history", []))
         self.finished = self.round_number >= config.rounds
         self.stopped_reason = ""
+        self._now = 0.0  # the latest event time seen (events carry the injected clock)
 
     # ── model files ──────────────────────────────────────────────────────────────────────────────────
     def params_dict(self) -> dict[str, np.ndarray]:
@@ -202,6 +204,7 @@ class Engine:
 
     # ── event handling ───────────────────────────────────────────────────────────────────────────────
     def handle(self, event: Any) -> list[Action]:
+        self._now = max(self._now, float(getattr(event, "now", 0.0)))
         if isinstance(event, Connected):
             self.conns[event.conn] = Connection(event.conn, event.kind, connected_at=event.now)
             return []
@@ -319,7 +322,7 @@ class Engine:
             actions.append(ClientEnrolled(conn.client_id, conn.public_key, conn.kind))
         self.registry[conn.client_id] = conn.public_key
         self.trust.ensure(conn.client_id)
-        conn.state = "authenticated"
+        conn.state, conn.idle_since = "authenticated", self._now
         actions.append(self._send(conn, "welcome", {"client_id": conn.client_id, "round": self.round_number}))
         actions.append(Log("info", f"client {conn.client_id[:8]} authenticated ({conn.kind})"))
         return actions
@@ -359,11 +362,14 @@ class Engine:
 
     def _maybe_start_short(self, ready: list[str], m: int, now: float) -> list[Action]:
         """Fewer than m eligible clients: start only with ≥ min_clients and when nobody else connected could
-        still become ready."""
+        still become ready – a connected client is waited for during ``phase_timeout`` after it last became idle
+        (its handshake or its last round), not forever: one client that authenticates and never says ``ready``
+        must not stop every round (issue 13 F3). A "start" timer re-checks when that grace ends."""
+        grace = self.cfg.phase_timeout
         pending = [c for c in self.conns.values() if c.state == "authenticated" and self._is_current(c)
-                   and not self.trust.ensure(c.client_id or "").banned]
+                   and not self.trust.ensure(c.client_id or "").banned and now - c.idle_since < grace]
         if pending:
-            return []
+            return [SetTimer("start", min(c.idle_since for c in pending) + grace)]
         if len(ready) >= self.cfg.min_clients:
             return self._start(ready, len(ready), now)
         # Bans must never stall the federation for good: banned clients no longer count towards the minimum, so a
@@ -597,6 +603,8 @@ class Engine:
                 "colluders": self.cfg.colluders}
 
     def _timer(self, name: str, now: float) -> list[Action]:
+        if name == "start":
+            return self._maybe_start(now)
         if name == "phase" and self.round is not None and now >= self.round.deadline:
             if self.round.stage == "reveal":
                 missing = len(self.round.selected) - len(self.round.reveals)
@@ -793,7 +801,7 @@ class Engine:
             conn_id = self.by_client.get(m)
             if conn_id is not None:
                 conn = self.conns[conn_id]
-                conn.state = "authenticated"
+                conn.state, conn.idle_since = "authenticated", self._now
                 # a client that declined this round's task is told so, not that its round went "ok"
                 st = "declined" if self.round_declined.get(m) == number else status
                 out.append(self._send(conn, "round_end", {"round": number, "status": st}, number))

@@ -219,6 +219,9 @@ class EngineDriver:
                     except ValueError as exc:
                         self.stopped_reason = f"engine error in round {self.engine.round_number + 1}: {exc}"
                         break
+                elif self.engine.round is None and "start" in self.timers:  # waited for a client that is not ready
+                    self.now = max(self.now, self.timers.pop("start"))
+                    self._engine(TimerFired("start", self.now))
                 else:
                     ready = len(self.engine.trust.selectable(self.engine.ready_clients()))
                     self.stopped_reason = (f"stalled after round {self.engine.round_number}: {ready} selectable "

@@ -606,6 +606,25 @@ def test_replay_guard_entries_of_replaced_sessions_are_freed() -> None:
     assert len(fed.engine.guard.last_seq) <= 1, len(fed.engine.guard.last_seq)
 
 
+def test_a_client_that_never_says_ready_does_not_stop_every_round() -> None:
+    """Issue 13 F3: with min_clients_per_round < clients_per_round the engine waited for every connected client to
+    become ready, so one client that authenticates and never says ``ready`` stopped every round. Now it is waited
+    for during phase_timeout, and a "start" timer starts the round with the clients that are ready."""
+    fed = Fed(cfg(clients_per_round=4, min_clients_per_round=3, group_size=1, aggregator="mean", rounds=2))
+    for i in range(3):
+        fed.connect(f"c{i}")
+    fed.hold.add(("lazy", "ready"))
+    fed.connect("lazy")
+    fed.pump()
+    assert fed.engine.round is None  # the lazy client is still within its grace: waited for
+    timers = [a for a in fed.actions if isinstance(a, SetTimer) and a.name == "start"]
+    assert timers and timers[-1].at == fed.now + fed.engine.cfg.phase_timeout
+    fed.now = timers[-1].at
+    fed.feed(TimerFired("start", fed.now))
+    assert fed.engine.round is not None and len(fed.engine.round.selected) == 3
+    assert fed.cid("lazy") not in fed.engine.round.selected
+
+
 def test_replayed_pre_identity_error_cannot_stop_an_authenticated_client() -> None:
     fed = Fed(cfg(clients_per_round=3))
     fed.connect("victim")
