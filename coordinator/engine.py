@@ -706,7 +706,7 @@ class Engine:
                                                   rng=self.rng)
         self._account(rs, done, dps)
         clip_used = self.clip
-        unclipped = self._adapt_clip(indicator[~over], dps, sizes[~over], ~over, min(f_left, int((~over).sum())))
+        unclipped = self._adapt_clip(indicator, dps, sizes, ~over, min(f_left, int((~over).sum())))
         self.params, self.opt_state = apply_update(self.optimizer, self.params, result.value.astype(np.float32),
                                                    self.opt_state)
         self.round_number = rs.number
@@ -768,11 +768,10 @@ class Engine:
         number of corrupted groups cannot drag b̃ beyond the honest groups' range), then C ← C·exp(−η(b̃ − γ)),
         kept within [l2_clip/10⁴, l2_clip]: the configured clip is the ceiling, adaptive clipping only tightens.
         Returns b̃ (``None`` without adaptive clipping or without a usable group)."""
-        if not self.cfg.adaptive_clip or not len(indicator):
+        use = np.flatnonzero(used)
+        if not self.cfg.adaptive_clip or not use.size:
             return None
-        chosen = [d for d, u in zip(dps, used, strict=True) if u]
-        fractions = sorted(unclipped_count(v, d, int(n)) / float(n)
-                           for v, d, n in zip(indicator, chosen, sizes, strict=True))
+        fractions = sorted(unclipped_count(indicator[i], dps[i], int(sizes[i])) / float(sizes[i]) for i in use)
         k = max(0, min(trim, (len(fractions) - 1) // 2))
         kept = fractions[k:len(fractions) - k]
         frac = math.fsum(kept) / len(kept)

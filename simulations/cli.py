@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -33,27 +32,11 @@ def add_simulate_parser(sub: Any) -> None:
     p.set_defaults(func=_main)
 
 
-def _parse_value(text: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
 def _apply_sets(data: dict[str, Any], sets: list[str]) -> dict[str, Any]:
-    from simulations.config import ConfigError
+    from simulations.config import apply_override, parse_override
 
     for item in sets:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        key, value = item.split("=", 1)
-        parts = key.strip().split(".")
-        target = data
-        for p in parts[:-1]:
-            target = target.setdefault(p, {})
-            if not isinstance(target, dict):
-                raise ConfigError(f"--set {key}: {p} is not a table")
-        target[parts[-1]] = _parse_value(value.strip())
+        apply_override(data, *parse_override(item))
     return data
 
 

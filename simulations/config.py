@@ -49,6 +49,30 @@ class ConfigError(ValueError):
     """A simulation config is invalid; the message names the offending key."""
 
 
+def parse_override(item: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` (``--set``): the dotted key and the value parsed as TOML (a bare string if it is not TOML)."""
+    import tomllib
+
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+    try:
+        return key.strip(), tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key.strip(), value.strip()
+
+
+def apply_override(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``data[a][b]…[key] = value`` for the dotted ``key``, creating tables on the way."""
+    parts = key.split(".")
+    target = data
+    for p in parts[:-1]:
+        target = target.setdefault(p, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"--set {key}: {p} is not a table")
+    target[parts[-1]] = value
+
+
 def _check_keys(section: str, data: dict[str, Any], allowed: set[str]) -> None:
     unknown = set(data) - allowed
     if unknown:

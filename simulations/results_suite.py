@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from coordinator.config import DEFAULT_AGGREGATOR
-from simulations.config import load_toml
+from simulations.config import apply_override, load_toml, parse_override
 from simulations.grid import (
     GridSpec,
     PreparedGrid,
@@ -133,19 +133,11 @@ def num_byzantine(fraction: float) -> int:
 
 
 def _parse_set(text: str) -> tuple[str, Any]:
-    """``section.key=VALUE`` with a TOML value (``federation.server_lr=2``, ``federation.aggregator="median"``)."""
-    import tomllib
-
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise ValueError(f"--set {text!r}: expected KEY=VALUE")
-    try:
-        parsed = tomllib.loads(f"v = {value}")["v"]
-    except tomllib.TOMLDecodeError:
-        parsed = value  # a bare string
-    if key.strip().split(".")[-1] in ("clients_per_round", "byzantine", "num_byzantine", "rounds", "name"):
+    """``section.key=VALUE`` as ``simulate --set`` parses it, refusing the keys the suite sets itself."""
+    key, value = parse_override(text)
+    if key.split(".")[-1] in ("clients_per_round", "byzantine", "num_byzantine", "rounds", "name"):
         raise ValueError(f"--set {key}: the suite sets this key itself (use its own option)")
-    return key.strip(), parsed
+    return key, value
 
 
 def f_told(fraction: float, m: int) -> int:
@@ -160,8 +152,7 @@ def grid_spec(st: Settings, scenario: str, m: int, fraction: float, group_sizes:
     data = load_toml(CONFIGS / SCENARIOS[scenario][0])
     data.update(rounds=st.rounds, name=f"{scenario} m={m} byz={num_byzantine(fraction)}")
     for key, value in st.extra.items():  # --set: before the suite's own cell keys, which it must control
-        section, _, name = key.rpartition(".")
-        (data.setdefault(section, {}) if section else data)[name] = value
+        apply_override(data, key, value)
     data["federation"].update(clients_per_round=m, byzantine=f_told(fraction, m))
     data["attack"].update(name=NONE, num_byzantine=num_byzantine(fraction))
     grid: dict[str, Any] = {"attacks": [{"label": a, "spec": s} for a, s in st.attacks],
