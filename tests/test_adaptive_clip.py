@@ -212,3 +212,27 @@ def test_direct_and_engine_modes_stay_bit_identical_with_adaptive_clipping_and_l
         for k in ("accuracy", "loss", "epsilon", "clip", "unclipped_fraction", "groups_ok", "corrupted_groups"):
             assert a[k] == b[k], (k, a, b)
     assert runs[0].history[0]["clip"] == 5.0 != runs[0].history[-1]["clip"]  # the clip moved, identically
+
+
+def test_an_arbitrary_field_element_in_the_indicator_slot_is_clamped_through_the_real_engine(monkeypatch) -> None:
+    """Under secure aggregation a Byzantine member is not bound by the quantizer: it can put any field element in
+    the indicator slot. Hand-written adversary: the harness's Byzantine session, driven through the real engine and
+    SecAgg+, replaces its last element by −2³⁰ (a group count of about −2³⁰/κ·scale: "everyone clipped", as loudly
+    as the field allows). The per-group clamp and the trimmed mean keep C near the honest median anyway."""
+    import simulations.engine_driver as ed
+    from simulations.engine_driver import EngineDriver
+
+    class FieldLiar(ed.ByzantineSession):
+        def _prepare(self, delta: Any, dp: Any) -> Any:
+            vec = super()._prepare(delta, dp)
+            vec[-1] = (-(1 << 30)) % (1 << dp.modulus_bits)
+            return vec
+
+    monkeypatch.setattr(ed, "ByzantineSession", FieldLiar)
+    cfg = _federation(rounds=80, group_size=5, byzantine=1, aggregator="median", clients_per_round=20)
+    drv = EngineDriver(cfg, 30, _updates_with_norms(0.5, seed=5), seed=5, byzantine={0, 1})
+    assert sum(isinstance(s, FieldLiar) for s in drv.sessions.values()) == 2
+    hist = drv.run()
+    assert len(hist) == 80
+    settled = float(np.median([h["clip"] for h in hist[-20:]]))
+    assert 0.5 / 1.35 < settled < 0.5 * math.exp(0.5 * 0.565) * 1.35, settled
