@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -65,7 +65,7 @@ from flcrypto import Crypto, default_crypto
 from privacy.backends import numpy_backend
 from privacy.client_pipeline import decode_sum, unclipped_count
 from privacy.dp import ParticipationAccountant, PrivacyAccountant, RoundEvent, epsilon_report
-from privacy.secagg import GroupConfig, SecAggError, SecAggServer, ThresholdError, partition
+from privacy.secagg import GroupConfig, GroupResult, SecAggError, SecAggServer, ThresholdError, partition
 
 Evaluator = Callable[[dict[str, np.ndarray]], dict[str, float]]
 
@@ -370,19 +370,29 @@ class Engine:
                    and not self.trust.ensure(c.client_id or "").banned and now - c.idle_since < grace]
         if pending:
             return [SetTimer("start", min(c.idle_since for c in pending) + grace)]
+        k, note = self.short_round_size(ready)
+        if not k:
+            return []
+        return [*([Log("warning", note)] if note else []), *self._start(ready, k, now)]
+
+    def short_round_size(self, ready: list[str]) -> tuple[int, str]:
+        """How many of ``ready`` (fewer than clients_per_round) a short round starts with – 0 if none may start –
+        and a warning to log ("" if none): all of them when they are ≥ min_clients_per_round. Bans must never stall
+        the federation for good: banned clients no longer count towards the minimum, so a federation with full
+        participation carries on with the clients left – as long as they still form at least one group of s and
+        the robust rule's precondition holds for their groups. Public for in-process drivers
+        (``simulations.direct``); the engine asks it once no connected client is still expected to say ready."""
+        if not ready:
+            return 0, ""
         if len(ready) >= self.cfg.min_clients:
-            return self._start(ready, len(ready), now)
-        # Bans must never stall the federation for good: banned clients no longer count towards the minimum, so a
-        # federation with full participation carries on with the clients left – as long as they still form at
-        # least one group of s and the robust rule's precondition holds for their groups.
+            return len(ready), ""
         banned = sum(1 for c in self.registry if self.trust.ensure(c).banned)
         if banned and len(ready) >= max(self.cfg.group_size, self.cfg.min_clients - banned):
             g = max(1, len(ready) // self.cfg.group_size)
             if self._aggregable(g, min(self.cfg.byzantine, g)):
-                return [Log("warning", f"{banned} banned client(s): round with the {len(ready)} clients left "
-                                       f"(min_clients_per_round {self.cfg.min_clients})"),
-                        *self._start(ready, len(ready), now)]
-        return []
+                return len(ready), (f"{banned} banned client(s): round with the {len(ready)} clients left "
+                                    f"(min_clients_per_round {self.cfg.min_clients})")
+        return 0, ""
 
     def _start(self, ready: list[str], m: int, now: float) -> list[Action]:
         """Select m of the eligible ready clients and send them the signed selection."""
@@ -641,8 +651,23 @@ class Engine:
     def _finish_round(self, now: float) -> list[Action]:
         rs = self.round
         assert rs is not None
+        return self.complete_round({g: s.result for g, s in rs.servers.items()}, now)
+
+    def complete_round(self, results: Mapping[int, GroupResult | None], now: float) -> list[Action]:
+        """Finish the current round from its groups' SecAgg+ outputs (``None``: the group failed): decode,
+        the honest-norm bound, robust aggregation, DP accounting, adaptive clipping, optimizer, trust evidence,
+        evaluation and the next model file – or a failed attempt retried with the same round number.
+
+        Public for in-process drivers that compute the group sums themselves (``simulations.direct``: the plain
+        modular sums SecAgg+ releases when nobody drops out); the SecAgg+ servers call it through
+        ``_finish_round`` when every group is done or failed."""
+        rs = self.round
+        if rs is None:
+            raise RuntimeError("no round in progress")
+        if set(results) - set(range(len(rs.groups))):
+            raise ValueError(f"results for unknown groups {sorted(set(results) - set(range(len(rs.groups))))}")
         self.round = None
-        done = [(g, s.result) for g, s in sorted(rs.servers.items()) if s.result is not None]
+        done = [(g, res) for g, res in sorted(results.items()) if res is not None]
         participants = [m for grp in rs.groups for m in grp]
         if not done:
             return [*self._round_end(participants, rs.number, "failed"),

@@ -3,7 +3,7 @@
 A round here: trust-weighted selection and the public partition into groups (as ``Engine._maybe_start``
 does) → every client's ``privacy.client_pipeline.prepare_update`` (clip, stochastic rounding, distributed DP
 noise, field elements) with the same per-client ``RandomStream`` the engine mode's sessions use → per-group
-sums mod 2^m → the engine's *own* round completion, ``Engine._finish_round``, fed those sums as the groups'
+sums mod 2^m → the engine's *own* round completion, ``Engine.complete_round``, fed those sums as the groups'
 SecAgg+ results (decoding, the honest-norm bound, robust aggregation, DP accounting, optimizer, trust
 evidence, evaluation, the next model file). So everything after the group sums is the engine's code, not a
 copy of it.
@@ -16,21 +16,19 @@ finishing) are not in the next pool; the direct mode always samples from the who
 both coincide.
 
 A failed round (every group failed, or too few groups left for the rule's precondition) is retried with the same
-round number, as the engine does (``Engine._finish_round`` accounts the released sums and starts a fresh attempt:
+round number, as the engine does (``Engine.complete_round`` accounts the released sums and starts a fresh attempt:
 new selection, new commit–reveal seed); ``max_retries`` failed attempts of one round in a row stop the run with
 a reason naming the round and the last failure. With fewer selectable clients than m (bans, budget), the round
-size is the one ``Engine._maybe_start_short`` starts with (min_clients_per_round), or the run stops as stalled.
+size is the one ``Engine.short_round_size`` gives (min_clients_per_round), or the run stops as stalled.
 
-Engine hooks this relies on (private, so the equality tests guard them): ``Engine._finish_round`` reading
-``RoundState.servers[g].result`` (``sum``, ``survivors``, ``dropped``, ``faulty``), and
-``Engine._maybe_start_short`` (asked with ``_start`` intercepted: how many clients a short round starts with).
+Engine API this relies on (public, so the engine owns every decision): ``Engine.new_round``, ``assign``,
+``complete_round``, ``short_round_size`` (how many clients a round with fewer than m selectable starts with).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -39,6 +37,7 @@ from coordinator.engine import Engine
 from flcore import assignment
 from privacy.client_pipeline import DistributedDPConfig, prepare_update
 from privacy.randomness import RandomStream
+from privacy.secagg import GroupResult
 from simulations.engine_driver import UpdateFn, derive_seed, lying_indicator, reveal_secret, unclipped_dp
 
 
@@ -89,24 +88,9 @@ class DirectDriver:
 
     def _round_size(self, ready: list[str]) -> int:
         """How many clients this round starts with: m, or (fewer selectable clients than m) what the engine's
-        ``_maybe_start_short`` would start with – 0 if it would not start (the federation stalls)."""
-        e, m = self.engine, self.cfg.clients_per_round
-        if len(ready) >= m:
-            return m
-        if not ready:
-            return 0
-        started: list[int] = []
-
-        def capture(rdy: list[str], k: int, now: float) -> list[Any]:
-            started.append(k)
-            return []
-
-        e._start = capture  # type: ignore[method-assign]  # the engine decides; nothing is sent
-        try:
-            e._maybe_start_short(list(ready), m, self.now)
-        finally:
-            del e._start
-        return started[0] if started else 0
+        ``short_round_size`` decides – 0 if it would not start (the federation stalls)."""
+        m = self.cfg.clients_per_round
+        return m if len(ready) >= m else self.engine.short_round_size(ready)[0]
 
     def _round(self) -> bool:
         e, cfg, backend = self.engine, self.cfg, self.engine.backend
@@ -142,7 +126,7 @@ class DirectDriver:
         self.selected[r] = sorted(order)
         deltas = np.asarray(self.updates(r, e.params.copy(), order), np.float32)
         row = {i: k for k, i in enumerate(order)}
-        servers: dict[int, Any] = {}
+        results: dict[int, GroupResult | None] = {}
         bad_groups = 0
         for gi, g in enumerate(groups):
             gdp = rs.dp[gi]
@@ -158,16 +142,13 @@ class DirectDriver:
                 acc = backend.iadd_mod(acc, vec, mod)
             # SecAgg+ releases a group's sum only if at least its threshold of members took part
             ok = len(survivors) >= max(1, rs.servers[gi].cfg.t)
-            result = SimpleNamespace(sum=acc, survivors=tuple(survivors),
-                                     dropped=tuple(c for c in g if c not in survivors), faulty=())
-            servers[gi] = SimpleNamespace(result=result if ok else None, phase="done" if ok else "failed",
-                                          phase_complete=True)
+            results[gi] = GroupResult(acc, tuple(survivors), tuple(c for c in g if c not in survivors)) if ok else None
             bad_groups += any(self.index[c] in self.byzantine for c in survivors)
-        rs.servers, rs.stage = servers, "secagg"
+        rs.stage = "secagg"
         e.round = rs
         done_before = len(e.history)
         try:
-            e._finish_round(self.now)  # the engine's own decode → bound → aggregate → optimizer → trust → evaluate
+            e.complete_round(results, self.now)  # the engine's own decode → bound → aggregate → optimizer → trust → …
         except ValueError as exc:
             e.round = None
             self.stopped_reason = f"engine error in round {r}: {exc}"
@@ -175,7 +156,7 @@ class DirectDriver:
         if e.round is not None:  # pragma: no cover - no transport, so no next round can have started
             raise AssertionError("the engine started a round without connected clients")
         if len(e.history) == done_before:  # the engine failed the round: the same round number is tried again
-            ok = sum(s.result is not None for s in servers.values())
+            ok = sum(res is not None for res in results.values())
             self.last_failure = ("every group failed (too few survivors)" if not ok else
                                  f"{ok} group(s) released, too few for {cfg.aggregator!r}")
             return True
