@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m coordinator.demo
+	$(PY) -m coordinator.service.demo
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

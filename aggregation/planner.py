@@ -46,7 +46,7 @@ The failure probability is then P(C > tolerated) = Σ_{j > tolerated} P(C = j); 
 inputs at all fails with probability 1. :func:`largest_group_size` and :func:`smallest_clients_per_round` scan
 for the most private s at a given m and the cheapest m at a given s that keep it ≤ a bound (default 0.01 per
 round); :func:`tradeoff_table` prints the privacy-vs-robustness trade-off; :func:`check` evaluates a
-:class:`coordinator.config.FederationConfig` (every round size from ``min_clients_per_round`` to m) and is what
+:class:`coordinator.federation.config.FederationConfig` (every round size from ``min_clients_per_round`` to m) and is what
 ``fl-coordinator serve`` refuses configurations with.
 
 Not modelled: dropouts (a group that aborts is lost, which only removes inputs), the coordinator's group-level
@@ -489,7 +489,7 @@ def _round_risk(n: int, s: int, rule: str, model: ByzantineModel, configured_f: 
 
 def check(config: Any, byzantine_fraction: float | None = None, bound: float = DEFAULT_BOUND, *,
           population: int | None = None) -> PlannerReport:
-    """The grouping risk of a :class:`coordinator.config.FederationConfig` (``clients_per_round`` m,
+    """The grouping risk of a :class:`coordinator.federation.config.FederationConfig` (``clients_per_round`` m,
     ``min_clients_per_round``, ``group_size`` s, ``aggregator``, ``byzantine`` f).
 
     ``byzantine_fraction`` β defaults to f/m (the configured f as a fraction of a round, applied to the

@@ -45,7 +45,7 @@ def status(port: int) -> dict:
 def run(n: int, transport: str, group_size: int, rounds: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         ws, grpc = free_port(), free_port()
-        cmd = [sys.executable, "-m", "coordinator.cli", "serve", "--data-dir", f"{tmp}/data", "--ws-port", str(ws),
+        cmd = [sys.executable, "-m", "coordinator.service.cli", "serve", "--data-dir", f"{tmp}/data", "--ws-port", str(ws),
                "--grpc-port", str(grpc), "--port-file", f"{tmp}/ports.json", "--model", "mlp:784-128-10",
                "--evaluation", "none", "--rounds", str(rounds), "--clients-per-round", str(n), "--group-size",
                str(group_size), "--aggregator", "mean", "--noise-multiplier", "0", "--train-timeout", "300",
@@ -73,7 +73,7 @@ def run(n: int, transport: str, group_size: int, rounds: int) -> dict:
             time.sleep(0.05)
         for w in workers:
             w.wait(60)
-        from coordinator.store import Store
+        from coordinator.service.store import Store
 
         store = Store.open(f"{tmp}/data")
         durations = [m["duration"] for _, m in store.metrics()]

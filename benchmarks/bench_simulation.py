@@ -5,7 +5,7 @@ Task (both sides): digits (scikit-learn), IID split over N = m clients (all samp
 MLP 64-32-10, 1 local epoch of SGD (batch 32, lr 0.1), FedAvg (mean of the updates), 3 rounds.
 - ours "direct": the engine's round arithmetic with the production client pipeline (clip, quantize, field
   elements), per-group sums, robust-aggregation code and optimizer, training batched across clients.
-- ours "engine": the full protocol through coordinator.engine.Engine and one flcore ClientSession per client
+- ours "engine": the full protocol through coordinator.federation.engine.Engine and one flcore ClientSession per client
   (Ed25519-signed messages, SecAgg+ with groups of 1), training batched across clients.
 - Flower: run_simulation with a ClientApp whose NumPyClient trains with client_native.torch_model.train_local
   (torch, one client at a time per Ray actor; default resources: one actor per core).

@@ -22,7 +22,7 @@ class Channel(Protocol):
 
 
 class GrpcChannel:
-    """The ``flcoordinator.v1.Federation/Session`` stream (see coordinator/transport_grpc.py)."""
+    """The ``flcoordinator.v1.Federation/Session`` stream (see coordinator/service/transport_grpc.py)."""
 
     def __init__(self, target: str, max_message_bytes: int = 64 * 1024 * 1024) -> None:
         self.target, self.max_message_bytes = target, max_message_bytes

@@ -15,7 +15,7 @@ alpha = 0.5                  # Dirichlet α
 num_clients = 25             # population N
 [model]
 hidden = [32]                # an MLP input-hidden…-classes
-[federation]                 # everything of coordinator.config.FederationConfig
+[federation]                 # everything of coordinator.federation.config.FederationConfig
 clients_per_round = 25
 group_size = 1
 aggregator = "clip(median)|bucket(2)|cc(tau=1)|momentum(beta=0.9)"
@@ -134,12 +134,12 @@ class AttackConfig:
     respect_clip: bool = False  # True: attackers run the client pipeline's L2 clipping like honest clients
 
 
-# ── [federation]: derived from coordinator.config.FederationConfig, so the two cannot drift ───────────────────
+# ── [federation]: derived from coordinator.federation.config.FederationConfig, so the two cannot drift ───────────────────
 # Every FederationConfig field is a [federation] key except the ones the harness sets itself (the model from
 # [model], rounds and seed from the top level, ``extra``). The harness keeps its own defaults for a few keys
 # (10 clients per round in groups of 1 with a loose clip ceiling, so a config states what secure aggregation it
 # studies); the defence – the aggregator and adaptive clipping – is the product's own default
-# (coordinator.config.DEFAULT_AGGREGATOR), shared with serve and FederationConfig.
+# (coordinator.federation.config.DEFAULT_AGGREGATOR), shared with serve and FederationConfig.
 FEDERATION_EXCLUDED = ("model", "rounds", "seed", "extra")
 HARNESS_DEFAULTS: dict[str, Any] = {"clients_per_round": 10, "group_size": 1, "l2_clip": 10.0}
 # harness-only keys (not FederationConfig fields): name, type, default, meaning
@@ -161,7 +161,7 @@ NO_ROOT_UPDATE = ("the engine's round completion passes no server root update to
 
 
 def _federation_fields() -> list[tuple[str, Any, Any]]:
-    from coordinator.config import FederationConfig
+    from coordinator.federation.config import FederationConfig
 
     out: list[tuple[str, Any, Any]] = []
     for f in fields(FederationConfig):
@@ -181,7 +181,7 @@ def _federation_fields() -> list[tuple[str, Any, Any]]:
 
 FederationSection = make_dataclass("FederationSection", _federation_fields(), frozen=True)
 FederationSection.__module__ = __name__  # picklable as simulations.config.FederationSection
-FederationSection.__doc__ = ("The [federation] table: every coordinator.config.FederationConfig option (except "
+FederationSection.__doc__ = ("The [federation] table: every coordinator.federation.config.FederationConfig option (except "
                              f"{', '.join(FEDERATION_EXCLUDED)}) plus the harness-only "
                              f"{', '.join(n for n, *_ in HARNESS_ONLY)}.")
 
@@ -216,7 +216,7 @@ class SimulationConfig:
     def federation_config(self, spec: Any) -> Any:
         """The coordinator's FederationConfig: every [federation] key except the harness-only ones is passed
         through unchanged; ``bans = false`` sets ``ban_threshold = 0``."""
-        from coordinator.config import FederationConfig
+        from coordinator.federation.config import FederationConfig
 
         f = self.federation
         kw = {name: getattr(f, name) for name in federation_keys()}

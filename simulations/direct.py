@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from coordinator.engine import Engine
+from coordinator.federation.engine import Engine
 from flcore import assignment
 from privacy.client_pipeline import DistributedDPConfig, prepare_update
 from privacy.randomness import RandomStream

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from coordinator.engine import Engine
-from coordinator.events import (
+from coordinator.federation.engine import Engine
+from coordinator.federation.events import (
     Close,
     Connected,
     DataReceived,
@@ -92,7 +92,7 @@ class UnclippedSession(ByzantineSession):
 
 
 class EngineDriver:
-    """Runs one federation through :class:`coordinator.engine.Engine` until it finishes or stalls."""
+    """Runs one federation through :class:`coordinator.federation.engine.Engine` until it finishes or stalls."""
 
     def __init__(self, fed_cfg: Any, num_clients: int, updates: UpdateFn, *, seed: int,
                  byzantine: set[int] = frozenset(), attackers_clip: bool = True,

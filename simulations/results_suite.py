@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from coordinator.config import DEFAULT_AGGREGATOR
+from coordinator.federation.config import DEFAULT_AGGREGATOR
 from simulations.config import apply_override, load_toml, parse_override
 from simulations.grid import (
     GridSpec,
@@ -97,7 +97,7 @@ class Settings:
 
 
 def stage_settings(stage: str, defence: str | None = None, quick: bool = False) -> Settings:
-    """The defaults. ``tables``: the product's default defence (``coordinator.config.DEFAULT_AGGREGATOR``, chosen
+    """The defaults. ``tables``: the product's default defence (``coordinator.federation.config.DEFAULT_AGGREGATOR``, chosen
     from the ``select`` stage), 100 rounds (≈ 25 min on 2 workers, refused cells with one seed); ``select``: 100 rounds, accepted cells only. ``quick``: 3 rounds, one seed, two scenarios."""
     if stage == "tables":
         d = [(defence or DEFAULT_AGGREGATOR, defence or DEFAULT_AGGREGATOR)]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import mle
-from coordinator.config import FederationConfig
+from coordinator.federation.config import FederationConfig
 from flcore import assignment
 from flcore.modelspec import mlp
 from flcore.policy import required_threshold

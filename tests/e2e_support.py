@@ -65,7 +65,7 @@ class Coordinator:
         self.starts += 1
         log = self.tmp / f"coordinator-{self.starts}.log"
         self.logs.append(log)
-        cmd = [sys.executable, "-m", "coordinator.cli", "serve", "--data-dir", str(self.data_dir),
+        cmd = [sys.executable, "-m", "coordinator.service.cli", "serve", "--data-dir", str(self.data_dir),
                "--ws-port", str(self.ws_port), "--grpc-port", str(self.grpc_port), "--port-file", str(port_file),
                "--evaluation", "digits", *self.flags]
         with open(log, "wb") as out:  # the child keeps its own copy of the descriptor

@@ -16,8 +16,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from coordinator_adversary import MaliciousCoordinator, outcome
 
-from coordinator.config import FederationConfig
-from coordinator.engine import Engine
+from coordinator.federation.config import FederationConfig
+from coordinator.federation.engine import Engine
 from flcore.modelspec import mlp
 from flcore.session import ClientSession
 from flcore.wire import decode

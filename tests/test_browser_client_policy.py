@@ -17,9 +17,9 @@ import pytest
 
 from client_pyodide import bundle, runtime
 from client_pyodide.client import BrowserClient
-from coordinator.config import FederationConfig
-from coordinator.engine import Engine
-from coordinator.events import Connected, DataReceived, Log, Send, SetTimer, TimerFired
+from coordinator.federation.config import FederationConfig
+from coordinator.federation.engine import Engine
+from coordinator.federation.events import Connected, DataReceived, Log, Send, SetTimer, TimerFired
 from flcore.modelspec import ModelSpec, mlp
 from flcore.policy import PrivacyPolicy
 from flcrypto import default_crypto

@@ -38,7 +38,7 @@ from browser_support import check_prerequisites, launch_browser, origin_guard
 from e2e_support import UTILITY_POLICY, Coordinator, Workers
 
 import mle
-from coordinator.store import Store
+from coordinator.service.store import Store
 from federated_data import load_digits
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

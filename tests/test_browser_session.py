@@ -24,9 +24,9 @@ import torch
 from browser_support import browser_page  # noqa: F401  (module-scoped fixture)
 
 from client_native.torch_model import build_module, evaluate, flatten, set_parameters, train_local
-from coordinator.config import FederationConfig
-from coordinator.engine import Engine
-from coordinator.events import Connected, DataReceived, PersistRound, Send, SetTimer, TimerFired
+from coordinator.federation.config import FederationConfig
+from coordinator.federation.engine import Engine
+from coordinator.federation.events import Connected, DataReceived, PersistRound, Send, SetTimer, TimerFired
 from federated_data import load_digits
 from flcore.modelspec import mlp
 from flcore.policy import PrivacyPolicy
@@ -186,7 +186,7 @@ def test_browser_and_native_clients_federate_with_secure_aggregation(browser_pag
 def test_js_drives_browser_client_through_the_handshake(browser_page) -> None:  # noqa: F811
     """The wiring docs/browser-kernel.md gives the SDK, from JS: BrowserClient.callKwargs (JS null = no pinned key),
     start()/receive(Uint8Array) → arrays of Uint8Array frames, take_events(); the engine authenticates the client."""
-    from coordinator.events import ClientEnrolled
+    from coordinator.federation.events import ClientEnrolled
 
     c = default_crypto()
     engine = Engine(FederationConfig(**CFG), c.blake2b(b"coordinator"), seed=1)

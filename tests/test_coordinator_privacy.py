@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_engine_rules import SPEC, Fed
 
 import mle
-from coordinator.config import FederationConfig
-from coordinator.events import Send
+from coordinator.federation.config import FederationConfig
+from coordinator.federation.events import Send
 from flcore.policy import PrivacyPolicy, required_threshold
 from flcore.protocol import MESSAGE_TYPES
 from privacy.client_pipeline import DistributedDPConfig
@@ -169,7 +169,7 @@ def test_route_8_a_member_that_omits_its_noise_share_earns_negative_evidence() -
 
 
 def test_a_client_declining_its_task_is_a_dropout_told_declined_and_the_stall_is_logged() -> None:
-    from coordinator.events import Log
+    from coordinator.federation.events import Log
     from flcore.session import RoundDone
 
     fed = Fed(_cfg(rounds=3, clients_per_round=10), policy=OPEN)

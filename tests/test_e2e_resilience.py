@@ -14,7 +14,7 @@ from e2e_support import UTILITY_POLICY, Coordinator, Workers
 
 import mle
 from client_native.channels import ChannelError, open_channel
-from coordinator.store import Store
+from coordinator.service.store import Store
 from flcore.protocol import COORDINATOR_ID, Envelope
 from flcore.session import ClientSession, SendFrame
 from flcore.wire import client_id_for, decode, encode

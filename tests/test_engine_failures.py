@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from test_engine_inprocess import run_federation
 
-from coordinator.config import FederationConfig
+from coordinator.federation.config import FederationConfig
 from flcore.modelspec import mlp
 
 

@@ -7,9 +7,17 @@ import numpy as np
 import torch
 
 from client_native.torch_model import build_module, evaluate, flatten, set_parameters, train_local
-from coordinator.config import FederationConfig
-from coordinator.engine import Engine
-from coordinator.events import Connected, DataReceived, Log, PersistRound, Send, SetTimer, TimerFired
+from coordinator.federation.config import FederationConfig
+from coordinator.federation.engine import Engine
+from coordinator.federation.events import (
+    Connected,
+    DataReceived,
+    Log,
+    PersistRound,
+    Send,
+    SetTimer,
+    TimerFired,
+)
 from federated_data import dirichlet, load_digits
 from flcore.modelspec import mlp
 from flcore.policy import PrivacyPolicy

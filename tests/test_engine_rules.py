@@ -14,9 +14,18 @@ import pytest
 
 import mle
 import mle.writer
-from coordinator.config import FederationConfig
-from coordinator.engine import Engine
-from coordinator.events import Close, Connected, DataReceived, Disconnected, Log, Send, SetTimer, TimerFired
+from coordinator.federation.config import FederationConfig
+from coordinator.federation.engine import Engine
+from coordinator.federation.events import (
+    Close,
+    Connected,
+    DataReceived,
+    Disconnected,
+    Log,
+    Send,
+    SetTimer,
+    TimerFired,
+)
 from flcore.modelspec import mlp
 from flcore.policy import PrivacyPolicy
 from flcore.protocol import COORDINATOR_ID, Envelope

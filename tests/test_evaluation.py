@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from client_native.torch_model import build_module, set_parameters
-from coordinator.evaluation import evaluator, forward
+from coordinator.federation.evaluation import evaluator, forward
 from flcore.modelspec import ModelSpec, mlp
 
 

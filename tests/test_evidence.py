@@ -1,4 +1,4 @@
-"""coordinator.evidence against naive references written from the definitions (docs/trust.md, "Evidence used
+"""coordinator.federation.evidence against naive references written from the definitions (docs/trust.md, "Evidence used
 by the engine"): noise-debiased pairwise-distance outlier scores, the honest norm bound on group means, and the
 measured noise (properties of the estimator here; the omitted-share attack through the real client pipeline is in
 tests/test_evidence_omission.py)."""
@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from coordinator.evidence import (
+from coordinator.federation.evidence import (
     BOUND_MARGIN_K,
     DEFICIT_MARGIN_K,
     MAD_TO_SIGMA,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from coordinator.evidence import duplicate_units
+from coordinator.federation.evidence import duplicate_units
 from privacy.backends import numpy_backend
 from privacy.client_pipeline import DistributedDPConfig, decode_sum, prepare_update
 from privacy.randomness import RandomStream
@@ -92,7 +92,7 @@ def test_two_sybils_with_the_same_update_get_negative_evidence_in_a_real_federat
 def test_a_noise_omitting_unit_does_not_get_honest_units_flagged_as_duplicates() -> None:
     """A unit with less noise than prescribed sits closer to every other unit than the prescribed noise implies;
     judged against the noise measured in each unit (what the engine passes), no honest unit is flagged."""
-    from coordinator.evidence import effective_noise_variance, measured_noise_variance
+    from coordinator.federation.evidence import effective_noise_variance, measured_noise_variance
 
     for seed in range(5):
         rng = np.random.default_rng(10 + seed)

@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from coordinator.evidence import (
+from coordinator.federation.evidence import (
     bound_noise_variance,
     debiased_outlier_scores,
     effective_noise_variance,

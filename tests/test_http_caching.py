@@ -7,8 +7,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from coordinator.http_routes import HttpRoutes
-from coordinator.transport_ws import WebSocketTransport
+from coordinator.service.http_routes import HttpRoutes
+from coordinator.service.transport_ws import WebSocketTransport
 
 
 def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:

@@ -1,4 +1,4 @@
-"""coordinator.http_routes: /health, /status JSON (public) and /status/operator (bearer token), static files
+"""coordinator.service.http_routes: /health, /status JSON (public) and /status/operator (bearer token), static files
 (content types), path traversal refused, methods; and the same routes through the real WebSocket transport (HTTP
 on the WebSocket port)."""
 
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.config import FederationConfig
-from coordinator.driver import EngineDriver
-from coordinator.engine import Engine
-from coordinator.http_routes import HttpRoutes
-from coordinator.transport_ws import WebSocketTransport
+from coordinator.federation.config import FederationConfig
+from coordinator.federation.engine import Engine
+from coordinator.service.driver import EngineDriver
+from coordinator.service.http_routes import HttpRoutes
+from coordinator.service.transport_ws import WebSocketTransport
 from flcore.modelspec import mlp
 from flcore.wire import client_id_for
 

@@ -13,9 +13,9 @@ import mle
 from client_native.cli import load_data
 from client_native.client import ClientError, ClientOptions, LocalData, NativeClient
 from client_native.dp_sgd import DpSgdOptions
-from coordinator.config import FederationConfig
-from coordinator.service import start_service
-from coordinator.settings import ServerSettings, ServeSettings
+from coordinator.federation.config import FederationConfig
+from coordinator.service.server import start_service
+from coordinator.service.settings import ServerSettings, ServeSettings
 from flcore.modelspec import mlp
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from coordinator.optimizers import OptimizerState, ServerOptimizer, apply_update
+from coordinator.federation.optimizers import OptimizerState, ServerOptimizer, apply_update
 
 
 def _run(opt: ServerOptimizer, x: np.ndarray, deltas: list[np.ndarray]) -> np.ndarray:

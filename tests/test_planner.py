@@ -15,7 +15,7 @@ import pytest
 import aggregation as A
 from aggregation import planner as P
 from aggregation.registry import RuleSpec, get_rule, register_rule, unregister_rule
-from coordinator.config import FederationConfig
+from coordinator.federation.config import FederationConfig
 from flcore.modelspec import mlp
 from privacy.secagg.graph import partition
 

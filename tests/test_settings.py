@@ -1,4 +1,4 @@
-"""coordinator.settings: TOML + flags (flags win), unknown sections/options, bad types, invalid combinations,
+"""coordinator.service.settings: TOML + flags (flags win), unknown sections/options, bad types, invalid combinations,
 the grouping planner's refusal (and its override), model spec parsing, the operator token (file, environment
 variable, precedence, refusals), ``fl-coordinator serve --help`` and the exit status of an invalid ``serve``."""
 
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.config import FederationConfig
-from coordinator.settings import (
+from coordinator.federation.config import FederationConfig
+from coordinator.service.settings import (
     FEDERATION_HELP,
     OPERATOR_TOKEN_ENV,
     SERVER_HELP,
@@ -272,13 +272,13 @@ def test_grouping_risk_explicit_fraction_and_bound(tmp_path: Path) -> None:
 
 
 def test_grouping_risk_accepted_is_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="fl-coordinator.settings"):
+    with caplog.at_level(logging.WARNING, logger="fl-coordinator.service.settings"):
         s = settings(tmp_path, "[server]\naccept_grouping_risk = true\n", "--evaluation", "none", "--byzantine", "1")
     assert s.server.accept_grouping_risk and s.federation.byzantine == 1
     (rec,) = caplog.records
     assert rec.levelno == logging.WARNING and "grouping risk 0.2057 per round exceeds" in rec.getMessage()
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="fl-coordinator.settings"):
+    with caplog.at_level(logging.WARNING, logger="fl-coordinator.service.settings"):
         settings(tmp_path, None, "--evaluation", "none", "--byzantine", "1", "--accept-grouping-risk")
     assert "accept_grouping_risk" in caplog.text
 
@@ -286,12 +286,12 @@ def test_grouping_risk_accepted_is_a_warning(tmp_path: Path, caplog: pytest.LogC
 def test_krum_is_warned_about_when_byzantine_clients_are_assumed(tmp_path: Path,
                                                                  caplog: pytest.LogCaptureFixture) -> None:
     args = ("--evaluation", "none", "--aggregator", "krum", "--clients-per-round", "35", "--byzantine", "1")
-    with caplog.at_level(logging.WARNING, logger="fl-coordinator.settings"):
+    with caplog.at_level(logging.WARNING, logger="fl-coordinator.service.settings"):
         s = settings(tmp_path, None, *args, "--byzantine-fraction", "0.001")  # 7 groups: risk 5e-4
     assert s.federation.aggregator == "krum"
     assert "identical updates" in caplog.text and "free-riders" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="fl-coordinator.settings"):
+    with caplog.at_level(logging.WARNING, logger="fl-coordinator.service.settings"):
         settings(tmp_path, None, *args, "--byzantine-fraction", "0")
     assert caplog.records == []  # no attackers assumed: nothing to warn about
 
@@ -311,7 +311,7 @@ def test_bad_grouping_planner_options(tmp_path: Path, args: tuple[str, ...], nee
 
 def test_serve_refuses_a_risky_grouping_with_exit_2(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "coordinator.cli", "serve", "--byzantine", "1",
+        [sys.executable, "-m", "coordinator.service.cli", "serve", "--byzantine", "1",
          "--data-dir", str(tmp_path / "data"), "--evaluation", "none"],
         cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stderr
@@ -357,7 +357,7 @@ def test_operator_token_file_from_toml(tmp_path: Path) -> None:
 def test_operator_token_file_readable_by_others_is_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture,
                                                                 mode: int) -> None:
     path = token_file(tmp_path, mode=mode)
-    with caplog.at_level(logging.WARNING, logger="fl-coordinator.settings"):
+    with caplog.at_level(logging.WARNING, logger="fl-coordinator.service.settings"):
         s = settings(tmp_path, None, "--evaluation", "none", "--operator-token-file", str(path))
     assert s.operator_token == TOKEN  # accepted, with a warning
     assert any("readable by group/others" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
@@ -416,7 +416,7 @@ def test_operator_token_precedence_flag_then_environment_then_toml(
     monkeypatch.setenv(OPERATOR_TOKEN_ENV, env_token)
     s = settings(tmp_path, toml, "--evaluation", "none", "--operator-token-file", str(flag_file))
     assert s.operator_token == "from-the-flag-file-0123456789" and s.server.operator_token_file == str(flag_file)
-    with caplog.at_level(logging.WARNING, logger="fl-coordinator.settings"):
+    with caplog.at_level(logging.WARNING, logger="fl-coordinator.service.settings"):
         s = settings(tmp_path, toml, "--evaluation", "none")
     assert s.operator_token == env_token and s.server.operator_token_file == ""  # the TOML's file is not used
     assert "operator_token_file is not used" in caplog.text and env_token not in caplog.text
@@ -478,7 +478,7 @@ def test_bad_inline_model(tmp_path: Path, spec: str) -> None:
 
 # ── the command line ────────────────────────────────────────────────────────────────────────────────────
 def test_serve_help_lists_every_option() -> None:
-    from coordinator.cli import build_parser
+    from coordinator.service.cli import build_parser
 
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -497,7 +497,7 @@ def test_serve_help_lists_every_option() -> None:
 
 def test_serve_with_an_invalid_combination_exits_2(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "coordinator.cli", "serve", "--clients-per-round", "3", "--group-size", "5",
+        [sys.executable, "-m", "coordinator.service.cli", "serve", "--clients-per-round", "3", "--group-size", "5",
          "--data-dir", str(tmp_path / "data"), "--evaluation", "none"],
         cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stderr
@@ -510,7 +510,7 @@ def test_serve_with_a_short_operator_token_exits_2_without_echoing_it(tmp_path: 
     path = token_file(tmp_path, "tiny-secret\n")
     env = {k: v for k, v in os.environ.items() if k != OPERATOR_TOKEN_ENV}
     proc = subprocess.run(
-        [sys.executable, "-m", "coordinator.cli", "serve", "--operator-token-file", str(path),
+        [sys.executable, "-m", "coordinator.service.cli", "serve", "--operator-token-file", str(path),
          "--data-dir", str(tmp_path / "data"), "--evaluation", "none"],
         cwd=REPO, capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 2, proc.stderr

@@ -242,7 +242,7 @@ def test_backdoor_reports_attack_success_rate(tmp_path: Path) -> None:
 
 # ── CLI and configs ─────────────────────────────────────────────────────────────────────────────────────
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "coordinator.cli", "simulate", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "coordinator.service.cli", "simulate", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=300)
 
 

@@ -134,7 +134,7 @@ def test_direct_mode_with_partial_participation_and_absent_attackers_completes()
 
 # ── 4. every FederationConfig option, min_clients_per_round, selection ────────────────────────────────
 def test_every_federation_config_option_is_a_federation_key() -> None:
-    from coordinator.config import FederationConfig
+    from coordinator.federation.config import FederationConfig
 
     keys = {f.name for f in fields(FederationSection)}
     assert {f.name for f in fields(FederationConfig)} - {"model", "rounds", "seed", "extra"} <= keys
@@ -371,7 +371,7 @@ def test_grid_worker_processes_are_single_threaded_and_load_plugins(tmp_path: Pa
 # ── 10. plug-ins ─────────────────────────────────────────────────────────────────────────────────────────
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "coordinator.cli", "simulate", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "coordinator.service.cli", "simulate", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
 
 

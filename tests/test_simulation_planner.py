@@ -64,7 +64,7 @@ def test_a_run_above_the_bound_is_refused_with_the_planners_message() -> None:
 
 def test_the_cli_refuses_a_run_above_the_bound(tmp_path: Path) -> None:
     (tmp_path / "r.toml").write_text(SimulationConfig.from_dict(cfg(**REFUSED)).to_toml())
-    p = subprocess.run([sys.executable, "-m", "coordinator.cli", "simulate", "r.toml", "--out", "out", "--quiet"],
+    p = subprocess.run([sys.executable, "-m", "coordinator.service.cli", "simulate", "r.toml", "--out", "out", "--quiet"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert p.returncode == 2 and "config error" in p.stderr and "grouping risk 0.7500" in p.stderr, p.stderr
     assert not (tmp_path / "out").exists()

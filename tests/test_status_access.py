@@ -1,4 +1,4 @@
-"""Who sees what of the coordinator's status: coordinator.status_view.public_status (an allowlist of
+"""Who sees what of the coordinator's status: coordinator.service.status_view.public_status (an allowlist of
 federation-level aggregates, no client ids) and, end to end, a real ``fl-coordinator serve`` process queried over
 HTTP: ``/status`` is public and client-free, ``/status/operator`` needs ``Authorization: Bearer <token>``."""
 
@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from e2e_support import Coordinator, Workers
 
-from coordinator.config import FederationConfig
-from coordinator.engine import Engine
-from coordinator.status_view import operator_status, public_status
+from coordinator.federation.config import FederationConfig
+from coordinator.federation.engine import Engine
+from coordinator.service.status_view import operator_status, public_status
 from flcore.modelspec import mlp
 
 TOKEN = "e2e-operator-token-" + "7f3a9c" * 4

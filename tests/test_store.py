@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from coordinator.store import MIGRATIONS, SCHEMA_VERSION, RoundRecord, Store, StoreError
-from coordinator.trust import TrustParams, TrustState
+from coordinator.federation.trust import TrustParams, TrustState
+from coordinator.service.store import MIGRATIONS, SCHEMA_VERSION, RoundRecord, Store, StoreError
 
 
 def test_round_trip(tmp_path) -> None:
@@ -146,7 +146,7 @@ def test_tampered_model_file_is_detected(tmp_path) -> None:
 
 WRITER = textwrap.dedent("""
     import os, sys
-    from coordinator.store import Store
+    from coordinator.service.store import Store
     s = Store(sys.argv[1])
     r = s.latest_round() or 0
     while True:
@@ -190,7 +190,7 @@ def test_one_data_dir_one_coordinator(tmp_path) -> None:
     s = Store(tmp_path)
     with pytest.raises(StoreError, match=rf"in use by another coordinator \(pid {os.getpid()}\)"):
         Store(tmp_path)
-    other = subprocess.run([sys.executable, "-c", "import sys; from coordinator.store import Store; Store(sys.argv[1])",
+    other = subprocess.run([sys.executable, "-c", "import sys; from coordinator.service.store import Store; Store(sys.argv[1])",
                             str(tmp_path)], capture_output=True, text=True)
     assert other.returncode != 0 and "in use by another coordinator" in other.stderr
     s.commit_round(1, b"model-1", {"round": 1}, {})
@@ -219,7 +219,7 @@ def test_a_lost_store_beside_saved_models_is_refused_and_nothing_is_deleted(tmp_
         Store(tmp_path)
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == models == ["round-000001.mle",
                                                                                  "round-000002.mle"]
-    cli = subprocess.run([sys.executable, "-m", "coordinator.cli", "serve", "--data-dir", str(tmp_path),
+    cli = subprocess.run([sys.executable, "-m", "coordinator.service.cli", "serve", "--data-dir", str(tmp_path),
                           "--evaluation", "none", "--ws-port", "0", "--grpc-port", "0"],
                          capture_output=True, text=True, timeout=120)
     assert cli.returncode == 2, cli.stderr

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from coordinator.trust import (
+from coordinator.federation.trust import (
     TrustParams,
     TrustState,
     evidence_from_score,
@@ -160,7 +160,7 @@ def test_default_ban_threshold_spares_honest_clients_grouped_with_attackers() ->
 def test_uniform_selection_ignores_trust_but_keeps_bans() -> None:
     import numpy as np
 
-    from coordinator.trust import TrustParams, TrustState
+    from coordinator.federation.trust import TrustParams, TrustState
 
     st = TrustState(TrustParams(selection="uniform"))
     for c in ("a", "b", "c", "d"):

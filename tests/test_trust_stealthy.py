@@ -7,13 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from coordinator.evidence import (
+from coordinator.federation.evidence import (
     codeviation_statistics,
     deviation_evidence,
     deviation_negative_evidence,
     round_orientation,
 )
-from coordinator.trust import ClientTrust, TrustParams, TrustState
+from coordinator.federation.trust import ClientTrust, TrustParams, TrustState
 from privacy.secagg import partition
 
 D = 400
@@ -82,7 +82,7 @@ def _federation(attack: str, s: int, seed: int, rounds: int = 60, n: int = 100, 
     attackers (distinct updates: each adds its own noise) run ALIE (μ − z·σ of the honest updates, z = 1) or IPM
     (−0.1·μ); uniform selection of m, fresh public groups of s each round, group means with DP-like noise; the
     outlier score and the deviation evidence computed as the engine does."""
-    from coordinator.evidence import debiased_outlier_scores
+    from coordinator.federation.evidence import debiased_outlier_scores
 
     rng = np.random.default_rng(seed)
     clients = [f"c{i:03d}" for i in range(n)]

@@ -1,4 +1,4 @@
-"""coordinator.web_assets: what the coordinator serves to browsers (the demo page, the SDK and client_web/, the
+"""coordinator.service.web_assets: what the coordinator serves to browsers (the demo page, the SDK and client_web/, the
 Python bundle – listed files only –, digits shards), and that `fl-coordinator serve` mounts it."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import pytest
 
 from client_native.cli import load_data
 from client_pyodide import bundle
-from coordinator import web_assets
-from coordinator.config import FederationConfig
-from coordinator.engine import Engine
-from coordinator.http_routes import HttpRoutes
+from coordinator.federation.config import FederationConfig
+from coordinator.federation.engine import Engine
+from coordinator.service import web_assets
+from coordinator.service.http_routes import HttpRoutes
 from flcore.modelspec import mlp
 
 
@@ -53,8 +53,8 @@ def test_python_bundle_serves_listed_files_only() -> None:
     for f in ("flcore/session.py", "client_pyodide/client.py"):
         r = routes.handle("GET", "/py/" + f)
         assert r.status == 200 and hashlib.sha256(r.body).hexdigest() == manifest["sha256"][f]
-    for path in ["/py/flcrypto/pynacl_impl.py", "/py/coordinator/service.py", "/py/../pyproject.toml",
-                 "/py/flcore/../coordinator/engine.py", "/py/", "/py/flcore"]:
+    for path in ["/py/flcrypto/pynacl_impl.py", "/py/coordinator/service/server.py", "/py/../pyproject.toml",
+                 "/py/flcore/../coordinator/federation/engine.py", "/py/", "/py/flcore"]:
         assert routes.handle("GET", path).status == 404, path
 
 

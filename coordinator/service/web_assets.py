@@ -8,7 +8,7 @@
 | ``/py/<path>`` | a file listed in that manifest (:func:`client_pyodide.bundle.resolve`; anything else is 404) |
 | ``/demo/shard?i=I&n=N`` | shard I of N (N ≤ 64) of the digits training split (``partition=dirichlet:ALPHA`` with ALPHA in [0.1, 100] – default 0.5 – or ``iid``; ``seed=0``: the same split ``fl-client --data digits:I/N`` uses) as JSON: ``{i, n, partition, seed, features, classes, count, x: base64 float32 (row-major), y: [labels]}`` |
 
-:func:`mount` adds these to an :class:`~coordinator.http_routes.HttpRoutes`; ``fl-coordinator serve`` does so
+:func:`mount` adds these to an :class:`~coordinator.service.http_routes.HttpRoutes`; ``fl-coordinator serve`` does so
 whenever ``client_web/node_modules`` exists (``make web-setup``), and logs why not otherwise.
 """
 
@@ -21,11 +21,11 @@ import logging
 from pathlib import Path
 from urllib.parse import parse_qs
 
-from coordinator.http_routes import HttpResponse, HttpRoutes, json_response
+from coordinator.service.http_routes import HttpResponse, HttpRoutes, json_response
 
 log = logging.getLogger("fl-coordinator")
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CLIENT_WEB = REPO / "client_web"
 SDK_PREFIX, PY_PREFIX, DEMO_PREFIX = "/sdk/", "/py/", "/demo/"
 # the shard endpoint runs on the event loop: its parameters are bounded so that no request is expensive

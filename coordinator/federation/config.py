@@ -73,7 +73,7 @@ class FederationConfig:
         return self.min_clients_per_round or self.clients_per_round
 
     def trust_params(self) -> Any:
-        from coordinator.trust import TrustParams
+        from coordinator.federation.trust import TrustParams
 
         return TrustParams(decay=self.trust_decay, outlier_threshold=self.trust_outlier_threshold,
                            floor=self.trust_floor, ban_threshold=self.ban_threshold,
@@ -83,7 +83,7 @@ class FederationConfig:
 
     def validate(self) -> None:
         from aggregation import parse_pipeline
-        from coordinator.optimizers import ServerOptimizer
+        from coordinator.federation.optimizers import ServerOptimizer
         from privacy.client_pipeline import DistributedDPConfig
 
         if self.rounds < 1 or self.clients_per_round < 1 or self.group_size < 1:

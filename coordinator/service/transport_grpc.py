@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from coordinator.driver import EngineDriver, QueueLink
+from coordinator.service.driver import EngineDriver, QueueLink
 from flcore.protocol import GRPC_SERVICE as SERVICE
 from flcore.protocol import grpc_channel_options as channel_options
 

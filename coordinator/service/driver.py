@@ -1,7 +1,7 @@
 """The asyncio driver of the coordinator engine: feeds it events from the transports and the clock, executes
 its actions (send, close, timers, persistence, logging).
 
-Transports (:mod:`coordinator.transport_ws`, :mod:`coordinator.transport_grpc`) only move frames: they call
+Transports (:mod:`coordinator.service.transport_ws`, :mod:`coordinator.service.transport_grpc`) only move frames: they call
 :meth:`EngineDriver.open` for a new connection, :meth:`EngineDriver.receive` for each whole frame and
 :meth:`EngineDriver.closed` when it ends, and hand the driver a :class:`Link` to send frames back. Everything runs
 on one event loop thread, so the engine sees events strictly one at a time.
@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import mle
-from coordinator.engine import Engine
-from coordinator.events import (
+from coordinator.federation.engine import Engine
+from coordinator.federation.events import (
     Action,
     ClientEnrolled,
     Close,
@@ -35,7 +35,7 @@ from coordinator.events import (
     SetTimer,
     TimerFired,
 )
-from coordinator.store import RoundRecord, Store, StoreError
+from coordinator.service.store import RoundRecord, Store, StoreError
 
 log = logging.getLogger("fl-coordinator")
 

@@ -1,6 +1,6 @@
 """The coordinator engine: a sans-I/O state machine (no sockets, clock or randomness of its own).
 
-Feed it :mod:`coordinator.events` (``Connected``, ``DataReceived``, ``Disconnected``, ``TimerFired``) with the
+Feed it :mod:`coordinator.federation.events` (``Connected``, ``DataReceived``, ``Disconnected``, ``TimerFired``) with the
 current time; execute the returned actions in order (``Send``, ``Close``, ``SetTimer``, ``PersistRound``,
 ``Log``). A ``PersistRound`` must be made durable before later actions are executed (the store does it
 atomically).
@@ -29,8 +29,8 @@ import numpy as np
 
 import mle
 from aggregation import PipelineState, aggregate_groups, parse_pipeline
-from coordinator.config import FederationConfig
-from coordinator.events import (
+from coordinator.federation.config import FederationConfig
+from coordinator.federation.events import (
     Action,
     ClientEnrolled,
     Close,
@@ -45,7 +45,7 @@ from coordinator.events import (
     SetTimer,
     TimerFired,
 )
-from coordinator.evidence import (
+from coordinator.federation.evidence import (
     bound_noise_variance,
     debiased_outlier_scores,
     deviation_evidence,
@@ -56,8 +56,8 @@ from coordinator.evidence import (
     noise_deficient,
     noise_variance_of_mean,
 )
-from coordinator.optimizers import OptimizerState, ServerOptimizer, apply_update
-from coordinator.trust import TrustState
+from coordinator.federation.optimizers import OptimizerState, ServerOptimizer, apply_update
+from coordinator.federation.trust import TrustState
 from flcore import assignment
 from flcore.protocol import COORDINATOR_ID, PROTOCOL_VERSIONS, Envelope, ProtocolError, ReplayGuard
 from flcore.wire import MAX_MESSAGE_BYTES, as_u8, client_id_for, decode, encode, tensor_bytes

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from coordinator.service import start_service
-from coordinator.settings import ServerSettings, ServeSettings
+from coordinator.service.server import start_service
+from coordinator.service.settings import ServerSettings, ServeSettings
 from flcore.modelspec import mlp
 
 OUT = Path("demo-output")
@@ -33,7 +33,7 @@ CLIENT_FLAGS = ["--min-noise", "0.05", "--epsilon-budget", "inf"]
 
 
 def _settings(rounds: int, clients: int, out: Path) -> ServeSettings:
-    from coordinator.config import FederationConfig
+    from coordinator.federation.config import FederationConfig
 
     fed = FederationConfig(model=mlp([64, 32, 10]), rounds=rounds, clients_per_round=clients, group_size=5,
                            # the product's default defence (DEFAULT_AGGREGATOR, adaptive clipping, server step 2)

@@ -1,7 +1,7 @@
 """WebSocket transport (library ``websockets``, asyncio): one binary frame = one protocol message.
 
 Also answers plain HTTP requests on the same port (health, status JSON, static files) through
-:class:`coordinator.http_routes.HttpRoutes`, passing on the method, ``If-None-Match`` and ``Authorization``.
+:class:`coordinator.service.http_routes.HttpRoutes`, passing on the method, ``If-None-Match`` and ``Authorization``.
 Frames above ``max_message_bytes`` close the connection with code 1009 ("message too big"); text frames are
 refused with a protocol error by the engine (they are not .mle).
 """
@@ -18,8 +18,8 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from coordinator.driver import EngineDriver, QueueLink
-from coordinator.http_routes import HttpRoutes
+from coordinator.service.driver import EngineDriver, QueueLink
+from coordinator.service.http_routes import HttpRoutes
 from flcore.protocol import WS_PATH
 
 log = logging.getLogger("fl-coordinator.ws")

@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
-    from coordinator.settings import add_serve_arguments
+    from coordinator.service.settings import add_serve_arguments
 
     p = sub.add_parser(
         "serve", help="run the coordinator (WebSocket + HTTP for browsers, gRPC for native clients)",
@@ -39,9 +39,9 @@ def _serve(args: argparse.Namespace) -> int:
     import asyncio
     import logging
 
-    from coordinator.service import serve
-    from coordinator.settings import SettingsError, load_settings
-    from coordinator.store import StoreError
+    from coordinator.service.server import serve
+    from coordinator.service.settings import SettingsError, load_settings
+    from coordinator.service.store import StoreError
 
     # configured before the settings are read so their warnings (e.g. a world-readable token file) are formatted;
     # the level comes from the settings

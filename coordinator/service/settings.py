@@ -38,10 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from coordinator.config import FederationConfig
+from coordinator.federation.config import FederationConfig
 from flcore.modelspec import ModelSpec, mlp
 
-log = logging.getLogger("fl-coordinator.settings")
+log = logging.getLogger("fl-coordinator.service.settings")
 OPERATOR_TOKEN_ENV = "FL_OPERATOR_TOKEN"
 MIN_OPERATOR_TOKEN_CHARS = 16
 

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 
 import mle
-from coordinator.driver import EngineDriver
-from coordinator.engine import Engine
-from coordinator.http_routes import HttpRoutes
-from coordinator.settings import ServeSettings, SettingsError, federation_to_dict
-from coordinator.store import Store
-from coordinator.transport_grpc import GrpcTransport
-from coordinator.transport_ws import WebSocketTransport
+from coordinator.federation.engine import Engine
+from coordinator.service.driver import EngineDriver
+from coordinator.service.http_routes import HttpRoutes
+from coordinator.service.settings import ServeSettings, SettingsError, federation_to_dict
+from coordinator.service.store import Store
+from coordinator.service.transport_grpc import GrpcTransport
+from coordinator.service.transport_ws import WebSocketTransport
 from flcrypto import default_crypto
 from flcrypto.keyfile import load_or_create_seed
 
@@ -51,13 +51,13 @@ def build_engine(settings: ServeSettings, store: Store, seed: bytes) -> Engine:
                             "use another --data-dir or the same settings")
     evaluator = None
     if settings.evaluation == "digits":
-        from coordinator.evaluation import evaluator as make_evaluator
+        from coordinator.federation.evaluation import evaluator as make_evaluator
         from federated_data import load_digits
 
         ds = load_digits(images=cfg.model.input_shape == (1, 8, 8))
         evaluator = make_evaluator(cfg.model, ds.x_test, ds.y_test)
     elif settings.evaluation.endswith(".npz"):
-        from coordinator.evaluation import evaluator as make_evaluator
+        from coordinator.federation.evaluation import evaluator as make_evaluator
 
         with np.load(settings.evaluation) as z:
             if "x" not in z or "y" not in z:
@@ -98,7 +98,7 @@ class RunningService:
 
 async def start_service(settings: ServeSettings, static: dict[str, Path] | None = None,
                         index: Path | None = None, web: bool | None = None) -> RunningService:
-    """``web``: serve the browser client and the demo page (coordinator.web_assets); default: when neither
+    """``web``: serve the browser client and the demo page (coordinator.service.web_assets); default: when neither
     ``static`` nor ``index`` is given (and client_web/node_modules exists – logged if not)."""
     s = settings.server
     data_dir = Path(s.data_dir)
@@ -110,7 +110,7 @@ async def start_service(settings: ServeSettings, static: dict[str, Path] | None 
     logging.getLogger("websockets").setLevel(max(logging.WARNING, log.getEffectiveLevel()))
     routes = HttpRoutes(engine.status, dict(static or {}), index, operator_token=settings.operator_token)
     if web or (web is None and static is None and index is None):
-        from coordinator.web_assets import mount
+        from coordinator.service.web_assets import mount
 
         mount(routes)
     ws = WebSocketTransport(driver, routes, s.max_message_bytes)

@@ -1,7 +1,7 @@
 """What ``/status`` may publish: the engine's full status dict → a public view with federation-level aggregates only.
 
-:meth:`coordinator.engine.Engine.status` describes every client (id, trust, observations, connection state and
-kind). That is for the operator (``/status/operator``, behind a bearer token – :mod:`coordinator.http_routes`);
+:meth:`coordinator.federation.engine.Engine.status` describes every client (id, trust, observations, connection state and
+kind). That is for the operator (``/status/operator``, behind a bearer token – :mod:`coordinator.service.http_routes`);
 the unauthenticated ``/status`` gets :func:`public_status`, which is built from an **allowlist**: a field the
 engine adds later is left out until it is added here, so a new per-client field can never leak by accident.
 

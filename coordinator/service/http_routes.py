@@ -1,8 +1,8 @@
 """The coordinator's HTTP endpoints (served on the WebSocket port): health, status JSON, static files.
 
-Pure request → response functions; :mod:`coordinator.transport_ws` adapts them to the ``websockets`` server.
+Pure request → response functions; :mod:`coordinator.service.transport_ws` adapts them to the ``websockets`` server.
 
-``/status`` is public and shows federation-level aggregates only (:func:`coordinator.status_view.public_status`);
+``/status`` is public and shows federation-level aggregates only (:func:`coordinator.service.status_view.public_status`);
 ``/status/operator`` shows the engine's full status (every client's id, trust, state) to a request carrying
 ``Authorization: Bearer <operator token>``; it is 404 when no operator token is configured. The token is only
 accepted in that header – never from the query string, which ends up in access logs, proxies and browser history.
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from coordinator.status_view import operator_status, public_status
+from coordinator.service.status_view import operator_status, public_status
 
 mimetypes.add_type("application/wasm", ".wasm")
 mimetypes.add_type("text/javascript", ".mjs")

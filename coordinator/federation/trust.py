@@ -6,7 +6,7 @@ towards the prior by a forgetting factor λ per observation, so a client's recen
 
 Evidence is measured by the server, never self-reported: for each aggregated unit (a client when groups have
 size 1, else a secure-aggregation group) the engine computes an outlier score o (the noise-debiased median
-pairwise distance over its median, :mod:`coordinator.evidence`; ≈ 1 typical). It maps to negative evidence
+pairwise distance over its median, :mod:`coordinator.federation.evidence`; ≈ 1 typical). It maps to negative evidence
 n = clip((o − 1)/(τ − 1), 0, 1)
 and positive evidence 1 − n; a non-finite update is full negative evidence. A group's evidence is given to
 each of its members: with fresh random groups every round an attacker is in a "bad" group every round,
@@ -110,8 +110,8 @@ class TrustState:
 
     def observe_units(self, units: list[list[str]], outlier_scores: Any, deviations: Any = None) -> None:
         """Evidence for one round: ``units[j]`` are the members of unit j (a client, or a group), scored
-        ``outlier_scores[j]`` (:func:`coordinator.evidence.debiased_outlier_scores`); every member receives the
-        unit's evidence. ``deviations[j]`` (optional, :func:`coordinator.evidence.deviation_evidence`) is the unit's
+        ``outlier_scores[j]`` (:func:`coordinator.federation.evidence.debiased_outlier_scores`); every member receives the
+        unit's evidence. ``deviations[j]`` (optional, :func:`coordinator.federation.evidence.deviation_evidence`) is the unit's
         signed deviation along the round's dominant direction: it feeds every member's co-deviation accumulator,
         and a member whose accumulated statistic is on the coordinated minority's side beyond the threshold gets
         that much more negative evidence (:meth:`observe_deviations`) – never positive evidence."""
@@ -130,11 +130,11 @@ class TrustState:
         member's extra negative evidence in [0, 1] (docs/trust.md (g)).
 
         The round's per-client evidence ζ (the unit's value for each member) is oriented to agree with the
-        members' accumulated drift (:func:`coordinator.evidence.round_orientation`), then every member's
+        members' accumulated drift (:func:`coordinator.federation.evidence.round_orientation`), then every member's
         drift ← λ_d·drift + ζ and energy ← λ_d·energy + ζ². The statistic T (drift / √energy, oriented towards the
-        minority that deviates together, :func:`coordinator.evidence.codeviation_statistics`) over every client
+        minority that deviates together, :func:`coordinator.federation.evidence.codeviation_statistics`) over every client
         seen so far gives the negative evidence clip((T − t)/t, 0, 1) of the members observed this round."""
-        from coordinator.evidence import (
+        from coordinator.federation.evidence import (
             codeviation_statistics,
             deviation_negative_evidence,
             round_orientation,
@@ -165,7 +165,7 @@ class TrustState:
 
     def codeviation(self) -> dict[str, float]:
         """Every known client's current co-deviation statistic T (0 while no coordinated minority shows)."""
-        from coordinator.evidence import codeviation_statistics
+        from coordinator.federation.evidence import codeviation_statistics
 
         names = list(self.clients)
         stats = codeviation_statistics(np.array([self.clients[k].drift for k in names]),
