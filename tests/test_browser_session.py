@@ -7,9 +7,13 @@ participation in its ledger; the browser clients' masked inputs are withheld unt
 stored (``ledger_persisted``). The network transports and the JS SDK come on top of this; the engine does not
 know which kind a client is.
 
-RELAXED POLICY: the accuracy comparison needs little noise (z = 0.05), below the clients' default noise floor
+RELAXED POLICY: the accuracy comparison needs little noise (z = 0.01), below the clients' default noise floor
 (0.5), and 8 rounds at that noise exceed the default ε budget of 10 – so every client here, browser and native,
-runs with ``min_noise_multiplier = 0.05`` and no ε budget. Groups (≥ 5), threshold rule and colluders stay at
+runs with ``min_noise_multiplier = 0.01`` and no ε budget. Why so little: the clients draw their noise from the
+OS, so the final accuracy is a random variable; at z = 0.05 its spread over runs of the native-only federation
+was 0.025 (8 runs), and the 0.06 margin between two independent runs failed about one run in ten (issue 13 F21).
+At z = 0.01 the spread is 0.0046 (8 runs: 0.871–0.882), so the margin is ~9 standard deviations of the difference
+and what is left for it to catch is a systematic gap between browser and native training. Groups (≥ 5), threshold rule and colluders stay at
 the safe defaults. tests/test_browser_client_policy.py covers the default policy."""
 
 from __future__ import annotations
@@ -36,8 +40,8 @@ from flcrypto import default_crypto
 pytestmark = pytest.mark.browser
 
 # the relaxed policy of this module (see the docstring), as the SDK passes it (JSON) and for the native sessions
-RELAXED = {"min_noise_multiplier": 0.05, "epsilon_budget": None}
-NATIVE_POLICY = PrivacyPolicy(min_noise_multiplier=0.05, epsilon_budget=math.inf)
+RELAXED = {"min_noise_multiplier": 0.01, "epsilon_budget": None}
+NATIVE_POLICY = PrivacyPolicy(min_noise_multiplier=0.01, epsilon_budget=math.inf)
 
 SETUP = """
 import base64, json, __main__
@@ -153,7 +157,7 @@ def run_federation(page, cfg: FederationConfig, n_browser: int, n_native: int):
 
 
 CFG = dict(model=mlp([64, 32, 10]), rounds=8, clients_per_round=10, group_size=5, aggregator="median",
-           local_epochs=3, lr=0.1, l2_clip=2.0, noise_multiplier=0.05, quantization_bits=16, modulus_bits=32,
+           local_epochs=3, lr=0.1, l2_clip=2.0, noise_multiplier=0.01, quantization_bits=16, modulus_bits=32,
            epsilon=1e6)
 
 
