@@ -113,6 +113,19 @@ def test_sdk_serves_what_the_browser_loads_and_nothing_else() -> None:
         assert b"jquery" not in body.lower()
 
 
+def test_python_bundle_revalidates() -> None:
+    """/py/ files and the manifest carry ETags: a reload of the page gets 304s, not the bundle again."""
+    routes = HttpRoutes(dict)
+    if web_assets.missing() is not None:
+        pytest.skip(f"client_web not set up: {web_assets.missing()}")
+    web_assets.mount(routes)
+    for path in ("/py/manifest.json", "/py/flcore/session.py"):
+        first = routes.handle("GET", path)
+        assert first.status == 200 and first.headers["Cache-Control"] == "no-cache", path
+        again = routes.handle("GET", path, if_none_match=first.headers["ETag"])
+        assert again.status == 304 and again.body == b"" and again.headers["ETag"] == first.headers["ETag"], path
+
+
 def test_failing_shard_requests_are_answered_from_a_cache() -> None:
     failing = [f"/demo/shard?i={i}&n=64" for i in (0, 0, 0, 5, 63)] * 4  # Dirichlet(0.5) cannot give 64 × 20
     same = ["/demo/shard?i=1&n=64&partition=dirichlet:0.50", "/demo/shard?i=2&n=64&partition=dirichlet"]

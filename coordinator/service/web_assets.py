@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import json
 import logging
 import threading
@@ -25,7 +26,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from coordinator.service.http_routes import Deferred, HttpResponse, HttpRoutes, json_response
-from coordinator.service.static_files import expand
+from coordinator.service.static_files import expand, read_file
 
 log = logging.getLogger("fl-coordinator")
 
@@ -49,16 +50,19 @@ def missing(client_web: Path = CLIENT_WEB) -> str | None:
 
 
 def python_bundle(rest: str, query: str) -> HttpResponse | None:
-    """``/py/manifest.json`` and the files it lists (nothing else)."""
+    """``/py/manifest.json`` and the files it lists (nothing else), with ETags: a reload revalidates (304) instead
+    of downloading the bundle again."""
     from client_pyodide import bundle
 
     if rest == "manifest.json":
-        return HttpResponse(200, "application/json", json.dumps(bundle.manifest()).encode(),
-                            {"Cache-Control": "no-cache"})
+        body = json.dumps(bundle.manifest()).encode()
+        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        return HttpResponse(200, "application/json", body, {"Cache-Control": "no-cache", "ETag": etag})
     path = bundle.resolve(rest)
     if path is None or not path.is_file():
         return None
-    return HttpResponse(200, "text/x-python; charset=utf-8", path.read_bytes(), {"Cache-Control": "no-cache"})
+    f = read_file(path)
+    return HttpResponse(200, "text/x-python; charset=utf-8", f.body, {"Cache-Control": "no-cache", "ETag": f.etag})
 
 
 class ShardService:
