@@ -155,7 +155,7 @@ class HttpRoutes:
         """``r`` as sent: 304 when its ETag matches ``if_none_match``, the security headers, no body for HEAD."""
         etag = r.headers.get("ETag")
         if etag and if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
-            r = HttpResponse(304, r.content_type, b"", {"ETag": etag, "Cache-Control": r.headers["Cache-Control"]})
+            r = HttpResponse(304, r.content_type, b"", {"ETag": etag, "Cache-Control": r.headers.get("Cache-Control", "no-cache")})
         headers = {**r.headers, **security_headers(r.content_type, r.body, self.csp)}
         if method == "HEAD":  # the GET response's headers, its length, no body
             return HttpResponse(r.status, r.content_type, b"", {**headers, "Content-Length": str(len(r.body))})
