@@ -149,6 +149,23 @@ def test_failing_shard_requests_are_answered_from_a_cache() -> None:
     assert shards.computed == 2
 
 
+def test_new_partitions_are_rate_limited_cached_ones_are_not() -> None:
+    """A flood of distinct parameters (each a new partition to compute) gets 503 beyond the burst; requests for
+    partitions already computed – failing or not, any shard index – are still answered."""
+    shards = web_assets.ShardService(new_per_s=1e-6, burst=2)  # no refill within the test
+    routes = HttpRoutes(dict, handlers={web_assets.DEMO_PREFIX: shards})
+    first = [routes.handle("GET", f"/demo/shard?i=0&n=64&seed={s}") for s in (1, 2)]
+    flood = [routes.handle("GET", f"/demo/shard?i=0&n=64&seed={s}") for s in range(3, 13)]
+    again = [routes.handle("GET", f"/demo/shard?i={i}&n=64&seed={s}") for s in (1, 2) for i in (0, 7)]
+    assert [r.status for r in first] == [400, 400] and shards.computed == 2
+    assert {r.status for r in flood} == {503} and all(r.headers["Retry-After"] == "2" for r in flood)
+    assert [r.status for r in again] == [400] * 4 and shards.computed == 2
+    ok = web_assets.ShardService(new_per_s=1e-6, burst=1)
+    routes = HttpRoutes(dict, handlers={web_assets.DEMO_PREFIX: ok})
+    assert [routes.handle("GET", f"/demo/shard?i={i}&n=4&partition=iid").status for i in range(4)] == [200] * 4
+    assert routes.handle("GET", "/demo/shard?i=0&n=5&partition=iid").status == 503 and ok.computed == 1
+
+
 def test_public_routes_never_carry_a_client_id() -> None:
     paths = ["/", "/health", "/status", "/status/operator", "/sdk/nope", "/py/manifest.json", "/demo/shard?i=0&n=2",
              "/demo/nope", "/status?clients=1"]

@@ -20,12 +20,13 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-from coordinator.service.http_routes import Deferred, HttpResponse, HttpRoutes, json_response
+from coordinator.service.http_routes import Deferred, HttpResponse, HttpRoutes, json_response, unavailable
 from coordinator.service.static_files import expand, read_file
 
 log = logging.getLogger("fl-coordinator")
@@ -73,10 +74,16 @@ class ShardService:
     when it fails) runs in the routes' worker thread (:class:`~coordinator.service.http_routes.Deferred`) once:
     its outcome – every shard's indices, or the error – is kept in a bounded LRU, so repeating a failing request
     costs a dictionary lookup (issue 13, F2: an uncached failure blocked the event loop on every request).
-    ``computed`` counts the partitions actually computed."""
+    A worker thread still takes the GIL from the event loop (measured: a busy one left the loop ~1/3 of its
+    throughput), so *new* partitions are rate-limited – ``new_per_s`` sustained, ``burst`` at once, beyond that 503
+    with ``Retry-After`` – and a flood of distinct parameters keeps the worker busy a bounded fraction of the time;
+    the pages' usual requests hit the cache. ``computed`` counts the partitions actually computed."""
 
-    def __init__(self, max_partitions: int = 256, max_bodies: int = 64) -> None:
+    def __init__(self, max_partitions: int = 256, max_bodies: int = 64, new_per_s: float = 1.0,
+                 burst: int = 4) -> None:
         self.max_partitions, self.max_bodies = max_partitions, max_bodies
+        self.new_per_s, self.burst = new_per_s, burst
+        self._tokens, self._refilled = float(burst), time.monotonic()
         self._partitions: OrderedDict[tuple[int, str, int], list[Any] | str] = OrderedDict()
         self._bodies: OrderedDict[tuple[int, int, str, int], bytes] = OrderedDict()
         self._lock = threading.Lock()  # the worker thread fills the caches the event loop reads
@@ -108,7 +115,23 @@ class ShardService:
             key = self.parse(query)
         except ValueError as exc:  # bad numbers or an unknown partition
             return _bad_request(str(exc))
-        return self._cached(key) or Deferred(lambda: self.compute(*key))
+        cached = self._cached(key)
+        if cached is not None:
+            return cached
+        with self._lock:
+            known = key[1:] in self._partitions  # only its shard's JSON is missing: cheap
+        if not known and not self._take_token():
+            return unavailable("busy: too many new shard partitions requested, try again")
+        return Deferred(lambda: self.compute(*key))
+
+    def _take_token(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._refilled) * self.new_per_s)
+        self._refilled = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
 
     def _cached(self, key: tuple[int, int, str, int]) -> HttpResponse | None:
         _, n, partition, seed = key
