@@ -158,8 +158,9 @@ def test_operator_status_only_at_its_exact_path() -> None:
     for path in ("/status/operator/", "/status/operator.json", "/status/Operator", "/status/", "/status/x"):
         r = routes.handle("GET", path, authorization=f"Bearer {TOKEN}")
         assert r.status == 404 and not any(c.encode() in r.body for c in CLIENT_IDS), path
-    for method in ("POST", "HEAD", "PUT"):
+    for method in ("POST", "PUT"):
         assert routes.handle(method, "/status/operator", authorization=f"Bearer {TOKEN}").status == 405
+    assert routes.handle("HEAD", "/status/operator").status == 401  # HEAD is GET without the body
 
 
 def test_routes_repr_hides_the_token() -> None:
@@ -211,11 +212,12 @@ def test_traversal_and_unknown_paths_are_404(site: dict[str, Path], path: str) -
     assert b"top secret" not in r.body and b"root:" not in r.body
 
 
-@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS"])
-def test_non_get_is_405(site: dict[str, Path], method: str) -> None:
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"])
+def test_methods_other_than_get_and_head_are_405(site: dict[str, Path], method: str) -> None:
     for path in ("/health", "/status", "/sdk/runtime.js"):
         r = _routes(site).handle(method, path)
         assert r.status == 405 and json.loads(r.body) == {"error": "method_not_allowed"}
+        assert r.headers["Allow"] == "GET, HEAD"
 
 
 # ── the same routes through the WebSocket transport's HTTP side ────────────────────────────────────────

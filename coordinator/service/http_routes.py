@@ -1,6 +1,10 @@
 """The coordinator's HTTP endpoints (served on the WebSocket port): health, status JSON, static files.
 
-Pure request → response functions; :mod:`coordinator.service.transport_ws` adapts them to the ``websockets`` server.
+Pure request → response functions; :mod:`coordinator.service.http_adapter` adapts them to the ``websockets`` server
+(:mod:`coordinator.service.transport_ws`). ``GET`` and ``HEAD`` (the same headers, no body) only – anything else is
+405. Every response carries the security headers of :mod:`coordinator.service.security_headers` (CSP, no framing,
+``nosniff``, no referrer). Work too slow for the event loop (a demo shard) is returned as a :class:`Deferred` and
+run in a worker thread.
 
 ``/status`` is public and shows federation-level aggregates only (:func:`coordinator.service.status_view.public_status`);
 ``/status/operator`` shows the engine's full status (every client's id, trust, state) to a request carrying
@@ -10,21 +14,21 @@ accepted in that header – never from the query string, which ends up in access
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
-import mimetypes
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
+from coordinator.service.security_headers import DEFAULT_CSP, security_headers
+from coordinator.service.static_files import InflightBudget, allowed_file, read_file, under_root
 from coordinator.service.status_view import operator_status, public_status
 
-mimetypes.add_type("application/wasm", ".wasm")
-mimetypes.add_type("text/javascript", ".mjs")
-mimetypes.add_type("text/javascript", ".js")
+RETRY_AFTER_S = 2  # seconds a 503 asks the client to wait
 
 
 @dataclass(frozen=True)
@@ -72,36 +76,96 @@ def token_matches(given: str, expected: str) -> bool:
     return hmac.compare_digest(digest(given), digest(expected))
 
 
-# a generated route: (path after the prefix, query string) → response, or None for 404
-Handler = Callable[[str, str], "HttpResponse | None"]
+# a generated route: (path after the prefix, query string) → a response, a Deferred (expensive work, run off the
+# event loop by the transport), or None for 404
+Handler = Callable[[str, str], "HttpResponse | Deferred | None"]
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """Work too slow for the event loop: :meth:`HttpRoutes.handle_async` runs ``compute`` in a worker thread
+    (:meth:`HttpRoutes.handle` runs it inline); ``None`` means 404."""
+
+    compute: Callable[[], HttpResponse | None]
+
+
+def unavailable(reason: str, retry_after: int = RETRY_AFTER_S) -> HttpResponse:
+    """503 with ``Retry-After``: the server is busy (a budget is spent), try again shortly."""
+    r = json_response({"error": "unavailable", "message": reason}, 503)
+    return HttpResponse(503, r.content_type, r.body, {**r.headers, "Retry-After": str(retry_after)})
 
 
 @dataclass
 class HttpRoutes:
     """``status`` returns the engine's full status dict (``/status`` publishes its public view only);
-    ``static`` maps URL prefixes (``/sdk/``) to directories; ``handlers`` maps URL prefixes to functions that
-    generate the response (checked before ``static``); ``operator_token`` enables ``/status/operator``."""
+    ``static`` maps URL prefixes (``/sdk/``) to directories, ``allow`` optionally a prefix to the only files
+    (relative paths) served from it; ``handlers`` maps URL prefixes to functions that generate the response
+    (checked before ``static``); ``operator_token`` enables ``/status/operator``; ``csp`` is the
+    Content-Security-Policy (:mod:`coordinator.service.security_headers`); ``inflight`` bounds the static bytes
+    being sent at once (:class:`~coordinator.service.static_files.InflightBudget`, used by the transport)."""
 
     status: Callable[[], dict[str, Any]]
     static: dict[str, Path] = field(default_factory=dict)
     index: Path | None = None  # the page served at "/"
     handlers: dict[str, Handler] = field(default_factory=dict)
     operator_token: str | None = field(default=None, repr=False)  # None: /status/operator is 404
+    allow: dict[str, frozenset[str]] = field(default_factory=dict)
+    csp: str = DEFAULT_CSP
+    inflight: InflightBudget = field(default_factory=lambda: InflightBudget(128 << 20, 48 << 20))
+    max_deferred: int = 4  # Deferred computations queued or running at once; more → 503
+    deferred_pending: int = field(default=0, init=False)
+    _executor: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
 
     def handle(self, method: str, path: str, if_none_match: str | None = None,
                authorization: str | None = None) -> HttpResponse:
-        """The response to ``method path``; a static file whose ETag is in ``if_none_match`` gives 304;
-        ``authorization`` is the request's ``Authorization`` header (only ``/status/operator`` reads it)."""
+        """The response to ``method path`` (deferred work runs inline); a static file whose ETag is in
+        ``if_none_match`` gives 304; ``authorization`` is the request's ``Authorization`` header (only
+        ``/status/operator`` reads it). ``HEAD`` is answered as ``GET`` without the body."""
         r = self._handle(method, path, authorization)
+        if isinstance(r, Deferred):
+            r = r.compute() or not_found(path.partition("?")[0])
+        return self.finish(method, r, if_none_match)
+
+    async def handle_async(self, method: str, path: str, if_none_match: str | None = None,
+                           authorization: str | None = None) -> HttpResponse:
+        """:meth:`handle` for the event loop: deferred work runs in one worker thread, at most
+        ``max_deferred`` at once (queued or running) – beyond that 503 with ``Retry-After``."""
+        r = self._handle(method, path, authorization)
+        if isinstance(r, Deferred):
+            if self.deferred_pending >= self.max_deferred:
+                r = unavailable("busy: too many requests being computed")
+            else:
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(1, thread_name_prefix="fl-http")
+                self.deferred_pending += 1
+                try:
+                    r = await asyncio.get_running_loop().run_in_executor(self._executor, r.compute)
+                finally:
+                    self.deferred_pending -= 1
+                r = r or not_found(path.partition("?")[0])
+        return self.finish(method, r, if_none_match)
+
+    def close(self) -> None:
+        """Stop the worker thread (waits for a running computation)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    def finish(self, method: str, r: HttpResponse, if_none_match: str | None) -> HttpResponse:
+        """``r`` as sent: 304 when its ETag matches ``if_none_match``, the security headers, no body for HEAD."""
         etag = r.headers.get("ETag")
         if etag and if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
-            return HttpResponse(304, r.content_type, b"", {"ETag": etag, "Cache-Control": "no-cache"})
-        return r
+            r = HttpResponse(304, r.content_type, b"", {"ETag": etag, "Cache-Control": r.headers.get("Cache-Control", "no-cache")})
+        headers = {**r.headers, **security_headers(r.content_type, r.body, self.csp)}
+        if method == "HEAD":  # the GET response's headers, its length, no body
+            return HttpResponse(r.status, r.content_type, b"", {**headers, "Content-Length": str(len(r.body))})
+        return HttpResponse(r.status, r.content_type, r.body, headers)
 
-    def _handle(self, method: str, path: str, authorization: str | None) -> HttpResponse:
+    def _handle(self, method: str, path: str, authorization: str | None) -> HttpResponse | Deferred:
         path, _, query = path.partition("?")
-        if method != "GET":
-            return json_response({"error": "method_not_allowed"}, 405)
+        if method not in ("GET", "HEAD"):
+            r = json_response({"error": "method_not_allowed"}, 405)
+            return HttpResponse(r.status, r.content_type, r.body, {**r.headers, "Allow": "GET, HEAD"})
         if path == "/health":
             s = self.status()
             return json_response({"ok": True, "round": s["round"], "finished": s["finished"]})
@@ -116,9 +180,11 @@ class HttpRoutes:
                 return handler(path[len(prefix):], query) or not_found(path)
         for prefix, root in self.static.items():
             if path.startswith(prefix):
-                return _static(root, path[len(prefix):]) or not_found(path)
+                rel = path[len(prefix):]
+                allow = self.allow.get(prefix)
+                target = under_root(root, rel) if allow is None else allowed_file(root, rel, allow)
+                return _file(target) if target is not None else not_found(path)
         return not_found(path)
-
 
     def _operator(self, authorization: str | None) -> HttpResponse:
         if not self.operator_token:
@@ -131,36 +197,8 @@ class HttpRoutes:
         return json_response(operator_status(self.status()))
 
 
-def _static(root: Path, rel: str) -> HttpResponse | None:
-    """A file under ``root`` (no escaping it with ``..`` – also percent-encoded – or symlinks pointing out)."""
-    root = root.resolve()
-    try:
-        target = (root / unquote(rel)).resolve()
-        target.relative_to(root)
-    except (ValueError, OSError):
-        return None
-    if not target.is_file():
-        return None
-    return _file(target)
-
-
-_CACHE: dict[Path, tuple[tuple[int, int], bytes]] = {}
-_CACHE_LIMIT = 256 * 1024 * 1024  # bytes of file contents kept in memory (Pyodide alone is ~13 MB)
-
-
 def _file(path: Path) -> HttpResponse:
-    """A file with an ETag from its size and modification time; contents cached until the file changes (the
-    event loop must not re-read Pyodide's 13 MB for every tab)."""
-    ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    st = path.stat()
-    key = (st.st_size, st.st_mtime_ns)
-    cached = _CACHE.get(path)
-    if cached is not None and cached[0] == key:
-        body = cached[1]
-    else:
-        body = path.read_bytes()
-        if sum(len(b) for _, b in _CACHE.values()) + len(body) > _CACHE_LIMIT:
-            _CACHE.clear()
-        _CACHE[path] = (key, body)
-    etag = f'"{key[0]:x}-{key[1]:x}"'
-    return HttpResponse(200, ctype, body, {"Cache-Control": "no-cache", "ETag": etag})
+    """A file with an ETag from its size and modification time; its contents are one cached ``bytes`` object
+    (:func:`coordinator.service.static_files.read_file`)."""
+    f = read_file(path)
+    return HttpResponse(200, f.content_type, f.body, {"Cache-Control": "no-cache", "ETag": f.etag})

@@ -18,7 +18,9 @@ import mle
 from coordinator.federation.engine import Engine
 from coordinator.service.driver import EngineDriver
 from coordinator.service.http_routes import HttpRoutes
+from coordinator.service.security_headers import DEFAULT_CSP
 from coordinator.service.settings import ServeSettings, SettingsError, federation_to_dict
+from coordinator.service.static_files import InflightBudget
 from coordinator.service.store import Store
 from coordinator.service.transport_grpc import GrpcTransport
 from coordinator.service.transport_ws import WebSocketTransport
@@ -92,6 +94,7 @@ class RunningService:
     async def stop(self) -> None:
         self.driver.cancel_timers()
         await self.ws.stop()
+        self.ws.routes.close()
         await self.grpc.stop()
         self.store.close()
 
@@ -108,7 +111,11 @@ async def start_service(settings: ServeSettings, static: dict[str, Path] | None 
     engine = build_engine(settings, store, seed)
     driver = EngineDriver(engine, store, audit_dir=s.audit_dir or None)
     logging.getLogger("websockets").setLevel(max(logging.WARNING, log.getEffectiveLevel()))
-    routes = HttpRoutes(engine.status, dict(static or {}), index, operator_token=settings.operator_token)
+    h = settings.http
+    routes = HttpRoutes(engine.status, dict(static or {}), index, operator_token=settings.operator_token,
+                        csp=h.content_security_policy or DEFAULT_CSP,
+                        inflight=InflightBudget(h.static_inflight_bytes, h.static_inflight_per_ip_bytes,
+                                                h.static_wait_s))
     if web or (web is None and static is None and index is None):
         from coordinator.service.web_assets import mount
 

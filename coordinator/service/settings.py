@@ -12,6 +12,8 @@ TOML layout (every key optional; see ``fl-coordinator serve --help`` and docs/pr
                   trust_negative_weight, trust_deviation_decay, trust_deviation_threshold
     [model]       spec = "mlp:64-32-10"  (or a JSON file path, or an inline table {input_shape, layers, ...})
     [evaluation]  dataset = "digits" | "none" | "path/to/test.npz" (arrays x, y)
+    [http]        static_inflight_mb, static_inflight_per_ip_mb, static_wait_s, content_security_policy
+                  (:class:`HttpSettings`)
 
 The operator token (``Authorization: Bearer …`` for ``GET /status/operator``) comes from
 ``--operator-token-file``, else the environment variable ``FL_OPERATOR_TOKEN``, else ``[server]
@@ -75,6 +77,27 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
+class HttpSettings:
+    """``[http]``: the HTTP side of the WebSocket port (docs/operations.md)."""
+
+    # static response bytes being sent at once (all peers / one peer address); a response over it waits up to
+    # static_wait_s for room, then gets 503 with Retry-After
+    static_inflight_mb: float = 128.0
+    static_inflight_per_ip_mb: float = 48.0
+    static_wait_s: float = 3.0
+    # the Content-Security-Policy header, verbatim; "" = the built-in policy (coordinator.service.security_headers)
+    content_security_policy: str = ""
+
+    @property
+    def static_inflight_bytes(self) -> int:
+        return int(self.static_inflight_mb * 1024 * 1024)
+
+    @property
+    def static_inflight_per_ip_bytes(self) -> int:
+        return int(self.static_inflight_per_ip_mb * 1024 * 1024)
+
+
+@dataclass(frozen=True)
 class ServeSettings:
     server: ServerSettings
     federation: FederationConfig
@@ -82,6 +105,7 @@ class ServeSettings:
     model_text: str = "mlp:64-32-10"
     # the bearer token of GET /status/operator (from the token file or FL_OPERATOR_TOKEN); None = view disabled
     operator_token: str | None = field(default=None, repr=False)
+    http: HttpSettings = field(default_factory=HttpSettings)
 
 
 SERVER_HELP = {
@@ -244,10 +268,11 @@ def load_settings(args: argparse.Namespace) -> ServeSettings:
             raise SettingsError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError(f"config file {path}: {exc}") from None
-    unknown = set(doc) - {"server", "federation", "model", "evaluation"}
+    unknown = set(doc) - {"server", "federation", "model", "evaluation", "http"}
     if unknown:
-        raise SettingsError(f"unknown section(s) {sorted(unknown)} (known: server, federation, model, evaluation)")
-    for section in ("server", "federation", "model", "evaluation"):
+        raise SettingsError(f"unknown section(s) {sorted(unknown)} (known: server, federation, model, evaluation, "
+                            "http)")
+    for section in ("server", "federation", "model", "evaluation", "http"):
         if section in doc and not isinstance(doc[section], dict):
             raise SettingsError(f"[{section}] must be a table (a [{section}] section), got {doc[section]!r}")
     for section, allowed in (("model", {"spec"}), ("evaluation", {"dataset"})):
@@ -313,8 +338,38 @@ def load_settings(args: argparse.Namespace) -> ServeSettings:
         raise SettingsError(f"evaluation on digits needs a model with input (64,) or (1, 8, 8) and 10 classes, "
                             f"got input {spec.input_shape} and {spec.num_classes} classes")
     check_grouping_risk(fed, server)
+    http = parse_http(doc.get("http", {}))
     text = model_value if isinstance(model_value, str) else json.dumps(model_value)
-    return ServeSettings(server, fed, evaluation, text, operator_token)
+    return ServeSettings(server, fed, evaluation, text, operator_token, http)
+
+
+def parse_http(d: dict[str, Any]) -> HttpSettings:
+    """The ``[http]`` table → :class:`HttpSettings`; unknown keys, wrong types and out-of-range values are refused."""
+    names = {f.name: f.type for f in _fields(HttpSettings)}
+    bad = set(d) - set(names)
+    if bad:
+        raise SettingsError(f"[http]: unknown option(s) {sorted(bad)} (known: {', '.join(sorted(names))})")
+    kw = {k: _coerce(k, v, names[k]) for k, v in d.items()}
+    if "content_security_policy" in kw and not isinstance(d["content_security_policy"], str):
+        raise SettingsError("option content_security_policy: expected a string")
+    http = HttpSettings(**kw)
+    for name in ("static_inflight_mb", "static_inflight_per_ip_mb"):
+        v = getattr(http, name)
+        if not (math.isfinite(v) and 0 < v <= 65536):
+            raise SettingsError(f"[http] {name} must be in (0, 65536] MiB, got {v:g}")
+    if not (math.isfinite(http.static_wait_s) and 0 <= http.static_wait_s <= 8):
+        raise SettingsError(f"[http] static_wait_s must be in [0, 8] seconds (the whole response has 10 s), got "
+                            f"{http.static_wait_s:g}")
+    if http.static_inflight_per_ip_mb > http.static_inflight_mb:
+        raise SettingsError("[http] static_inflight_per_ip_mb must not exceed static_inflight_mb")
+    if http.content_security_policy:
+        from coordinator.service.security_headers import check_policy
+
+        try:
+            http = dataclasses.replace(http, content_security_policy=check_policy(http.content_security_policy))
+        except ValueError as exc:
+            raise SettingsError(f"[http] content_security_policy: {exc}") from None
+    return http
 
 
 def check_grouping_risk(fed: FederationConfig, server: ServerSettings) -> Any:
@@ -397,6 +452,6 @@ def federation_to_dict(cfg: FederationConfig) -> dict[str, Any]:
     return {k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in d.items()}
 
 
-__all__ = ["OPERATOR_TOKEN_ENV", "ServeSettings", "ServerSettings", "SettingsError", "add_serve_arguments",
-           "check_grouping_risk", "check_operator_token", "federation_to_dict", "load_settings", "parse_model",
+__all__ = ["OPERATOR_TOKEN_ENV", "HttpSettings", "ServeSettings", "ServerSettings", "SettingsError", "add_serve_arguments",
+           "check_grouping_risk", "check_operator_token", "federation_to_dict", "load_settings", "parse_http", "parse_model",
            "read_operator_token"]

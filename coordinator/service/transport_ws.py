@@ -11,24 +11,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from http import HTTPStatus
+from collections.abc import Awaitable
 
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from coordinator.service import http_adapter
 from coordinator.service.driver import EngineDriver, QueueLink
 from coordinator.service.http_routes import HttpRoutes
 from flcore.protocol import WS_PATH
 
 log = logging.getLogger("fl-coordinator.ws")
-
-
-def _single(headers: Headers, name: str) -> str | None:
-    """A header sent exactly once, else None (a repeated ``Authorization`` is not credentials)."""
-    values = headers.get_all(name)
-    return values[0] if len(values) == 1 else None
 
 
 class WebSocketTransport:
@@ -47,13 +41,10 @@ class WebSocketTransport:
             self.server.close()
             await self.server.wait_closed()
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    def _process_request(self, connection: ServerConnection, request: Request) -> Awaitable[Response] | None:
         if request.path.split("?", 1)[0] == WS_PATH:
             return None  # go on with the WebSocket handshake
-        r = self.routes.handle(getattr(request, "method", "GET"), request.path, request.headers.get("If-None-Match"),
-                               _single(request.headers, "Authorization"))
-        headers = Headers({"Content-Type": r.content_type, "Content-Length": str(len(r.body)), **r.headers})
-        return Response(r.status, HTTPStatus(r.status).phrase, headers, r.body)
+        return http_adapter.respond(self.routes, connection, request)  # HTTP (websockets awaits it)
 
     async def _handler(self, ws: ServerConnection) -> None:
         link = QueueLink()

@@ -3,7 +3,7 @@
 | URL | content |
 |---|---|
 | ``/`` | the demo page (``client_web/demo/index.html``): joins as a client with a digits shard, shows the tab's privacy policy and its own privacy ledger next to the coordinator's figures, draw-a-digit |
-| ``/sdk/…`` | ``client_web/`` as is: the SDK (``sdk/fl-client.js``), the runtime loader (``js/``), the WASM kernel, the demo's script and ``node_modules/`` (Pyodide, libsodium-wrappers) |
+| ``/sdk/…`` | from ``client_web/``, the files of :func:`served_files` only: the SDK (``sdk/fl-client.js``), the runtime loader (``js/``), the WASM kernel, the demo's script and, of ``node_modules/``, the files Pyodide and libsodium-wrappers load (not Pyodide's console pages) |
 | ``/py/manifest.json`` | :func:`client_pyodide.bundle.manifest` – the Python files the runtime loads, with SHA-256 |
 | ``/py/<path>`` | a file listed in that manifest (:func:`client_pyodide.bundle.resolve`; anything else is 404) |
 | ``/demo/shard?i=I&n=N`` | shard I of N (N ≤ 64) of the digits training split (``partition=dirichlet:ALPHA`` with ALPHA in [0.1, 100] – default 0.5 – or ``iid``; ``seed=0``: the same split ``fl-client --data digits:I/N`` uses) as JSON: ``{i, n, partition, seed, features, classes, count, x: base64 float32 (row-major), y: [labels]}`` |
@@ -16,19 +16,25 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import json
 import logging
+import threading
+import time
+from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs
 
-from coordinator.service.http_routes import HttpResponse, HttpRoutes, json_response
+from coordinator.service.http_routes import Deferred, HttpResponse, HttpRoutes, json_response, unavailable
+from coordinator.service.static_files import expand, read_file
 
 log = logging.getLogger("fl-coordinator")
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENT_WEB = REPO / "client_web"
 SDK_PREFIX, PY_PREFIX, DEMO_PREFIX = "/sdk/", "/py/", "/demo/"
-# the shard endpoint runs on the event loop: its parameters are bounded so that no request is expensive
+# the shard endpoint's parameters are bounded (its computation runs in a worker thread, ShardService)
 MAX_SHARDS, MAX_SEED, ALPHA_RANGE, MAX_TRIES = 64, 1 << 16, (0.1, 100.0), 100
 
 
@@ -45,62 +51,189 @@ def missing(client_web: Path = CLIENT_WEB) -> str | None:
 
 
 def python_bundle(rest: str, query: str) -> HttpResponse | None:
-    """``/py/manifest.json`` and the files it lists (nothing else)."""
+    """``/py/manifest.json`` and the files it lists (nothing else), with ETags: a reload revalidates (304) instead
+    of downloading the bundle again."""
     from client_pyodide import bundle
 
     if rest == "manifest.json":
-        return HttpResponse(200, "application/json", json.dumps(bundle.manifest()).encode(),
-                            {"Cache-Control": "no-cache"})
+        body = json.dumps(bundle.manifest()).encode()
+        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        return HttpResponse(200, "application/json", body, {"Cache-Control": "no-cache", "ETag": etag})
     path = bundle.resolve(rest)
     if path is None or not path.is_file():
         return None
-    return HttpResponse(200, "text/x-python; charset=utf-8", path.read_bytes(), {"Cache-Control": "no-cache"})
+    f = read_file(path)
+    return HttpResponse(200, "text/x-python; charset=utf-8", f.body, {"Cache-Control": "no-cache", "ETag": f.etag})
 
 
-@functools.lru_cache(maxsize=64)
-def shard_json(i: int, n: int, partition: str = "dirichlet:0.5", seed: int = 0) -> bytes:
-    """Shard ``i`` of ``n`` of the digits training split, exactly as ``client_native.cli.load_data`` makes it."""
-    import numpy as np
+class ShardService:
+    """``/demo/shard``: digits shards, computed off the event loop and cached – failures too.
 
-    from federated_data import dirichlet, iid, load_digits
+    A request is validated up front (cheap: numbers, ranges, the partition's form); a valid one names a partition
+    ``(n, partition, seed)``, whose computation (a Dirichlet draw redrawn up to ``MAX_TRIES`` times, 200–340 ms
+    when it fails) runs in the routes' worker thread (:class:`~coordinator.service.http_routes.Deferred`) once:
+    its outcome – every shard's indices, or the error – is kept in a bounded LRU, so repeating a failing request
+    costs a dictionary lookup (issue 13, F2: an uncached failure blocked the event loop on every request).
+    A worker thread still takes the GIL from the event loop (measured: a busy one left the loop ~1/3 of its
+    throughput), so *new* partitions are rate-limited – ``new_per_s`` sustained, ``burst`` at once, beyond that 503
+    with ``Retry-After`` – and a flood of distinct parameters keeps the worker busy a bounded fraction of the time;
+    the pages' usual requests hit the cache. ``computed`` counts the partitions actually computed."""
 
-    ds = load_digits()
-    rng = np.random.default_rng(seed)
-    kind, _, arg = partition.partition(":")
-    if kind == "dirichlet":
-        alpha = float(arg or 0.5)
-        if not ALPHA_RANGE[0] <= alpha <= ALPHA_RANGE[1]:
-            raise ValueError(f"dirichlet alpha must be in [{ALPHA_RANGE[0]}, {ALPHA_RANGE[1]}]")
-        # the same draws as fl-client's (which allows more tries before giving up)
-        parts = dirichlet(ds.y_train, n, alpha, rng, min_size=20, max_tries=MAX_TRIES)
-    elif kind == "iid":
-        parts = iid(ds.y_train, n, rng)
-    else:
-        raise ValueError(f"partition {partition!r}: expected dirichlet:ALPHA or iid")
-    idx = parts[i]
-    x = np.ascontiguousarray(ds.x_train[idx], dtype="<f4")
-    return json.dumps({"i": i, "n": n, "partition": partition, "seed": seed, "features": int(x.shape[1]),
-                       "classes": int(ds.num_classes), "count": len(idx),
-                       "x": base64.b64encode(x.tobytes()).decode(),
-                       "y": [int(v) for v in ds.y_train[idx]]}).encode()
+    def __init__(self, max_partitions: int = 256, max_bodies: int = 64, new_per_s: float = 1.0,
+                 burst: int = 4) -> None:
+        self.max_partitions, self.max_bodies = max_partitions, max_bodies
+        self.new_per_s, self.burst = new_per_s, burst
+        self._tokens, self._refilled = float(burst), time.monotonic()
+        self._partitions: OrderedDict[tuple[int, str, int], list[Any] | str] = OrderedDict()
+        self._bodies: OrderedDict[tuple[int, int, str, int], bytes] = OrderedDict()
+        self._lock = threading.Lock()  # the worker thread fills the caches the event loop reads
+        self.computed = 0
 
-
-def demo_data(rest: str, query: str) -> HttpResponse | None:
-    """``/demo/shard?i=&n=[&partition=][&seed=]``."""
-    if rest != "shard":
-        return None
-    q = {k: v[-1] for k, v in parse_qs(query).items()}
-    try:
+    @staticmethod
+    def parse(query: str) -> tuple[int, int, str, int]:
+        """``(i, n, partition, seed)`` with the partition in canonical form; ``ValueError`` if invalid."""
+        q = {k: v[-1] for k, v in parse_qs(query).items()}
         i, n, seed = int(q.get("i", "0")), int(q.get("n", "1")), int(q.get("seed", "0"))
-        partition = q.get("partition", "dirichlet:0.5")
         if not (0 <= i < n <= MAX_SHARDS and 0 <= seed < MAX_SEED):
             raise ValueError(f"need 0 <= i < n <= {MAX_SHARDS} and 0 <= seed < {MAX_SEED}")
-        body = shard_json(i, n, partition, seed)
-    except ImportError as exc:  # scikit-learn (the digits data) is not installed
-        return json_response({"error": "unavailable", "message": str(exc)}, 503)
-    except ValueError as exc:  # bad numbers, or too many shards for the data (a shard would be too small)
-        return json_response({"error": "bad_request", "message": str(exc)}, 400)
+        partition = q.get("partition", "dirichlet:0.5")
+        kind, _, arg = partition.partition(":")
+        if kind == "dirichlet":
+            alpha = float(arg or 0.5)
+            if not ALPHA_RANGE[0] <= alpha <= ALPHA_RANGE[1]:
+                raise ValueError(f"dirichlet alpha must be in [{ALPHA_RANGE[0]}, {ALPHA_RANGE[1]}]")
+            partition = f"dirichlet:{alpha:g}"
+        elif partition != "iid":
+            raise ValueError(f"partition {partition!r}: expected dirichlet:ALPHA or iid")
+        return i, n, partition, seed
+
+    def __call__(self, rest: str, query: str) -> HttpResponse | Deferred | None:
+        """``/demo/shard?i=&n=[&partition=][&seed=]``: a cached answer at once, else a :class:`Deferred`."""
+        if rest != "shard":
+            return None
+        try:
+            key = self.parse(query)
+        except ValueError as exc:  # bad numbers or an unknown partition
+            return _bad_request(str(exc))
+        cached = self._cached(key)
+        if cached is not None:
+            return cached
+        with self._lock:
+            known = key[1:] in self._partitions  # only its shard's JSON is missing: cheap
+        if not known and not self._take_token():
+            return unavailable("busy: too many new shard partitions requested, try again")
+        return Deferred(lambda: self.compute(*key))
+
+    def _take_token(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._refilled) * self.new_per_s)
+        self._refilled = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+    def _cached(self, key: tuple[int, int, str, int]) -> HttpResponse | None:
+        _, n, partition, seed = key
+        with self._lock:
+            body = self._bodies.get(key)
+            if body is not None:
+                self._bodies.move_to_end(key)
+                return _shard_response(body)
+            parts = self._partitions.get((n, partition, seed))
+        if isinstance(parts, str):  # a cached failure
+            return _bad_request(parts)
+        return None
+
+    def compute(self, i: int, n: int, partition: str, seed: int) -> HttpResponse:
+        """Shard ``i`` of ``n`` of the digits training split, exactly as ``client_native.cli.load_data`` makes it
+        (slow the first time for each partition: call it off the event loop)."""
+        key = (i, n, partition, seed)
+        cached = self._cached(key)
+        if cached is not None:
+            return cached
+        try:
+            ds = _digits()
+        except ImportError as exc:  # scikit-learn (the digits data) is not installed
+            return json_response({"error": "unavailable", "message": str(exc)}, 503)
+        pkey = (n, partition, seed)
+        with self._lock:
+            parts = self._partitions.get(pkey)
+        if parts is None:
+            parts = self._partition(ds.y_train, n, partition, seed)
+            with self._lock:
+                self.computed += 1
+                self._partitions[pkey] = parts
+                while len(self._partitions) > self.max_partitions:
+                    self._partitions.popitem(last=False)
+        if isinstance(parts, str):
+            return _bad_request(parts)
+        import numpy as np
+
+        idx = parts[i]
+        x = np.ascontiguousarray(ds.x_train[idx], dtype="<f4")
+        body = json.dumps({"i": i, "n": n, "partition": partition, "seed": seed, "features": int(x.shape[1]),
+                           "classes": int(ds.num_classes), "count": len(idx),
+                           "x": base64.b64encode(x.tobytes()).decode(),
+                           "y": [int(v) for v in ds.y_train[idx]]}).encode()
+        with self._lock:
+            self._bodies[key] = body
+            while len(self._bodies) > self.max_bodies:
+                self._bodies.popitem(last=False)
+        return _shard_response(body)
+
+    @staticmethod
+    def _partition(labels: Any, n: int, partition: str, seed: int) -> list[Any] | str:
+        """Every shard's indices, or why there are none (the error message)."""
+        import numpy as np
+
+        from federated_data import dirichlet, iid
+
+        rng = np.random.default_rng(seed)
+        try:
+            if partition == "iid":
+                return iid(labels, n, rng)
+            # the same draws as fl-client's (which allows more tries before giving up)
+            alpha = float(partition.partition(":")[2])
+            return dirichlet(labels, n, alpha, rng, min_size=20, max_tries=MAX_TRIES)
+        except ValueError as exc:  # e.g. too many shards for the data (a shard would be too small)
+            return str(exc)
+
+
+@functools.lru_cache(maxsize=1)
+def _digits() -> Any:
+    from federated_data import load_digits
+
+    return load_digits()
+
+
+def _bad_request(message: str) -> HttpResponse:
+    return json_response({"error": "bad_request", "message": message}, 400)
+
+
+def _shard_response(body: bytes) -> HttpResponse:
     return HttpResponse(200, "application/json", body, {"Cache-Control": "no-store"})
+
+
+# what the browser client loads from client_web/ (served under /sdk/): the SDK, the runtime loader, the demo's
+# script, the kernel – and from node_modules/ only what client_web/js/runtime.js imports through the page's
+# import map (pyodide.mjs, libsodium-wrappers.mjs, libsodium.mjs) and what pyodide.mjs then fetches from its own
+# directory (pyodide.asm.mjs, pyodide.asm.wasm, python_stdlib.zip, pyodide-lock.json). Not Pyodide's console*.html
+# pages (they load jQuery and xterm from CDNs), READMEs, package.json, source maps, the kernel's C sources or the
+# test harness.
+CLIENT_WEB_FILES = ("sdk/*.js", "sdk/*.d.ts", "js/*.js", "js/*.d.ts", "demo/*.js", "demo/*.html",
+                    "kernel/flkernel.wasm")
+NODE_MODULES_FILES = ("node_modules/pyodide/pyodide.mjs", "node_modules/pyodide/pyodide.asm.mjs",
+                      "node_modules/pyodide/pyodide.asm.wasm", "node_modules/pyodide/python_stdlib.zip",
+                      "node_modules/pyodide/pyodide-lock.json",
+                      "node_modules/libsodium-wrappers/dist/modules-esm/libsodium-wrappers.mjs",
+                      "node_modules/libsodium/dist/modules-esm/libsodium.mjs")
+
+
+def served_files(client_web: Path = CLIENT_WEB) -> frozenset[str]:
+    """The allow-list of ``/sdk/``: paths relative to ``client_web`` (:data:`CLIENT_WEB_FILES`,
+    :data:`NODE_MODULES_FILES`)."""
+    return expand(client_web, CLIENT_WEB_FILES) | frozenset(NODE_MODULES_FILES)
 
 
 def mount(routes: HttpRoutes, client_web: Path = CLIENT_WEB) -> bool:
@@ -111,8 +244,9 @@ def mount(routes: HttpRoutes, client_web: Path = CLIENT_WEB) -> bool:
         log.warning("browser client not served (no demo page at /): %s", reason)
         return False
     routes.static[SDK_PREFIX] = client_web
+    routes.allow[SDK_PREFIX] = served_files(client_web)
     routes.handlers[PY_PREFIX] = python_bundle
-    routes.handlers[DEMO_PREFIX] = demo_data
+    routes.handlers[DEMO_PREFIX] = ShardService()
     if routes.index is None:
         routes.index = client_web / "demo" / "index.html"
     log.info("serving the browser client: demo page at /, SDK at %ssdk/fl-client.js, Python bundle at %s",
