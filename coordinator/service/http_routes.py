@@ -87,6 +87,8 @@ class HttpRoutes:
     index: Path | None = None  # the page served at "/"
     handlers: dict[str, Handler] = field(default_factory=dict)
     operator_token: str | None = field(default=None, repr=False)  # None: /status/operator is 404
+    # more paths behind the operator token (/metrics, /status/operator/events, …): path → response
+    operator_routes: dict[str, Callable[[], HttpResponse]] = field(default_factory=dict)
 
     def handle(self, method: str, path: str, if_none_match: str | None = None,
                authorization: str | None = None) -> HttpResponse:
@@ -107,8 +109,8 @@ class HttpRoutes:
             return json_response({"ok": True, "round": s["round"], "finished": s["finished"]})
         if path == "/status":
             return json_response(public_status(self.status()))
-        if path == OPERATOR_PATH:
-            return self._operator(authorization)
+        if path == OPERATOR_PATH or path in self.operator_routes:
+            return self._operator(authorization, path)
         if path == "/" and self.index is not None:
             return _file(self.index)
         for prefix, handler in self.handlers.items():
@@ -120,14 +122,16 @@ class HttpRoutes:
         return not_found(path)
 
 
-    def _operator(self, authorization: str | None) -> HttpResponse:
+    def _operator(self, authorization: str | None, path: str = OPERATOR_PATH) -> HttpResponse:
         if not self.operator_token:
-            return not_found(OPERATOR_PATH)  # the operator view is disabled
+            return not_found(path)  # the operator view is disabled
         given = bearer_token(authorization)
         if given is None:
             return unauthorized()
         if not token_matches(given, self.operator_token):
             return unauthorized("invalid_token")
+        if path != OPERATOR_PATH:
+            return self.operator_routes[path]()
         return json_response(operator_status(self.status()))
 
 
