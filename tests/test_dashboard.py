@@ -129,7 +129,8 @@ def test_operator_views_with_the_token() -> None:
     finally:
         logging.getLogger("fl-coordinator-test").removeHandler(view.events)
     ev = json.loads(routes.handle("GET", "/status/operator/events", authorization=auth).body)
-    assert [e["kind"] for e in ev["events"]] == ["ban"] and ev["bans"] == 1 and ev["counts"]["warning"] == 1
+    assert [e["kind"] for e in ev["events"]] == ["ban"] and ev["ban_count"] == 1 and ev["counts"]["warning"] == 1
+    assert [b["message"] for b in ev["bans"]] == ["client 0123abcd banned (trust 0.010)"]
     # /status stays public and aggregate-only with the operator routes mounted
     public = routes.handle("GET", "/status")
     assert public.status == 200 and not any(cid.encode() in public.body for cid in CLIENT_IDS)
@@ -164,7 +165,7 @@ def test_recent_events_are_bounded_cut_and_tagged() -> None:
         recent_events.uninstall(handler, log.name)
     snap = handler.snapshot()
     assert snap["capacity"] == 5 and len(snap["events"]) == 5  # the last 5 of 10
-    assert snap["counts"] == {"warning": 9, "error": 1, "critical": 0} and snap["bans"] == 1
+    assert snap["counts"] == {"warning": 9, "error": 1, "critical": 0} and snap["ban_count"] == 1
     assert all(len(e["message"]) <= 40 for e in snap["events"])
     kinds = [e["kind"] for e in snap["events"]]
     assert kinds == ["warning", "warning", "warning", "ban", "error"]
@@ -173,3 +174,24 @@ def test_recent_events_are_bounded_cut_and_tagged() -> None:
     assert [e["seq"] for e in handler.events(after=8)] == [9, 10]
     with pytest.raises(ValueError):
         RecentEvents(capacity=0)
+
+
+def test_repeats_are_folded_and_bans_outlive_a_flood_of_warnings() -> None:
+    log = logging.getLogger("fl-coordinator.recent-events-flood")
+    log.propagate = False
+    handler = recent_events.install(log.name, capacity=3)
+    try:
+        log.warning("client 0123abcd banned (trust 0.010)")
+        for i in range(1000):
+            log.warning("rejected message on websocket-%d: replay", i % 2 + 10)  # two alternating messages
+            log.warning("1 banned client(s): round with the 8 clients left")
+            log.warning("1 banned client(s): round with the 8 clients left")
+    finally:
+        recent_events.uninstall(handler, log.name)
+    snap = handler.snapshot()
+    assert snap["counts"]["warning"] == 3001 and snap["ban_count"] == 1
+    assert [e["kind"] for e in snap["events"]] == ["warning"] * 3  # the ban was pushed out of the ring …
+    assert [b["message"] for b in snap["bans"]] == ["client 0123abcd banned (trust 0.010)"]  # … not out of bans
+    last = snap["events"][-1]
+    assert last["message"] == "1 banned client(s): round with the 8 clients left" and last["count"] == 2
+    assert last["first_time"] <= last["time"]

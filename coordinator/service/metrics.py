@@ -281,7 +281,7 @@ def render(engine: Engine, counters: TrafficCounters, events: RecentEvents | Non
         x.add("flcoord_log_messages_total", "counter", "Warnings and errors logged by the coordinator, by level.",
               [({"level": lv}, n) for lv, n in snap["counts"].items()])
         x.add("flcoord_bans_logged_total", "counter", "Ban warnings logged (clients banned while this process "
-              "ran).", snap["bans"])
+              "ran).", snap["ban_count"])
     # process
     pf = process_figures()
     x.add("flcoord_process_resident_memory_bytes", "gauge", "Resident memory of the coordinator process.",

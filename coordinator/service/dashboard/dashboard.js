@@ -15,6 +15,7 @@ const state = { // read by tests (tests/test_dashboard_browser.py)
   points: {},
   clients: 0,
   events: 0,
+  bans: 0,
 };
 window.flDashboard = state;
 
@@ -102,7 +103,7 @@ async function poll() {
 function num(v, digits = 3) {
   if (v === null || v === undefined || Number.isNaN(v)) return "–";
   if (!Number.isFinite(v)) return v > 0 ? "∞" : "−∞";
-  if (Number.isInteger(v)) return String(v);
+  if (Number.isInteger(v) && Math.abs(v) < 1e5) return String(v);
   return Math.abs(v) >= 1000 || Math.abs(v) < 0.001 ? v.toExponential(2) : v.toPrecision(digits);
 }
 
@@ -186,20 +187,28 @@ function renderClients(clients) {
     `(${clients.length})`);
 }
 
+function eventItem(e) {
+  const li = el("li", null, `event ${e.kind || "ban"}`);
+  li.append(el("time", new Date(e.time * 1000).toLocaleTimeString()), el("span", e.kind || "ban", "badge"),
+    el("span", e.message, "msg"));
+  if (e.count > 1) li.append(el("span", `×${e.count}`, "repeat"));
+  return li;
+}
+
 function renderEvents(snap) {
   const list = snap.events || [];
-  const items = list.slice().reverse().map((e) => {
-    const li = el("li", null, `event ${e.kind}`);
-    li.append(el("time", new Date(e.time * 1000).toLocaleTimeString()), el("span", e.kind, "badge"),
-      el("span", e.message, "msg"));
-    return li;
-  });
+  const items = list.slice().reverse().map(eventItem);
   if (!items.length) items.push(el("li", "nothing logged at warning level or above", "empty"));
   $("events").replaceChildren(...items);
+  const bans = (snap.bans || []).slice().reverse().map(eventItem);
+  if (!bans.length) bans.push(el("li", "no client banned", "empty"));
+  $("bans").replaceChildren(...bans);
   state.events = list.length;
+  state.bans = (snap.bans || []).length;
   const c = snap.counts || {};
-  setText("events-note", `(since start: ${c.warning || 0} warnings, ${(c.error || 0) + (c.critical || 0)} errors, ` +
-    `${snap.bans || 0} bans; the last ${snap.capacity} kept)`);
+  setText("bans-note", `(${snap.ban_count || 0} since start)`);
+  setText("events-note", `(since start: ${c.warning || 0} warnings, ${(c.error || 0) + (c.critical || 0)} errors; ` +
+    `the last ${snap.capacity} kept, repeats folded)`);
 }
 
 // ── charts: inline SVG ───────────────────────────────────────────────────────────────────────────────────
