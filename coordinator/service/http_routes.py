@@ -6,6 +6,8 @@ Pure request → response functions; :mod:`coordinator.service.transport_ws` ada
 ``/status/operator`` shows the engine's full status (every client's id, trust, state) to a request carrying
 ``Authorization: Bearer <operator token>``; it is 404 when no operator token is configured. The token is only
 accepted in that header – never from the query string, which ends up in access logs, proxies and browser history.
+``operator_routes`` puts more paths behind the same check (``/metrics``, ``/status/operator/rounds`` and
+``/status/operator/events``: :mod:`coordinator.service.dashboard`).
 """
 
 from __future__ import annotations
