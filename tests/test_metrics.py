@@ -25,7 +25,7 @@ from flcore.wire import client_id_for
 CLIENT_KEYS = [bytes([i]) * 32 for i in range(1, 4)]
 CLIENT_IDS = [client_id_for(k) for k in CLIENT_KEYS]
 FAMILIES = {
-    "flcoord_info", "flcoord_rounds_completed_total", "flcoord_rounds_configured", "flcoord_current_round",
+    "flcoord_info", "flcoord_rounds_completed_total", "flcoord_rounds_started_total", "flcoord_rounds_configured", "flcoord_current_round",
     "flcoord_round_in_progress_groups", "flcoord_finished", "flcoord_last_round_duration_seconds",
     "flcoord_last_round_timestamp_seconds", "flcoord_last_round_accuracy_ratio", "flcoord_last_round_loss",
     "flcoord_last_round_groups", "flcoord_last_round_survivors", "flcoord_epsilon_spent",

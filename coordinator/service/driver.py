@@ -148,6 +148,7 @@ class EngineDriver:
         elif isinstance(a, PersistRound):
             self._persist(a)
         elif isinstance(a, RoundStarted):
+            self.counters.rounds_started += 1
             if self.store is not None:
                 self.store.begin_round(RoundRecord(a.round, a.seed))
         elif isinstance(a, ClientEnrolled):

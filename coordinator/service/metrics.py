@@ -57,6 +57,7 @@ class TrafficCounters:
     bytes_sent: Counter[str] = field(default_factory=Counter)
     rejected: Counter[str] = field(default_factory=Counter)  # error code sent back → frames
     engine_exceptions: int = 0  # events the engine raised on (dropped and logged by the driver)
+    rounds_started: int = 0  # rounds whose secure aggregation started (every reveal in), in this process
     rounds_persisted: int = 0  # rounds committed to the store by this process
     last_persisted_round: int | None = None  # the last round in the store (the resumed one at start)
 
@@ -202,6 +203,9 @@ def render(engine: Engine, counters: TrafficCounters, events: RecentEvents | Non
     # rounds
     x.add("flcoord_rounds_completed_total", "counter", "Rounds completed by this federation (the last completed "
           "round; resumed from the store after a restart).", s["round"])
+    x.add("flcoord_rounds_started_total", "counter", "Rounds whose secure aggregation started in this process "
+          "(selection done, every reveal in); minus the rounds persisted and the one in progress: rounds that "
+          "failed after that point.", counters.rounds_started)
     x.add("flcoord_rounds_configured", "gauge", "Rounds the federation is configured to run.", s["rounds"])
     x.add("flcoord_current_round", "gauge", "The round in progress (0 when none).", rip["round"] if rip else 0)
     x.add("flcoord_round_in_progress_groups", "gauge", "Secure-aggregation groups of the round in progress, by "
