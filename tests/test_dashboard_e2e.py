@@ -6,7 +6,8 @@ over gRPC, one over WebSocket; tests/e2e_support.py), then gets one frame that i
 * the JSON views behind the dashboard need the token and hold what the store holds; ``/status`` stays aggregate-only;
 * the dashboard in Debian's Chromium (Playwright, nothing leaves 127.0.0.1), served under
   ``Content-Security-Policy: default-src 'self'``: a wrong token gives a clear 401 message; the right one shows
-  charts with one point per round, the clients table, and the rejected frame among the recent warnings."""
+  charts with one point per round, the clients table, and the rejected frame among the recent warnings; a 404
+  (operator view off) gives its own message."""
 
 from __future__ import annotations
 
@@ -207,9 +208,13 @@ def test_dashboard_in_chromium_under_a_strict_csp(federation: Federation) -> Non
     with sync_playwright() as pw:
         browser = launch_browser(pw)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-            page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+            def watched(**kw: Any) -> Any:
+                p = browser.new_page(**kw)
+                p.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+                p.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+                return p
+
+            page = watched(viewport={"width": 1280, "height": 900})
             page.route("**/*", with_csp)
             page.goto(base + "/dashboard")
             assert page.evaluate("() => window.flDashboard.status") == "login"
@@ -251,6 +256,24 @@ def test_dashboard_in_chromium_under_a_strict_csp(federation: Federation) -> Non
             assert page.evaluate("() => localStorage.length") == 0
             page.click("#logout")
             assert page.is_visible("#login") and page.evaluate("() => sessionStorage.length") == 0
+            page.close()
+            # a coordinator without an operator token answers 404 on the operator views: the page says so
+            off = watched()
+
+            def operator_view_off(route: Any) -> None:
+                if route.request.url.startswith(base + "/status/operator"):
+                    route.fulfill(status=404, content_type="application/json", body='{"error": "not_found"}')
+                else:
+                    with_csp(route)
+
+            off.route("**/*", operator_view_off)
+            off.goto(base + "/dashboard")
+            off.fill("#token", OPERATOR_TOKEN)
+            off.click("#token-form button[type=submit]")
+            wait_in_page(off, lambda: off.evaluate("() => window.flDashboard.status") == "disabled", 15,
+                         "the disabled message")
+            assert "disabled" in off.inner_text("#auth-error") and not off.is_visible("#board")
+            problems[:] = [p for p in problems if "404" not in p]  # the refused fetches themselves are logged
         finally:
             browser.close()
     assert external == []
