@@ -35,6 +35,7 @@ from coordinator.federation.events import (
     SetTimer,
     TimerFired,
 )
+from coordinator.service.metrics import TrafficCounters
 from coordinator.service.store import RoundRecord, Store, StoreError
 
 log = logging.getLogger("fl-coordinator")
@@ -82,17 +83,21 @@ class EngineDriver:
         self.finished = asyncio.Event()
         self.failed = asyncio.Event()  # set with ``fatal`` when durability is lost (the service must stop)
         self.fatal: str | None = None
+        # frames, bytes, rejections, persisted rounds: exported by /metrics (coordinator.service.metrics)
+        self.counters = TrafficCounters(last_persisted_round=engine.round_number if store is not None else None)
 
     # ── transport side ───────────────────────────────────────────────────────────────────────────────
     def open(self, kind: str, link: Link, peer: str = "") -> str:
         conn = f"{kind}-{next(self._ids)}"
         self.links[conn] = link
+        self.counters.opened(conn)
         log.debug("connection %s from %s", conn, peer)
         self.feed(Connected(conn, kind, self.clock()))
         return conn
 
     def receive(self, conn: str, data: bytes) -> None:
         if conn in self.links:
+            self.counters.received(conn, len(data))
             self.feed(DataReceived(conn, data, self.clock()))
 
     def closed(self, conn: str) -> None:
@@ -101,11 +106,17 @@ class EngineDriver:
 
     # ── engine side ──────────────────────────────────────────────────────────────────────────────────
     def feed(self, event: Any) -> None:
+        # a frame is rejected when its connection's error counter goes up (counted by the error code sent back)
+        c = getattr(self.engine, "conns", {}).get(event.conn) if isinstance(event, DataReceived) else None
+        errors = c.errors if c is not None else 0
         try:
             actions = self.engine.handle(event)
         except Exception:  # an engine bug must not take the service down; the event is dropped and logged
+            self.counters.engine_exceptions += 1
             log.exception("engine failed on %s", type(event).__name__)
             return
+        if c is not None and c.errors > errors:
+            self.counters.reject(event.conn, actions)
         self.execute(actions)
 
     def execute(self, actions: list[Action]) -> None:
@@ -127,6 +138,7 @@ class EngineDriver:
             link = self.links.get(a.conn)
             if link is not None:
                 link.send(a.data)
+                self.counters.sent(a.conn, len(a.data))
         elif isinstance(a, Close):
             link = self.links.get(a.conn)
             if link is not None:
@@ -136,6 +148,7 @@ class EngineDriver:
         elif isinstance(a, PersistRound):
             self._persist(a)
         elif isinstance(a, RoundStarted):
+            self.counters.rounds_started += 1
             if self.store is not None:
                 self.store.begin_round(RoundRecord(a.round, a.seed))
         elif isinstance(a, ClientEnrolled):
@@ -153,6 +166,8 @@ class EngineDriver:
         metrics = dict(self.engine.history[-1]) if self.engine.history else {}
         if self.store is not None:
             self.store.commit_round(a.round, a.model_bytes, a.state, metrics)
+            self.counters.rounds_persisted += 1
+            self.counters.last_persisted_round = a.round
         if self.on_round is not None:
             self.on_round(metrics)
 

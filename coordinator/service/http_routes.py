@@ -10,6 +10,8 @@ run in a worker thread.
 ``/status/operator`` shows the engine's full status (every client's id, trust, state) to a request carrying
 ``Authorization: Bearer <operator token>``; it is 404 when no operator token is configured. The token is only
 accepted in that header – never from the query string, which ends up in access logs, proxies and browser history.
+``operator_routes`` puts more paths behind the same check (``/metrics``, ``/status/operator/rounds`` and
+``/status/operator/events``: :mod:`coordinator.service.dashboard`).
 """
 
 from __future__ import annotations
@@ -115,6 +117,8 @@ class HttpRoutes:
     max_deferred: int = 4  # Deferred computations queued or running at once; more → 503
     deferred_pending: int = field(default=0, init=False)
     _executor: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
+    # more paths behind the operator token (/metrics, /status/operator/events, …): path → response
+    operator_routes: dict[str, Callable[[], HttpResponse]] = field(default_factory=dict)
 
     def handle(self, method: str, path: str, if_none_match: str | None = None,
                authorization: str | None = None) -> HttpResponse:
@@ -171,8 +175,8 @@ class HttpRoutes:
             return json_response({"ok": True, "round": s["round"], "finished": s["finished"]})
         if path == "/status":
             return json_response(public_status(self.status()))
-        if path == OPERATOR_PATH:
-            return self._operator(authorization)
+        if path == OPERATOR_PATH or path in self.operator_routes:
+            return self._operator(authorization, path)
         if path == "/" and self.index is not None:
             return _file(self.index)
         for prefix, handler in self.handlers.items():
@@ -186,14 +190,16 @@ class HttpRoutes:
                 return _file(target) if target is not None else not_found(path)
         return not_found(path)
 
-    def _operator(self, authorization: str | None) -> HttpResponse:
+    def _operator(self, authorization: str | None, path: str = OPERATOR_PATH) -> HttpResponse:
         if not self.operator_token:
-            return not_found(OPERATOR_PATH)  # the operator view is disabled
+            return not_found(path)  # the operator view is disabled
         given = bearer_token(authorization)
         if given is None:
             return unauthorized()
         if not token_matches(given, self.operator_token):
             return unauthorized("invalid_token")
+        if path != OPERATOR_PATH:
+            return self.operator_routes[path]()
         return json_response(operator_status(self.status()))
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 import mle
 from coordinator.federation.engine import Engine
+from coordinator.service import dashboard, recent_events
 from coordinator.service.driver import EngineDriver
 from coordinator.service.http_routes import HttpRoutes
 from coordinator.service.security_headers import DEFAULT_CSP
@@ -90,6 +91,7 @@ class RunningService:
     ws_port: int
     grpc_port: int
     store: Store
+    operator: dashboard.OperatorView | None = None  # the dashboard's data and /metrics
 
     async def stop(self) -> None:
         self.driver.cancel_timers()
@@ -97,6 +99,8 @@ class RunningService:
         self.ws.routes.close()
         await self.grpc.stop()
         self.store.close()
+        if self.operator is not None:
+            recent_events.uninstall(self.operator.events)
 
 
 async def start_service(settings: ServeSettings, static: dict[str, Path] | None = None,
@@ -116,6 +120,8 @@ async def start_service(settings: ServeSettings, static: dict[str, Path] | None 
                         csp=h.content_security_policy or DEFAULT_CSP,
                         inflight=InflightBudget(h.static_inflight_bytes, h.static_inflight_per_ip_bytes,
                                                 h.static_wait_s))
+    operator = dashboard.OperatorView(driver, store, recent_events.install())
+    dashboard.mount(routes, operator)
     if web or (web is None and static is None and index is None):
         from coordinator.service.web_assets import mount
 
@@ -131,11 +137,13 @@ async def start_service(settings: ServeSettings, static: dict[str, Path] | None 
              settings.federation.rounds)
     log.info("GET /status: public aggregates; GET /status/operator: %s", "full status, bearer token required"
              if settings.operator_token else "disabled (no --operator-token-file or FL_OPERATOR_TOKEN)")
+    log.info("GET /dashboard: the operator dashboard (asks for the token); GET /metrics: Prometheus, %s",
+             "bearer token required" if settings.operator_token else "disabled with the operator view")
     if s.port_file:
         tmp = Path(s.port_file + ".tmp")
         tmp.write_text(json.dumps(info))
         os.replace(tmp, s.port_file)
-    return RunningService(driver, ws, grpc_t, ws_port, grpc_port, store)
+    return RunningService(driver, ws, grpc_t, ws_port, grpc_port, store, operator)
 
 
 async def serve(settings: ServeSettings) -> int:
