@@ -11,8 +11,10 @@ Enrolment policies (``AdmissionConfig.enrolment``):
   (:func:`issue_token`, ``fl-coordinator enrol-token``): the coordinator's identity key signs
   ``"fl-enrolment-token-v1\\0" ‖ coordinator key ‖ client key ‖ expiry``; once enrolled it needs no token again.
 
-A refused hello gets an ``error`` (code ``enrolment`` – final, or ``enrolment_busy`` – retry later) and its
-connection is closed: nothing about the key is stored.
+A refused key gets its challenge like any other (a client that pins the coordinator's key on first use could
+not verify an error before it), then an ``error`` as the answer to its ``auth`` – code ``enrolment`` (final) or
+``enrolment_busy`` (open enrolment's rate limit: try again later) – and its connection is closed: nothing about
+the key is stored.
 """
 
 from __future__ import annotations

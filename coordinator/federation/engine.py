@@ -16,9 +16,9 @@ phase, each phase closed when every expected client answered or at its deadline 
 honest norm bound → robust aggregation across groups → DP accounting (per participation) → server optimizer →
 trust update → evaluate → sign the new model → persist → round_end.
 
-Admission (``AdmissionConfig``, :mod:`coordinator.federation.admission`; issue 13 F4, F12): the hello is checked
-against the enrolment policy (open with a rate limit on new identities, an allow-list of keys, or an
-operator-issued enrolment token) before any challenge – a refusal is an ``error`` and a ``Close``, nothing stored;
+Admission (``AdmissionConfig``, :mod:`coordinator.federation.admission`; issue 13 F4, F12): the hello's key is
+checked against the enrolment policy (open with a rate limit on new identities, an allow-list of keys, or an
+operator-issued enrolment token) – a refusal answers the ``auth`` with an ``error`` and a ``Close``, nothing stored;
 a fresh identity is not selected during its probation; one "deadline" timer closes connections that do not
 authenticate within ``hello_timeout`` or sit idle (not ready) longer than ``ready_timeout``; a selected client
 that misses a reveal or SecAgg+ deadline gets stall evidence (``TrustState.observe_stall``) and is banned after
@@ -95,6 +95,7 @@ class Connection:
     declined: str = ""  # the client's policy refused a task on this connection: not selected again on it
     idle_since: float = 0.0  # when it last became "authenticated" (after its handshake or its last round)
     handshake_since: float = 0.0  # when its current handshake began: hello → auth must finish by hello_timeout
+    refused: tuple[str, str] | None = None  # the enrolment policy's refusal of its hello's key, told at its auth
 
 
 @dataclass
@@ -319,12 +320,9 @@ class Engine:
         known = self.registry.get(env.sender)
         if known is not None and known != pk:
             raise ProtocolError("identity", "client id registered with another key")
-        refused = self._admit(env.sender, pk, known is not None, env.body.get("enrolment_token"))
-        if refused is not None:  # nothing about the key is kept: error, then close
-            code, message = refused
-            conn.errors += 1
-            return [self._send(conn, "error", {"code": code, "message": message}, recipient=env.sender),
-                    Close(conn.conn, f"enrolment refused: {code}")]
+        # a refused key still gets its challenge: a client that has not pinned our key yet (trust on first use)
+        # could not verify an error before it; the refusal comes as the answer to its auth
+        conn.refused = self._admit(pk, known is not None, env.body.get("enrolment_token"))
         if conn.client_id and conn.challenge:  # a second hello on this connection ends its previous session
             self.guard.forget(conn.client_id, conn.challenge)
         rearm: list[Action] = []
@@ -343,6 +341,10 @@ class Engine:
         assert conn.client_id is not None and conn.public_key is not None
         if conn.client_id in self.trust.clients and self.trust.clients[conn.client_id].banned:
             raise ProtocolError("banned", "this client is banned (trust below the ban threshold)")
+        if conn.refused is not None:  # nothing about the key is kept: error, then close
+            code, message = conn.refused
+            self.refusals[code] = self.refusals.get(code, 0) + 1
+            return [self._error(conn, code, message), Close(conn.conn, f"enrolment refused: {code}")]
         old = self.by_client.get(conn.client_id)
         actions: list[Action] = []
         if old is not None and old != conn.conn:  # a reconnect replaces the previous connection
@@ -367,9 +369,10 @@ class Engine:
         return actions + self._arm_idle(conn)
 
     # ── admission (coordinator/federation/admission.py) ──────────────────────────────────────────────
-    def _admit(self, client_id: str, pk: bytes, known: bool, token: Any) -> tuple[str, str] | None:
-        """None if this (signature-verified) hello may go on to the challenge; else (code, message) of the refusal.
-        ``enrolment`` is final (the client should stop), ``enrolment_busy`` means "try again later"."""
+    def _admit(self, pk: bytes, known: bool, token: Any) -> tuple[str, str] | None:
+        """None if the enrolment policy admits the key of this (signature-verified) hello; else the refusal
+        (code ``enrolment``: final, the client should stop), sent as the answer to its ``auth``. Open enrolment's
+        rate limit is applied when a new key authenticates (``enrolment_busy``: try again later)."""
         a = self.admission
         refused: tuple[str, str] | None = None
         if a.enrolment == "allowlist":
@@ -386,10 +389,6 @@ class Engine:
             except TokenError as exc:
                 refused = ("enrolment", f"{exc}; ask the operator for one: fl-coordinator enrol-token "
                                         f"--client-key {pk.hex()}")
-        elif not self.enrolment_bucket.available(self._now):
-            refused = ("enrolment_busy", ENROLMENT_BUSY)
-        if refused is not None:
-            self.refusals[refused[0]] = self.refusals.get(refused[0], 0) + 1
         return refused
 
     def _arm_deadline(self, at: float) -> list[Action]:
