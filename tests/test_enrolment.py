@@ -114,3 +114,45 @@ def test_a_token_enrols_a_native_client_and_a_key_without_one_is_refused(tmp_pat
     store = Store.open(tmp_path / "data")
     assert [c.id for c in store.clients()] == [member.client_id]
     store.close()
+
+
+def test_the_service_closes_sockets_that_never_authenticate_or_never_say_ready(tmp_path: Path) -> None:
+    """F12 through the real driver and transports: a WebSocket and a gRPC stream that never say hello, and a client
+    that authenticates and never says ready, are closed by the engine's deadline timer (one sweep timer for all)."""
+    from client_native.channels import ChannelError, open_channel
+    from flcore.session import ClientSession, SendFrame
+
+    fed = FederationConfig(model=mlp([64, 16, 10]), rounds=1, clients_per_round=2, group_size=1, aggregator="mean")
+    st = ServeSettings(ServerSettings(ws_port=0, grpc_port=0, data_dir=str(tmp_path / "data"), hello_timeout=1.0,
+                                      ready_timeout=2.0), fed, "none")
+
+    async def closed(ch) -> str:
+        try:
+            while await asyncio.wait_for(ch.recv(), 30) is not None:
+                pass  # the idle client gets an "idle" error first
+            return "closed"
+        except ChannelError:
+            return "closed"
+
+    async def scenario() -> tuple:
+        service = await start_service(st, web=False)
+        try:
+            ws = await open_channel(f"127.0.0.1:{service.ws_port}", "websocket")
+            grpc = await open_channel(f"127.0.0.1:{service.grpc_port}", "grpc")
+            idle = await open_channel(f"127.0.0.1:{service.ws_port}", "websocket")
+            s = ClientSession(b"\x05" * 32, None)
+            await idle.send(s.start()[0].data)
+            auth = s.receive(await idle.recv())
+            assert isinstance(auth[0], SendFrame)
+            await idle.send(auth[0].data)
+            s.receive(await idle.recv())  # welcome – and never ready
+            got = await asyncio.gather(closed(ws), closed(grpc), closed(idle))
+            for ch in (ws, grpc, idle):
+                await ch.close()
+            return got, dict(service.driver.engine.refusals), service.driver.engine.conns
+        finally:
+            await service.stop()
+
+    got, refusals, conns = asyncio.run(scenario())
+    assert got == ["closed"] * 3 and not conns
+    assert refusals == {"hello_timeout": 2, "ready_timeout": 1}
