@@ -341,3 +341,26 @@ def test_a_stall_is_weaker_evidence_than_a_proven_deviation_and_a_completed_roun
     assert not ts.observe_stall("s", 0.5, ban_after=3) and not ts.observe_stall("s", 0.5, ban_after=3)
     assert ts.observe_stall("s", 0.5, ban_after=3) and ts.clients["s"].banned
     assert TrustState.from_dict(ts.to_dict()).clients["s"].stalls == 3
+
+
+def test_many_identities_over_one_connection_meet_the_same_limit() -> None:
+    """F4: "500 identities over one gRPC connection" – each new key on a connection (hello → auth again) draws
+    from the same bucket; once it is empty the connection is closed."""
+    engine = Engine(cfg(clients_per_round=20), COORD_SEED, seed=3,
+                    admission=AdmissionConfig(enrolment_per_minute=60, enrolment_burst=5))
+    engine.handle(Connected("flood", "grpc", 0.0))
+    enrolled, closed = 0, False
+    for i in range(8):
+        s = ClientSession(seed_of(f"key{i}"), engine.public_key)
+        frames = [a.data for a in s.start()]
+        while frames and not closed:
+            acts = engine.handle(DataReceived("flood", frames.pop(0), 0.0))
+            enrolled += sum(isinstance(a, ClientEnrolled) for a in acts)
+            closed = any(isinstance(a, Close) for a in acts)
+            for a in acts:
+                if isinstance(a, Send):
+                    frames += [b.data for b in s.receive(a.data) if isinstance(b, SendFrame)
+                               and frame_type(b.data) in ("auth",)]
+        if closed:
+            break
+    assert enrolled == 5 and closed and len(engine.registry) == 5
