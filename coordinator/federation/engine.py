@@ -775,8 +775,9 @@ class Engine:
         out: list[Action] = [Log("warning", f"round {rs.number}: {len(fresh)} selected client(s) {what}: "
                                             "stall evidence against them")]
         if banned:
-            out.append(Log("warning", f"round {rs.number}: banned {len(banned)} client(s) after {a.stall_ban} "
-                                      f"consecutive stalls: {', '.join(c[:8] for c in banned)}"))
+            out.append(Log("warning", f"round {rs.number}: banned {len(banned)} stalling client(s) ({a.stall_ban} "
+                                      "consecutive stalls, or trust below the ban threshold): "
+                                      f"{', '.join(c[:8] for c in banned[:20])}"))
         return out
 
     def _close_phase(self, now: float) -> list[Action]:
