@@ -40,21 +40,29 @@ class GrpcChannel:
         except (TimeoutError, grpc.aio.AioRpcError) as exc:
             await self.channel.close()
             raise ChannelError(f"gRPC {self.target}: not reachable ({type(exc).__name__})") from None
-        self.call = self.channel.stream_stream(METHOD)()  # no request iterator: explicit write()/read()
+        try:
+            self.call = self.channel.stream_stream(METHOD)()  # no request iterator: explicit write()/read()
+        except Exception as exc:  # the channel broke between ready and the call
+            await self.channel.close()
+            raise ChannelError(f"gRPC {self.target}: {exc}") from None
         return self
 
     async def send(self, data: bytes) -> None:
         """Returns once gRPC has taken the message (flow control), so a later close() does not lose it."""
         try:
             await self.call.write(data)
-        except (self._grpc.aio.AioRpcError, self._grpc.aio.UsageError) as exc:
-            raise ChannelError(f"gRPC {self.target}: {exc}") from None
+        except (self._grpc.aio.AioRpcError, self._grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
+            # InvalidStateError: the server ended the call (e.g. the coordinator died) while we were busy – a lost
+            # connection like any other, not a reason to exit (issue 13 F8)
+            raise ChannelError(f"gRPC {self.target}: {exc or type(exc).__name__}") from None
 
     async def recv(self) -> bytes | None:
         try:
             msg = await self.call.read()
         except self._grpc.aio.AioRpcError as exc:
             raise ChannelError(f"gRPC {self.target}: {exc.code().name}: {exc.details()}") from None
+        except (self._grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
+            raise ChannelError(f"gRPC {self.target}: {exc or type(exc).__name__}") from None
         if msg is self._grpc.aio.EOF:
             return None
         return bytes(msg)

@@ -58,10 +58,10 @@ def load_data(spec: str, partition: str = "dirichlet:0.5", partition_seed: int =
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fl-client", description="Native federated-learning client (torch).")
-    p.add_argument("--server", required=True, help="coordinator HOST:PORT (its gRPC port, or its WebSocket port "
+    p.add_argument("--server", required=False, help="coordinator HOST:PORT (its gRPC port, or its WebSocket port "
                    "with --transport websocket)")
     p.add_argument("--transport", choices=("grpc", "websocket"), default="grpc", help="default: grpc")
-    p.add_argument("--data", required=True, help="local data: FILE.npz (arrays x, y) or digits:INDEX/COUNT")
+    p.add_argument("--data", required=False, help="local data: FILE.npz (arrays x, y) or digits:INDEX/COUNT")
     p.add_argument("--partition", default="dirichlet:0.5", help="for digits:I/N: dirichlet:ALPHA or iid "
                    "(default: dirichlet:0.5)")
     p.add_argument("--partition-seed", type=int, default=0, help="seed of the digits split (default: 0)")
@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-rounds", type=int, default=None, help="leave after this many completed rounds")
     p.add_argument("--max-message-mb", type=float, default=64.0, help="largest message accepted (MiB; default 64)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--enrolment-token", default="", help="enrolment token the coordinator's operator issued for "
+                   "this client's key (fl-coordinator enrol-token), for a coordinator that admits only those; "
+                   "needed the first time only")
+    p.add_argument("--show-identity", action="store_true", help="print this client's id and public key (what "
+                   "the operator allow-lists or issues an enrolment token for) from --state-dir and exit")
     d = PrivacyPolicy()
     g = p.add_argument_group("privacy policy", "what this client requires of every task; it declines the others "
                              "(nothing about its update is sent). Defaults are safe: see docs/threat-model.md")
@@ -117,6 +122,21 @@ def show_ledger(state_dir: str | None, policy: PrivacyPolicy) -> int:
     return 0
 
 
+def show_identity(state_dir: str | None) -> int:
+    """Print the client id and Ed25519 public key of the identity in ``state_dir`` (created if missing)."""
+    from client_native.client import load_or_create_key
+    from flcore.wire import client_id_for
+    from flcrypto import default_crypto
+
+    if not state_dir:
+        print("fl-client: error: --show-identity needs --state-dir (without one each run is a fresh identity)",
+              file=sys.stderr)
+        return 2
+    pk = default_crypto().ed25519_public_key(load_or_create_key(Path(state_dir).expanduser() / "identity.key"))
+    print(json.dumps({"client_id": client_id_for(pk), "public_key": pk.hex()}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -124,6 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         policy = policy_from_args(args)
         if args.show_ledger:
             return show_ledger(args.state_dir, policy)
+        if args.show_identity:
+            return show_identity(args.state_dir)
+        missing = [f"--{n}" for n in ("server", "data") if not getattr(args, n)]
+        if missing:
+            raise ValueError(f"the following arguments are required: {', '.join(missing)}")
         data = load_data(args.data, args.partition, args.partition_seed)
         key = bytes.fromhex(args.coordinator_key) if args.coordinator_key else None
         if key is not None and len(key) != 32:
@@ -132,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         if not 0 < args.max_message_mb <= 2047:
             raise ValueError("--max-message-mb must be in (0, 2047]")
         opts = ClientOptions(args.server, args.transport, args.state_dir, key, args.threads, dp,
-                             max_message_bytes=int(args.max_message_mb * 1024 * 1024), policy=policy)
+                             max_message_bytes=int(args.max_message_mb * 1024 * 1024), policy=policy,
+                             enrolment_token=args.enrolment_token.strip())
         client = NativeClient(data, opts)
     except (ValueError, ClientError) as exc:
         print(f"fl-client: error: {exc}", file=sys.stderr)

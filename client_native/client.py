@@ -35,7 +35,9 @@ from flcrypto import default_crypto
 from flcrypto.keyfile import load_or_create_seed
 
 log = logging.getLogger("fl-client")
-FATAL_CODES = {"handshake", "identity", "version", "banned"}
+# "enrolment": the coordinator does not admit this key (allow-list, or no valid enrolment token) – retrying cannot
+# help; "enrolment_busy" (its rate limit on new identities) is retried with back-off like a lost connection
+FATAL_CODES = {"handshake", "identity", "version", "banned", "enrolment"}
 
 
 class ClientError(RuntimeError):
@@ -65,6 +67,7 @@ class ClientOptions:
     max_message_bytes: int = 64 * 1024 * 1024
     seed: int | None = None  # local shuffling seed (None: from the OS)
     policy: PrivacyPolicy = field(default_factory=PrivacyPolicy)
+    enrolment_token: str = ""  # from `fl-coordinator enrol-token`, for a coordinator with enrolment = token
 
 
 @dataclass
@@ -124,7 +127,8 @@ class NativeClient:
             coord_key = bytes.fromhex((state / "coordinator.pub").read_text().strip())
         try:
             self.session = ClientSession(seed, coord_key, kind="native", max_message_bytes=options.max_message_bytes,
-                                         policy=options.policy, ledger_state=load_ledger(state))
+                                         policy=options.policy, ledger_state=load_ledger(state),
+                                         enrolment_token=options.enrolment_token)
         except ValueError as exc:
             raise ClientError(f"privacy ledger: {exc}") from None
         self.summary = ClientSummary(self.session.client_id)

@@ -92,7 +92,7 @@ class BrowserClient:
     "invalid privacy ledger: …") – a stored ledger is never silently reset."""
 
     def __init__(self, identity_seed: Any = None, coordinator_key: Any = None, max_batch: int = 64,
-                 policy: Any = None, ledger: Any = None) -> None:
+                 policy: Any = None, ledger: Any = None, enrolment_token: Any = None) -> None:
         from flcore.policy import PrivacyPolicy
         from flcore.session import ClientSession
 
@@ -107,7 +107,8 @@ class BrowserClient:
         key = None if _absent(coordinator_key) else _bytes(coordinator_key)
         try:
             self.session = ClientSession(self.identity_seed, key, kind="browser", backend=runtime.backend(),
-                                         crypto=crypto, policy=pol, ledger_state=ledger_state)
+                                         crypto=crypto, policy=pol, ledger_state=ledger_state,
+                                         enrolment_token="" if _absent(enrolment_token) else str(enrolment_token))
         except (ValueError, TypeError) as exc:
             raise ValueError(f"invalid privacy ledger: {exc}") from None
         self.max_batch = int(max_batch)
@@ -128,6 +129,10 @@ class BrowserClient:
     @property
     def public_key(self) -> bytes:
         return self.session.public_key
+
+    @property
+    def public_key_hex(self) -> str:
+        return self.session.public_key.hex()
 
     def set_data(self, x: Any, y: Any) -> None:
         """Local training data: examples as float32 (flat row-major, a Float32Array or bytes), labels as ints."""

@@ -57,6 +57,11 @@ MESSAGE_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
     "stop": {"reason": _STR},  # the federation is over (rounds done or privacy budget spent)
     "error": {"code": _STR, "message": _STR},
 }
+# Fields a body may carry in addition to its schema (absent unless used, so peers that predate them still accept the
+# message): the enrolment token the operator issued for this key (a coordinator with ``enrolment = "token"``).
+OPTIONAL_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
+    "hello": {"enrolment_token": _STR},
+}
 
 
 class ProtocolError(Exception):
@@ -111,10 +116,11 @@ def validate_body(msg_type: str, body: Mapping[str, Any]) -> None:
     schema = MESSAGE_TYPES.get(msg_type)
     if schema is None:
         raise ProtocolError("unknown_type", f"unknown message type {msg_type!r}")
-    extra = set(body) - set(schema)
+    optional = OPTIONAL_FIELDS.get(msg_type, {})
+    extra = set(body) - set(schema) - set(optional)
     if extra:
         raise ProtocolError("bad_message", f"{msg_type}: unexpected field(s) {sorted(extra)}")
-    for name, types in schema.items():
+    for name, types in (*schema.items(), *((k, v) for k, v in optional.items() if k in body)):
         if name not in body:
             raise ProtocolError("bad_message", f"{msg_type}: missing field {name!r}")
         value = body[name]

@@ -98,6 +98,7 @@ class ClientSession:
     policy: PrivacyPolicy = field(default_factory=PrivacyPolicy)
     ledger_state: dict[str, Any] | None = None  # a persisted PrivacyLedger.to_dict(), or None: a new ledger
     secret_source: Any = None  # n → n secret bytes for the seed commitments (default: crypto.random_bytes)
+    enrolment_token: str = ""  # sent in the hello when set (a coordinator with enrolment = "token" needs it once)
 
     def __post_init__(self) -> None:
         from privacy.backends import default_backend
@@ -147,8 +148,11 @@ class ClientSession:
         """Begin (or, after a reconnect, restart) the handshake."""
         self.session, self.seq, self.state = "", 0, "hello"
         self._task, self._secagg, self._selection, self._entry = None, None, None, None
-        return [self._send("hello", {"public_key": self.public_key.hex(), "kind": self.kind,
-                                     "versions": list(PROTOCOL_VERSIONS)})]
+        body: dict[str, Any] = {"public_key": self.public_key.hex(), "kind": self.kind,
+                                "versions": list(PROTOCOL_VERSIONS)}
+        if self.enrolment_token:  # only when set: coordinators that predate the field accept the hello as before
+            body["enrolment_token"] = self.enrolment_token
+        return [self._send("hello", body)]
 
     # ── receiving ────────────────────────────────────────────────────────────────────────────────────
     def receive(self, data: bytes) -> list[Action]:

@@ -47,6 +47,12 @@ def token_file(tmp_path: Path, text: str = TOKEN + "\n", mode: int = 0o600, name
     return path
 
 
+def allowlist_file(tmp_path: Path) -> Path:
+    path = tmp_path / "allowed-keys.txt"
+    path.write_text("# enrolment allow-list\n" + "ab" * 32 + "\n")
+    return path
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="serve")
     add_serve_arguments(p)
@@ -127,7 +133,10 @@ def test_every_federation_and_server_option_is_settable_from_toml_and_flags(tmp_
     server = {"host": "::1", "ws_port": 1234, "grpc_port": 1235, "data_dir": "d", "max_message_mb": 3.0,
               "audit_dir": "a", "log_level": "debug", "exit_when_finished": True, "port_file": "p.json",
               "operator_token_file": str(token_file(tmp_path)), "byzantine_fraction": 0.1,
-              "max_grouping_risk": 0.05, "accept_grouping_risk": True, "population": 40}
+              "max_grouping_risk": 0.05, "accept_grouping_risk": True, "population": 40,
+              "enrolment": "allowlist", "enrolment_allowlist": str(allowlist_file(tmp_path)),
+              "enrolment_per_minute": 30.0, "enrolment_burst": 7, "probation": 2.0, "hello_timeout": 4.0,
+              "ready_timeout": 60.0, "stall_evidence": 0.25, "stall_ban": 4}
     assert set(server) == set(SERVER_OPTIONS)
     toml = "[server]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in server.items())
     assert dataclasses.asdict(settings(tmp_path, toml, "--evaluation", "none").server) == server

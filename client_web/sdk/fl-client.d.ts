@@ -13,6 +13,9 @@ export interface ConnectOptions {
   identitySeed?: Uint8Array;
   /** The coordinator's public key (hex) to require; default: the key pinned on first use. */
   coordinatorKey?: string;
+  /** Enrolment token (hex) the coordinator's operator issued for this client's key (`fl-coordinator enrol-token
+   *  --client-key <FlClient.publicKey>`), for a coordinator run with enrolment = token; needed the first time. */
+  enrolmentToken?: string;
   /** This client's privacy policy: what it requires of every task (it declines the others). Omitted options keep
    *  the safe defaults; an unknown option or an invalid value makes connect() reject with err.code "policy". */
   privacy?: PrivacyOptions;
@@ -146,6 +149,8 @@ export declare class FlClient extends EventTarget {
   readonly runtime: Runtime;
   /** hex BLAKE2b-128 of this client's Ed25519 public key; stable across visits when persisted. */
   readonly clientId: string;
+  /** This client's Ed25519 public key (hex): what an operator allow-lists or issues an enrolment token for. */
+  readonly publicKey: string;
   /** The coordinator key this client trusts (hex), or null before the first handshake. */
   readonly coordinatorKey: string | null;
   readonly endpoints: { http: string; ws: string; origin: string };

@@ -18,7 +18,9 @@
 import { loadRuntime } from "../js/runtime.js";
 
 /** Close codes / error codes after which reconnecting cannot help (docs/protocol.md § 6). */
-const FATAL = new Set(["handshake", "identity", "version", "banned", "no_data", "ledger"]);
+// "enrolment": the coordinator does not admit this key (allow-list, or no valid enrolment token); its rate limit
+// on new identities ("enrolment_busy") is retried like a lost connection
+const FATAL = new Set(["handshake", "identity", "version", "banned", "no_data", "ledger", "enrolment"]);
 const DB_NAME = "fl-coordinator-sdk";
 const DB_STORE = "identities";
 
@@ -247,6 +249,11 @@ export class FlClient extends EventTarget {
   /** This client's id (hex BLAKE2b-128 of its Ed25519 public key) – stable across visits with IndexedDB. */
   get clientId() {
     return this._py.client_id;
+  }
+
+  /** This client's Ed25519 public key (hex): what an operator allow-lists or issues an enrolment token for. */
+  get publicKey() {
+    return this._py.public_key_hex;
   }
 
   /** The coordinator's public key this client trusts (hex), or null before the first handshake (TOFU). */
@@ -554,6 +561,7 @@ export class FlClient extends EventTarget {
  * options: data {x, y} · persist (default true: IndexedDB) · identityName (default "default"; a tab takes the
  *   first free slot of it – "NAME", "NAME~2", … – so two tabs never share an identity) ·
  *   identitySeed (Uint8Array(32), overrides storage) · coordinatorKey (hex; overrides the pinned one) ·
+ *   enrolmentToken (hex, from `fl-coordinator enrol-token`; for a coordinator that admits only those) ·
  *   privacy {minGroupSize, thresholdRule, colluders, allowSparseGraph, minNoise, epsilonBudget, delta,
  *   maxAbortedReveals} (the client's privacy policy; omitted ones keep the safe defaults) ·
  *   pythonUrl (default `${url}/py/`) · runtime (an already loaded runtime to reuse) · maxBatch (64) ·
@@ -596,7 +604,8 @@ export async function connect(url, options = {}) {
     py = BrowserClient.callKwargs({ identity_seed: record.seed, coordinator_key: pinned ? hexToBytes(pinned) : null,
                                     max_batch: options.maxBatch ?? 64,
                                     policy: policy ? JSON.stringify(policy) : null,
-                                    ledger: record.ledger ? JSON.stringify(record.ledger) : null });
+                                    ledger: record.ledger ? JSON.stringify(record.ledger) : null,
+                                    enrolment_token: options.enrolmentToken ?? null });
   } catch (err) {
     const message = pythonMessage(err);
     // a stored ledger is never reset silently: forgetting releases would let this identity overspend its budget

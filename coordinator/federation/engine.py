@@ -15,6 +15,14 @@ client recomputes all of it and checks it against its own policy → run SecAgg+
 phase, each phase closed when every expected client answered or at its deadline → decode the group sums →
 honest norm bound → robust aggregation across groups → DP accounting (per participation) → server optimizer →
 trust update → evaluate → sign the new model → persist → round_end.
+
+Admission (``AdmissionConfig``, :mod:`coordinator.federation.admission`; issue 13 F4, F12): the hello's key is
+checked against the enrolment policy (open with a rate limit on new identities, an allow-list of keys, or an
+operator-issued enrolment token) – a refusal answers the ``auth`` with an ``error`` and a ``Close``, nothing stored;
+a fresh identity is not selected during its probation; one "deadline" timer closes connections that do not
+authenticate within ``hello_timeout`` or sit idle (not ready) longer than ``ready_timeout``; a selected client
+that misses a reveal or SecAgg+ deadline gets stall evidence (``TrustState.observe_stall``) and is banned after
+``stall_ban`` consecutive stalls.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import numpy as np
 
 import mle
 from aggregation import PipelineState, aggregate_groups, parse_pipeline
+from coordinator.federation.admission import AdmissionConfig, EnrolmentBucket, TokenError, check_token
 from coordinator.federation.config import FederationConfig
 from coordinator.federation.events import (
     Action,
@@ -66,6 +75,7 @@ from privacy.backends import numpy_backend
 from privacy.client_pipeline import decode_sum, unclipped_count
 from privacy.dp import ParticipationAccountant, PrivacyAccountant, RoundEvent, epsilon_report
 from privacy.secagg import GroupConfig, GroupResult, SecAggError, SecAggServer, ThresholdError, partition
+from privacy.secagg.server import PHASE_ORDER
 
 Evaluator = Callable[[dict[str, np.ndarray]], dict[str, float]]
 
@@ -84,6 +94,8 @@ class Connection:
     commitment: bytes = b""  # from the last ``ready``: opened by the reveal of the next selection
     declined: str = ""  # the client's policy refused a task on this connection: not selected again on it
     idle_since: float = 0.0  # when it last became "authenticated" (after its handshake or its last round)
+    handshake_since: float = 0.0  # when its current handshake began: hello → auth must finish by hello_timeout
+    refused: tuple[str, str] | None = None  # the enrolment policy's refusal of its hello's key, told at its auth
 
 
 @dataclass
@@ -105,9 +117,11 @@ class RoundState:
     selection: bytes = b""  # assignment.selection_hash of this attempt
     stage: str = "secagg"  # "reveal" until every selected client opened its commitment, then "secagg"
     dp: dict[int, Any] = field(default_factory=dict)  # group → DistributedDPConfig (its own threshold)
+    stalled: set[str] = field(default_factory=set)  # selected clients that missed a deadline in this attempt
 
 
 MAX_ERRORS_PER_CONNECTION = 20
+ENROLMENT_BUSY = "too many new identities are enrolling right now (enrolment rate limit); try again later"
 
 
 def _finite(x: float | None) -> float | None:
@@ -119,9 +133,17 @@ class Engine:
     def __init__(self, config: FederationConfig, identity_seed: bytes, *, seed: int = 0,
                  evaluator: Evaluator | None = None, crypto: Crypto | None = None,
                  params: np.ndarray | None = None, state: dict[str, Any] | None = None,
-                 registry: dict[str, bytes] | None = None, max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
+                 registry: dict[str, bytes] | None = None, max_message_bytes: int = MAX_MESSAGE_BYTES,
+                 admission: AdmissionConfig | None = None) -> None:
         config.validate()
         self.cfg = config
+        # who may enrol, how fast, probation, deadlines, stall penalties (coordinator/federation/admission.py)
+        self.admission = admission or AdmissionConfig()
+        self.admission.validate()
+        self.enrolment_bucket = EnrolmentBucket(self.admission.enrolment_per_minute, self.admission.enrolment_burst)
+        self.enrolled_at: dict[str, float] = {}  # identities enrolled by this process → when (probation)
+        self._deadline_at: float | None = None  # the pending "deadline" sweep timer
+        self.refusals: dict[str, int] = {}  # refused hellos and closed connections by reason (operator view)
         self.max_message_bytes = max_message_bytes
         self.crypto = crypto or default_crypto()
         self.seed = identity_seed
@@ -206,8 +228,10 @@ class Engine:
     def handle(self, event: Any) -> list[Action]:
         self._now = max(self._now, float(getattr(event, "now", 0.0)))
         if isinstance(event, Connected):
-            self.conns[event.conn] = Connection(event.conn, event.kind, connected_at=event.now)
-            return []
+            self.conns[event.conn] = Connection(event.conn, event.kind, connected_at=event.now,
+                                                handshake_since=event.now)
+            return self._arm_deadline(event.now + self.admission.hello_timeout if self.admission.hello_timeout
+                                      else math.inf)
         if isinstance(event, Disconnected):
             return self._disconnected(event.conn, event.now)
         if isinstance(event, TimerFired):
@@ -296,13 +320,20 @@ class Engine:
         known = self.registry.get(env.sender)
         if known is not None and known != pk:
             raise ProtocolError("identity", "client id registered with another key")
+        # a refused key still gets its challenge: a client that has not pinned our key yet (trust on first use)
+        # could not verify an error before it; the refusal comes as the answer to its auth
+        conn.refused = self._admit(pk, known is not None, env.body.get("enrolment_token"))
         if conn.client_id and conn.challenge:  # a second hello on this connection ends its previous session
             self.guard.forget(conn.client_id, conn.challenge)
+        rearm: list[Action] = []
+        if conn.state in ("authenticated", "ready", "busy") and self.admission.hello_timeout > 0:
+            conn.handshake_since = self._now  # a new handshake on an authenticated connection: its own deadline
+            rearm = self._arm_deadline(self._now + self.admission.hello_timeout)
         conn.client_id, conn.public_key = env.sender, pk
         conn.challenge = self.crypto.random_bytes(32).hex()
         conn.state, conn.seq = "auth", 0
         return [self._send(conn, "challenge", {"challenge": conn.challenge, "version": max(versions),
-                                               "coordinator_key": self.public_key.hex()})]
+                                               "coordinator_key": self.public_key.hex()}), *rearm]
 
     def _auth(self, conn: Connection, env: Envelope, now: float) -> list[Action]:
         if conn.state != "auth" or env.body["challenge"] != conn.challenge:
@@ -310,6 +341,10 @@ class Engine:
         assert conn.client_id is not None and conn.public_key is not None
         if conn.client_id in self.trust.clients and self.trust.clients[conn.client_id].banned:
             raise ProtocolError("banned", "this client is banned (trust below the ban threshold)")
+        if conn.refused is not None:  # nothing about the key is kept: error, then close
+            code, message = conn.refused
+            self.refusals[code] = self.refusals.get(code, 0) + 1
+            return [self._error(conn, code, message), Close(conn.conn, f"enrolment refused: {code}")]
         old = self.by_client.get(conn.client_id)
         actions: list[Action] = []
         if old is not None and old != conn.conn:  # a reconnect replaces the previous connection
@@ -317,15 +352,91 @@ class Engine:
             replaced = self.conns.pop(old, None)
             if replaced is not None and replaced.client_id:  # its session can never verify again (issue 13 F16)
                 self.guard.forget(replaced.client_id, replaced.challenge)
-        self.by_client[conn.client_id] = conn.conn
         if conn.client_id not in self.registry:
+            if self.admission.enrolment == "open" and not self.enrolment_bucket.take(now):
+                self.refusals["enrolment_busy"] = self.refusals.get("enrolment_busy", 0) + 1
+                return [*actions, self._error(conn, "enrolment_busy", ENROLMENT_BUSY),
+                        Close(conn.conn, "enrolment refused: enrolment_busy")]
             actions.append(ClientEnrolled(conn.client_id, conn.public_key, conn.kind))
+            if self.admission.probation > 0:
+                self.enrolled_at[conn.client_id] = now
+        self.by_client[conn.client_id] = conn.conn
         self.registry[conn.client_id] = conn.public_key
         self.trust.ensure(conn.client_id)
         conn.state, conn.idle_since = "authenticated", self._now
         actions.append(self._send(conn, "welcome", {"client_id": conn.client_id, "round": self.round_number}))
         actions.append(Log("info", f"client {conn.client_id[:8]} authenticated ({conn.kind})"))
-        return actions
+        return actions + self._arm_idle(conn)
+
+    # ── admission (coordinator/federation/admission.py) ──────────────────────────────────────────────
+    def _admit(self, pk: bytes, known: bool, token: Any) -> tuple[str, str] | None:
+        """None if the enrolment policy admits the key of this (signature-verified) hello; else the refusal
+        (code ``enrolment``: final, the client should stop), sent as the answer to its ``auth``. Open enrolment's
+        rate limit is applied when a new key authenticates (``enrolment_busy``: try again later)."""
+        a = self.admission
+        refused: tuple[str, str] | None = None
+        if a.enrolment == "allowlist":
+            if pk not in a.allowlist:
+                refused = ("enrolment", "this coordinator admits only the keys on its allow-list (enrolment = "
+                                        f"allowlist); ask its operator to add the public key {pk.hex()}")
+        elif known:
+            pass  # enrolled before (open, or with a token): no token needed again
+        elif a.enrolment == "token":
+            try:
+                if not isinstance(token, str) or not token:
+                    raise TokenError("enrolment needs a token (enrolment = token)")
+                check_token(self.public_key, pk, token, self._now, self.crypto)
+            except TokenError as exc:
+                refused = ("enrolment", f"{exc}; ask the operator for one: fl-coordinator enrol-token "
+                                        f"--client-key {pk.hex()}")
+        return refused
+
+    def _arm_deadline(self, at: float) -> list[Action]:
+        """Make sure the "deadline" sweep runs by ``at``: one timer for every connection (the sweep re-arms itself
+        no sooner than ``sweep_interval`` later, so a flood of connections costs one pass per interval)."""
+        if not math.isfinite(at) or (self._deadline_at is not None and self._deadline_at <= at):
+            return []
+        self._deadline_at = at
+        return [SetTimer("deadline", at)]
+
+    def _arm_idle(self, conn: Connection) -> list[Action]:
+        """``conn`` just became idle (authenticated, not ready): closed after ``ready_timeout`` unless it says
+        ready (or is selected) before."""
+        t = self.admission.ready_timeout
+        return self._arm_deadline(conn.idle_since + t) if t > 0 else []
+
+    def _sweep(self, now: float) -> list[Action]:
+        """The "deadline" timer: close connections that did not finish hello → auth within ``hello_timeout``, and
+        authenticated ones idle (not ready, not selected) longer than ``ready_timeout`` (issue 13 F12); re-arm
+        for the next deadline. One log line per sweep, whatever the number of connections closed."""
+        self._deadline_at = None
+        a = self.admission
+        out: list[Action] = []
+        late, idle, nxt = 0, 0, math.inf
+        for c in list(self.conns.values()):
+            if c.state in ("hello", "auth") and a.hello_timeout > 0:
+                due = c.handshake_since + a.hello_timeout
+                if now >= due:
+                    late += 1
+                    out.append(Close(c.conn, f"no authentication within {a.hello_timeout:g} s"))
+                    continue
+                nxt = min(nxt, due)
+            elif c.state == "authenticated" and a.ready_timeout > 0 and self._is_current(c):
+                due = c.idle_since + a.ready_timeout
+                if now >= due:
+                    idle += 1
+                    out += [self._error(c, "idle", f"not ready for {a.ready_timeout:g} s: closing the connection"),
+                            Close(c.conn, f"idle (not ready) for {a.ready_timeout:g} s")]
+                    continue
+                nxt = min(nxt, due)
+        if late or idle:
+            self.refusals["hello_timeout"] = self.refusals.get("hello_timeout", 0) + late
+            self.refusals["ready_timeout"] = self.refusals.get("ready_timeout", 0) + idle
+            out.append(Log("info", f"closed {late} connection(s) that did not authenticate within "
+                                   f"{a.hello_timeout:g} s and {idle} idle for {a.ready_timeout:g} s"))
+        if math.isfinite(nxt):
+            out += self._arm_deadline(max(nxt, now + a.sweep_interval))
+        return out
 
     def _disconnected(self, conn_id: str, now: float) -> list[Action]:
         conn = self.conns.pop(conn_id, None)
@@ -349,16 +460,36 @@ class Engine:
         if stop:
             self.finished, self.stopped_reason = True, stop
             return [Log("warning", stop), *self._stop_all()]
+        ready, waiting = self._probation(ready, now)
         m = self.cfg.clients_per_round
         if len(ready) < m:
             held = [c for c in self.ready_clients() if self.conns[self.by_client[c]].declined]
             note = (f"{len(ready)} eligible client(s) < {m} per round; {len(held)} ready client(s) declined tasks on "
                     "their connection and are not selected again until they reconnect") if held else ""
+            out: list[Action] = []
             if note and note != self._stall_note:
                 self._stall_note = note
-                return [Log("warning", note), *self._maybe_start_short(ready, m, now)]
-            return self._maybe_start_short(ready, m, now)
+                out.append(Log("warning", note))
+            out += self._maybe_start_short(ready, m, now)
+            if waiting and self.round is None:  # re-check when the first of them leaves its probation
+                starts = [a.at for a in out if isinstance(a, SetTimer) and a.name == "start"]
+                out = [a for a in out if not (isinstance(a, SetTimer) and a.name == "start")]
+                out.append(SetTimer("start", min([*starts, min(waiting)])))
+            return out
         return self._start(ready, m, now)
+
+    def _probation(self, ready: list[str], now: float) -> tuple[list[str], list[float]]:
+        """The clients of ``ready`` past their probation – identities this process enrolled less than
+        ``probation`` seconds ago are not selected yet (issue 13 F4: a burst of fresh identities cannot capture the
+        next round) – and when the others' probation ends."""
+        p = self.admission.probation
+        if p <= 0 or not self.enrolled_at:
+            return ready, []
+        ends = {c: self.enrolled_at[c] + p for c in ready if c in self.enrolled_at}
+        for c, t in ends.items():
+            if t <= now:  # past it for good
+                del self.enrolled_at[c]
+        return [c for c in ready if ends.get(c, now) <= now], [t for t in ends.values() if t > now]
 
     def _maybe_start_short(self, ready: list[str], m: int, now: float) -> list[Action]:
         """Fewer than m eligible clients: start only with ≥ min_clients and when nobody else connected could
@@ -613,14 +744,41 @@ class Engine:
                 "colluders": self.cfg.colluders}
 
     def _timer(self, name: str, now: float) -> list[Action]:
+        if name == "deadline":
+            return self._sweep(now)
         if name == "start":
             return self._maybe_start(now)
         if name == "phase" and self.round is not None and now >= self.round.deadline:
-            if self.round.stage == "reveal":
-                missing = len(self.round.selected) - len(self.round.reveals)
-                return self._abort_attempt(self.round, now, f"{missing} selected client(s) did not reveal")
-            return self._close_phase(now)
+            rs = self.round
+            if rs.stage == "reveal":
+                missing = [c for c in rs.selected if c not in rs.reveals]
+                return [*self._stalls(rs, missing, "did not reveal"),
+                        *self._abort_attempt(rs, now, f"{len(missing)} selected client(s) did not reveal")]
+            # whoever a SecAgg+ phase still waits for at its deadline stalled it (a decline drops the client first)
+            late = sorted({m for g, sv in rs.servers.items() if g not in rs.failed and sv.phase in PHASE_ORDER
+                           for m in sv.expected - set(sv.received[sv.phase])})
+            return [*self._stalls(rs, late, "did not answer a secure-aggregation phase in time"),
+                    *self._close_phase(now)]
         return []
+
+    def _stalls(self, rs: RoundState, clients: list[str], what: str) -> list[Action]:
+        """Selected clients that missed a deadline: negative trust evidence (``stall_evidence``, weaker than a
+        proven deviation) and a ban after ``stall_ban`` consecutive stalled selections (issue 13 F4), so silent
+        clients stop being selected and rounds proceed. Counted once per client per attempt."""
+        a = self.admission
+        fresh = [c for c in clients if c not in rs.stalled]
+        rs.stalled.update(fresh)
+        if not fresh or (a.stall_evidence <= 0 and a.stall_ban <= 0):
+            return []
+        banned = [c for c in fresh if not self.trust.ensure(c).banned
+                  and self.trust.observe_stall(c, a.stall_evidence, a.stall_ban)]
+        out: list[Action] = [Log("warning", f"round {rs.number}: {len(fresh)} selected client(s) {what}: "
+                                            "stall evidence against them")]
+        if banned:
+            out.append(Log("warning", f"round {rs.number}: banned {len(banned)} stalling client(s) ({a.stall_ban} "
+                                      "consecutive stalls, or trust below the ban threshold): "
+                                      f"{', '.join(c[:8] for c in banned[:20])}"))
+        return out
 
     def _close_phase(self, now: float) -> list[Action]:
         rs = self.round
@@ -744,6 +902,8 @@ class Engine:
         # per client across rounds of fresh groups (docs/trust.md (g)); excluded units are left out of it
         deviations = deviation_evidence(np.where(over[:, None], np.nan, final), eff_var, sizes)
         self.trust.observe_units(units, scores, deviations)
+        for c in {m for u in units for m in u} - rs.stalled:  # a completed participation ends a run of stalls
+            self.trust.clear_stalls(c)
         for _, res in done:  # a holder whose share contradicted the owner's commitment: direct evidence
             for c in res.faulty:
                 self.trust.observe(c, 0.0, 1.0)
@@ -832,4 +992,6 @@ class Engine:
                 if self.trust.ensure(m).banned:
                     out.append(self._send(conn, "stop", {"reason": "banned: trust below the ban threshold"}))
                     out.append(Log("warning", f"client {m[:8]} banned (trust {self.trust.trust(m):.3f})"))
+        if out and self.admission.ready_timeout > 0:  # they are idle now, until their next ready
+            out += self._arm_deadline(self._now + self.admission.ready_timeout)
         return out

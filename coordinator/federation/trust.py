@@ -71,6 +71,9 @@ class ClientTrust:
     # of its squares; absent from states saved before it existed (defaults)
     drift: float = 0.0
     drift_energy: float = 0.0
+    # consecutive selections this client stalled (did not reveal, or was dropped from a SecAgg+ phase at its
+    # deadline) with no completed participation in between (:meth:`TrustState.observe_stall`)
+    stalls: int = 0
 
     @property
     def trust(self) -> float:
@@ -107,6 +110,25 @@ class TrustState:
         c.observations += 1
         if c.observations >= p.min_evidence and c.trust < p.ban_threshold:
             c.banned = True
+
+    def observe_stall(self, client: str, evidence: float, ban_after: int = 0) -> bool:
+        """A selected client stalled: it did not reveal, or did not answer a SecAgg+ phase by its deadline.
+        Weaker than a proven deviation: ``evidence`` (in [0, 1]) of negative evidence through :meth:`observe`;
+        ``ban_after`` > 0 bans it after that many consecutive stalls (:meth:`clear_stalls` resets the count when it
+        completes a round). Returns whether the client is banned now."""
+        c = self.ensure(client)
+        if evidence > 0:
+            self.observe(client, 0.0, evidence)
+        c.stalls += 1
+        if ban_after and c.stalls >= ban_after:
+            c.banned = True
+        return c.banned
+
+    def clear_stalls(self, client: str) -> None:
+        """The client took part in a completed round without stalling: its run of stalls is over."""
+        c = self.clients.get(client)
+        if c is not None:
+            c.stalls = 0
 
     def observe_units(self, units: list[list[str]], outlier_scores: Any, deviations: Any = None) -> None:
         """Evidence for one round: ``units[j]`` are the members of unit j (a client, or a group), scored

@@ -20,6 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_simulate_parser(sub)
     _add_serve_parser(sub)
+    from coordinator.service.enrolment import add_enrol_token_parser
+
+    add_enrol_token_parser(sub)
     return parser
 
 

@@ -20,7 +20,7 @@ from coordinator.service import dashboard, recent_events
 from coordinator.service.driver import EngineDriver
 from coordinator.service.http_routes import HttpRoutes
 from coordinator.service.security_headers import DEFAULT_CSP
-from coordinator.service.settings import ServeSettings, SettingsError, federation_to_dict
+from coordinator.service.settings import ServeSettings, SettingsError, admission_config, federation_to_dict
 from coordinator.service.static_files import InflightBudget
 from coordinator.service.store import Store
 from coordinator.service.transport_grpc import GrpcTransport
@@ -71,16 +71,17 @@ def build_engine(settings: ServeSettings, store: Store, seed: bytes) -> Engine:
                                 f"{cfg.model.input_shape}")
         evaluator = make_evaluator(cfg.model, x, y)
     registry = {c.id: c.public_key for c in store.clients()}
+    admission = admission_config(settings.server)
     cp = store.latest_completed_round()
     if cp is None:
         return Engine(cfg, seed, seed=cfg.seed, evaluator=evaluator, registry=registry,
-                      max_message_bytes=settings.server.max_message_bytes)
+                      max_message_bytes=settings.server.max_message_bytes, admission=admission)
     model = mle.load(cp.model_path, trusted_keys=[default_crypto().ed25519_public_key(seed)],
                      require_signature=True)
     params = np.concatenate([np.asarray(model[n], np.float32).ravel() for n, _ in cfg.model.parameter_shapes()])
     log.info("resuming after round %d (model %s)", cp.round, cp.model_path.name)
     return Engine(cfg, seed, seed=cfg.seed, evaluator=evaluator, params=params, state=cp.state, registry=registry,
-                  max_message_bytes=settings.server.max_message_bytes)
+                  max_message_bytes=settings.server.max_message_bytes, admission=admission)
 
 
 @dataclass

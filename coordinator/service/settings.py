@@ -4,7 +4,9 @@ TOML layout (every key optional; see ``fl-coordinator serve --help`` and docs/pr
 
     [server]      host, ws_port, grpc_port, data_dir, max_message_mb, audit_dir, log_level, exit_when_finished,
                   port_file, operator_token_file (a file holding the token – never the token itself),
-                  byzantine_fraction, max_grouping_risk, accept_grouping_risk (the grouping planner, below)
+                  byzantine_fraction, max_grouping_risk, accept_grouping_risk (the grouping planner, below),
+                  enrolment, enrolment_allowlist, enrolment_per_minute, enrolment_burst, probation,
+                  hello_timeout, ready_timeout, stall_evidence, stall_ban (admission, docs/operations.md)
     [federation]  rounds, clients_per_round, min_clients_per_round, group_size, aggregator, byzantine,
                   server_optimizer, server_lr, local_epochs, batch_size, lr, l2_clip, noise_multiplier,
                   quantization_bits, modulus_bits, epsilon, delta, train_timeout, phase_timeout, seed,
@@ -70,6 +72,17 @@ class ServerSettings:
     population: int | None = None  # clients the rounds are drawn from, when known (exact hypergeometric risk)
     max_grouping_risk: float = 0.01
     accept_grouping_risk: bool = False
+    # admission (coordinator/federation/admission.py, docs/operations.md): who may enrol, how fast, probation,
+    # connection deadlines and stall penalties – the production defaults of serve
+    enrolment: str = "open"
+    enrolment_allowlist: str = ""
+    enrolment_per_minute: float = 120.0
+    enrolment_burst: int = 120
+    probation: float = 10.0
+    hello_timeout: float = 10.0
+    ready_timeout: float = 300.0
+    stall_evidence: float = 0.5
+    stall_ban: int = 6
 
     @property
     def max_message_bytes(self) -> int:
@@ -134,6 +147,19 @@ SERVER_HELP = {
                          "group_size / smallest clients_per_round that hold",
     "accept_grouping_risk": "run a federation above max_grouping_risk anyway, with a logged warning instead of "
                             "the refusal",
+    "enrolment": "who may enrol a new client key: open (anyone, rate-limited), allowlist (only the keys in "
+                 "enrolment_allowlist) or token (an enrolment token issued with fl-coordinator enrol-token)",
+    "enrolment_allowlist": "file of allowed client public keys (one 64-hex Ed25519 key per line, # comments); "
+                           "read at start",
+    "enrolment_per_minute": "open enrolment: new identities accepted per minute (token bucket); 0 = unlimited",
+    "enrolment_burst": "open enrolment: new identities accepted at once before the per-minute rate applies",
+    "probation": "seconds after its enrolment before a new identity can be selected (0 = at once)",
+    "hello_timeout": "seconds a connection has to authenticate (hello → auth) before it is closed; 0 = no limit",
+    "ready_timeout": "seconds an authenticated connection may stay idle (not ready, not in a round) before it is "
+                     "closed; 0 = no limit",
+    "stall_evidence": "negative trust evidence (0-1) for a selected client that misses a reveal or secure-"
+                      "aggregation deadline (a proven deviation is 1)",
+    "stall_ban": "ban a client after this many consecutive stalled selections; 0 = never",
 }
 SERVER_DEFAULT_TEXT = {"byzantine_fraction": "byzantine / clients_per_round", "population": "unknown"}
 FEDERATION_HELP = {
@@ -329,6 +355,7 @@ def load_settings(args: argparse.Namespace) -> ServeSettings:
         raise SettingsError(f"population must be >= 1, got {server.population}")
     if not 0.0 <= server.max_grouping_risk < 1.0:
         raise SettingsError(f"max_grouping_risk must be in [0, 1), got {server.max_grouping_risk:g}")
+    admission_config(server)  # refuses a bad policy, value or allow-list file now, with one line
     fed = FederationConfig(model=spec, **fed_kw)
     try:
         fed.validate()
@@ -370,6 +397,38 @@ def parse_http(d: dict[str, Any]) -> HttpSettings:
         except ValueError as exc:
             raise SettingsError(f"[http] content_security_policy: {exc}") from None
     return http
+
+
+def admission_config(server: ServerSettings) -> Any:
+    """The engine's :class:`coordinator.federation.admission.AdmissionConfig` from the ``[server]`` admission
+    settings (reads the allow-list file); :class:`SettingsError` if invalid."""
+    from coordinator.federation.admission import AdmissionConfig, parse_allowlist
+
+    keys: frozenset[bytes] = frozenset()
+    if server.enrolment == "allowlist":
+        if not server.enrolment_allowlist:
+            raise SettingsError("enrolment = allowlist needs enrolment_allowlist (a file of client public keys)")
+        try:
+            keys = parse_allowlist(Path(server.enrolment_allowlist).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"enrolment_allowlist {server.enrolment_allowlist}: {exc}") from None
+        except ValueError as exc:
+            raise SettingsError(f"enrolment_allowlist {server.enrolment_allowlist}: {exc}") from None
+        if not keys:
+            log.warning("enrolment allow-list %s is empty: no client can join", server.enrolment_allowlist)
+    elif server.enrolment_allowlist:
+        raise SettingsError(f"enrolment_allowlist is only used with enrolment = allowlist (enrolment is "
+                            f"{server.enrolment!r})")
+    cfg = AdmissionConfig(enrolment=server.enrolment, allowlist=keys,
+                          enrolment_per_minute=server.enrolment_per_minute, enrolment_burst=server.enrolment_burst,
+                          probation=server.probation, hello_timeout=server.hello_timeout,
+                          ready_timeout=server.ready_timeout, stall_evidence=server.stall_evidence,
+                          stall_ban=server.stall_ban)
+    try:
+        cfg.validate()
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    return cfg
 
 
 def check_grouping_risk(fed: FederationConfig, server: ServerSettings) -> Any:
@@ -453,5 +512,6 @@ def federation_to_dict(cfg: FederationConfig) -> dict[str, Any]:
 
 
 __all__ = ["OPERATOR_TOKEN_ENV", "HttpSettings", "ServeSettings", "ServerSettings", "SettingsError", "add_serve_arguments",
-           "check_grouping_risk", "check_operator_token", "federation_to_dict", "load_settings", "parse_http", "parse_model",
+           "admission_config", "check_grouping_risk", "check_operator_token", "federation_to_dict", "load_settings",
+           "parse_http", "parse_model",
            "read_operator_token"]
