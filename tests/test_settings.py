@@ -127,12 +127,14 @@ def test_every_federation_and_server_option_is_settable_from_toml_and_flags(tmp_
     server = {"host": "::1", "ws_port": 1234, "grpc_port": 1235, "data_dir": "d", "max_message_mb": 3.0,
               "audit_dir": "a", "log_level": "debug", "exit_when_finished": True, "port_file": "p.json",
               "operator_token_file": str(token_file(tmp_path)), "byzantine_fraction": 0.1,
-              "max_grouping_risk": 0.05, "accept_grouping_risk": True, "population": 40}
+              "max_grouping_risk": 0.05, "accept_grouping_risk": True, "population": 40,
+              "allowed_origins": ("https://a.example", "http://b.example:8080")}
     assert set(server) == set(SERVER_OPTIONS)
     toml = "[server]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in server.items())
     assert dataclasses.asdict(settings(tmp_path, toml, "--evaluation", "none").server) == server
     booleans = ("exit_when_finished", "accept_grouping_risk")
-    flags = [x for k, v in server.items() if k not in booleans for x in ("--" + k.replace("_", "-"), str(v))]
+    flags = [x for k, v in server.items() if k not in booleans
+             for x in ("--" + k.replace("_", "-"), ",".join(v) if isinstance(v, tuple) else str(v))]
     assert dataclasses.asdict(settings(tmp_path, None, "--evaluation", "none", "--exit-when-finished",
                                        "--accept-grouping-risk", *flags).server) == server
 
