@@ -45,7 +45,10 @@ class LimitSettings:
     conn_msg_burst: int = 100  # ... and its burst
     ip_msg_rate: float = 500.0  # frames/s per peer IP over all its connections
     ip_msg_burst: int = 1000
-    grpc_max_streams_per_connection: int = 4  # HTTP/2 concurrent streams on one gRPC connection
+    # HTTP/2 concurrent streams (client sessions) on one gRPC connection; grpc's default is unlimited. Native clients
+    # in one process share one connection (grpc's global subchannel pool: tests/e2e workers run up to 15), so this
+    # must exceed the clients a single process runs; the per-IP and global caps bound the rest
+    grpc_max_streams_per_connection: int = 32
     close_timeout: float = 2.0  # seconds a peer gets to answer a WebSocket close before the socket is dropped
     log_line_max_chars: int = 2000  # longer log records are cut, "… (N chars)" appended
     log_repeats_per_minute: int = 10  # the same message template at most this often, then one summary line

@@ -163,7 +163,9 @@ LIMITS_HELP = {
     "conn_msg_burst": "burst of the per-connection message rate",
     "ip_msg_rate": "messages per second from one IP address over all its connections",
     "ip_msg_burst": "burst of the per-IP message rate",
-    "grpc_max_streams_per_connection": "concurrent gRPC streams (client sessions) on one HTTP/2 connection",
+    "grpc_max_streams_per_connection": "concurrent gRPC streams (client sessions) on one HTTP/2 connection; more "
+                                       "wait for a free one. Native clients in one process share a connection: keep "
+                                       "it above the clients one process runs",
     "close_timeout": "seconds a peer gets to answer a WebSocket close (also on shutdown) before it is dropped",
     "log_line_max_chars": "longest log record; longer ones are cut and end with '… (N chars)'",
     "log_repeats_per_minute": "the same log message (numbers and ids folded) at most this often per minute, then "

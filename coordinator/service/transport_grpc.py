@@ -5,8 +5,8 @@ one protocol message (a signed .mle file), so no .proto compilation is needed â€
 Messages above ``max_message_bytes`` are refused by gRPC itself with status RESOURCE_EXHAUSTED.
 
 Admission control (issue 13 F1, F4, F11; :mod:`coordinator.service.admission`): at most
-``grpc_max_streams_per_connection`` concurrent streams on one HTTP/2 connection (``grpc.max_concurrent_streams``:
-500 identities over one connection are not possible); each session counts towards ``max_connections`` and
+``grpc_max_streams_per_connection`` (32) concurrent streams on one HTTP/2 connection (``grpc.max_concurrent_streams``:
+500 identities over one connection are not possible; the others wait for a free stream); each session counts towards ``max_connections`` and
 ``max_connections_per_ip`` like a WebSocket connection; every message takes a token from the session's and the
 IP's bucket; before the engine has authenticated the session a message may not exceed ``pre_auth_max_frame_kb``.
 gRPC applies one receive limit per server, so that check runs once the message has arrived (gRPC itself bounds it
