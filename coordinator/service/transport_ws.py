@@ -77,6 +77,7 @@ class _AdmittedConnection(ServerConnection):
         self.ip = peer_ip(transport.get_extra_info("peername"))
         self.bucket: TokenBucket = owner.admission.connection_bucket()
         self.authenticated = False
+        self.refused = False
         self._abort_handle: asyncio.TimerHandle | None = None
         self.admitted = owner.admission.open(self.ip) is None
         if not self.admitted:
@@ -103,8 +104,11 @@ class _AdmittedConnection(ServerConnection):
 
     def process_event(self, event: object) -> None:
         if isinstance(event, Frame) and self.admitted:
-            if self.protocol.state is not State.OPEN:
-                return  # failed by us: nothing more reaches the engine
+            if self.refused:
+                return  # failed by us: nothing more reaches the engine (frames parsed with the refused one)
+            if self.protocol.state is not State.OPEN:  # e.g. the peer's close came in the same read: deliver
+                super().process_event(event)         # the frames before it (a last message, a bye)
+                return
             reason = self.transport_owner.admission.allow_message(self.bucket, self.ip)
             if reason is not None:
                 self.refuse(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
@@ -130,6 +134,7 @@ class _AdmittedConnection(ServerConnection):
 
     def refuse(self, code: int, reason: str) -> None:
         """Fail the connection now (close frame, then the socket after ``close_timeout``) and free its buffers."""
+        self.refused = True
         if self.protocol.state is State.OPEN:
             self.protocol.fail(code, reason)
             self.send_data()
