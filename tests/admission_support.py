@@ -94,6 +94,18 @@ class RawPeer:
         self.writer.write(data)
         await self.writer.drain()
 
+    async def read_frame(self, timeout: float = 8.0) -> tuple[int, bytes]:
+        """The server's next frame: (opcode, payload)."""
+        assert self.reader is not None
+        async with asyncio.timeout(timeout):
+            b0, b1 = await self.reader.readexactly(2)
+            n = b1 & 0x7F
+            if n == 126:
+                n = struct.unpack("!H", await self.reader.readexactly(2))[0]
+            elif n == 127:
+                n = struct.unpack("!Q", await self.reader.readexactly(8))[0]
+            return b0 & 0x0F, await self.reader.readexactly(n)
+
     async def close_code(self, timeout: float = 8.0) -> int | None:
         """Read until the server's close frame (its code) or EOF (None)."""
         assert self.reader is not None

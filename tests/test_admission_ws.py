@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 import pytest
 import websockets
@@ -107,6 +108,25 @@ def test_f1_the_global_cap_on_buffered_bytes_closes_the_connection_that_crosses_
 
     code, held, counted = asyncio.run(main())
     assert code == 1009 and held <= 100 * KIB and counted >= 1
+
+
+def test_a_message_that_arrives_with_the_peers_close_frame_still_reaches_the_engine(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        async with ws_service() as (t, port):
+            peer, s = RawPeer(port), session()
+            assert await peer.open() == 101
+            await peer.send(peer.frame(frames(s.start())[0]))
+            _, challenge = await peer.read_frame()
+            (auth,) = frames(s.receive(challenge))
+            await peer.send(peer.frame(auth) + peer.frame(b"\x03\xe8", opcode=8))  # auth + close, one write
+            assert await peer.close_code() == 1000
+            peer.abort()
+            await _eventually(lambda: t.admission.connections == 0)
+
+    with caplog.at_level(logging.INFO, "fl-coordinator"):
+        asyncio.run(main())
+    assert any("authenticated" in r.getMessage() for r in caplog.records)
 
 
 def test_f11_a_replayed_hello_sent_2000_times_closes_the_connection() -> None:
