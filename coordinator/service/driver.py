@@ -100,6 +100,12 @@ class EngineDriver:
             self.counters.received(conn, len(data))
             self.feed(DataReceived(conn, data, self.clock()))
 
+    def is_authenticated(self, conn: str) -> bool:
+        """Whether the engine has authenticated ``conn`` (its handshake is done): the transports' admission
+        control gives it the full message size only then (issue 13 F1)."""
+        c = self.engine.conns.get(conn)
+        return c is not None and c.state in ("authenticated", "ready", "busy")
+
     def closed(self, conn: str) -> None:
         if self.links.pop(conn, None) is not None:
             self.feed(Disconnected(conn, self.clock()))

@@ -16,7 +16,8 @@ import numpy as np
 
 import mle
 from coordinator.federation.engine import Engine
-from coordinator.service import dashboard, recent_events
+from coordinator.service import dashboard, log_hygiene, recent_events
+from coordinator.service.admission import Admission
 from coordinator.service.driver import EngineDriver
 from coordinator.service.http_routes import HttpRoutes
 from coordinator.service.security_headers import DEFAULT_CSP
@@ -127,8 +128,9 @@ async def start_service(settings: ServeSettings, static: dict[str, Path] | None 
         from coordinator.service.web_assets import mount
 
         mount(routes)
-    ws = WebSocketTransport(driver, routes, s.max_message_bytes)
-    grpc_t = GrpcTransport(driver, s.max_message_bytes)
+    admission = Admission(settings.limits)  # one for both transports: connection caps and per-IP rates are shared
+    ws = WebSocketTransport(driver, routes, s.max_message_bytes, admission, s.allowed_origins)
+    grpc_t = GrpcTransport(driver, s.max_message_bytes, admission)
     ws_port = await ws.start(s.host, s.ws_port)
     grpc_port = await grpc_t.start(s.host, s.grpc_port)
     info = {"ws_port": ws_port, "grpc_port": grpc_port, "coordinator_key": engine.public_key.hex(),
@@ -148,6 +150,8 @@ async def start_service(settings: ServeSettings, static: dict[str, Path] | None 
 
 
 async def serve(settings: ServeSettings) -> int:
+    # attacker text never becomes a huge log line, floods of one message become a summary (issue 13 F10, F12)
+    log_hygiene.install(settings.limits.log_line_max_chars, settings.limits.log_repeats_per_minute)
     service = await start_service(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -6,7 +6,12 @@ TOML layout (every key optional; see ``fl-coordinator serve --help`` and docs/pr
                   port_file, operator_token_file (a file holding the token – never the token itself),
                   byzantine_fraction, max_grouping_risk, accept_grouping_risk (the grouping planner, below),
                   enrolment, enrolment_allowlist, enrolment_per_minute, enrolment_burst, probation,
-                  hello_timeout, ready_timeout, stall_evidence, stall_ban (admission, docs/operations.md)
+                  hello_timeout, ready_timeout, stall_evidence, stall_ban (admission, docs/operations.md),
+                  allowed_origins (browser origins allowed on /ws; default: the serving host's own; "*" = any)
+    [limits]      admission control (coordinator.service.admission.LimitSettings, docs/operations.md):
+                  pre_auth_max_frame_kb, max_buffered_mb, max_connections, max_connections_per_ip, exempt_loopback,
+                  conn_msg_rate, conn_msg_burst, ip_msg_rate, ip_msg_burst, grpc_max_streams_per_connection,
+                  close_timeout, log_line_max_chars, log_repeats_per_minute
     [federation]  rounds, clients_per_round, min_clients_per_round, group_size, aggregator, byzantine,
                   server_optimizer, server_lr, local_epochs, batch_size, lr, l2_clip, noise_multiplier,
                   quantization_bits, modulus_bits, epsilon, delta, train_timeout, phase_timeout, seed,
@@ -43,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from coordinator.federation.config import FederationConfig
+from coordinator.service.admission import LimitSettings
 from flcore.modelspec import ModelSpec, mlp
 
 log = logging.getLogger("fl-coordinator.service.settings")
@@ -83,6 +89,9 @@ class ServerSettings:
     ready_timeout: float = 300.0
     stall_evidence: float = 0.5
     stall_ban: int = 6
+    # browser origins allowed to open /ws (exact "scheme://host[:port]"); () = the origin of the Host asked for;
+    # "*" = any. Requests without Origin (native clients) are always allowed (issue 13 F18)
+    allowed_origins: tuple[str, ...] = ()
 
     @property
     def max_message_bytes(self) -> int:
@@ -119,6 +128,7 @@ class ServeSettings:
     # the bearer token of GET /status/operator (from the token file or FL_OPERATOR_TOKEN); None = view disabled
     operator_token: str | None = field(default=None, repr=False)
     http: HttpSettings = field(default_factory=HttpSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)  # [limits]: admission control
 
 
 SERVER_HELP = {
@@ -160,8 +170,35 @@ SERVER_HELP = {
     "stall_evidence": "negative trust evidence (0-1) for a selected client that misses a reveal or secure-"
                       "aggregation deadline (a proven deviation is 1)",
     "stall_ban": "ban a client after this many consecutive stalled selections; 0 = never",
+    "allowed_origins": "comma-separated browser origins (scheme://host[:port]) allowed to open /ws; others get 403. "
+                       "Empty: only the origin of the host the browser asked for (the coordinator's own pages). "
+                       "'*': any origin. Native clients send no Origin and are always allowed",
 }
-SERVER_DEFAULT_TEXT = {"byzantine_fraction": "byzantine / clients_per_round", "population": "unknown"}
+LIMITS_HELP = {
+    "pre_auth_max_frame_kb": "largest WebSocket frame/message (KiB) before the client is authenticated (a hello is "
+                             "< 1 KiB); larger ones close with 1009 at their header. gRPC: such a message ends the "
+                             "stream with RESOURCE_EXHAUSTED",
+    "max_buffered_mb": "incoming bytes (MiB) held in partial or queued frames over all WebSocket connections; the "
+                       "connection that crosses it closes with 1009",
+    "max_connections": "WebSocket/HTTP connections plus gRPC sessions; 0 = the open-file limit minus 128",
+    "max_connections_per_ip": "connections (both transports) from one IP address",
+    "exempt_loopback": "peers on 127.0.0.0/8 and ::1 skip the per-IP limits (local demos and benchmarks; behind a "
+                       "reverse proxy on the same host every peer is the proxy – limit per IP there)",
+    "conn_msg_rate": "messages (frames) per second on one connection (token bucket); over it: WebSocket close 1008, "
+                     "gRPC RESOURCE_EXHAUSTED",
+    "conn_msg_burst": "burst of the per-connection message rate",
+    "ip_msg_rate": "messages per second from one IP address over all its connections",
+    "ip_msg_burst": "burst of the per-IP message rate",
+    "grpc_max_streams_per_connection": "concurrent gRPC streams (client sessions) on one HTTP/2 connection; more "
+                                       "wait for a free one. Native clients in one process share a connection: keep "
+                                       "it above the clients one process runs",
+    "close_timeout": "seconds a peer gets to answer a WebSocket close (also on shutdown) before it is dropped",
+    "log_line_max_chars": "longest log record; longer ones are cut and end with '… (N chars)'",
+    "log_repeats_per_minute": "the same log message (numbers and ids folded) at most this often per minute, then "
+                              "one line says it is suppressed and the next interval's first one counts the rest",
+}
+SERVER_DEFAULT_TEXT = {"byzantine_fraction": "byzantine / clients_per_round", "population": "unknown",
+                       "allowed_origins": "the serving host's own origin"}
 FEDERATION_HELP = {
     "rounds": "number of rounds to train",
     "clients_per_round": "m: clients selected per round (trust-weighted)",
@@ -266,6 +303,14 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                            help=f"{SERVER_HELP[f.name]} (default: {default})")
         else:
             g.add_argument(flag, dest=f.name, default=None, help=f"{SERVER_HELP[f.name]} (default: {default})")
+    g = p.add_argument_group("limits (admission control, docs/operations.md)")
+    for f in _fields(LimitSettings):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in (bool, "bool"):
+            g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                           help=f"{LIMITS_HELP[f.name]} (default: {f.default})")
+        else:
+            g.add_argument(flag, dest=f.name, default=None, help=f"{LIMITS_HELP[f.name]} (default: {f.default})")
     g = p.add_argument_group("federation")
     g.add_argument("--model", dest="model", default=None,
                    help="model spec: mlp:64-32-10 or a JSON spec file (default: mlp:64-32-10)")
@@ -294,11 +339,11 @@ def load_settings(args: argparse.Namespace) -> ServeSettings:
             raise SettingsError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError(f"config file {path}: {exc}") from None
-    unknown = set(doc) - {"server", "federation", "model", "evaluation", "http"}
+    unknown = set(doc) - {"server", "federation", "model", "evaluation", "http", "limits"}
     if unknown:
         raise SettingsError(f"unknown section(s) {sorted(unknown)} (known: server, federation, model, evaluation, "
-                            "http)")
-    for section in ("server", "federation", "model", "evaluation", "http"):
+                            "http, limits)")
+    for section in ("server", "federation", "model", "evaluation", "http", "limits"):
         if section in doc and not isinstance(doc[section], dict):
             raise SettingsError(f"[{section}] must be a table (a [{section}] section), got {doc[section]!r}")
     for section, allowed in (("model", {"spec"}), ("evaluation", {"dataset"})):
@@ -306,7 +351,8 @@ def load_settings(args: argparse.Namespace) -> ServeSettings:
         if bad:
             raise SettingsError(f"[{section}]: unknown option(s) {sorted(bad)} (known: {', '.join(sorted(allowed))})")
     server_doc, fed_doc = dict(doc.get("server", {})), dict(doc.get("federation", {}))
-    for section, d, cls, skip in (("server", server_doc, ServerSettings, ()),
+    limits_doc = dict(doc.get("limits", {}))
+    for section, d, cls, skip in (("server", server_doc, ServerSettings, ()), ("limits", limits_doc, LimitSettings, ()),
                                   ("federation", fed_doc, FederationConfig, ("model", "extra"))):
         names = {f.name for f in _fields(cls, skip)}
         bad = set(d) - names
@@ -319,8 +365,22 @@ def load_settings(args: argparse.Namespace) -> ServeSettings:
         v = getattr(args, f.name, None)
         v = server_doc.get(f.name) if v is None else v
         if v is not None:
+            if f.name == "allowed_origins":
+                server_kw[f.name] = _origins(v)
+                continue
             kind = {"byzantine_fraction": float, "population": int}.get(f.name, f.type)
             server_kw[f.name] = _coerce(f.name, v, kind)
+    limits_kw: dict[str, Any] = {}
+    for f in _fields(LimitSettings):
+        v = getattr(args, f.name, None)
+        v = limits_doc.get(f.name) if v is None else v
+        if v is not None:
+            limits_kw[f.name] = _coerce(f.name, v, f.type)
+    limits = LimitSettings(**limits_kw)
+    try:
+        limits.validate()
+    except ValueError as exc:
+        raise SettingsError(f"[limits]: {exc}") from None
     fed_kw: dict[str, Any] = {}
     for f in _fields(FederationConfig, ("model", "extra")):
         v = getattr(args, f.name, None)
@@ -367,7 +427,7 @@ def load_settings(args: argparse.Namespace) -> ServeSettings:
     check_grouping_risk(fed, server)
     http = parse_http(doc.get("http", {}))
     text = model_value if isinstance(model_value, str) else json.dumps(model_value)
-    return ServeSettings(server, fed, evaluation, text, operator_token, http)
+    return ServeSettings(server, fed, evaluation, text, operator_token, http, limits)
 
 
 def parse_http(d: dict[str, Any]) -> HttpSettings:
@@ -429,6 +489,16 @@ def admission_config(server: ServerSettings) -> Any:
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
     return cfg
+
+
+def _origins(value: Any) -> tuple[str, ...]:
+    """``allowed_origins``: a TOML list or a comma-separated flag → ``("*",)`` or exact ``scheme://host[:port]``."""
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    out = tuple(str(v).strip().rstrip("/") for v in items if str(v).strip())
+    for o in out:
+        if o != "*" and (not o.startswith(("http://", "https://")) or "/" in o.split("://", 1)[1]):
+            raise SettingsError(f"allowed_origins: {o!r} is not '*' or scheme://host[:port] (http or https)")
+    return out
 
 
 def check_grouping_risk(fed: FederationConfig, server: ServerSettings) -> Any:

@@ -2,8 +2,22 @@
 
 Also answers plain HTTP requests on the same port (health, status JSON, static files) through
 :class:`coordinator.service.http_routes.HttpRoutes`, passing on the method, ``If-None-Match`` and ``Authorization``.
-Frames above ``max_message_bytes`` close the connection with code 1009 ("message too big"); text frames are
-refused with a protocol error by the engine (they are not .mle).
+Text frames are refused with a protocol error by the engine (they are not .mle).
+
+Admission control (issue 13 F1, F11, F18, F20; :mod:`coordinator.service.admission`, docs/operations.md):
+
+- a TCP connection over ``max_connections`` or ``max_connections_per_ip`` is dropped as it is accepted;
+- ``/ws`` refuses a browser handshake whose ``Origin`` is not allowed with 403 (default: the origin of the host the
+  browser asked for, and native clients that send no ``Origin``; ``*`` allows all);
+- until the engine has authenticated the connection a frame (or a fragmented message) may hold at most
+  ``pre_auth_max_frame_kb``; after it, ``max_message_bytes`` – larger ones close with 1009 as soon as their header
+  announces the size. websockets checks ``protocol.max_message_size`` at each frame header, so the limit is raised
+  right after the ``auth`` frame is handled, before the ``welcome`` is even queued;
+- the bytes held in partial and queued incoming frames count towards the global ``max_buffered_mb``; the connection
+  whose data crosses it closes with 1009;
+- every incoming frame (data, control and continuation frames alike) takes a token from the connection's bucket and
+  its IP's bucket; an empty bucket closes the connection with 1008 (policy violation);
+- a peer that does not answer a close is dropped after ``close_timeout`` (also on shutdown, so ``stop`` is bounded).
 """
 
 from __future__ import annotations
@@ -12,12 +26,17 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable
+from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode, Frame
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from coordinator.service import http_adapter
+from coordinator.service.admission import Admission, LimitSettings, TokenBucket, peer_ip
 from coordinator.service.driver import EngineDriver, QueueLink
 from coordinator.service.http_routes import HttpRoutes
 from flcore.protocol import WS_PATH
@@ -25,28 +44,156 @@ from flcore.protocol import WS_PATH
 log = logging.getLogger("fl-coordinator.ws")
 
 
+def _single(headers: Headers, name: str) -> str | None:
+    """A header sent exactly once, else None (a repeated ``Authorization`` is not credentials)."""
+    values = headers.get_all(name)
+    return values[0] if len(values) == 1 else None
+
+
+def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:
+    """``/ws`` handshake: no ``Origin`` (native clients) is allowed; ``*`` allows every origin; otherwise the origin
+    must be listed (``scheme://host[:port]``, case-insensitive) or, with an empty list, be the origin of the
+    ``Host`` the browser asked for (http or https)."""
+    if origin is None:
+        return True
+    if "*" in allowed:
+        return True
+    o = origin.strip().lower().rstrip("/")
+    if allowed:
+        return o in {a.strip().lower().rstrip("/") for a in allowed}
+    parts = urlsplit(o)
+    return bool(host) and parts.scheme in ("http", "https") and parts.netloc == host.strip().lower() \
+        and not parts.path and not parts.query
+
+
+class _AdmittedConnection(ServerConnection):
+    """A :class:`ServerConnection` that reports to the transport's :class:`Admission` (see the module docstring)."""
+
+    transport_owner: WebSocketTransport  # set on the per-transport subclass
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        owner = self.transport_owner
+        self.ip = peer_ip(transport.get_extra_info("peername"))
+        self.bucket: TokenBucket = owner.admission.connection_bucket()
+        self.authenticated = False
+        self.refused = False
+        self._abort_handle: asyncio.TimerHandle | None = None
+        self.admitted = owner.admission.open(self.ip) is None
+        if not self.admitted:
+            transport.abort()  # over a connection cap: no handshake, no buffers (counted and logged by Admission)
+            return
+        self.protocol.max_message_size = owner.admission.limits.pre_auth_max_bytes
+        owner.live.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self._abort_handle is not None:
+            self._abort_handle.cancel()
+        if self.admitted:
+            self.admitted = False
+            self.transport_owner.admission.close(self.ip, self)
+        self.transport_owner.live.discard(self)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.admitted:
+            self.account()
+            if self.protocol.state is State.CLOSING:
+                self._abort_later()
+
+    def process_event(self, event: object) -> None:
+        if isinstance(event, Frame) and self.admitted:
+            if self.refused:
+                return  # failed by us: nothing more reaches the engine (frames parsed with the refused one)
+            if self.protocol.state is not State.OPEN:  # e.g. the peer's close came in the same read: deliver
+                super().process_event(event)         # the frames before it (a last message, a bye)
+                return
+            reason = self.transport_owner.admission.allow_message(self.bucket, self.ip)
+            if reason is not None:
+                self.refuse(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
+                return
+        super().process_event(event)
+
+    def held_bytes(self) -> int:
+        """Incoming bytes this connection holds: the unparsed buffer (a partial frame), the fragments of the
+        message being received and the frames queued for the handler."""
+        queued = sum(len(f.data) for f in self.recv_messages.frames.queue)
+        return len(self.protocol.reader.buffer) + (self.protocol.current_size or 0) + queued
+
+    def account(self) -> None:
+        if self.admitted and not self.transport_owner.admission.set_buffered(self, self.held_bytes()):
+            self.refuse(CloseCode.MESSAGE_TOO_BIG, "server busy: too many bytes buffered")
+
+    def set_authenticated(self, authenticated: bool) -> None:
+        if authenticated != self.authenticated:
+            self.authenticated = authenticated
+            limits = self.transport_owner.admission.limits
+            self.protocol.max_message_size = (self.transport_owner.max_message_bytes if authenticated
+                                              else limits.pre_auth_max_bytes)
+
+    def refuse(self, code: int, reason: str) -> None:
+        """Fail the connection now (close frame, then the socket after ``close_timeout``) and free its buffers."""
+        self.refused = True
+        if self.protocol.state is State.OPEN:
+            self.protocol.fail(code, reason)
+            self.send_data()
+            self.protocol.reader.discard()
+        if self.admitted:
+            self.transport_owner.admission.set_buffered(self, 0)
+        self._abort_later()
+
+    def _abort_later(self) -> None:
+        if self._abort_handle is None and self.transport is not None:
+            self._abort_handle = self.loop.call_later(self.transport_owner.admission.limits.close_timeout,
+                                                      self.transport.abort)
+
+
 class WebSocketTransport:
-    def __init__(self, driver: EngineDriver, routes: HttpRoutes, max_message_bytes: int) -> None:
+    def __init__(self, driver: EngineDriver, routes: HttpRoutes, max_message_bytes: int,
+                 admission: Admission | None = None, allowed_origins: tuple[str, ...] = ()) -> None:
         self.driver, self.routes, self.max_message_bytes = driver, routes, max_message_bytes
+        self.admission = admission or Admission(LimitSettings())
+        self.allowed_origins = tuple(allowed_origins)
         self.server: Server | None = None
+        self.live: set[_AdmittedConnection] = set()
 
     async def start(self, host: str, port: int) -> int:
+        connection_class = type("AdmittedConnection", (_AdmittedConnection,), {"transport_owner": self})
         self.server = await serve(self._handler, host, port, max_size=self.max_message_bytes, compression=None,
                                   process_request=self._process_request, max_queue=64,
-                                  server_header="fl-coordinator")
+                                  server_header="fl-coordinator", create_connection=connection_class,
+                                  close_timeout=self.admission.limits.close_timeout)
         return self.server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
+        """Close every connection (1001) and the listening socket; peers that ignore the close handshake or never
+        finish their opening handshake are dropped after ``close_timeout`` – shutdown stays bounded (F20)."""
+        if self.server is None:
+            return
+        self.server.close()
+        try:
+            await asyncio.wait_for(self.server.wait_closed(), self.admission.limits.close_timeout + 1.0)
+        except TimeoutError:
+            for connection in list(self.live):
+                if connection.transport is not None:
+                    connection.transport.abort()
             await self.server.wait_closed()
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Awaitable[Response] | None:
+    def _process_request(self, connection: ServerConnection, request: Request) -> Awaitable[Response] | Response | None:
         if request.path.split("?", 1)[0] == WS_PATH:
+            origins = request.headers.get_all("Origin")
+            origin = origins[0] if len(origins) == 1 else ("" if origins else None)  # repeated: not allowed
+            if not origin_allowed(origin, _single(request.headers, "Host"), self.allowed_origins):
+                self.admission.refused("origin", f"WebSocket handshake from origin {origin[:200]!r}")
+                body = b"Origin not allowed\n"
+                return Response(403, "Forbidden", Headers({"Content-Type": "text/plain",
+                                                           "Content-Length": str(len(body))}), body)
             return None  # go on with the WebSocket handshake
         return http_adapter.respond(self.routes, connection, request)  # HTTP (websockets awaits it)
 
     async def _handler(self, ws: ServerConnection) -> None:
+        assert isinstance(ws, _AdmittedConnection)
         link = QueueLink()
         conn = self.driver.open("websocket", link, str(ws.remote_address))
         writer = asyncio.create_task(self._writer(ws, link))
@@ -54,9 +201,16 @@ class WebSocketTransport:
             async for message in ws:
                 data = message.encode() if isinstance(message, str) else message
                 self.driver.receive(conn, data)
+                # the next frame header is checked against the limit of the state this message left us in
+                ws.set_authenticated(self.driver.is_authenticated(conn))
+                ws.account()
         except ConnectionClosed as exc:
-            if (exc.rcvd is not None and exc.rcvd.code == 1009) or (exc.sent is not None and exc.sent.code == 1009):
-                log.warning("%s: closed, frame over the %d-byte limit", conn, self.max_message_bytes)
+            ours = exc.sent is not None and exc.sent.reason.startswith("server busy")
+            if not ours and ((exc.rcvd is not None and exc.rcvd.code == 1009) or
+                             (exc.sent is not None and exc.sent.code == 1009)):
+                limit = self.max_message_bytes if ws.authenticated else self.admission.limits.pre_auth_max_bytes
+                self.admission.refused("frame_size", f"{conn}: closed, frame over the {limit}-byte limit"
+                                       f"{'' if ws.authenticated else ' before authentication'}")
         finally:
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
