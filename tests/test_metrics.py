@@ -34,7 +34,7 @@ FAMILIES = {
     "flcoord_clients_registered", "flcoord_clients_connected", "flcoord_clients_ready", "flcoord_clients_banned",
     "flcoord_clients_selectable", "flcoord_frames_received_total", "flcoord_frames_sent_total",
     "flcoord_received_bytes_total", "flcoord_sent_bytes_total", "flcoord_frames_rejected_total",
-    "flcoord_engine_exceptions_total", "flcoord_rounds_persisted_total", "flcoord_last_persisted_round",
+    "flcoord_engine_exceptions_total", "flcoord_admission_refusals_total", "flcoord_rounds_persisted_total", "flcoord_last_persisted_round",
     "flcoord_log_messages_total", "flcoord_bans_logged_total", "flcoord_process_resident_memory_bytes",
     "flcoord_process_open_fds", "flcoord_process_max_fds", "flcoord_process_start_time_seconds",
     "flcoord_uptime_seconds"}
@@ -146,6 +146,24 @@ def test_an_engine_exception_is_counted(monkeypatch: pytest.MonkeyPatch) -> None
     driver.receive(conn, b"x")
     assert driver.counters.engine_exceptions == 1 and driver.counters.rejected == {}
     assert parse(render(driver.engine, driver.counters))["flcoord_engine_exceptions_total"].value() == 1
+
+
+def test_admission_refusals_of_the_engine_and_the_transports_are_exported() -> None:
+    """The engine's refusals (here: a connection that never said hello, closed by the deadline sweep) and the
+    transports' (the shared Admission's counters, here a foreign Origin) appear by layer and kind."""
+    from coordinator.federation.events import Close, TimerFired
+    from coordinator.service.admission import Admission, LimitSettings
+
+    driver = _driver()
+    driver.engine.handle(Connected("ws-1", "websocket", 0.0))
+    late = driver.engine.admission.hello_timeout + 1.0
+    assert any(isinstance(a, Close) for a in driver.engine.handle(TimerFired("deadline", late)))
+    admission = Admission(LimitSettings())
+    admission.refused("origin", "Origin http://evil.example")
+    fams = parse(render(driver.engine, driver.counters, admission_refusals=admission.counters))
+    refusals = fams["flcoord_admission_refusals_total"]
+    assert refusals.value(layer="engine", kind="hello_timeout") == 1
+    assert refusals.value(layer="transport", kind="origin") == 1
 
 
 def test_connections_are_counted_by_transport_and_state() -> None:

@@ -57,6 +57,8 @@ class OperatorView:
     store: Store | None = None
     events: RecentEvents = field(default_factory=RecentEvents)
     started_at: float = field(default_factory=time.time)
+    # the transports' admission refusals by kind (coordinator.service.admission.Admission.counters), when known
+    admission_refusals: dict[str, int] | None = None
     _rounds: tuple[int, list[dict[str, Any]]] = (-1, [])  # (engine round, points) – recomputed once per round
 
     def round_points(self) -> list[dict[str, Any]]:
@@ -77,7 +79,8 @@ class OperatorView:
         return json_response(self.events.snapshot())
 
     def metrics(self) -> HttpResponse:
-        text = metrics.render(self.driver.engine, self.driver.counters, self.events, self.started_at)
+        text = metrics.render(self.driver.engine, self.driver.counters, self.events, self.started_at,
+                              admission_refusals=self.admission_refusals)
         return HttpResponse(200, metrics.CONTENT_TYPE, text.encode(), {"Cache-Control": "no-store"})
 
 

@@ -189,8 +189,10 @@ def selectable_clients(engine: Engine) -> int:
 
 
 def render(engine: Engine, counters: TrafficCounters, events: RecentEvents | None = None,
-           started_at: float | None = None, now: float | None = None) -> str:
-    """The ``/metrics`` page. ``started_at``: when the service started (Unix seconds; for the uptime)."""
+           started_at: float | None = None, now: float | None = None,
+           admission_refusals: Mapping[str, int] | None = None) -> str:
+    """The ``/metrics`` page. ``started_at``: when the service started (Unix seconds; for the uptime);
+    ``admission_refusals``: the transports' refusals by kind (:attr:`coordinator.service.admission.Admission.counters`)."""
     now = time.time() if now is None else now
     s = engine.status()
     m = s.get("metrics") or {}
@@ -272,6 +274,11 @@ def render(engine: Engine, counters: TrafficCounters, events: RecentEvents | Non
     x.add("flcoord_frames_rejected_total", "counter", "Frames the engine rejected, by the error code sent back "
           "(protocol errors: bad_format, unsigned, bad_signature, replay, ...).",
           [({"reason": r}, n) for r, n in sorted(counters.rejected.items())])
+    x.add("flcoord_admission_refusals_total", "counter", "Connections, frames and handshakes refused by admission "
+          "control: by the transports (frame limits, rates, connection caps, origins) and by the engine (enrolment "
+          "policy and rate, hello/ready deadlines), by kind.",
+          [({"layer": "engine", "kind": k}, n) for k, n in sorted(engine.refusals.items())]
+          + [({"layer": "transport", "kind": k}, n) for k, n in sorted((admission_refusals or {}).items())])
     x.add("flcoord_engine_exceptions_total", "counter", "Events the engine raised an exception on (dropped and "
           "logged).", counters.engine_exceptions)
     # persistence

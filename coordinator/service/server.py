@@ -129,6 +129,7 @@ async def start_service(settings: ServeSettings, static: dict[str, Path] | None 
 
         mount(routes)
     admission = Admission(settings.limits)  # one for both transports: connection caps and per-IP rates are shared
+    operator.admission_refusals = admission.counters
     ws = WebSocketTransport(driver, routes, s.max_message_bytes, admission, s.allowed_origins)
     grpc_t = GrpcTransport(driver, s.max_message_bytes, admission)
     ws_port = await ws.start(s.host, s.ws_port)
