@@ -41,6 +41,7 @@ def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
 def _serve(args: argparse.Namespace) -> int:
     import asyncio
     import logging
+    import sqlite3
 
     from coordinator.service.server import serve
     from coordinator.service.settings import SettingsError, load_settings
@@ -59,6 +60,10 @@ def _serve(args: argparse.Namespace) -> int:
         return asyncio.run(serve(settings))
     except (SettingsError, StoreError) as exc:  # a refused store (in use, missing beside saved models): one line
         print(f"fl-coordinator serve: error: {exc}", file=sys.stderr)
+        return 2
+    except sqlite3.DatabaseError as exc:  # corruption the start-up checks did not see: still one line
+        print(f"fl-coordinator serve: error: {settings.server.data_dir}: the store is not usable ({exc}): restore "
+              "it from a backup", file=sys.stderr)
         return 2
 
 
