@@ -192,6 +192,12 @@ class Store:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         return fd
 
+    def _rollback(self) -> None:
+        """Roll back if a transaction is still open (a failed COMMIT – a full disk – has already rolled it back:
+        a second ROLLBACK would hide the real error)."""
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+
     def _unlock(self) -> None:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing the descriptor releases the flock
@@ -270,7 +276,7 @@ class Store:
                 self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(target),))
                 self.db.execute("COMMIT")
             except BaseException:
-                self.db.execute("ROLLBACK")
+                self._rollback()
                 raise
 
     # ── clients ──────────────────────────────────────────────────────────────────────────────────────
@@ -303,7 +309,7 @@ class Store:
             added = self.db.total_changes - before
             self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            self._rollback()
             raise
         return added
 
@@ -325,7 +331,7 @@ class Store:
             self.db.executemany("DELETE FROM clients WHERE id=?", [(c,) for c in rows])
             self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            self._rollback()
             raise
         for c in rows:
             self._trust_cache.pop(c, None)
@@ -411,7 +417,7 @@ class Store:
                                 [(rec.round, e) for e in ledger])
             self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            self._rollback()
             self._load_caches()
             raise
         self._trust_cache.update({cid: blob for cid, _, blob in trust_rows})
@@ -440,7 +446,7 @@ class Store:
                                 [(round_number, e) for e in ledger])
             self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            self._rollback()
             self._load_caches()
             raise
         self._participation_cache.update(participation_rows)
