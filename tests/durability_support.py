@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 import json
 import sys
 from dataclasses import dataclass, field
@@ -29,7 +30,6 @@ from flcore.modelspec import mlp
 from flcore.policy import PrivacyPolicy
 from flcore.session import ClientSession, SendFrame, Train
 from flcore.wire import decode, tensor_bytes
-from flcrypto import default_crypto
 from privacy.secagg.messages import Message
 
 
@@ -78,7 +78,6 @@ class InProcessFederation:
     on_round: Any = None
 
     def __post_init__(self) -> None:
-        c = default_crypto()
         self.seed = bytes(range(32))
         self.store = Store.open(self.data_dir)
         cp = self.store.latest_completed_round()
@@ -86,8 +85,9 @@ class InProcessFederation:
                              state=cp.state if cp else None, params=None if cp is None else self._params(cp))
         self.driver = EngineDriver(self.engine, self.store, on_round=lambda m: self.on_round and self.on_round(m))
         policy = PrivacyPolicy.permissive()
-        self.sessions = {f"c{i}": ClientSession(c.random_bytes(32), self.engine.public_key, policy=policy)
-                         for i in range(self.n_clients)}
+        # the same identities each time the federation is built on a data dir (a restarted coordinator)
+        self.sessions = {f"c{i}": ClientSession(hashlib.sha256(b"client-%d" % i).digest(), self.engine.public_key,
+                                                policy=policy) for i in range(self.n_clients)}
         self.rng = np.random.default_rng(0)
 
     def _params(self, cp: Any) -> np.ndarray:
@@ -104,12 +104,19 @@ class InProcessFederation:
                 delta = self.rng.normal(0.0, 0.01, size=a.spec.num_parameters()).astype(np.float32)
                 self._client(conn, self.sessions[conn].training_done(delta))
 
-    async def run(self, until_round: int, timeout: float = 60.0) -> None:
-        """Connect every client and deliver frames until ``until_round`` is committed or durability is lost."""
+    def connect(self) -> None:
+        """Connect every client and deliver frames until none is left – synchronously (no timer can fire)."""
         for conn, s in self.sessions.items():
             self.driver.links[conn] = RecordingLink(self, conn)
             self.driver.feed(Connected(conn, "inprocess", self.driver.clock()))
             self._client(conn, s.start())
+        while self.inbox:
+            conn, data = self.inbox.popleft()
+            self._client(conn, self.sessions[conn].receive(data))
+
+    async def run(self, until_round: int, timeout: float = 60.0) -> None:
+        """Connect every client and deliver frames until ``until_round`` is committed or durability is lost."""
+        self.connect()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while self.engine.round_number < until_round and self.driver.fatal is None:

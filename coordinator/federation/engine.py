@@ -460,6 +460,8 @@ class Engine:
             self.guard.forget(conn.client_id, conn.challenge)  # that session can never verify again anyway
             if self.by_client.get(conn.client_id) == conn_id:
                 del self.by_client[conn.client_id]
+        if conn is None or conn.state in ("hello", "auth"):
+            return []  # it never counted towards a round: nothing to re-check (no scan of every connection, F15)
         # a selected client that left simply stops answering: SecAgg+ treats it as a dropout; a round that was
         # waiting for this (not yet ready) client under min_clients_per_round may start now
         return self._maybe_start(now)
