@@ -59,10 +59,10 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(serve(settings))
     except (SettingsError, StoreError) as exc:  # a refused store (in use, missing beside saved models): one line
-        print(f"fl-coordinator serve: error: {exc}", file=sys.stderr)
+        print(f"fl-coordinator serve: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except sqlite3.DatabaseError as exc:  # corruption the start-up checks did not see: still one line
-        print(f"fl-coordinator serve: error: {settings.server.data_dir}: the store is not usable ({exc}): restore "
+        print(f"fl-coordinator serve: error: {settings.server.data_dir}: the store is not usable ({' '.join(str(exc).split())}): restore "
               "it from a backup", file=sys.stderr)
         return 2
 

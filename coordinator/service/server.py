@@ -141,6 +141,9 @@ async def start_service(settings: ServeSettings, static: dict[str, Path] | None 
         store.close()
         raise
     driver = EngineDriver(engine, store, audit_dir=s.audit_dir or None, identity_expiry_days=s.identity_expiry_days)
+    if engine.finished:  # resumed after the last round: --exit-when-finished must not wait for an event
+        engine.stopped_reason = engine.stopped_reason or f"all {settings.federation.rounds} rounds done"
+        driver.finished.set()
     logging.getLogger("websockets").setLevel(max(logging.WARNING, log.getEffectiveLevel()))
     h = settings.http
     routes = HttpRoutes(engine.status, dict(static or {}), index, operator_token=settings.operator_token,

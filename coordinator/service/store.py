@@ -219,7 +219,8 @@ class Store:
             self.db.execute("PRAGMA synchronous=FULL")
             check = self.db.execute("PRAGMA quick_check").fetchone()
             if check is None or check[0] != "ok":
-                raise StoreError(f"{self.db_path}: corrupt SQLite database ({check[0] if check else 'no answer'}): "
+                what = " ".join(str(check[0]).split())[:200] if check else "no answer"
+                raise StoreError(f"{self.db_path}: corrupt SQLite database ({what}): "
                                  "restore it from a backup (nothing was changed or deleted)")
             migrated_from = self.schema_version()
             self._migrate()
