@@ -11,10 +11,19 @@ most an orphan model file, removed at the next open) or the new round complete.
 :meth:`Store.latest_completed_round` returns what a restarted coordinator resumes from: round number, model
 path and SHA-256 (checked against the file), and the state blob (trust, accountant, optimizer, …).
 
-The state blob is the engine's ``state()`` dict and is the source of truth for resuming. Two well-known keys
-are also mirrored into queryable tables in the same transaction: ``"trust"`` (``TrustState.to_dict()``: one row
-per client in ``trust``, bans copied to ``clients.banned``) and ``"accountant"`` (``{"events": [...]}``: the
-events added since the last round are appended to ``dp_ledger``). Numeric metrics go to ``metrics``.
+The state blob is the engine's ``state()`` dict minus what is stored incrementally (schema 3, issue 13 F14), so
+that what a round writes grows neither with the number of rounds nor with the number of idle identities:
+``"trust"`` (``TrustState.to_dict()``) → one row per client in ``trust``, written only when it changed (bans copied
+to ``clients.banned``); ``"participation"`` (the per-client accountant against the coordinator) → ``participation``,
+rows written when they change; ``"accountant"`` (``{"events": [...]}``) → appended to ``dp_ledger``; ``"history"`` →
+the rounds' ``metrics``. :meth:`Store.latest_completed_round` puts them back. Only the latest completed round keeps
+its blob. :meth:`Store.record_release` writes the privacy spend of group sums *before* they are released (F5): a
+restarted coordinator resumes with it even if that round never committed, and the round's commit finds it already
+recorded. Identities that never took part are removed by :meth:`Store.prune_identities`.
+
+At open: ``PRAGMA quick_check`` (a corrupt or truncated file is refused), every committed round's model file must
+exist and the latest must match its SHA-256 (refused otherwise, nothing deleted); only crash leftovers are removed
+(``*.mle.tmp`` and model files of rounds after the last committed one).
 
 SQLite runs in WAL mode with ``synchronous=FULL`` (a commit is on disk when ``COMMIT`` returns). The schema
 has a version (``meta.schema_version``) and forward migrations (:data:`MIGRATIONS`), applied at open, each in
