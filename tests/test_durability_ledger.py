@@ -94,3 +94,47 @@ def test_a_full_disk_sends_nothing_after_the_failed_write(tmp_path: Path) -> Non
         assert [r for r, _ in s.dp_ledger()] == [1, 2]  # round 2's sums were released: its spend stays
         clients = s.latest_completed_round().state["participation"]["clients"]
         assert sorted(v["count"] for v in clients.values()) == [2] * 6
+
+
+def test_serve_stops_with_one_line_when_the_disk_is_full(tmp_path: Path) -> None:
+    """The real service with real clients under a 320 KiB file-size limit (RLIMIT_FSIZE: the kernel's EFBIG, as on
+    a full disk) once a few rounds have filled SQLite's log: exit status 1, one `durability lost` line and no
+    traceback, and the data dir opens afterwards with every committed round intact."""
+    import hashlib
+    import resource
+    import signal
+
+    from e2e_support import UTILITY_POLICY, Workers, _env, free_port
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (320 * 1024, resource.RLIM_INFINITY))
+
+    grpc_port = free_port()
+    log = tmp_path / "coordinator.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "coordinator.service.cli", "serve", "--data-dir",
+                                 str(tmp_path / "data"), "--ws-port", str(free_port()), "--grpc-port", str(grpc_port),
+                                 "--evaluation", "none", "--rounds", "1000", "--clients-per-round", "6",
+                                 "--group-size", "6", "--train-timeout", "15", "--phase-timeout", "2",
+                                 "--aggregator", "mean", "--local-epochs", "1", "--noise-multiplier", "0.05",
+                                 "--epsilon", "1e9", "--l2-clip", "1.0", "--log-level", "warning"],
+                                stdout=out, stderr=subprocess.STDOUT, env=_env(), preexec_fn=limit)
+    workers = Workers()
+    try:
+        for chunk in ([0, 1, 2], [3, 4, 5]):
+            workers.spawn(tmp_path, f"127.0.0.1:{grpc_port}", chunk, 6, "--policy", UTILITY_POLICY)
+        assert proc.wait(240) == 1, log.read_text()
+    finally:
+        workers.kill()
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert "Traceback" not in text and sum("durability lost" in line for line in text.splitlines()) == 1, text
+    with Store.open(tmp_path / "data") as s:
+        last = s.latest_completed_round()
+        assert last is not None and last.round >= 1
+        assert [r for r, _ in s.metrics()] == list(range(1, last.round + 1))
+        for r in range(1, last.round + 1):
+            assert s.model_path(r).is_file()
+        assert hashlib.sha256(last.model_path.read_bytes()).hexdigest() == last.model_sha256

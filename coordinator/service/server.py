@@ -115,6 +115,9 @@ class RunningService:
 
     async def stop(self) -> None:
         self.driver.cancel_timers()
+        for link in list(self.driver.links.values()):  # end every stream normally (no handler is cancelled)
+            link.close("coordinator stopping")
+        await asyncio.sleep(0.05)
         await self.ws.stop()
         self.ws.routes.close()
         await self.grpc.stop()
@@ -189,7 +192,7 @@ async def serve(settings: ServeSettings) -> int:
         waiters.append(asyncio.create_task(service.driver.finished.wait()))
     await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     if service.driver.fatal is not None:
-        log.critical("stopping: %s", service.driver.fatal)
+        pass  # the driver logged its one line ("durability lost: …"); exit status 1
     elif service.driver.finished.is_set():
         await asyncio.sleep(0.5)  # let the stop messages reach the clients
         log.info("federation finished: %s", service.driver.engine.stopped_reason)
