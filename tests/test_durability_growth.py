@@ -6,6 +6,7 @@ committed round (checkpoints off), on a real store."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -110,3 +111,35 @@ def test_identities_that_never_took_part_expire(tmp_path: Path) -> None:
     e.trust.observe("b", 1.0, 0.0)
     assert e.forget_identities(["a", "b"]) == ["a"]
     assert set(e.registry) == {"b"} and set(e.trust.clients) == {"b"}
+
+
+def test_a_schema_2_data_dir_is_migrated_with_its_ledger(tmp_path: Path) -> None:
+    """A data dir written before incremental state (schema 2: the whole state in every blob) resumes with the same
+    state, its participation accountant moved into its table, and then continues incrementally."""
+    import sqlite3
+
+    from coordinator.service.store import MIGRATIONS
+
+    (tmp_path / "models").mkdir()
+    db = sqlite3.connect(tmp_path / Store.DB_NAME)
+    for m in MIGRATIONS[:2]:
+        db.executescript(m)
+    db.execute("INSERT INTO meta VALUES ('schema_version', '2')")
+    state = {"round": 1, "participation": {"clients": {"a": {"count": 1, "inv_z2": 0.25}}},
+             "accountant": {"events": [{"noise_multiplier": 2.0, "sampling_rate": 0.5, "count": 1}]},
+             "history": [{"round": 1}], "trust": TrustState(TrustParams()).to_dict()}
+    db.execute("INSERT INTO rounds (round, status, completed_at, model_file, model_sha256, state, metrics) VALUES "
+               "(1, 'completed', 1.0, 'round-000001.mle', ?, ?, '{\"round\": 1}')",
+               (hashlib.sha256(b"m1").hexdigest(), json.dumps(state)))
+    db.execute("INSERT INTO dp_ledger (round, event) VALUES (1, ?)", (json.dumps(state["accountant"]["events"][0],
+                                                                                 sort_keys=True),))
+    db.commit()
+    db.close()
+    (tmp_path / "models" / "round-000001.mle").write_bytes(b"m1")
+    with Store.open(tmp_path) as s:
+        assert s.latest_completed_round().state == state
+        state2 = {**state, "round": 2, "participation": {"clients": {"a": {"count": 2, "inv_z2": 0.5}}},
+                  "history": [{"round": 1}, {"round": 2}]}
+        s.commit_round(2, b"m2", state2, {"round": 2})
+    with Store.open(tmp_path) as s:
+        assert s.latest_completed_round().state == state2
