@@ -155,7 +155,11 @@ def where(status: dict[str, Any]) -> str:
     return phases[0] if len(phases) == 1 else "/".join(phases) or "aggregating"
 
 
-def run(kills: int, tmp: Path, seed: int = 0, budget_s: float = 900.0, log: Any = print) -> dict[str, Any]:
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+def run(kills: int, tmp: Path, seed: int = 0, budget_s: float = 900.0, log: Any = _print) -> dict[str, Any]:
     rnd = random.Random(seed)
     drops = [f"--drop={r}:{r % 5}:{r % CLIENTS}" for r in range(1, 2000)]
     coord = Coordinator(tmp, ["--rounds", "100000", *FLAGS]).start()
