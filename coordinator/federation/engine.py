@@ -221,6 +221,7 @@ class Engine:
                 continue
             self.registry.pop(cid, None)
             self.trust.clients.pop(cid, None)
+            self.enrolled_at.pop(cid, None)
             out.append(cid)
         return out
 
