@@ -100,7 +100,10 @@ def test_sigkill_mid_round_and_restart_resumes(tmp_path: Path, workers: Workers)
     assert [r for r, _ in store.metrics()] == list(range(1, 11))
     ledger_rounds = [r for r, _ in store.dp_ledger()]
     store.close()
-    assert ledger_rounds == sorted(set(ledger_rounds)) and len(ledger_rounds) == 10  # one DP event per round
+    # one DP event per released round attempt: every round once, a round whose sums were released before the kill
+    # and that was redone after the restart twice (issue 13 F5: that spend is kept, not lost)
+    assert ledger_rounds == sorted(ledger_rounds) and sorted(set(ledger_rounds)) == list(range(1, 11))
+    assert len(ledger_rounds) <= 11
     assert "resuming after round" in coord.log_text()
 
 

@@ -2,8 +2,8 @@
 
 Feed it :mod:`coordinator.federation.events` (``Connected``, ``DataReceived``, ``Disconnected``, ``TimerFired``) with the
 current time; execute the returned actions in order (``Send``, ``Close``, ``SetTimer``, ``PersistRound``,
-``Log``). A ``PersistRound`` must be made durable before later actions are executed (the store does it
-atomically).
+``PersistLedger``, ``Log``). A ``PersistRound`` or ``PersistLedger`` must be made durable before later actions are
+executed (the store does it atomically); if it cannot be, nothing after it may be executed.
 
 Round lifecycle: when enough authenticated clients are ready (each ``ready`` carries a commitment to a fresh
 secret) → drop the clients whose own ε (per participation, against this coordinator) would exceed the budget →
@@ -48,6 +48,7 @@ from coordinator.federation.events import (
     Disconnected,
     GroupAggregated,
     Log,
+    PersistLedger,
     PersistRound,
     RoundStarted,
     Send,
@@ -118,6 +119,8 @@ class RoundState:
     stage: str = "secagg"  # "reveal" until every selected client opened its commitment, then "secagg"
     dp: dict[int, Any] = field(default_factory=dict)  # group → DistributedDPConfig (its own threshold)
     stalled: set[str] = field(default_factory=set)  # selected clients that missed a deadline in this attempt
+    released: set[int] = field(default_factory=set)  # groups whose spend was charged when their unmask went out
+    charged_round: bool = False  # the third-party (amplified) event of this attempt is recorded
 
 
 MAX_ERRORS_PER_CONNECTION = 20
@@ -207,6 +210,20 @@ class Engine:
                 "accountant": self.amplified.to_dict(), "participation": self.participation.to_dict(),
                 "optimizer": self.opt_state.to_dict(),
                 "aggregation": self.agg_state.to_dict(), "history": self.history}
+
+    def forget_identities(self, client_ids: list[str]) -> list[str]:
+        """Forget identities that never took part (no trust observation, no participation) and are not connected –
+        the store pruned them (issue 13 F14); one that comes back enrols again. Returns the ids forgotten."""
+        out = []
+        for cid in client_ids:
+            t = self.trust.clients.get(cid)
+            if cid in self.by_client or self.participation.count(cid) or (t is not None and (t.observations or t.banned)):
+                continue
+            self.registry.pop(cid, None)
+            self.trust.clients.pop(cid, None)
+            self.enrolled_at.pop(cid, None)
+            out.append(cid)
+        return out
 
     def epsilon(self) -> float:
         """ε against this coordinator: the largest per-client figure (per participated round, no amplification
@@ -444,6 +461,8 @@ class Engine:
             self.guard.forget(conn.client_id, conn.challenge)  # that session can never verify again anyway
             if self.by_client.get(conn.client_id) == conn_id:
                 del self.by_client[conn.client_id]
+        if conn is None or conn.state in ("hello", "auth"):
+            return []  # it never counted towards a round: nothing to re-check (no scan of every connection, F15)
         # a selected client that left simply stops answering: SecAgg+ treats it as a dropout; a round that was
         # waiting for this (not yet ready) client under min_clients_per_round may start now
         return self._maybe_start(now)
@@ -784,6 +803,8 @@ class Engine:
         rs = self.round
         assert rs is not None
         actions: list[Action] = []
+        sends: list[Action] = []
+        releasing: list[int] = []
         for g, server in rs.servers.items():
             if g in rs.failed or server.phase == "done":
                 continue
@@ -793,11 +814,16 @@ class Engine:
                 rs.failed[g] = str(exc)
                 out = server.failure_messages
                 actions.append(Log("warning", f"round {rs.number} group {g} failed: {exc}"))
+            if server.phase == "unmask" and g not in rs.released:
+                releasing.append(g)  # the unmask requests let the coordinator reconstruct the group's sum
             for member, blob in out.items():
                 conn_id = self.by_client.get(member)
                 if conn_id is not None:
-                    actions.append(self._send(self.conns[conn_id], "secagg", {"group": g}, rs.number,
-                                              {"secagg": as_u8(blob)}))
+                    sends.append(self._send(self.conns[conn_id], "secagg", {"group": g}, rs.number,
+                                            {"secagg": as_u8(blob)}))
+        if releasing:  # the spend is durable before anything that releases a sum is sent (issue 13 F5)
+            actions.append(self._release(rs, releasing))
+        actions += sends
         if all(s.phase == "done" or g in rs.failed for g, s in rs.servers.items()):
             return actions + self._finish_round(now)
         rs.deadline = now + self.cfg.phase_timeout
@@ -805,6 +831,25 @@ class Engine:
                       if g not in rs.failed and s.phase not in ("done", "failed") and not s.phase_complete}
         actions.append(SetTimer("phase", rs.deadline))
         return actions
+
+    def _release(self, rs: RoundState, groups: list[int]) -> PersistLedger:
+        """Charge the privacy spend of ``groups``, whose sums the coordinator can reconstruct once their unmask
+        requests are out: each survivor (whose masked input is in the sum) one event at the group's effective z,
+        and the round one third-party event – charged here, not when the round aggregates, so that the ledger is
+        durable before the release and a crash in between loses nothing. A group that then fails to unmask stays
+        charged (the conservative side; the members' own ledgers count it too)."""
+        rs.released.update(groups)
+        if self.cfg.noise_multiplier > 0:
+            zs = []
+            for g in groups:
+                z = rs.dp[g].effective_noise_multiplier()
+                self.participation.record(list(rs.servers[g].u3), z)
+                zs.append(z)
+            if not rs.charged_round:
+                self.amplified.events.append(RoundEvent(min(zs), max(rs.q, 1e-9)))
+                rs.charged_round = True
+        return PersistLedger(rs.number, {"participation": self.participation.to_dict(),
+                                         "accountant": self.amplified.to_dict()})
 
     def _finish_round(self, now: float) -> list[Action]:
         rs = self.round
@@ -940,9 +985,12 @@ class Engine:
         if self.cfg.noise_multiplier <= 0:
             return
         zs = [d.effective_noise_multiplier() for d in dps]
-        for z, (_, res) in zip(zs, done, strict=True):
-            self.participation.record(list(res.survivors), z)
-        self.amplified.events.append(RoundEvent(min(zs), max(rs.q, 1e-9)))
+        for z, (g, res) in zip(zs, done, strict=True):
+            if g not in rs.released:  # groups released through SecAgg+ were charged before their unmask (_release)
+                self.participation.record(list(res.survivors), z)
+        if not rs.charged_round:
+            self.amplified.events.append(RoundEvent(min(zs), max(rs.q, 1e-9)))
+            rs.charged_round = True
 
     def _adapt_clip(self, indicator: np.ndarray, dps: list[Any], sizes: np.ndarray, used: np.ndarray,
                     trim: int) -> float | None:

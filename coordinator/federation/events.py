@@ -84,6 +84,17 @@ class PersistRound:
 
 
 @dataclass(frozen=True)
+class PersistLedger:
+    """Make the privacy spend of group sums durable *before* acting on anything after it: the actions that
+    follow let the coordinator reconstruct those sums (the SecAgg+ unmask requests). ``state`` holds the
+    accountants after the spend (``"participation"``: per client, against the coordinator; ``"accountant"``:
+    the third-party events). If it cannot be made durable, nothing after it may be sent (issue 13 F5)."""
+
+    round: int
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class RoundStarted:
     """A round began (the store notes it; a restart marks an unfinished one 'interrupted')."""
 
@@ -121,4 +132,5 @@ class Log:
     message: str
 
 
-Action = Send | Close | SetTimer | PersistRound | RoundStarted | ClientEnrolled | GroupAggregated | Log
+Action = (Send | Close | SetTimer | PersistRound | PersistLedger | RoundStarted | ClientEnrolled | GroupAggregated
+          | Log)

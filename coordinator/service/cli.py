@@ -41,6 +41,7 @@ def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
 def _serve(args: argparse.Namespace) -> int:
     import asyncio
     import logging
+    import sqlite3
 
     from coordinator.service.server import serve
     from coordinator.service.settings import SettingsError, load_settings
@@ -58,7 +59,11 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(serve(settings))
     except (SettingsError, StoreError) as exc:  # a refused store (in use, missing beside saved models): one line
-        print(f"fl-coordinator serve: error: {exc}", file=sys.stderr)
+        print(f"fl-coordinator serve: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except sqlite3.DatabaseError as exc:  # corruption the start-up checks did not see: still one line
+        print(f"fl-coordinator serve: error: {settings.server.data_dir}: the store is not usable ({' '.join(str(exc).split())}): restore "
+              "it from a backup", file=sys.stderr)
         return 2
 
 

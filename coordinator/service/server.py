@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from coordinator.service.http_routes import HttpRoutes
 from coordinator.service.security_headers import DEFAULT_CSP
 from coordinator.service.settings import ServeSettings, SettingsError, admission_config, federation_to_dict
 from coordinator.service.static_files import InflightBudget
-from coordinator.service.store import Store
+from coordinator.service.store import Store, StoreError
 from coordinator.service.transport_grpc import GrpcTransport
 from coordinator.service.transport_ws import WebSocketTransport
 from flcrypto import default_crypto
@@ -33,12 +34,30 @@ log = logging.getLogger("fl-coordinator")
 KEY_FILE = "coordinator.key"
 
 
-def load_or_create_identity(data_dir: Path) -> bytes:
-    """The coordinator's Ed25519 seed, created (mode 0600) on first start."""
+def load_or_create_identity(data_dir: Path, store: Store | None = None) -> bytes:
+    """The coordinator's Ed25519 seed, created (mode 0600) on first start. With ``store``: the store records the
+    public key it belongs to (issue 13 F19) – a missing key file beside a store that is not empty, or a key file
+    holding another key, is refused (:class:`StoreError`, nothing changed): a new key would orphan the signed
+    models and every client pinned the old one."""
+    path = data_dir / KEY_FILE
+    recorded = store.get_config("coordinator_key") if store is not None else None
+    if store is not None and not path.exists() and (recorded is not None or not store.is_empty()):
+        owner = f"coordinator {recorded[:16]}…" if recorded else "a coordinator"
+        raise StoreError(f"{path} is missing but {store.db_path} belongs to {owner}: restore the key file from a "
+                         "backup (a new key would orphan the signed models and be rejected by every client that "
+                         "pinned the old one); nothing was changed")
     try:
-        return load_or_create_seed(data_dir / KEY_FILE)
+        seed = load_or_create_seed(path)
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
+    if store is not None:
+        public = default_crypto().ed25519_public_key(seed).hex()
+        if recorded is None:
+            store.set_config("coordinator_key", public)
+        elif recorded != public:
+            raise StoreError(f"{path} holds key {public[:16]}… but {store.db_path} belongs to coordinator "
+                             f"{recorded[:16]}…: restore the matching key file; nothing was changed")
+    return seed
 
 
 def build_engine(settings: ServeSettings, store: Store, seed: bytes) -> Engine:
@@ -97,9 +116,13 @@ class RunningService:
 
     async def stop(self) -> None:
         self.driver.cancel_timers()
+        for link in list(self.driver.links.values()):  # end every stream normally (no handler is cancelled)
+            link.close("coordinator stopping")
+        await asyncio.sleep(0.05)
         await self.ws.stop()
         self.ws.routes.close()
         await self.grpc.stop()
+        self.driver.flush()  # pending enrolments (unless durability was lost)
         self.store.close()
         if self.operator is not None:
             recent_events.uninstall(self.operator.events)
@@ -113,9 +136,18 @@ async def start_service(settings: ServeSettings, static: dict[str, Path] | None 
     data_dir = Path(s.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     store = Store.open(data_dir)
-    seed = load_or_create_identity(data_dir)
-    engine = build_engine(settings, store, seed)
-    driver = EngineDriver(engine, store, audit_dir=s.audit_dir or None)
+    try:
+        seed = load_or_create_identity(data_dir, store)
+        if s.identity_expiry_days:
+            store.prune_identities(time.time() - s.identity_expiry_days * 86400.0)
+        engine = build_engine(settings, store, seed)
+    except BaseException:
+        store.close()
+        raise
+    driver = EngineDriver(engine, store, audit_dir=s.audit_dir or None, identity_expiry_days=s.identity_expiry_days)
+    if engine.finished:  # resumed after the last round: --exit-when-finished must not wait for an event
+        engine.stopped_reason = engine.stopped_reason or f"all {settings.federation.rounds} rounds done"
+        driver.finished.set()
     logging.getLogger("websockets").setLevel(max(logging.WARNING, log.getEffectiveLevel()))
     h = settings.http
     routes = HttpRoutes(engine.status, dict(static or {}), index, operator_token=settings.operator_token,
@@ -165,7 +197,7 @@ async def serve(settings: ServeSettings) -> int:
         waiters.append(asyncio.create_task(service.driver.finished.wait()))
     await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     if service.driver.fatal is not None:
-        log.critical("stopping: %s", service.driver.fatal)
+        pass  # the driver logged its one line ("durability lost: …"); exit status 1
     elif service.driver.finished.is_set():
         await asyncio.sleep(0.5)  # let the stop messages reach the clients
         log.info("federation finished: %s", service.driver.engine.stopped_reason)

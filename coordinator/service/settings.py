@@ -3,7 +3,7 @@
 TOML layout (every key optional; see ``fl-coordinator serve --help`` and docs/protocol.md)::
 
     [server]      host, ws_port, grpc_port, data_dir, max_message_mb, audit_dir, log_level, exit_when_finished,
-                  port_file, operator_token_file (a file holding the token – never the token itself),
+                  identity_expiry_days, port_file, operator_token_file (a file holding the token – never the token itself),
                   byzantine_fraction, max_grouping_risk, accept_grouping_risk (the grouping planner, below),
                   enrolment, enrolment_allowlist, enrolment_per_minute, enrolment_burst, probation,
                   hello_timeout, ready_timeout, stall_evidence, stall_ban (admission, docs/operations.md),
@@ -68,6 +68,7 @@ class ServerSettings:
     data_dir: str = "fl-data"
     max_message_mb: float = 64.0
     audit_dir: str = ""
+    identity_expiry_days: float = 30.0  # identities that never took part are forgotten this long after enrolling
     log_level: str = "info"
     exit_when_finished: bool = False
     port_file: str = ""  # write {"ws_port", "grpc_port", "coordinator_key"} here once listening
@@ -138,6 +139,8 @@ SERVER_HELP = {
     "data_dir": "directory for the SQLite store, model files and the coordinator's identity key",
     "max_message_mb": "largest accepted message (MiB); bigger frames are refused by the transport",
     "audit_dir": "if set, write every group's unmasked sum there as .mle (what the server learns)",
+    "identity_expiry_days": "forget an identity (store row, trust entry) that never took part in a round this many "
+                            "days after it enrolled, unless it is connected (it simply enrols again); 0 = never",
     "log_level": "debug, info, warning or error",
     "exit_when_finished": "exit once all rounds are done (or the privacy budget is spent)",
     "port_file": "write the bound ports and the coordinator key as JSON to this file",
@@ -413,6 +416,8 @@ def load_settings(args: argparse.Namespace) -> ServeSettings:
         raise SettingsError(f"byzantine_fraction must be in [0, 1], got {server.byzantine_fraction:g}")
     if server.population is not None and server.population < 1:
         raise SettingsError(f"population must be >= 1, got {server.population}")
+    if not (math.isfinite(server.identity_expiry_days) and server.identity_expiry_days >= 0):
+        raise SettingsError(f"identity_expiry_days must be >= 0 (0: never), got {server.identity_expiry_days:g}")
     if not 0.0 <= server.max_grouping_risk < 1.0:
         raise SettingsError(f"max_grouping_risk must be in [0, 1), got {server.max_grouping_risk:g}")
     admission_config(server)  # refuses a bad policy, value or allow-list file now, with one line
