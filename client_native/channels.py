@@ -24,8 +24,11 @@ class Channel(Protocol):
 class GrpcChannel:
     """The ``flcoordinator.v1.Federation/Session`` stream (see coordinator/service/transport_grpc.py)."""
 
-    def __init__(self, target: str, max_message_bytes: int = 64 * 1024 * 1024) -> None:
-        self.target, self.max_message_bytes = target, max_message_bytes
+    def __init__(self, target: str, max_message_bytes: int = 64 * 1024 * 1024, *, tls: bool = False,
+                 ca_file: str | None = None) -> None:
+        """``tls``: a TLS channel (the coordinator behind a TLS-terminating proxy, docs/operations.md), verified
+        against the system's roots or ``ca_file`` (PEM); without it, plain h2c (loopback, private networks)."""
+        self.target, self.max_message_bytes, self.tls, self.ca_file = target, max_message_bytes, tls, ca_file
 
     async def open(self, timeout: float = 10.0) -> GrpcChannel:
         import grpc
@@ -34,7 +37,12 @@ class GrpcChannel:
         from flcore.protocol import grpc_channel_options as channel_options
 
         self._grpc = grpc
-        self.channel = grpc.aio.insecure_channel(self.target, options=channel_options(self.max_message_bytes))
+        options = channel_options(self.max_message_bytes)
+        if self.tls:
+            roots = _read_ca(self.ca_file)
+            self.channel = grpc.aio.secure_channel(self.target, grpc.ssl_channel_credentials(roots), options=options)
+        else:
+            self.channel = grpc.aio.insecure_channel(self.target, options=options)
         try:
             await asyncio.wait_for(self.channel.channel_ready(), timeout)
         except (TimeoutError, grpc.aio.AioRpcError) as exc:
@@ -74,16 +82,34 @@ class GrpcChannel:
             await self.channel.close(grace=1.0)
 
 
+def _read_ca(ca_file: str | None) -> bytes | None:
+    """The PEM roots of ``ca_file`` (None: the system's)."""
+    if not ca_file:
+        return None
+    try:
+        with open(ca_file, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise ChannelError(f"CA file {ca_file}: {exc.strerror or exc}") from None
+
+
 class WebSocketChannel:
-    def __init__(self, url: str, max_message_bytes: int = 64 * 1024 * 1024) -> None:
-        self.url, self.max_message_bytes = url, max_message_bytes
+    def __init__(self, url: str, max_message_bytes: int = 64 * 1024 * 1024, *, ca_file: str | None = None) -> None:
+        """``wss://`` URLs are verified against the system's roots or ``ca_file`` (PEM)."""
+        self.url, self.max_message_bytes, self.ca_file = url, max_message_bytes, ca_file
 
     async def open(self, timeout: float = 10.0) -> WebSocketChannel:
         from websockets.asyncio.client import connect
 
+        kw: dict[str, object] = {}
+        if self.url.startswith("wss://"):
+            import ssl
+
+            _read_ca(self.ca_file)  # a missing file is a ChannelError like the others
+            kw["ssl"] = ssl.create_default_context(cafile=self.ca_file or None)
         try:
             self.ws = await connect(self.url, max_size=self.max_message_bytes, compression=None,
-                                    open_timeout=timeout)
+                                    open_timeout=timeout, **kw)
         except (OSError, TimeoutError) as exc:
             raise ChannelError(f"WebSocket {self.url}: {exc}") from None
         except Exception as exc:  # websockets' handshake errors (InvalidStatus, InvalidURI, …)
@@ -114,14 +140,18 @@ class WebSocketChannel:
             await self.ws.close()
 
 
-async def open_channel(server: str, transport: str = "grpc", max_message_bytes: int = 64 * 1024 * 1024
-                       ) -> GrpcChannel | WebSocketChannel:
-    """``server`` is HOST:PORT (gRPC) or HOST:PORT / ws://HOST:PORT/ws (WebSocket)."""
+async def open_channel(server: str, transport: str = "grpc", max_message_bytes: int = 64 * 1024 * 1024,
+                       ca_file: str | None = None) -> GrpcChannel | WebSocketChannel:
+    """``server``: gRPC ``HOST:PORT`` (plain) or ``grpcs://HOST:PORT`` (TLS); WebSocket ``HOST:PORT``,
+    ``ws://HOST:PORT/ws`` or ``wss://HOST[:PORT]/ws`` (TLS). TLS is verified against the system's roots or
+    ``ca_file``; a coordinator behind a TLS proxy is reached this way (docs/operations.md)."""
     if transport == "grpc":
-        return await GrpcChannel(server, max_message_bytes).open()
+        tls = server.startswith("grpcs://")
+        target = server.split("://", 1)[1] if server.startswith(("grpc://", "grpcs://")) else server
+        return await GrpcChannel(target, max_message_bytes, tls=tls, ca_file=ca_file).open()
     if transport == "websocket":
         from flcore.protocol import WS_PATH
 
         url = server if server.startswith(("ws://", "wss://")) else f"ws://{server}{WS_PATH}"
-        return await WebSocketChannel(url, max_message_bytes).open()
+        return await WebSocketChannel(url, max_message_bytes, ca_file=ca_file).open()
     raise ValueError(f"unknown transport {transport!r} (grpc or websocket)")

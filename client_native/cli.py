@@ -59,7 +59,10 @@ def load_data(spec: str, partition: str = "dirichlet:0.5", partition_seed: int =
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fl-client", description="Native federated-learning client (torch).")
     p.add_argument("--server", required=False, help="coordinator HOST:PORT (its gRPC port, or its WebSocket port "
-                   "with --transport websocket)")
+                   "with --transport websocket); grpcs://HOST:PORT or wss://HOST/ws for TLS (a coordinator behind a "
+                   "TLS proxy)")
+    p.add_argument("--ca-file", default=None, help="PEM certificate(s) to verify the TLS server with (default: the "
+                   "system's roots)")
     p.add_argument("--transport", choices=("grpc", "websocket"), default="grpc", help="default: grpc")
     p.add_argument("--data", required=False, help="local data: FILE.npz (arrays x, y) or digits:INDEX/COUNT")
     p.add_argument("--partition", default="dirichlet:0.5", help="for digits:I/N: dirichlet:ALPHA or iid "
@@ -158,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--max-message-mb must be in (0, 2047]")
         opts = ClientOptions(args.server, args.transport, args.state_dir, key, args.threads, dp,
                              max_message_bytes=int(args.max_message_mb * 1024 * 1024), policy=policy,
-                             enrolment_token=args.enrolment_token.strip())
+                             enrolment_token=args.enrolment_token.strip(), ca_file=args.ca_file)
         client = NativeClient(data, opts)
     except (ValueError, ClientError) as exc:
         print(f"fl-client: error: {exc}", file=sys.stderr)

@@ -68,6 +68,7 @@ class ClientOptions:
     seed: int | None = None  # local shuffling seed (None: from the OS)
     policy: PrivacyPolicy = field(default_factory=PrivacyPolicy)
     enrolment_token: str = ""  # from `fl-coordinator enrol-token`, for a coordinator with enrolment = token
+    ca_file: str | None = None  # PEM roots for grpcs:// / wss:// servers (None: the system's)
 
 
 @dataclass
@@ -169,7 +170,8 @@ class NativeClient:
                 delay = min(delay * 2, self.opt.reconnect_max)
             first = False
             try:
-                self._channel = await open_channel(self.opt.server, self.opt.transport, self.opt.max_message_bytes)
+                self._channel = await open_channel(self.opt.server, self.opt.transport, self.opt.max_message_bytes,
+                                                   self.opt.ca_file)
             except ChannelError as exc:
                 log.info("%s: %s; retrying", self.client_id[:8], exc)
                 continue
