@@ -364,3 +364,27 @@ def test_many_identities_over_one_connection_meet_the_same_limit() -> None:
         if closed:
             break
     assert enrolled == 5 and closed and len(engine.registry) == 5
+
+
+def test_a_selected_identity_whose_connection_says_hello_with_another_key_then_leaves_does_not_stall() -> None:
+    """Found by benchmarks/bench_load.py's Sybil flood (F4): a selected client's connection sends a hello with a
+    fresh key (rebinding the connection) and closes. The old identity stayed in ``by_client`` pointing at the dead
+    connection, so the reveal deadline's round end raised KeyError and no round ever completed again. The old
+    identity must count as gone the moment its connection starts another session."""
+    h = Harness(cfg(rounds=2, clients_per_round=2))
+    h.connect("honest")
+    sybil = h.connect("sybil", passes={"hello", "auth", "ready"})  # authenticates, never reveals
+    h.pump()
+    assert h.engine.round is not None and sybil.client_id in h.engine.round.selected
+    fresh = ClientSession(seed_of("sybil-2"), h.engine.public_key, policy=PrivacyPolicy.permissive())
+    hello = next(a.data for a in fresh.start() if isinstance(a, SendFrame))
+    h.feed(DataReceived("sybil", hello, h.now))
+    assert sybil.client_id not in h.engine.by_client  # the old identity is no longer bound to that connection
+    h.closed["sybil"] = "left"
+    h.feed(Disconnected("sybil", h.now))
+    h.fire("phase")  # the reveal deadline: the attempt is abandoned without the sybil
+    h.connect("late")  # another honest client: rounds go on
+    h.pump()
+    while not h.engine.finished and h.firings < 20:
+        h.fire()
+    assert h.engine.finished and h.engine.round_number == 2

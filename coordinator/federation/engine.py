@@ -342,6 +342,11 @@ class Engine:
         conn.refused = self._admit(pk, known is not None, env.body.get("enrolment_token"))
         if conn.client_id and conn.challenge:  # a second hello on this connection ends its previous session
             self.guard.forget(conn.client_id, conn.challenge)
+        if conn.client_id and self.by_client.get(conn.client_id) == conn.conn:
+            # ... and unbinds its identity: the old client is gone from this connection (a dropout if it was
+            # selected), so nothing later looks it up on a connection that now belongs to another session or that
+            # closes (a selected Sybil re-helloing with a fresh key stalled every later round, bench_load F4)
+            del self.by_client[conn.client_id]
         rearm: list[Action] = []
         if conn.state in ("authenticated", "ready", "busy") and self.admission.hello_timeout > 0:
             conn.handshake_since = self._now  # a new handshake on an authenticated connection: its own deadline
