@@ -17,6 +17,12 @@
   (``pyodide.asm.wasm``) that never read. For each: rounds/s during / reference (ratio), ``/health`` p99, RSS before,
   peak and after, and what the coordinator refused (closed connections, error replies, refused requests).
 
+The idle loads and the floods run in two phases, each with its own coordinator (fresh data dir), real clients and
+baseline, so that the idle pool's identities and the settings it needs do not shape the floods. After each flood
+the rounds/s of the next 2 × ``--settle`` seconds show whether the federation recovered; F4 runs last because on
+today's main a Sybil flood can stop it for good. F2 and F13 need the web assets (``client_web/node_modules``, a real
+directory: a symlinked one is not served) and are skipped with a note otherwise.
+
 Every connection comes from its own loopback source address (Linux routes all of 127/8 to lo): the idle pool
 spreads over ``--conns-per-ip`` connections per address (like many hosts), each flood comes from a single
 attacker address, ``/health`` from a few more – so per-IP admission limits act on the attackers as they would in a
@@ -29,7 +35,7 @@ a deadline for ``ready``, a global connection cap) are passed only when ``fl-coo
 ``--serve-toml-extra FILE`` merges a TOML file over the generated one and ``--set section.key=value`` overrides one
 setting (both win over everything else).
 
-Run (about 2 minutes with ``--quick``: N = 200, short windows; the full run – N = 1000, 5000, 10000, 20–30 s
+Run (2–3 minutes with ``--quick``: N = 200, 6 s windows; the full run – N = 1000, 5000, 10000, 20–30 s
 windows – takes 10–15 minutes and needs ~2 GB of memory)::
 
     .venv-bench/bin/python benchmarks/bench_load.py --quick [--out load.json]
@@ -76,7 +82,8 @@ SHARD_PATH = "/demo/shard?i=0&n=64"
 ATTACKER_IP = {"F1": "127.66.1.1", "F2": "127.66.2.1", "F4": "127.66.4.1", "F11": "127.66.11.1",
                "F13": "127.66.13.1"}
 PROBE_IPS = [f"127.0.2.{i}" for i in range(1, 9)]
-FLOODS = ("F1", "F2", "F4", "F11", "F13")
+# F4 last: on today's main a Sybil flood can stop the federation for good (see the report of issue 13)
+FLOODS = ("F1", "F2", "F11", "F13", "F4")
 FLOOD_TEXT = {
     "F1": "partial 64 MiB frames, unauthenticated",
     "F2": f"failing {SHARD_PATH}, 8 threads",
@@ -128,32 +135,45 @@ def http_get(port: int, path: str, src: str = "127.0.0.1", timeout: float = 30.0
 
 # ── the coordinator's settings ───────────────────────────────────────────────────────────────────────────────
 def serve_options() -> dict[str, str]:
-    """{option name (snake_case): its --help group (= TOML section)} of this checkout's ``serve``."""
+    """{option name (snake_case): the TOML section its --help group names} of this checkout's ``serve``."""
     out = subprocess.run([sys.executable, "-m", "coordinator.service.cli", "serve", "--help"], cwd=REPO,
                          capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}, check=True).stdout
     options, group = {}, ""
     for line in out.splitlines():
-        m = re.match(r"^([A-Za-z][\w -]*):\s*$", line)
+        m = re.match(r"^([A-Za-z][^:]*):\s*$", line)  # "server:", "limits (admission control, …):"
         if m:
-            group = m.group(1).strip().lower()
+            group = m.group(1).split()[0].lower()
             continue
         for opt in re.findall(r"^\s{2,}--([a-z0-9][a-z0-9-]*)", line):
-            if not opt.startswith("no-"):
+            if not opt.startswith("no-") and group not in ("options", "optional", "usage"):
                 options[opt.replace("-", "_")] = group
     return options
 
 
-# What the benchmark depends on, beyond [server]/[federation] (which every version has): a setting is passed only
-# when `serve --help` lists an option matching the pattern, in the section --help groups it under.
-CONDITIONAL = [
-    # the idle pool authenticates and never says ready: its connections must outlive the window
-    (r"^(ready|idle|auth(enticated)?)_(timeout|deadline)(_s)?$|^(timeout|deadline)_ready$", "idle_deadline"),
-    # a global cap on connections must admit the largest pool plus the real clients and the floods
-    (r"^max_(connections|conns|websocket_connections|ws_connections)$", "max_connections"),
+# What the benchmark depends on beyond [server]/[federation] (which every version has). Each is passed only when
+# `serve --help` lists an option matching the pattern, in the section its --help group names; `profiles` says
+# whether the coordinator of the idle load, of the floods, or both get it. Everything else keeps serve's defaults
+# (the production ones), so the floods meet the admission control an operator would run.
+CONDITIONAL: list[tuple[str, str, set[str], str]] = [
+    (r"^(ready|idle)_(timeout|deadline)$", "long", {"idle"},
+     "the idle pool authenticates and never says ready: its connections must outlive the window"),
+    (r"^enrolment_per_minute$", "unlimited", {"idle"},
+     "the idle pool enrols up to max(N) fresh identities within seconds (the flood coordinator keeps the default)"),
+    (r"^max_connections$", "biggest", {"idle", "flood"},
+     "a global connection cap must admit the largest pool plus the real clients and the probes"),
+    (r"^exempt_loopback$", "false", {"idle", "flood"},
+     "every loopback source address stands for one host: per-IP rules apply to the attackers"),
+    (r"^conn_msg_rate$", "200", {"idle", "flood"},
+     "a real client sends ~7 frames per round, and the bench's run up to ~15 rounds/s"),
+    (r"^conn_msg_burst$", "400", {"idle", "flood"}, "(the same)"),
+    (r"^ip_msg_rate$", "2000", {"idle", "flood"}, "the real clients share 127.0.0.1"),
+    (r"^ip_msg_burst$", "4000", {"idle", "flood"}, "(the same)"),
 ]
 
 
-def build_settings(args: argparse.Namespace, clients: int) -> tuple[dict[str, Any], list[str]]:
+def build_settings(args: argparse.Namespace, clients: int, profile: str) -> tuple[dict[str, Any], list[str]]:
+    """The coordinator's TOML for ``profile`` ("idle": the idle-load phase, "flood": the floods) and notes on
+    what was passed or could not be."""
     opts = serve_options()
     doc: dict[str, Any] = {
         "server": {"host": "127.0.0.1", "ws_port": 0, "grpc_port": 0, "log_level": "warning",
@@ -161,25 +181,23 @@ def build_settings(args: argparse.Namespace, clients: int) -> tuple[dict[str, An
         "federation": {"rounds": 1_000_000, "clients_per_round": clients, "min_clients_per_round": 0,
                        "group_size": clients, "aggregator": "mean", "noise_multiplier": 0.0,
                        "epsilon": math.inf, "train_timeout": 30.0, "phase_timeout": args.phase_timeout,
-                       "ban_threshold": 0.2, "selection": "trust"},
+                       "ban_threshold": 0.2},
         "model": {"spec": "mlp:64-32-10"},
         "evaluation": {"dataset": "none"},
     }
     notes = []
-    biggest = max(args.sizes or [0])
-    window_total = 4 * (args.window + args.ref_window) + 600.0
-    values = {"idle_deadline": window_total, "max_connections": biggest + 2048}
-    for pattern, what in CONDITIONAL:
+    values: dict[str, Any] = {"long": 3600.0 + 4 * (args.window + args.ref_window) + 2 * args.setup_timeout,
+                              "unlimited": 0.0, "biggest": max(args.sizes or [0]) + 2048, "false": False,
+                              "200": 200.0, "400": 400, "2000": 2000.0, "4000": 4000}
+    for pattern, what, profiles, why in CONDITIONAL:
+        if profile not in profiles:
+            continue
         hits = [o for o in opts if re.search(pattern, o)]
         if not hits:
-            notes.append(f"{what}: no such setting in this coordinator (serve --help), nothing passed")
+            notes.append(f"{pattern.strip('^$')}: not in this coordinator's serve --help, nothing passed")
         for o in hits:
-            section = opts[o] if opts[o] not in ("options", "optional arguments") else "server"
-            doc.setdefault(section, {})[o] = values[what]
-            notes.append(f"{what}: [{section}] {o} = {values[what]}")
-    for o in ("selection",):
-        if o not in opts:
-            doc["federation"].pop(o, None)
+            doc.setdefault(opts[o], {})[o] = values[what]
+            notes.append(f"[{opts[o]}] {o} = {to_toml_value(values[what])} ({why})")
     if args.serve_toml_extra:
         extra = tomllib.loads(Path(args.serve_toml_extra).read_text())
         for section, table in extra.items():
@@ -189,9 +207,9 @@ def build_settings(args: argparse.Namespace, clients: int) -> tuple[dict[str, An
                 raise SystemExit(f"--serve-toml-extra: {section} is not a table")
         notes.append(f"merged {args.serve_toml_extra}")
     for item in args.set:
-        key, _, value = item.partition("=")
+        key, eq, value = item.partition("=")
         section, _, name = key.partition(".")
-        if not name or not _:
+        if not name or not eq:
             raise SystemExit(f"--set {item!r}: expected section.key=value")
         try:
             v: Any = tomllib.loads(f"v = {value}")["v"]
@@ -202,23 +220,22 @@ def build_settings(args: argparse.Namespace, clients: int) -> tuple[dict[str, An
     return doc, notes
 
 
-def to_toml(doc: dict[str, Any]) -> str:
-    def val(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, float):
-            return "inf" if math.isinf(v) else repr(v)
-        if isinstance(v, int):
-            return str(v)
-        if isinstance(v, list):
-            return "[" + ", ".join(val(x) for x in v) + "]"
-        return json.dumps(str(v))
+def to_toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return "inf" if math.isinf(v) else repr(v)
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(to_toml_value(x) for x in v) + "]"
+    return json.dumps(str(v))
 
+
+def to_toml(doc: dict[str, Any]) -> str:
     lines = []
     for section, table in doc.items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {val(v)}" for k, v in table.items()]
-        lines.append("")
+        lines += [f"[{section}]", *(f"{k} = {to_toml_value(v)}" for k, v in table.items()), ""]
     return "\n".join(lines)
 
 
@@ -444,6 +461,13 @@ def flood_params(kind: str, coord: Coordinator, args: argparse.Namespace) -> dic
     return p
 
 
+def safe_round(coord: Coordinator) -> int:
+    try:
+        return coord.round(30.0)
+    except (OSError, ValueError, KeyError, http.client.HTTPException):
+        return -1
+
+
 def status_line(port: int, path: str) -> int:
     """The HTTP status of ``GET path`` (the body is not read)."""
     with socket.create_connection(("127.0.0.1", port), timeout=30, source_address=(PROBE_IPS[-1], 0)) as s:
@@ -466,17 +490,21 @@ def run_flood(kind: str, coord: Coordinator, args: argparse.Namespace, web: bool
     stats = w.line(args.window + 90) or {"error": "no result from the flood worker"}
     w.finish(30)
     t1 = time.time()
+    r1 = safe_round(coord)
     time.sleep(args.settle)
     rss_after1 = coord.rss_kib()
     time.sleep(args.settle)
     rss_after2 = coord.rss_kib()
+    r2 = safe_round(coord)
+    after = round((r2 - r1) / (time.time() - t1), 3) if r1 >= 0 and r2 >= 0 else None
     refused, summary = refusals(kind, stats)
     res = {"flood": kind, "what": FLOOD_TEXT[kind], "worker_start": started, "reference": ref, "during": during,
            "ratio": ratio(during["rounds_per_s"], ref["rounds_per_s"]), "rss_before_mib": round(rss_before / 1024, 1),
            "rss_peak_mib": round(coord.peak_mib(t0, t1), 1),
            "rss_after_mib": [round(rss_after1 / 1024, 1), round(rss_after2 / 1024, 1)],
-           "settle_s": args.settle, "attack": stats, "refused": refused, "summary": summary}
-    note(f"{kind}: ratio {res['ratio']}, refused {refused}; {summary}")
+           "settle_s": args.settle, "rounds_per_s_after": after, "attack": stats, "refused": refused, "summary": summary}
+    note(f"{kind}: ratio {res['ratio']}, {after} rounds/s in the {2 * args.settle:g} s after it, refused {refused}; "
+         f"{summary}")
     return res
 
 
@@ -894,14 +922,17 @@ def fmt(v: Any, spec: str = "") -> str:
 
 def tables(result: dict[str, Any]) -> str:
     out = [f"## bench_load – commit {result['commit']}, {result['cores']} cores, load average at start "
-           f"{result['load_average_start']}, at end {result['load_average_end']}", ""]
-    b = result.get("baseline")
-    if b is None:
-        return "\n".join([*out, "No baseline: the federation did not start (see the JSON output).", ""])
-    out += [f"Baseline ({result['clients']} `fl-client` over {result['client_transport']}, one SecAgg+ group of "
-            f"{result['clients']}, model mlp:64-32-10): **{b['rounds_per_s']} rounds/s**, /health p50/p95/p99 "
-            f"{fmt(b['health_ms']['p50'])}/{fmt(b['health_ms']['p95'])}/{fmt(b['health_ms']['p99'])} ms, "
-            f"RSS {b['rss_mib']} MiB.", ""]
+           f"{result['load_average_start']}, at end {result.get('load_average_end')}", "",
+           f"{result['clients']} `fl-client` processes over {result['client_transport']} in one SecAgg+ group of "
+           f"{result['clients']} (model mlp:64-32-10, no DP noise); each phase has its own coordinator and baseline; "
+           "every load is compared with an unloaded reference window just before it.", ""]
+    for phase, ph in result["phases"].items():
+        b = ph.get("baseline")
+        line = (f"**{phase} phase** baseline: {b['rounds_per_s']} rounds/s, /health p50/p95/p99 "
+                f"{fmt(b['health_ms']['p50'])}/{fmt(b['health_ms']['p95'])}/{fmt(b['health_ms']['p99'])} ms, RSS "
+                f"{b['rss_mib']} MiB" if b else f"**{phase} phase**: no baseline (the federation did not start)")
+        out += [f"{line}; coordinator alive at the end: {ph.get('coordinator_alive')}, real clients alive: "
+                f"{ph.get('clients_alive')}/{result['clients']}.", ""]
     if result["idle"]:
         out += ["| idle connections N | established | held at end | setup s | RSS before → loaded MiB | KiB/conn | "
                 "/health p50/p95/p99 ms | rounds/s ref → loaded (ratio) | RSS after close MiB (+s, +2s) |",
@@ -915,35 +946,39 @@ def tables(result: dict[str, Any]) -> str:
                        f"{r['settle_s']}) |")
         out.append("")
     if result["floods"]:
-        out += ["| flood | rounds/s ref → during | ratio | /health p50/p99 ms (failures) | RSS before / peak / after "
-                "(+s, +2s) MiB | refused | what the coordinator did |", "|---|---|---|---|---|---|---|"]
+        out += [f"Floods: rounds/s during the flood against the reference window before it; 'after': rounds/s in the "
+                f"{2 * result['settle_s']:g} s after it ended; 'refused': connections closed or refused and error "
+                "replies (details in the last column).", "",
+                "| flood | rounds/s ref → during | ratio | rounds/s after | /health p50/p99 ms (failures) | RSS before "
+                "/ peak / after (+s, +2s) MiB | refused | what the coordinator did |", "|---|---|---|---|---|---|---|---|"]
         for r in result["floods"]:
             if "skipped" in r:
-                out.append(f"| {r['flood']} | – | – | – | – | – | skipped: {r['skipped']} |")
+                out.append(f"| {r['flood']} | – | – | – | – | – | – | skipped: {r['skipped']} |")
                 continue
             h = r["during"]["health_ms"]
             out.append(f"| {r['flood']} {r['what']} | {r['reference']['rounds_per_s']} → {r['during']['rounds_per_s']} "
-                       f"| {fmt(r['ratio'])} | {fmt(h['p50'])}/{fmt(h['p99'])} ({r['during']['health_failures']}) | "
+                       f"| {fmt(r['ratio'])} | {fmt(r['rounds_per_s_after'])} | {fmt(h['p50'])}/{fmt(h['p99'])} "
+                       f"({r['during']['health_failures']}) | "
                        f"{r['rss_before_mib']} / {r['rss_peak_mib']} / {r['rss_after_mib'][0]}, {r['rss_after_mib'][1]} | "
-                       f"{r['refused']} | "
-                       f"{r['summary']} |")
+                       f"{r['refused']} | {r['summary']} |")
         out.append("")
-    out += [f"Coordinator settings: `{result['settings_file']}` (below); {'; '.join(result['settings_notes'])}.",
-            f"Coordinator alive at the end: {result['coordinator_alive']}; real clients alive: "
-            f"{result['clients_alive']}/{result['clients']}.", ""]
+    for phase, ph in result["phases"].items():
+        out += [f"Coordinator settings, {phase} phase:", *(f"- {n}" for n in ph["settings_notes"]),
+                "```toml", ph["settings_toml"].rstrip(), "```", ""]
     return "\n".join(out)
 
 
 # ── main ──────────────────────────────────────────────────────────────────────────────────────────────────────
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="N = 200, 8 s windows, small floods (~2 min)")
-    p.add_argument("--sizes", default=None, help="idle connection counts (default 1000,5000,10000; quick: 200)")
+    p.add_argument("--quick", action="store_true", help="N = 200, 6 s windows, small floods (~2-3 min)")
+    p.add_argument("--sizes", default=None,
+                   help="idle connection counts, or 'none' (default 1000,5000,10000; quick: 200)")
     p.add_argument("--floods", default=",".join(FLOODS), help="which floods, comma-separated, or 'none'")
-    p.add_argument("--window", type=float, default=None, help="seconds per measured window (default 25; quick 8)")
+    p.add_argument("--window", type=float, default=None, help="seconds per measured window (default 25; quick 6)")
     p.add_argument("--ref-window", type=float, default=None,
-                   help="seconds of the unloaded reference window before each load (default 12; quick 6)")
-    p.add_argument("--settle", type=float, default=None, help="seconds after a load before RSS is read (default 5)")
+                   help="seconds of the unloaded reference window before each load (default 12; quick 5)")
+    p.add_argument("--settle", type=float, default=None, help="seconds after a load before RSS is read, twice (default 5; quick 2)")
     p.add_argument("--health-requests", type=int, default=None, help="/health requests per window (default 200)")
     p.add_argument("--clients", type=int, default=5, help="real fl-client processes (one SecAgg+ group)")
     p.add_argument("--client-transport", default="grpc", choices=("grpc", "websocket"))
@@ -976,9 +1011,9 @@ def main() -> None:
     for f in args.floods:
         if f not in FLOODS:
             raise SystemExit(f"--floods: unknown {f} (known: {', '.join(FLOODS)})")
-    args.window = args.window or (8.0 if q else 25.0)
-    args.ref_window = args.ref_window or (6.0 if q else 12.0)
-    args.settle = args.settle if args.settle is not None else (3.0 if q else 5.0)
+    args.window = args.window or (6.0 if q else 25.0)
+    args.ref_window = args.ref_window or (5.0 if q else 12.0)
+    args.settle = args.settle if args.settle is not None else (2.0 if q else 5.0)
     args.health_requests = args.health_requests or (80 if q else 200)
     args.setup_timeout = args.setup_timeout or (120.0 if q else 300.0)
     args.f1_connections = args.f1_connections or (8 if q else 16)
@@ -997,40 +1032,61 @@ def main() -> None:
     result: dict[str, Any] = {"benchmark": "bench_load", "commit": code_version(), "cores": os.cpu_count(),
                               "load_average_start": [round(x, 2) for x in os.getloadavg()], "quick": q,
                               "rlimit_nofile": nofile, "clients": args.clients,
-                              "client_transport": args.client_transport, "argv": sys.argv[1:], "idle": [],
-                              "floods": []}
-    doc, notes = build_settings(args, args.clients)
-    toml_text = to_toml(doc)
-    result.update(settings=doc, settings_notes=notes, settings_file="serve.toml")
+                              "client_transport": args.client_transport, "argv": sys.argv[1:], "phases": {},
+                              "settle_s": args.settle, "window_s": args.window, "ref_window_s": args.ref_window,
+                              "idle": [], "floods": []}
     note(f"commit {result['commit']}, load average {result['load_average_start']}, RLIMIT_NOFILE {nofile}")
     tmpdir = tempfile.mkdtemp(prefix="bench-load-")
-    tmp = Path(tmpdir)
-    coord = Coordinator(tmp, toml_text)
+    try:
+        # two phases, each with its own coordinator, data dir, real clients and baseline: the idle pool's
+        # identities (and the settings it needs) must not shape the floods' measurements
+        for phase in ("idle", "flood"):
+            if (phase == "idle" and not args.sizes) or (phase == "flood" and not args.floods):
+                continue
+            run_phase(phase, Path(tmpdir) / phase, args, result)
+    finally:
+        result["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+        if args.keep_dir:
+            note(f"kept {tmpdir}")
+        else:
+            subprocess.run(["rm", "-rf", tmpdir], check=False)
+        print(tables(result))
+        if args.out:
+            Path(args.out).write_text(json.dumps(result, indent=1))
+            note(f"wrote {args.out}")
+
+
+def run_phase(phase: str, tmp: Path, args: argparse.Namespace, result: dict[str, Any]) -> None:
+    tmp.mkdir(parents=True)
+    doc, notes = build_settings(args, args.clients, phase)
+    ph: dict[str, Any] = {"settings": doc, "settings_notes": notes, "settings_toml": to_toml(doc)}
+    result["phases"][phase] = ph
+    coord = Coordinator(tmp, ph["settings_toml"])
     clients: list[subprocess.Popen[bytes]] = []
     try:
         status, _ = http_get(coord.ws_port, "/py/manifest.json", PROBE_IPS[0])
         web = status == 200 and WASM_FILE.is_file()
-        result["web_assets"] = web
-        note(f"coordinator pid {coord.proc.pid} on ws {coord.ws_port} / grpc {coord.grpc_port}, web assets: {web}")
+        ph["web_assets"] = web
+        note(f"{phase} phase: coordinator pid {coord.proc.pid} on ws {coord.ws_port} / grpc {coord.grpc_port}, "
+             f"web assets: {web}")
         clients = start_clients(coord, args.clients, args.client_transport, tmp)
-        deadline = time.time() + 180
+        deadline = time.time() + 240
         while coord.round() < 3:
             if time.time() > deadline or not coord.alive():
-                raise SystemExit("the real clients did not complete 3 rounds in 180 s:\n" + coord.log_tail())
+                raise SystemExit("the real clients did not complete 3 rounds in 240 s:\n" + coord.log_tail())
             time.sleep(0.5)
-        result["baseline"] = measure(coord, args.window, args.health_requests, "baseline")
-        for n in args.sizes:
-            if not coord.alive():
-                break
-            result["idle"].append(run_idle(coord, n, args))
-        for f in args.floods:
-            if not coord.alive():
-                break
-            result["floods"].append(run_flood(f, coord, args, web))
+        ph["baseline"] = measure(coord, args.window, args.health_requests, f"{phase} phase: baseline")
+        if phase == "idle":
+            for n in args.sizes:
+                if coord.alive():
+                    result["idle"].append(run_idle(coord, n, args))
+        else:
+            for f in args.floods:
+                if coord.alive():
+                    result["floods"].append(run_flood(f, coord, args, web))
     finally:
-        result["coordinator_alive"] = coord.alive()
-        result["clients_alive"] = sum(1 for c in clients if c.poll() is None)
-        result["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+        ph["coordinator_alive"] = coord.alive()
+        ph["clients_alive"] = sum(1 for c in clients if c.poll() is None)
         for c in clients:
             if c.poll() is None:
                 c.terminate()
@@ -1040,17 +1096,8 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 c.kill()
         coord.stop()
-        if not result["coordinator_alive"]:
-            result["coordinator_log_tail"] = coord.log_tail()
-        if args.keep_dir:
-            note(f"kept {tmpdir}")
-        else:
-            subprocess.run(["rm", "-rf", tmpdir], check=False)
-    print(tables(result))
-    print("```toml\n" + toml_text + "```")
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1))
-        note(f"wrote {args.out}")
+        if not ph["coordinator_alive"]:
+            ph["coordinator_log_tail"] = coord.log_tail()
 
 
 if __name__ == "__main__":
