@@ -397,7 +397,10 @@ def ratio(a: float, b: float) -> float | None:
     return round(a / b, 3) if b > 0 else None
 
 
-def run_idle(coord: Coordinator, n: int, args: argparse.Namespace) -> dict[str, Any]:
+def run_idle(coord: Coordinator, n: int, args: argparse.Namespace, phase_start_kib: int) -> dict[str, Any]:
+    """N idle connections. RSS per connection is given against the RSS just before the pool opened (memory a previous
+    pool freed is reused, so after a larger pool this underestimates) and against the phase's start (before any
+    pool: includes the identities enrolled so far, which the coordinator keeps)."""
     ref = measure(coord, args.ref_window, args.health_requests // 2, f"idle {n}: reference")
     rss_before = coord.rss_kib()
     per = args.workers_per or max(1, math.ceil(n / 5000))
@@ -438,6 +441,8 @@ def run_idle(coord: Coordinator, n: int, args: argparse.Namespace) -> dict[str, 
            "ratio": ratio(loaded["rounds_per_s"], ref["rounds_per_s"]),
            "rss_before_mib": round(rss_before / 1024, 1), "rss_loaded_mib": round(rss_loaded / 1024, 1),
            "kib_per_connection": round((rss_loaded - rss_before) / max(1, established), 2),
+           "kib_per_connection_vs_phase_start": round((rss_loaded - phase_start_kib) / max(1, established), 2),
+           "rss_phase_start_mib": round(phase_start_kib / 1024, 1),
            "rss_after_mib": [round(rss_after1 / 1024, 1), round(rss_after2 / 1024, 1)],
            "settle_s": args.settle}
     note(f"idle {n}: held {held}/{n}, {res['kib_per_connection']} KiB/connection, RSS after "
@@ -934,14 +939,16 @@ def tables(result: dict[str, Any]) -> str:
         out += [f"{line}; coordinator alive at the end: {ph.get('coordinator_alive')}, real clients alive: "
                 f"{ph.get('clients_alive')}/{result['clients']}.", ""]
     if result["idle"]:
-        out += ["| idle connections N | established | held at end | setup s | RSS before → loaded MiB | KiB/conn | "
-                "/health p50/p95/p99 ms | rounds/s ref → loaded (ratio) | RSS after close MiB (+s, +2s) |",
+        out += ["| idle connections N | established | held at end | setup s | RSS before → loaded MiB | KiB/conn vs "
+                "before / vs phase start | "
+                "/health p50/p95/p99/max ms | rounds/s ref → loaded (ratio) | RSS after close MiB (+s, +2s) |",
                 "|---|---|---|---|---|---|---|---|---|"]
         for r in result["idle"]:
             h = r["loaded"]["health_ms"]
             out.append(f"| {r['n']} | {r['established']} | {r['held']} | {r['setup_s']} | {r['rss_before_mib']} → "
-                       f"{r['rss_loaded_mib']} | {r['kib_per_connection']} | {fmt(h['p50'])}/{fmt(h['p95'])}/"
-                       f"{fmt(h['p99'])} | {r['reference']['rounds_per_s']} → {r['loaded']['rounds_per_s']} "
+                       f"{r['rss_loaded_mib']} | {r['kib_per_connection']} / {fmt(r.get('kib_per_connection_vs_phase_start'))} | "
+                       f"{fmt(h['p50'])}/{fmt(h['p95'])}/"
+                       f"{fmt(h['p99'])}/{fmt(h['max'])} | {r['reference']['rounds_per_s']} → {r['loaded']['rounds_per_s']} "
                        f"({fmt(r['ratio'])}) | {r['rss_after_mib'][0]}, {r['rss_after_mib'][1]} (s = "
                        f"{r['settle_s']}) |")
         out.append("")
@@ -949,7 +956,7 @@ def tables(result: dict[str, Any]) -> str:
         out += [f"Floods: rounds/s during the flood against the reference window before it; 'after': rounds/s in the "
                 f"{2 * result['settle_s']:g} s after it ended; 'refused': connections closed or refused and error "
                 "replies (details in the last column).", "",
-                "| flood | rounds/s ref → during | ratio | rounds/s after | /health p50/p99 ms (failures) | RSS before "
+                "| flood | rounds/s ref → during | ratio | rounds/s after | /health p50/p99/max ms (failures) | RSS before "
                 "/ peak / after (+s, +2s) MiB | refused | what the coordinator did |", "|---|---|---|---|---|---|---|---|"]
         for r in result["floods"]:
             if "skipped" in r:
@@ -957,7 +964,7 @@ def tables(result: dict[str, Any]) -> str:
                 continue
             h = r["during"]["health_ms"]
             out.append(f"| {r['flood']} {r['what']} | {r['reference']['rounds_per_s']} → {r['during']['rounds_per_s']} "
-                       f"| {fmt(r['ratio'])} | {fmt(r['rounds_per_s_after'])} | {fmt(h['p50'])}/{fmt(h['p99'])} "
+                       f"| {fmt(r['ratio'])} | {fmt(r['rounds_per_s_after'])} | {fmt(h['p50'])}/{fmt(h['p99'])}/{fmt(h['max'])} "
                        f"({r['during']['health_failures']}) | "
                        f"{r['rss_before_mib']} / {r['rss_peak_mib']} / {r['rss_after_mib'][0]}, {r['rss_after_mib'][1]} | "
                        f"{r['refused']} | {r['summary']} |")
@@ -999,10 +1006,14 @@ def main() -> None:
                    help="override one coordinator setting (TOML value syntax), e.g. --set limits.max_connections=20000")
     p.add_argument("--out", default="", help="write everything measured to this JSON file")
     p.add_argument("--keep-dir", action="store_true", help="keep the temporary directory (logs, data dir)")
+    p.add_argument("--render", default="", metavar="FILE.json", help="print the tables of a saved --out file")
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         worker_main(args.worker)
+        return
+    if args.render:
+        print(tables(json.loads(Path(args.render).read_text())))
         return
     q = args.quick
     sizes = ("200" if q else "1000,5000,10000") if args.sizes is None else args.sizes
@@ -1077,9 +1088,10 @@ def run_phase(phase: str, tmp: Path, args: argparse.Namespace, result: dict[str,
             time.sleep(0.5)
         ph["baseline"] = measure(coord, args.window, args.health_requests, f"{phase} phase: baseline")
         if phase == "idle":
+            start_kib = coord.rss_kib()
             for n in args.sizes:
                 if coord.alive():
-                    result["idle"].append(run_idle(coord, n, args))
+                    result["idle"].append(run_idle(coord, n, args, start_kib))
         else:
             for f in args.floods:
                 if coord.alive():
