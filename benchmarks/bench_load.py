@@ -19,8 +19,8 @@
 
 The idle loads and the floods run in two phases, each with its own coordinator (fresh data dir), real clients and
 baseline, so that the idle pool's identities and the settings it needs do not shape the floods. After each flood
-the rounds/s of the next 2 × ``--settle`` seconds show whether the federation recovered; F4 runs last because on
-today's main a Sybil flood can stop it for good. F2 and F13 need the web assets (``client_web/node_modules``, a real
+the rounds/s of the next 2 × ``--settle`` seconds show whether the federation recovered; F4 runs last because a
+Sybil flood can do lasting damage (on 19bb576 it stopped the federation for good). F2 and F13 need the web assets (``client_web/node_modules``, a real
 directory: a symlinked one is not served) and are skipped with a note otherwise.
 
 Every connection comes from its own loopback source address (Linux routes all of 127/8 to lo): the idle pool
@@ -82,7 +82,8 @@ SHARD_PATH = "/demo/shard?i=0&n=64"
 ATTACKER_IP = {"F1": "127.66.1.1", "F2": "127.66.2.1", "F4": "127.66.4.1", "F11": "127.66.11.1",
                "F13": "127.66.13.1"}
 PROBE_IPS = [f"127.0.2.{i}" for i in range(1, 9)]
-# F4 last: on today's main a Sybil flood can stop the federation for good (see the report of issue 13)
+# F4 last: a Sybil flood can do lasting damage – on 19bb576 it stopped the federation for good (a Sybil connection
+# that said hello with a new key after being selected, then closed: KeyError in Engine._round_end at the abort)
 FLOODS = ("F1", "F2", "F11", "F13", "F4")
 FLOOD_TEXT = {
     "F1": "partial 64 MiB frames, unauthenticated",
