@@ -13,7 +13,8 @@
   just before it: F1 partial 64 MiB WebSocket frames from unauthenticated connections (header + a few MiB, then
   a stall); F2 failing ``/demo/shard?i=0&n=64`` from 8 threads (skipped when the coordinator serves no web assets);
   F4 a Sybil flood (hundreds of fresh identities enrolling over a few connections, saying ``ready`` and never
-  revealing); F11 one replayed ``hello`` in a loop; F13 100 slow readers of the largest static file
+  revealing, plus a few connections whose identities stay ready 12 s: longer than a probation); F11 one replayed
+  ``hello`` in a loop; F13 100 slow readers of the largest static file
   (``pyodide.asm.wasm``) that never read. For each: rounds/s during / reference (ratio), ``/health`` p99, RSS before,
   peak and after, and what the coordinator refused (closed connections, error replies, refused requests).
 
@@ -88,7 +89,7 @@ FLOODS = ("F1", "F2", "F11", "F13", "F4")
 FLOOD_TEXT = {
     "F1": "partial 64 MiB frames, unauthenticated",
     "F2": f"failing {SHARD_PATH}, 8 threads",
-    "F4": "Sybil identities: enrol, ready, never reveal",
+    "F4": "Sybil identities: enrol, ready, never reveal (churning + patient)",
     "F11": "one replayed hello in a loop",
     "F13": "100 slow readers of pyodide.asm.wasm",
 }
@@ -459,7 +460,8 @@ def flood_params(kind: str, coord: Coordinator, args: argparse.Namespace) -> dic
     elif kind == "F2":
         p.update(threads=8)
     elif kind == "F4":
-        p.update(connections=args.f4_connections, identities=args.f4_identities, hold=args.f4_hold)
+        p.update(connections=args.f4_connections, identities=args.f4_identities, hold=args.f4_hold,
+                 patient=args.f4_patient, patient_hold=args.f4_patient_hold)
     elif kind == "F11":
         p.update(max_messages=200_000)
     elif kind == "F13":
@@ -767,7 +769,8 @@ def worker_f2(p: dict[str, Any]) -> dict[str, Any]:
 async def worker_f4(p: dict[str, Any]) -> dict[str, Any]:
     """Sybils: over a few connections, fresh identities one after another (a new ``hello`` on the same
     connection): each enrols, says ``ready`` and ignores whatever follows (a ``select`` gets no reveal) for ``hold``
-    seconds."""
+    seconds (the churners: hundreds of enrolments); ``patient`` more connections do the same holding each identity
+    ``patient_hold`` seconds (longer than a probation before fresh identities are selected)."""
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
@@ -777,7 +780,7 @@ async def worker_f4(p: dict[str, Any]) -> dict[str, Any]:
     codes: collections.Counter[str] = collections.Counter()
     uri = f"ws://127.0.0.1:{p['port']}/ws"
 
-    async def conn_loop() -> None:
+    async def conn_loop(hold: float) -> None:
         while time.monotonic() < end and s["identities"] < p["identities"]:
             try:
                 ws = await connect(uri, **_ws_kwargs(p["ip"]))
@@ -792,7 +795,7 @@ async def worker_f4(p: dict[str, Any]) -> dict[str, Any]:
                                             max(0.05, end - time.monotonic()), send_ready=True):
                         continue
                     s["enrolled"] += 1
-                    hold_end = min(end, time.monotonic() + p["hold"])
+                    hold_end = min(end, time.monotonic() + hold)
                     while time.monotonic() < hold_end:
                         try:
                             data = await asyncio.wait_for(ws.recv(), hold_end - time.monotonic())
@@ -814,7 +817,8 @@ async def worker_f4(p: dict[str, Any]) -> dict[str, Any]:
             finally:
                 await ws.close()
 
-    await asyncio.gather(*(conn_loop() for _ in range(p["connections"])))
+    await asyncio.gather(*(conn_loop(p["hold"]) for _ in range(p["connections"])),
+                         *(conn_loop(p["patient_hold"]) for _ in range(p["patient"])))
     return {**dict(s), "errors": dict(errors), "close_codes": dict(codes)}
 
 
@@ -1001,6 +1005,10 @@ def main() -> None:
     p.add_argument("--f4-connections", type=int, default=4, help="F4 connections the Sybils share")
     p.add_argument("--f4-hold", type=float, default=0.25,
                    help="F4 seconds each Sybil identity stays ready before the next one says hello")
+    p.add_argument("--f4-patient", type=int, default=4,
+                   help="F4 more connections whose Sybils wait out a probation (--f4-patient-hold)")
+    p.add_argument("--f4-patient-hold", type=float, default=12.0,
+                   help="F4 seconds a patient Sybil identity stays ready (serve's default probation: 10 s)")
     p.add_argument("--serve-toml-extra", default="", metavar="FILE",
                    help="TOML merged over the generated coordinator settings (per section)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
