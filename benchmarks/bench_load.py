@@ -523,7 +523,7 @@ def refusals(kind: str, s: dict[str, Any]) -> tuple[int, str]:
         return 0, str(s["error"])
     if kind == "F1":
         n = g("closed_by_server", 0) + g("refused_http", 0) + g("connect_failed", 0)
-        return n, (f"{g('attempts', 0)} attempts, {g('upgraded', 0)} upgraded, {g('mib_sent', 0)} MiB sent, closed "
+        return n, (f"{g('attempts', 0)} attempts, {g('upgraded', 0)} upgraded, {g('mib_sent', 0)} MiB written, closed "
                    f"by server {g('closed_by_server', 0)} (codes {g('close_codes', {})}, median "
                    f"{g('close_after_s_p50')} s after the header), refused before upgrade "
                    f"{g('refused_http', 0) + g('connect_failed', 0)}, held at end {g('held_at_end', 0)}")
