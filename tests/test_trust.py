@@ -197,3 +197,24 @@ def test_ban_reachability_under_persistent_negative_evidence(weight: float, need
         state.observe("y", 0.0, 1.0)
         k += 1
     assert k == (15 if weight == 2.0 else 27)
+
+
+def test_to_dict_reuses_the_rows_of_unchanged_clients_and_sees_every_change() -> None:
+    """Saving the state each round costs O(changed clients): an unchanged client's row is the same object as in
+    the previous call (the store skips it without serializing), a changed one is a fresh row with the new values,
+    and a forgotten identity leaves no row behind."""
+    from dataclasses import asdict
+
+    t = TrustState()
+    for c in ("a", "b", "c"):
+        t.ensure(c)
+    first = t.to_dict()["clients"]
+    t.observe("b", 0.0, 1.0)
+    t.ensure("c").banned = True  # mutated in place, as the engine does
+    second = t.to_dict()["clients"]
+    assert second["a"] is first["a"]
+    assert second["b"] is not first["b"] and second["b"] == asdict(t.clients["b"])
+    assert second["c"]["banned"] is True and first["c"]["banned"] is False
+    del t.clients["a"]
+    assert set(t.to_dict()["clients"]) == {"b", "c"} and "a" not in t._rows
+    assert TrustState.from_dict(t.to_dict()).clients == t.clients

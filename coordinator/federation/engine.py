@@ -520,14 +520,14 @@ class Engine:
         still become ready – a connected client is waited for during ``phase_timeout`` after it last became idle
         (its handshake or its last round), not forever: one client that authenticates and never says ``ready``
         must not stop every round (issue 13 F3). A "start" timer re-checks when that grace ends."""
+        k, note = self.short_round_size(ready)
+        if not k:  # nothing could start now, whoever else becomes ready: no scan of every connection
+            return []  # (a client saying ready, a round end or a probation timer asks again)
         grace = self.cfg.phase_timeout
         pending = [c for c in self.conns.values() if c.state == "authenticated" and self._is_current(c)
                    and not self.trust.ensure(c.client_id or "").banned and now - c.idle_since < grace]
         if pending:
             return [SetTimer("start", min(c.idle_since for c in pending) + grace)]
-        k, note = self.short_round_size(ready)
-        if not k:
-            return []
         return [*([Log("warning", note)] if note else []), *self._start(ready, k, now)]
 
     def short_round_size(self, ready: list[str]) -> tuple[int, str]:

@@ -21,7 +21,7 @@ threshold after at least ``min_evidence`` observations is banned. Randomness is 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -80,6 +80,9 @@ class ClientTrust:
         return self.alpha / (self.alpha + self.beta)
 
 
+_CLIENT_FIELDS = tuple(f.name for f in fields(ClientTrust))
+
+
 def evidence_from_score(outlier_score: float, params: TrustParams) -> tuple[float, float]:
     """(positive, negative) evidence of one observation from its outlier score (``inf``/``nan`` → negative)."""
     if not np.isfinite(outlier_score):
@@ -92,6 +95,11 @@ def evidence_from_score(outlier_score: float, params: TrustParams) -> tuple[floa
 class TrustState:
     params: TrustParams = field(default_factory=TrustParams)
     clients: dict[str, ClientTrust] = field(default_factory=dict)
+    # to_dict's rows by client: (field values, row) – an unchanged client gets the very same row object back, so
+    # saving the state each round costs O(changed clients), not O(identities) (bench_load: 10,000 enrolled
+    # identities spent 29 % of the coordinator's time in asdict)
+    _rows: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = field(default_factory=dict, init=False, repr=False,
+                                                                      compare=False)
 
     def ensure(self, client: str) -> ClientTrust:
         if client not in self.clients:
@@ -218,7 +226,19 @@ class TrustState:
         return max_inclusion_probability([self._weight(c) for c in pool], m, self.params.floor)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"params": asdict(self.params), "clients": {k: asdict(v) for k, v in self.clients.items()}}
+        """The state as plain data. Rows of clients unchanged since the last call are the same objects as then:
+        treat the result as read-only."""
+        if len(self._rows) > len(self.clients):  # forgotten identities
+            self._rows = {k: r for k, r in self._rows.items() if k in self.clients}
+        rows: dict[str, dict[str, Any]] = {}
+        for k, v in self.clients.items():
+            key = tuple(getattr(v, f) for f in _CLIENT_FIELDS)
+            hit = self._rows.get(k)
+            if hit is None or hit[0] != key:
+                hit = (key, dict(zip(_CLIENT_FIELDS, key, strict=True)))
+                self._rows[k] = hit
+            rows[k] = hit[1]
+        return {"params": asdict(self.params), "clients": rows}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrustState:

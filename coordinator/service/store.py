@@ -345,6 +345,7 @@ class Store:
             raise
         for c in rows:
             self._trust_cache.pop(c, None)
+            self._trust_seen.pop(c, None)
         return rows
 
     def is_empty(self) -> bool:
@@ -580,9 +581,13 @@ class Store:
         if not isinstance(clients, Mapping):
             raise StoreError("state['trust'] must be TrustState.to_dict() output (a 'clients' mapping)")
         rows = []
+        seen = self._trust_seen
         for cid, c in clients.items():
+            if seen.get(cid) is c:  # the very row object found stored last time (TrustState.to_dict reuses it)
+                continue
             blob = _json(c, f"trust of {cid}")
             if self._trust_cache.get(str(cid)) == blob:
+                seen[cid] = c
                 continue
             try:
                 value = float(c["alpha"]) / (float(c["alpha"]) + float(c["beta"]))
@@ -638,6 +643,7 @@ class Store:
     def _load_caches(self) -> None:
         """What the incremental writes are compared with: the stored trust rows, participation and ledger."""
         self._trust_cache: dict[str, str] = {r[0]: r[1] for r in self.db.execute("SELECT client_id, state FROM trust")}
+        self._trust_seen: dict[str, object] = {}  # client → the state row object last found equal to the stored one
         self._participation_cache: dict[str, tuple[int, float]] = {
             r[0]: (int(r[1]), float(r[2])) for r in self.db.execute("SELECT client_id, count, inv_z2 FROM participation")}
         self._ledger_cache: list[str] = [r[0] for r in self.db.execute("SELECT event FROM dp_ledger ORDER BY id")]
