@@ -541,6 +541,8 @@ class Engine:
             return 0, ""
         if len(ready) >= self.cfg.min_clients:
             return len(ready), ""
+        if len(ready) < self.cfg.group_size:  # not even one group: no need to count the bans (O(identities))
+            return 0, ""
         banned = sum(1 for c in self.registry if self.trust.ensure(c).banned)
         if banned and len(ready) >= max(self.cfg.group_size, self.cfg.min_clients - banned):
             g = max(1, len(ready) // self.cfg.group_size)
