@@ -42,6 +42,21 @@ def _env() -> dict[str, str]:
     return env
 
 
+# every coordinator process a test started: tests/conftest.py kills those still running when the test ends (a test
+# that fails, or forgets, must not leave a serve running – and using CPU – for the rest of the suite)
+STARTED: list[subprocess.Popen[bytes]] = []
+
+
+def kill_started() -> int:
+    """SIGKILL the coordinators started so far that still run; returns how many there were."""
+    left = [p for p in STARTED if p.poll() is None]
+    for p in left:
+        p.kill()
+        p.wait()
+    STARTED.clear()
+    return len(left)
+
+
 @dataclass
 class Coordinator:
     tmp: Path
@@ -70,6 +85,7 @@ class Coordinator:
                "--evaluation", "digits", *self.flags]
         with open(log, "wb") as out:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=_env())
+        STARTED.append(self.proc)
         deadline = time.time() + timeout
         while not port_file.exists():
             if self.proc.poll() is not None:

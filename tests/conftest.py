@@ -1,0 +1,17 @@
+"""Suite-wide fixtures."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from e2e_support import kill_started
+
+
+@pytest.fixture(autouse=True)
+def _no_coordinator_outlives_its_test() -> Iterator[None]:
+    """Every ``fl-coordinator serve`` a test started through ``e2e_support.Coordinator`` is gone when the test ends,
+    whether it passed, failed or forgot to stop it (three browser-ledger tests left theirs running, for the rest of
+    the suite)."""
+    yield
+    kill_started()
