@@ -388,6 +388,7 @@ def mark_ready(fed: Fed, c: str) -> None:
     data = next(d for conn, d in fed.held if conn == c and frame_type(d) == "ready")
     conn = fed.engine.conns[c]
     conn.state, conn.commitment = "ready", bytes.fromhex(mle.loads(data).metadata["fl"]["body"]["commitment"])
+    fed.engine._said_ready[c] = None  # the engine's index of connections that said ready
     fed.held = [h for h in fed.held if h != (c, data)]
 
 

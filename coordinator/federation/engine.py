@@ -160,6 +160,9 @@ class Engine:
         self.optimizer = ServerOptimizer(config.server_optimizer, lr=config.server_step())
         self.backend = numpy_backend()
         self.conns: dict[str, Connection] = {}
+        # connections that said ready (a superset: ready_clients re-checks each), so finding the ready clients costs
+        # O(ready), not O(connections) – bench_load: 10,000 idle connections, one scan per ready message
+        self._said_ready: dict[str, None] = {}
         self.by_client: dict[str, str] = {}
         self.registry: dict[str, bytes] = dict(registry or {})  # client id → public key
         self.guard = ReplayGuard()
@@ -314,6 +317,7 @@ class Engine:
                 raise ProtocolError("bad_message", "ready: the commitment must be 32 bytes of hex")
             if conn.state == "authenticated":
                 conn.state, conn.commitment = "ready", commitment
+                self._said_ready[conn.conn] = None
             return self._maybe_start(now)
         if env.type == "reveal":
             return self._reveal(conn, env, now)
@@ -474,8 +478,15 @@ class Engine:
 
     # ── rounds ───────────────────────────────────────────────────────────────────────────────────────
     def ready_clients(self) -> list[str]:
-        return sorted(c.client_id for c in self.conns.values()
-                      if c.state == "ready" and self._is_current(c))
+        """The clients whose current connection said ready (sorted); stale entries are dropped on the way."""
+        out = []
+        for cid in list(self._said_ready):
+            c = self.conns.get(cid)
+            if c is None or c.state != "ready":
+                del self._said_ready[cid]
+            elif self._is_current(c):
+                out.append(c.client_id)
+        return sorted(out)
 
     def _maybe_start(self, now: float) -> list[Action]:
         if self.round is not None or self.finished:
