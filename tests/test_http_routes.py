@@ -305,3 +305,28 @@ def test_operator_status_over_the_websocket_port() -> None:
         status, headers, body = got[k]
         assert status == 401 and headers["www-authenticate"].startswith("Bearer "), k
         assert not any(c.encode() in body for c in CLIENT_IDS) and TOKEN.encode() not in body, k
+
+
+def test_health_is_o1_and_public_status_is_recomputed_at_most_once_per_ttl() -> None:
+    """/health never builds the full status (it walks every identity), and the public /status – anyone may ask –
+    is rebuilt at most once per ``public_status_ttl`` (bench_load: 10,000 identities behind every request)."""
+    calls = {"status": 0}
+    now = [100.0]
+
+    def status() -> dict:
+        calls["status"] += 1
+        return {"round": calls["status"], "finished": False}
+
+    routes = HttpRoutes(status, health=lambda: {"round": 7, "finished": False}, clock=lambda: now[0])
+    for _ in range(50):
+        assert json.loads(routes.handle("GET", "/health").body)["round"] == 7
+    assert calls["status"] == 0
+    first = [routes.handle("GET", "/status").body for _ in range(50)]
+    assert calls["status"] == 1 and len(set(first)) == 1
+    now[0] += 1.0
+    routes.handle("GET", "/status")
+    assert calls["status"] == 2
+    uncached = HttpRoutes(status, public_status_ttl=0.0)
+    uncached.handle("GET", "/status")
+    uncached.handle("GET", "/status")
+    assert calls["status"] == 4

@@ -731,6 +731,10 @@ class Engine:
             return self._close_phase(now)
         return []
 
+    def health(self) -> dict[str, Any]:
+        """The liveness figures of ``/health``, in O(1)."""
+        return {"round": self.round_number, "finished": self.finished}
+
     def status(self) -> dict[str, Any]:
         """A JSON-ready summary for the status endpoint: rounds, clients, privacy spent, trust."""
         connected = {c.client_id: c for c in self.conns.values() if self._is_current(c)}

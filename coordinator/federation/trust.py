@@ -81,6 +81,8 @@ class ClientTrust:
 
 
 _CLIENT_FIELDS = tuple(f.name for f in fields(ClientTrust))
+assert _CLIENT_FIELDS == ("alpha", "beta", "observations", "banned", "drift", "drift_energy", "stalls"), (
+    "TrustState.to_dict lists ClientTrust's fields by hand: keep them in step")
 
 
 def evidence_from_score(outlier_score: float, params: TrustParams) -> tuple[float, float]:
@@ -232,7 +234,7 @@ class TrustState:
             self._rows = {k: r for k, r in self._rows.items() if k in self.clients}
         rows: dict[str, dict[str, Any]] = {}
         for k, v in self.clients.items():
-            key = tuple(getattr(v, f) for f in _CLIENT_FIELDS)
+            key = (v.alpha, v.beta, v.observations, v.banned, v.drift, v.drift_energy, v.stalls)  # _CLIENT_FIELDS
             hit = self._rows.get(k)
             if hit is None or hit[0] != key:
                 hit = (key, dict(zip(_CLIENT_FIELDS, key, strict=True)))

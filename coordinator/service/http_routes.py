@@ -20,6 +20,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -119,6 +120,14 @@ class HttpRoutes:
     _executor: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
     # more paths behind the operator token (/metrics, /status/operator/events, …): path → response
     operator_routes: dict[str, Callable[[], HttpResponse]] = field(default_factory=dict)
+    # /health's figures without the full status (O(1) instead of O(identities): it is polled, and public); None:
+    # taken from ``status``
+    health: Callable[[], dict[str, Any]] | None = None
+    # the public /status is recomputed at most once per this many seconds (it costs O(identities) and anyone may
+    # ask: bench_load's 10,000 identities made every request walk them); 0 = every request
+    public_status_ttl: float = 1.0
+    _public: tuple[float, HttpResponse] | None = field(default=None, init=False, repr=False)
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
 
     def handle(self, method: str, path: str, if_none_match: str | None = None,
                authorization: str | None = None) -> HttpResponse:
@@ -171,10 +180,13 @@ class HttpRoutes:
             r = json_response({"error": "method_not_allowed"}, 405)
             return HttpResponse(r.status, r.content_type, r.body, {**r.headers, "Allow": "GET, HEAD"})
         if path == "/health":
-            s = self.status()
+            s = self.health() if self.health is not None else self.status()
             return json_response({"ok": True, "round": s["round"], "finished": s["finished"]})
         if path == "/status":
-            return json_response(public_status(self.status()))
+            now = self.clock()
+            if self._public is None or now - self._public[0] >= self.public_status_ttl or now < self._public[0]:
+                self._public = (now, json_response(public_status(self.status())))
+            return self._public[1]
         if path == OPERATOR_PATH or path in self.operator_routes:
             return self._operator(authorization, path)
         if path == "/" and self.index is not None:

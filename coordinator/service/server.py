@@ -151,6 +151,7 @@ async def start_service(settings: ServeSettings, static: dict[str, Path] | None 
     logging.getLogger("websockets").setLevel(max(logging.WARNING, log.getEffectiveLevel()))
     h = settings.http
     routes = HttpRoutes(engine.status, dict(static or {}), index, operator_token=settings.operator_token,
+                        health=engine.health,
                         csp=h.content_security_policy or DEFAULT_CSP,
                         inflight=InflightBudget(h.static_inflight_bytes, h.static_inflight_per_ip_bytes,
                                                 h.static_wait_s))
