@@ -388,3 +388,27 @@ def test_a_selected_identity_whose_connection_says_hello_with_another_key_then_l
     while not h.engine.finished and h.firings < 20:
         h.fire()
     assert h.engine.finished and h.engine.round_number == 2
+
+
+def test_a_silent_selected_client_costs_the_reveal_timeout_not_a_whole_phase() -> None:
+    """The reveal is sent on receipt of the selection, before training: a selected identity that stays silent
+    (bench_load's Sybils) holds the attempt for ``reveal_timeout``, not ``phase_timeout``; honest clients reveal
+    at once and are not affected."""
+    for reveal, expected in ((2.0, 2.0), (0.0, 30.0)):
+        h = Harness(cfg(phase_timeout=30.0), AdmissionConfig(reveal_timeout=reveal))
+        h.connect("honest")
+        h.connect("silent", passes={"hello", "auth", "ready"})
+        h.pump()
+        assert h.engine.round is not None and h.engine.round.stage == "reveal"
+        assert h.timers["phase"] == h.now + expected
+        first = h.engine.round.attempt
+        h.fire("phase")
+        assert h.now == expected  # the attempt was abandoned at the reveal deadline (a new one may start at once)
+        assert h.engine.round is None or h.engine.round.attempt != first
+    with pytest.raises(ValueError, match="reveal_timeout"):
+        AdmissionConfig(reveal_timeout=-1.0).validate()
+    h = Harness(cfg(phase_timeout=30.0), AdmissionConfig(reveal_timeout=2.0))
+    h.connect("a")
+    h.connect("b")
+    h.pump()
+    assert h.engine.round_number >= 1 and h.firings == 0  # both revealed at once: rounds complete, no deadline hit

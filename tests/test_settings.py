@@ -136,7 +136,7 @@ def test_every_federation_and_server_option_is_settable_from_toml_and_flags(tmp_
               "max_grouping_risk": 0.05, "accept_grouping_risk": True, "population": 40,
               "enrolment": "allowlist", "enrolment_allowlist": str(allowlist_file(tmp_path)),
               "enrolment_per_minute": 30.0, "enrolment_burst": 7, "probation": 2.0, "hello_timeout": 4.0,
-              "ready_timeout": 60.0, "stall_evidence": 0.25, "stall_ban": 4, "identity_expiry_days": 7.0,
+              "ready_timeout": 60.0, "stall_evidence": 0.25, "stall_ban": 4, "reveal_timeout": 2.0, "identity_expiry_days": 7.0,
               "allowed_origins": ("https://a.example", "http://b.example:8080")}
     assert set(server) == set(SERVER_OPTIONS)
     toml = "[server]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in server.items())

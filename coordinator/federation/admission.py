@@ -50,13 +50,16 @@ class AdmissionConfig:
     ready_timeout: float = 0.0  # an authenticated connection idle (not ready, not selected) longer is closed (0: no)
     stall_evidence: float = 0.0  # negative trust evidence per stall, in [0, 1] (a proven deviation is 1)
     stall_ban: int = 0  # ban after this many consecutive stalled selections (0: never)
+    # a selected client's reveal (a few bytes, sent on receipt of the selection, before any training) is waited
+    # for at most this long (0: phase_timeout) – each silent selected identity costs the round this wait
+    reveal_timeout: float = 0.0
 
     def validate(self) -> None:
         if self.enrolment not in ENROLMENT_POLICIES:
             raise ValueError(f"enrolment must be one of {', '.join(ENROLMENT_POLICIES)}, got {self.enrolment!r}")
         if any(len(k) != 32 for k in self.allowlist):
             raise ValueError("allow-listed keys must be 32-byte Ed25519 public keys")
-        for name in ("enrolment_per_minute", "probation", "hello_timeout", "ready_timeout"):
+        for name in ("enrolment_per_minute", "probation", "hello_timeout", "ready_timeout", "reveal_timeout"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")

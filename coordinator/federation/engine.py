@@ -584,7 +584,10 @@ class Engine:
     def new_round(self, r: int, selected: list[str], commitments: dict[str, bytes], q: float, now: float
                   ) -> RoundState:
         """The state of a new round attempt over ``selected`` (waiting for their reveals)."""
-        rs = RoundState(r, b"", [], {}, {}, now + self.cfg.phase_timeout, q, now, stage="reveal",
+        wait = self.cfg.phase_timeout
+        if self.admission.reveal_timeout > 0:
+            wait = min(wait, self.admission.reveal_timeout)
+        rs = RoundState(r, b"", [], {}, {}, now + wait, q, now, stage="reveal",
                         attempt=self._attempt_id(), selected=list(selected), commitments=dict(commitments))
         keys = {c: self.registry[c] for c in selected}
         rs.selection = assignment.selection_hash(r, rs.attempt, self.cfg.group_size, keys, rs.commitments)

@@ -6,7 +6,7 @@ TOML layout (every key optional; see ``fl-coordinator serve --help`` and docs/pr
                   identity_expiry_days, port_file, operator_token_file (a file holding the token – never the token itself),
                   byzantine_fraction, max_grouping_risk, accept_grouping_risk (the grouping planner, below),
                   enrolment, enrolment_allowlist, enrolment_per_minute, enrolment_burst, probation,
-                  hello_timeout, ready_timeout, stall_evidence, stall_ban (admission, docs/operations.md),
+                  hello_timeout, ready_timeout, stall_evidence, stall_ban, reveal_timeout (admission, docs/operations.md),
                   allowed_origins (browser origins allowed on /ws; default: the serving host's own; "*" = any)
     [limits]      admission control (coordinator.service.admission.LimitSettings, docs/operations.md):
                   pre_auth_max_frame_kb, max_buffered_mb, max_connections, max_connections_per_ip, exempt_loopback,
@@ -90,6 +90,7 @@ class ServerSettings:
     ready_timeout: float = 300.0
     stall_evidence: float = 0.5
     stall_ban: int = 6
+    reveal_timeout: float = 5.0
     # browser origins allowed to open /ws (exact "scheme://host[:port]"); () = the origin of the Host asked for;
     # "*" = any. Requests without Origin (native clients) are always allowed (issue 13 F18)
     allowed_origins: tuple[str, ...] = ()
@@ -173,6 +174,8 @@ SERVER_HELP = {
     "stall_evidence": "negative trust evidence (0-1) for a selected client that misses a reveal or secure-"
                       "aggregation deadline (a proven deviation is 1)",
     "stall_ban": "ban a client after this many consecutive stalled selections; 0 = never",
+    "reveal_timeout": "seconds a selected client has to reveal its seed (a few bytes sent on receipt of the "
+                      "selection, before training) before the attempt is abandoned without it; 0 = phase_timeout",
     "allowed_origins": "comma-separated browser origins (scheme://host[:port]) allowed to open /ws; others get 403. "
                        "Empty: only the origin of the host the browser asked for (the coordinator's own pages). "
                        "'*': any origin. Native clients send no Origin and are always allowed",
@@ -488,7 +491,7 @@ def admission_config(server: ServerSettings) -> Any:
                           enrolment_per_minute=server.enrolment_per_minute, enrolment_burst=server.enrolment_burst,
                           probation=server.probation, hello_timeout=server.hello_timeout,
                           ready_timeout=server.ready_timeout, stall_evidence=server.stall_evidence,
-                          stall_ban=server.stall_ban)
+                          stall_ban=server.stall_ban, reveal_timeout=server.reveal_timeout)
     try:
         cfg.validate()
     except ValueError as exc:
