@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from e2e_support import kill_started
+from e2e_support import STARTED, kill_started
 
 
 @pytest.fixture(autouse=True)
 def _no_coordinator_outlives_its_test() -> Iterator[None]:
     """Every ``fl-coordinator serve`` a test started through ``e2e_support.Coordinator`` is gone when the test ends,
     whether it passed, failed or forgot to stop it (three browser-ledger tests left theirs running, for the rest of
-    the suite)."""
+    the suite). Coordinators of module-scoped fixtures are set up before this fixture and left alone."""
+    since = len(STARTED)
     yield
-    kill_started()
+    kill_started(since)

@@ -47,13 +47,14 @@ def _env() -> dict[str, str]:
 STARTED: list[subprocess.Popen[bytes]] = []
 
 
-def kill_started() -> int:
-    """SIGKILL the coordinators started so far that still run; returns how many there were."""
-    left = [p for p in STARTED if p.poll() is None]
+def kill_started(since: int = 0) -> int:
+    """SIGKILL the coordinators started since ``STARTED[since]`` that still run (a module-scoped fixture's, started
+    earlier, are left to it); returns how many there were."""
+    left = [p for p in STARTED[since:] if p.poll() is None]
     for p in left:
         p.kill()
         p.wait()
-    STARTED.clear()
+    del STARTED[since:]
     return len(left)
 
 
