@@ -478,20 +478,16 @@ def admission_config(server: ServerSettings) -> Any:
             raise SettingsError("enrolment = allowlist needs enrolment_allowlist (a file of client public keys)")
         try:
             keys = parse_allowlist(Path(server.enrolment_allowlist).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SettingsError(f"enrolment_allowlist {server.enrolment_allowlist}: {exc}") from None
-        except ValueError as exc:
+        except (OSError, ValueError) as exc:  # unreadable, not UTF-8 (a ValueError) or not a list of keys
             raise SettingsError(f"enrolment_allowlist {server.enrolment_allowlist}: {exc}") from None
         if not keys:
             log.warning("enrolment allow-list %s is empty: no client can join", server.enrolment_allowlist)
     elif server.enrolment_allowlist:
         raise SettingsError(f"enrolment_allowlist is only used with enrolment = allowlist (enrolment is "
                             f"{server.enrolment!r})")
-    cfg = AdmissionConfig(enrolment=server.enrolment, allowlist=keys,
-                          enrolment_per_minute=server.enrolment_per_minute, enrolment_burst=server.enrolment_burst,
-                          probation=server.probation, hello_timeout=server.hello_timeout,
-                          ready_timeout=server.ready_timeout, stall_evidence=server.stall_evidence,
-                          stall_ban=server.stall_ban, reveal_timeout=server.reveal_timeout)
+    # every other AdmissionConfig field is a [server] setting of the same name
+    cfg = AdmissionConfig(allowlist=keys, **{f.name: getattr(server, f.name) for f in dataclasses.fields(AdmissionConfig)
+                                             if f.name != "allowlist"})
     try:
         cfg.validate()
     except ValueError as exc:
