@@ -31,6 +31,7 @@ class CentralisedResult:
     honest_clients: list[int]
     byzantine: list[int]
     examples: int  # training examples used (the honest clients' union)
+    honest_accuracy: float | None = None  # the same on the honest clients' own test data (per-client test sets)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -80,13 +81,17 @@ def train_centralised(cfg: SimulationConfig, num_byzantine: int, epochs: int = D
     init = sim.spec.init_parameters(cfg.seed)
     params = np.concatenate([np.asarray(init[n], np.float32) for n, _ in sim.spec.parameter_shapes()])
     fed = sim.fed
-    history = []
+    history, honest_history = [], []
     for epoch in range(epochs):
         delta, _ = train_clients(sim.spec, params, [x], [y], epochs=1, batch_size=fed.batch_size, lr=fed.lr,
                                  seeds=[training_seed(cfg.seed, epoch, cfg.data.num_clients)])  # an index no client has
         params = params + delta[0]
-        history.append(sim.evaluate(unflatten(params, sim.spec))["accuracy"])
-    return CentralisedResult(float(np.mean(history[-LAST_ROUNDS:])), history, honest, list(sim.byzantine), len(y))
+        ev = sim.evaluate(unflatten(params, sim.spec))
+        history.append(ev["accuracy"])
+        if "honest_accuracy" in ev:
+            honest_history.append(ev["honest_accuracy"])
+    return CentralisedResult(float(np.mean(history[-LAST_ROUNDS:])), history, honest, list(sim.byzantine), len(y),
+                             float(np.mean(honest_history[-LAST_ROUNDS:])) if honest_history else None)
 
 
 def main(argv: list[str] | None = None) -> int:

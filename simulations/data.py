@@ -19,6 +19,9 @@ class FederatedData:
     y_test: np.ndarray
     num_classes: int
     image_shape: tuple[int, int] | None = None  # digits: (8, 8), used by the backdoor trigger
+    # per test example, the client whose held-out data it is (Synthetic: every client has its own distribution);
+    # None when the test set is one shared distribution (digits)
+    test_owner: np.ndarray | None = None
 
     @property
     def num_clients(self) -> int:
@@ -53,8 +56,8 @@ def build_data(cfg: DataConfig, seed: int) -> FederatedData:
     xs, ys = synthetic(cfg.synthetic_alpha, cfg.synthetic_beta, cfg.num_clients, dim=cfg.synthetic_dim,
                        samples_per_client=cfg.synthetic_samples, seed=seed)
     # hold out test_fraction of every client's examples; the pooled held-out set is the test set
-    tr_x, tr_y, te_x, te_y = [], [], [], []
-    for x, y in zip(xs, ys, strict=True):
+    tr_x, tr_y, te_x, te_y, owner = [], [], [], [], []
+    for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
         order = rng.permutation(len(y))
         k = max(1, round(cfg.test_fraction * len(y)))
         k = min(k, len(y) - 1) if len(y) > 1 else 0
@@ -63,4 +66,5 @@ def build_data(cfg: DataConfig, seed: int) -> FederatedData:
         tr_y.append(y[tr])
         te_x.append(x[te])
         te_y.append(y[te])
-    return FederatedData(tr_x, tr_y, np.concatenate(te_x), np.concatenate(te_y), 10, None)
+        owner.append(np.full(len(te), i, dtype=np.int64))
+    return FederatedData(tr_x, tr_y, np.concatenate(te_x), np.concatenate(te_y), 10, None, np.concatenate(owner))

@@ -376,9 +376,10 @@ def _num(x: Any) -> float:
     return math.nan if x is None else float(x)
 
 
-def last_rounds_accuracy(history: list[dict[str, Any]], k: int = LAST_ROUNDS) -> float:
-    """Mean test accuracy over the last ``k`` completed rounds (fewer if the run completed fewer)."""
-    accs = [_num(x.get("accuracy")) for x in history[-k:]]
+def last_rounds_accuracy(history: list[dict[str, Any]], k: int = LAST_ROUNDS, key: str = "accuracy") -> float:
+    """Mean test accuracy over the last ``k`` completed rounds (fewer if the run completed fewer); ``key`` =
+    ``"honest_accuracy"``: on the honest clients' own test data (scenarios with per-client test data)."""
+    accs = [_num(x.get(key)) for x in history[-k:]]
     return float(np.mean(accs)) if accs else math.nan
 
 
@@ -391,6 +392,8 @@ def summarize(spec: GridSpec, cells: list[tuple[int, Axis, Axis, int]], results:
         sel = [len(set(x["clients"]) & byz) / len(x["clients"]) for x in r.get("selection", []) if x["clients"]]
         entry = table.setdefault(str(s), {}).setdefault(a.label, {}).setdefault(d.label, {"runs": []})
         entry["runs"].append({"seed": seed, "accuracy": last_rounds_accuracy(h),
+                              **({"honest_accuracy": last_rounds_accuracy(h, key="honest_accuracy")}
+                                 if h and "honest_accuracy" in h[-1] else {}),
                               "final_accuracy": _num(h[-1]["accuracy"]) if h else math.nan,
                               "best_accuracy": max((_num(x["accuracy"]) for x in h), default=math.nan),
                               "rounds": len(h), "stopped_reason": r["stopped_reason"],
@@ -419,6 +422,8 @@ def summarize(spec: GridSpec, cells: list[tuple[int, Axis, Axis, int]], results:
             for entry in by_def.values():
                 entry["accuracy"] = float(np.mean([x["accuracy"] for x in entry["runs"]]))
                 entry["final_accuracy"] = float(np.mean([x["final_accuracy"] for x in entry["runs"]]))
+                if all("honest_accuracy" in x for x in entry["runs"]):
+                    entry["honest_accuracy"] = float(np.mean([x["honest_accuracy"] for x in entry["runs"]]))
                 entry["f_told"] = min(x["f_told"] for x in entry["runs"])
                 entry["rounds_over_tolerance"] = sum(x["rounds_over_tolerance"] for x in entry["runs"])
                 entry["grouping_risk"] = entry["runs"][0]["grouping_risk"]  # the same for every seed

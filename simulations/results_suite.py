@@ -253,7 +253,9 @@ def _centralised_job(args: tuple[str, int, int, int]) -> dict[str, Any]:
     data = load_toml(CONFIGS / SCENARIOS[scenario][0])
     cfg = SimulationConfig.from_dict({**data, "seed": seed})
     r = train_centralised(cfg, nb, epochs)
-    return {"scenario": scenario, "seed": seed, "byzantine": nb, "accuracy": r.accuracy, "examples": r.examples,
+    return {"scenario": scenario, "seed": seed, "byzantine": nb, "accuracy": r.accuracy,
+            **({"honest_accuracy": r.honest_accuracy} if r.honest_accuracy is not None else {}),
+            "examples": r.examples,
             "honest_clients": len(r.honest_clients), "epochs": epochs}
 
 
@@ -277,8 +279,17 @@ def run_centralised(st: Settings, fraction: float = 0.3) -> dict[str, dict[str, 
     out: dict[str, dict[str, Any]] = {}
     for sc in st.scenarios:
         rs = [r for r in results if r["scenario"] == sc]
-        out[sc] = {"accuracy": float(np.mean([r["accuracy"] for r in rs])), "runs": rs, "fraction": fraction}
+        out[sc] = {"accuracy": float(np.mean([r[goal_metric(rs)] for r in rs])), "runs": rs, "fraction": fraction,
+                   "metric": goal_metric(rs)}
     return out
+
+
+def goal_metric(entries: Any) -> str:
+    """The accuracy the goal is measured on: ``honest_accuracy`` (the honest clients' own held-out data) where every
+    entry has it – scenarios whose clients each have their own distribution (Synthetic), where no defence can learn
+    the distributions of clients that never send an honest update – else ``accuracy`` (one shared test set)."""
+    entries = list(entries)
+    return "honest_accuracy" if entries and all("honest_accuracy" in e for e in entries) else "accuracy"
 
 
 # ── rows: the planner's verdict and the defence's worst case per (scenario, m, β, s, defence) ─────────────────
@@ -297,6 +308,7 @@ class Row:
     worst_drop: float = math.nan  # clean − worst attacked accuracy, in points of %
     mean_attacked: float = math.nan
     attacked: dict[str, float] = field(default_factory=dict)  # attack label → accuracy
+    metric: str = "accuracy"  # the accuracy compared (goal_metric): "accuracy" or "honest_accuracy"
 
     @property
     def accepted(self) -> bool:
@@ -320,10 +332,10 @@ def rows_of_grid(summary: dict[str, Any], scenario: str, m: int, fraction: float
         for d in summary["defences"]:
             dl = d["label"]
             plan = t[attacked[0]][dl].get("grouping_risk") or {}
+            key = goal_metric(t[a][dl] for a in [clean_label, *attacked])
             row = Row(scenario, m, fraction, int(s), dl, plan.get("status", "ok"),
-                      float(plan.get("failure_probability", 0.0)), clean=float(t[clean_label][dl]["accuracy"]))
-            row.attacked = {a: float(t[a][dl]["accuracy"]) for a in attacked
-                            if not math.isnan(float(t[a][dl]["accuracy"]))}
+                      float(plan.get("failure_probability", 0.0)), clean=float(t[clean_label][dl][key]), metric=key)
+            row.attacked = {a: float(t[a][dl][key]) for a in attacked if not math.isnan(float(t[a][dl][key]))}
             if row.attacked:
                 row.worst_attack = min(row.attacked, key=lambda a: row.attacked[a])
                 row.worst_accuracy = row.attacked[row.worst_attack]
@@ -367,7 +379,8 @@ def verdict_table(rows: list[Row], with_defence: bool) -> str:
     lines = [head, "|---|---:|---:|---:|" + ("---|" if with_defence else "") + "---|---:|---|---:|"]
     for r in rows:
         worst = "–" if math.isnan(r.worst_accuracy) else f"{_pct(r.worst_accuracy)} ({r.worst_attack})"
-        lines.append(f"| {r.scenario} | {r.m} | {100 * r.fraction:.0f} % | {r.s} | "
+        mark = "ʰ" if r.metric == "honest_accuracy" else ""
+        lines.append(f"| {r.scenario}{mark} | {r.m} | {100 * r.fraction:.0f} % | {r.s} | "
                      + (f"{_esc(r.defence)} | " if with_defence else "")
                      + f"{verdict_label(r)} | {_pct(r.clean)} | {worst} | {_pts(r.worst_drop)} |")
     return "\n".join(lines)
@@ -471,6 +484,23 @@ def attack_table(part: Part) -> tuple[str, np.ndarray, list[str], list[str], lis
     return "\n".join(lines), m, rows, cols, grid
 
 
+def honest_table(part: Part) -> str | None:
+    """Tables stage, scenarios with per-client test data: the same cells on the honest clients' own test data
+    (the accuracy the goal uses there, :func:`goal_metric`); None where runs have no such metric."""
+    summary = part.summary
+    assert summary is not None
+    s_list = [str(s) for s in summary["group_sizes"]]
+    dl = summary["defences"][0]["label"]
+    cells = [[summary["table"][s][a["label"]][dl] for s in s_list] for a in summary["attacks"]]
+    if goal_metric(c for row in cells for c in row) != "honest_accuracy":
+        return None
+    lines = ["| attack \\ groups (accuracy % on the honest clients' test data, mean of the last 3 rounds) | "
+             + " | ".join(f"s = {s}" for s in s_list) + " |", "|---|" + "---:|" * len(s_list)]
+    lines += [f"| {a['label']} | " + " | ".join(_pct(c["honest_accuracy"]) for c in row) + " |"
+              for a, row in zip(summary["attacks"], cells, strict=True)]
+    return "\n".join(lines)
+
+
 def scenario_markdown(st: Settings, scenario: str, parts: list[Part], rows: list[Row], out: Path,
                       version: str) -> str:
     """A scenario's table.md (and heatmaps, tables stage)."""
@@ -492,6 +522,10 @@ def scenario_markdown(st: Settings, scenario: str, parts: list[Part], rows: list
             text.append(f"\n## {p.m} clients per round, {100 * p.fraction:.0f} % Byzantine "
                         f"({num_byzantine(p.fraction)} of {POPULATION}), f told = {f_told(p.fraction, p.m)} – "
                         f"`{st.defences[0][1]}`\n\n{table}\n\n![heatmap]({name}.png)\n")
+            honest = honest_table(p)
+            if honest is not None:
+                text.append(f"\nOn the honest clients' own held-out data (what the goal compares here, "
+                            f"`honest_accuracy`):\n\n{honest}\n")
             for sk in p.skipped:
                 text.append(f"\nGroups of {sk['s']}: the defence cannot run ({sk['message']}).\n")
             plot_heatmap(m, r_labels, cols, f"{title}: m = {p.m}, {100 * p.fraction:.0f} % Byzantine",
@@ -503,7 +537,10 @@ def scenario_markdown(st: Settings, scenario: str, parts: list[Part], rows: list
                 "round or raised (grid.json has the reason). ¶ the grouping planner (aggregation/planner.py, as `serve` uses it) refuses the configuration: "
                 "the per-round probability that more groups are corrupted than the rule tolerates (risk shown, "
                 "exact for the Byzantine clients among 100) exceeds 0.01. Drops are clean − attacked accuracy; "
-                "\"attackers absent\" is a reference, not counted as an attack.\n")
+                "\"attackers absent\" is a reference, not counted as an attack. ʰ clean, worst and drop are measured "
+                "on the honest clients' own held-out data (`honest_accuracy`, docs/simulation.md): every client of "
+                "this scenario has its own distribution, and no defence can learn those of clients that never send "
+                "an honest update.\n")
     return "".join(text)
 
 
@@ -573,7 +610,9 @@ def summary_markdown(st: Settings, rows: list[Row], central: dict[str, dict[str,
             + (f"; base-config overrides (--set): {', '.join(f'{k} = {v!r}' for k, v in st.extra.items())}"
                if st.extra else "")
             + f"; attacks: {', '.join(a for a, _ in st.attacks)}; defence(s): {defs}. Cell accuracy = mean test "
-            f"accuracy of the last 3 rounds, averaged over seeds. {runs} runs in {seconds / 60:.1f} min with "
+            f"accuracy of the last 3 rounds, averaged over seeds; scenarios marked ʰ (per-client test data) are compared "
+            f"on the "
+            f"honest clients' own held-out data (`honest_accuracy`). {runs} runs in {seconds / 60:.1f} min with "
             f"{st.workers} workers. Per-scenario tables: "
             + ", ".join(f"[{s}]({s}/table.md)" for s in st.scenarios) + ".\n"]
     if st.stage == "select":

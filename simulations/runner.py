@@ -140,6 +140,14 @@ class Simulation:
         self.client_updates = 0
         self._momenta: dict[int, np.ndarray] = {}
         self._module = None
+        # per-client test data (Synthetic): the honest clients' part is also evaluated on its own, since no
+        # defence can learn the distributions of clients that never send an honest update
+        self._honest_test = None
+        if self.data.test_owner is not None and self.byzantine:
+            import torch
+
+            keep = ~np.isin(self.data.test_owner, self.byzantine)
+            self._honest_test = torch.from_numpy(keep) if keep.any() else None
         self._backdoor_x: np.ndarray | None = None
         if hasattr(self.attack, "poison") and self.attack.name in ("backdoor", "model_replacement"):
             target = int(self.attack.p("target", 0))
@@ -199,8 +207,11 @@ class Simulation:
             x = torch.from_numpy(np.asarray(self.data.x_test, np.float32).reshape(-1, *self.spec.input_shape))
             y = torch.from_numpy(self.data.y_test)
             logits = self._module(x)
+            right = logits.argmax(1) == y
             out = {"loss": float(torch.nn.functional.cross_entropy(logits, y)),
-                   "accuracy": float((logits.argmax(1) == y).float().mean())}
+                   "accuracy": float(right.float().mean())}
+            if self._honest_test is not None:  # the honest clients' own held-out data (docs/simulation.md)
+                out["honest_accuracy"] = float(right[self._honest_test].float().mean())
             if self._backdoor_x is not None:
                 xb = torch.from_numpy(self._backdoor_x.reshape(-1, *self.spec.input_shape))
                 out["attack_success_rate"] = float((self._module(xb).argmax(1) == self._backdoor_target)

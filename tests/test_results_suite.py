@@ -125,3 +125,45 @@ def test_set_overrides_reach_every_grid_and_refuse_the_suites_own_keys() -> None
     st.extra.update({"federation.server_lr": 2.0})
     spec = grid_spec(st, st.scenarios[0], st.clients_per_round[0], st.fractions[0], [1], st.defences)
     assert spec.base.federation.server_lr == 2.0
+
+
+def test_per_client_test_data_gives_the_honest_clients_accuracy() -> None:
+    """Synthetic (every client its own distribution): runs also report the accuracy on the honest clients' own
+    held-out data, computed here by hand from the test examples' owners; digits (one shared test set) does not."""
+    import torch
+
+    from client_native.torch_model import build_module, set_parameters
+
+    cfg = SimulationConfig.from_dict({"seed": 3, "rounds": 1, "data": {"dataset": "synthetic", "num_clients": 12},
+                                      "model": {"hidden": [8]}, "attack": {"name": "none", "num_byzantine": 4},
+                                      "federation": {"clients_per_round": 12, "byzantine": 0}})
+    sim = Simulation(cfg)
+    owner = sim.data.test_owner
+    assert owner is not None and sorted(set(owner.tolist())) == list(range(12))
+    params = sim.spec.init_parameters(5)
+    ev = sim.evaluate(params)
+    module = build_module(sim.spec)
+    set_parameters(module, params)
+    with torch.no_grad():
+        pred = module(torch.from_numpy(sim.data.x_test)).argmax(1).numpy()
+    keep = ~np.isin(owner, sim.byzantine)
+    assert ev["honest_accuracy"] == pytest.approx(float(np.mean(pred[keep] == sim.data.y_test[keep])))
+    assert ev["accuracy"] == pytest.approx(float(np.mean(pred == sim.data.y_test)))
+    digits = Simulation(tiny())
+    assert "honest_accuracy" not in digits.evaluate(digits.spec.init_parameters(0))
+
+
+def test_goal_uses_the_honest_accuracy_where_runs_have_it() -> None:
+    attacks = [{"label": "no attack", "spec": "none"}, {"label": "flip", "spec": "sign_flip"}]
+
+    def e(acc: float, honest: float) -> dict[str, Any]:
+        return {**_entry(acc, "ok", 0.0), "honest_accuracy": honest}
+
+    grid = {"attacks": attacks, "defences": [{"label": "D", "spec": "median"}], "group_sizes": [1],
+            "table": {"1": {"no attack": {"D": e(0.60, 0.64)}, "flip": {"D": e(0.50, 0.62)}}}}
+    (row,) = suite.rows_of_grid(grid, "synthetic", 50, 0.2)
+    assert row.metric == "honest_accuracy" and math.isclose(row.worst_drop, 2.0)
+    assert "| syntheticʰ | 50 |" in suite.verdict_table([row], with_defence=False)
+    del grid["table"]["1"]["flip"]["D"]["honest_accuracy"]  # one cell without it: the plain accuracy everywhere
+    (row,) = suite.rows_of_grid(grid, "synthetic", 50, 0.2)
+    assert row.metric == "accuracy" and math.isclose(row.worst_drop, 10.0)

@@ -56,6 +56,7 @@ from coordinator.federation.events import (
     TimerFired,
 )
 from coordinator.federation.evidence import (
+    alignment_evidence,
     bound_noise_variance,
     debiased_outlier_scores,
     deviation_evidence,
@@ -971,7 +972,9 @@ class Engine:
         # coordinated stealthy attacks: each kept unit's deviation along the round's dominant direction, accumulated
         # per client across rounds of fresh groups (docs/trust.md (g)); excluded units are left out of it
         deviations = deviation_evidence(np.where(over[:, None], np.nan, final), eff_var, sizes)
-        self.trust.observe_units(units, scores, deviations)
+        # units that point against the round's aggregate, accumulated per client (docs/trust.md (i))
+        alignments = alignment_evidence(np.where(over[:, None], np.nan, final), result.value)
+        self.trust.observe_units(units, scores, deviations, alignments)
         for c in {m for u in units for m in u} - rs.stalled:  # a completed participation ends a run of stalls
             self.trust.clear_stalls(c)
         for _, res in done:  # a holder whose share contradicted the owner's commitment: direct evidence

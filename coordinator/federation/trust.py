@@ -40,6 +40,7 @@ class TrustParams:
     negative_weight: float = 2.0  # w⁻: weight of one fully negative observation (bans after 5 instead of 12)
     deviation_decay: float = 0.97  # λ_d: memory of the co-deviation accumulator (≈ 1/(1 − λ_d) observations)
     deviation_threshold: float = 2.0  # t: co-deviation statistic from which evidence is negative (0: off)
+    alignment_threshold: float = 2.0  # t_a: opposition statistic from which evidence is negative (0: off)
 
     def __post_init__(self) -> None:
         if self.selection not in ("trust", "uniform"):
@@ -59,6 +60,9 @@ class TrustParams:
         if not self.deviation_threshold >= 0:
             raise ValueError(f"deviation_threshold must be >= 0 (0: no co-deviation evidence), "
                              f"got {self.deviation_threshold}")
+        if not self.alignment_threshold >= 0:
+            raise ValueError(f"alignment_threshold must be >= 0 (0: no alignment evidence), "
+                             f"got {self.alignment_threshold}")
 
 
 @dataclass
@@ -71,6 +75,10 @@ class ClientTrust:
     # of its squares; absent from states saved before it existed (defaults)
     drift: float = 0.0
     drift_energy: float = 0.0
+    # alignment accumulator (docs/trust.md (i)): decayed sum of the cosines between the client's unit and the
+    # round's aggregate, and of their squares (decay λ_d)
+    align: float = 0.0
+    align_energy: float = 0.0
     # consecutive selections this client stalled (did not reveal, or was dropped from a SecAgg+ phase at its
     # deadline) with no completed participation in between (:meth:`TrustState.observe_stall`)
     stalls: int = 0
@@ -81,7 +89,8 @@ class ClientTrust:
 
 
 _CLIENT_FIELDS = tuple(f.name for f in fields(ClientTrust))
-assert _CLIENT_FIELDS == ("alpha", "beta", "observations", "banned", "drift", "drift_energy", "stalls"), (
+assert _CLIENT_FIELDS == ("alpha", "beta", "observations", "banned", "drift", "drift_energy", "align",
+                          "align_energy", "stalls"), (
     "TrustState.to_dict lists ClientTrust's fields by hand: keep them in step")
 
 
@@ -140,22 +149,54 @@ class TrustState:
         if c is not None:
             c.stalls = 0
 
-    def observe_units(self, units: list[list[str]], outlier_scores: Any, deviations: Any = None) -> None:
+    def observe_units(self, units: list[list[str]], outlier_scores: Any, deviations: Any = None,
+                      alignments: Any = None) -> None:
         """Evidence for one round: ``units[j]`` are the members of unit j (a client, or a group), scored
         ``outlier_scores[j]`` (:func:`coordinator.federation.evidence.debiased_outlier_scores`); every member receives the
         unit's evidence. ``deviations[j]`` (optional, :func:`coordinator.federation.evidence.deviation_evidence`) is the unit's
         signed deviation along the round's dominant direction: it feeds every member's co-deviation accumulator,
         and a member whose accumulated statistic is on the coordinated minority's side beyond the threshold gets
-        that much more negative evidence (:meth:`observe_deviations`) – never positive evidence."""
+        that much more negative evidence (:meth:`observe_deviations`) – never positive evidence. ``alignments[j]``
+        (optional, :func:`coordinator.federation.evidence.alignment_evidence`) is the cosine between unit j and the
+        round's aggregate: a member that points against the aggregate round after round gets negative evidence
+        (:meth:`observe_alignments`), again never positive."""
         scores = np.asarray(outlier_scores, dtype=float)
         if len(units) != len(scores):
             raise ValueError(f"{len(units)} units but {len(scores)} scores")
         extra = self.observe_deviations(units, deviations) if deviations is not None else {}
+        against = self.observe_alignments(units, alignments) if alignments is not None else {}
         for members, score in zip(units, scores, strict=True):
             pos, neg = evidence_from_score(float(score), self.params)
             for m in members:
-                x = extra.get(m, 0.0)
+                x = 1.0 - (1.0 - extra.get(m, 0.0)) * (1.0 - against.get(m, 0.0))
                 self.observe(m, pos * (1.0 - x), neg + (1.0 - neg) * x)
+
+    def observe_alignments(self, units: list[list[str]], alignments: Any) -> dict[str, float]:
+        """Update the members' alignment accumulators with one round's cosines between their unit and the round's
+        aggregate and return each member's negative evidence in [0, 1] (docs/trust.md (i)).
+
+        align ← λ_d·align + a and energy ← λ_d·energy + a² per member; the self-normalized statistic
+        A = align/√energy is ≈ N(μ√k/σ, 1) for a client whose cosines have mean μ and std σ over k observations: an
+        honest client's updates agree with the aggregate on average (μ ≥ 0), a sign-flipping or gradient-ascent
+        attacker's oppose it in every round. Negative evidence clip((−A − t_a)/t_a, 0, 1): none until A < −t_a."""
+        from coordinator.federation.evidence import opposition_negative_evidence
+
+        p = self.params
+        cos = np.asarray(alignments, dtype=float)
+        if len(units) != len(cos):
+            raise ValueError(f"{len(units)} units but {len(cos)} alignments")
+        if p.alignment_threshold <= 0:
+            return {}
+        out: dict[str, float] = {}
+        for members, a in zip(units, cos, strict=True):
+            if not np.isfinite(a):
+                continue
+            for m in members:
+                c = self.ensure(m)
+                c.align = p.deviation_decay * c.align + float(a)
+                c.align_energy = p.deviation_decay * c.align_energy + float(a) * float(a)
+                out[m] = float(opposition_negative_evidence(c.align, c.align_energy, p.alignment_threshold))
+        return out
 
     def observe_deviations(self, units: list[list[str]], deviations: Any) -> dict[str, float]:
         """Update the members' co-deviation accumulators with one round's deviation evidence and return each
@@ -234,7 +275,8 @@ class TrustState:
             self._rows = {k: r for k, r in self._rows.items() if k in self.clients}
         rows: dict[str, dict[str, Any]] = {}
         for k, v in self.clients.items():
-            key = (v.alpha, v.beta, v.observations, v.banned, v.drift, v.drift_energy, v.stalls)  # _CLIENT_FIELDS
+            key = (v.alpha, v.beta, v.observations, v.banned, v.drift, v.drift_energy, v.align, v.align_energy,
+                   v.stalls)  # _CLIENT_FIELDS
             hit = self._rows.get(k)
             if hit is None or hit[0] != key:
                 hit = (key, dict(zip(_CLIENT_FIELDS, key, strict=True)))

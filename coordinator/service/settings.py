@@ -16,7 +16,8 @@ TOML layout (every key optional; see ``fl-coordinator serve --help`` and docs/pr
                   server_optimizer, server_lr, local_epochs, batch_size, lr, l2_clip, noise_multiplier,
                   quantization_bits, modulus_bits, epsilon, delta, train_timeout, phase_timeout, seed,
                   trust_decay, trust_outlier_threshold, trust_floor, ban_threshold, trust_min_evidence,
-                  trust_negative_weight, trust_deviation_decay, trust_deviation_threshold
+                  trust_negative_weight, trust_deviation_decay, trust_deviation_threshold,
+                  trust_alignment_threshold
     [model]       spec = "mlp:64-32-10"  (or a JSON file path, or an inline table {input_shape, layers, ...})
     [evaluation]  dataset = "digits" | "none" | "path/to/test.npz" (arrays x, y)
     [http]        static_inflight_mb, static_inflight_per_ip_mb, static_wait_s, content_security_policy
@@ -249,6 +250,8 @@ FEDERATION_HELP = {
     "trust_negative_weight": "w⁻: weight of a fully negative observation (2: a ban after 5 of them instead of 12)",
     "trust_deviation_decay": "λ_d: memory of the co-deviation evidence against coordinated stealthy attacks",
     "trust_deviation_threshold": "co-deviation statistic from which a client gets negative evidence; 0 = off",
+    "trust_alignment_threshold": "opposition statistic (updates against the aggregate, round after round) from which "
+                                 "a client gets negative evidence; 0 = off",
 }
 
 
