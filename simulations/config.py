@@ -132,6 +132,9 @@ class AttackConfig:
     num_byzantine: int = 0  # Byzantine clients in the population (chosen by the seed)
     omniscient: bool | None = None  # None: as the attack's paper assumes
     respect_clip: bool = False  # True: attackers run the client pipeline's L2 clipping like honest clients
+    # a clean reference (num_byzantine = 0) of runs with this many Byzantine clients: the clients they would be
+    # (same seed, same draw) are honest here, and only left out of ``honest_accuracy`` (per-client test data)
+    reference_byzantine: int = 0
 
 
 # ── [federation]: derived from coordinator.federation.config.FederationConfig, so the two cannot drift ───────────────────
@@ -252,6 +255,9 @@ class SimulationConfig:
         a = self.attack
         if not 0 <= a.num_byzantine <= n:
             raise ConfigError(f"[attack] num_byzantine must be in 0..num_clients={n}, got {a.num_byzantine}")
+        if not 0 <= a.reference_byzantine <= n:
+            raise ConfigError(f"[attack] reference_byzantine must be in 0..num_clients={n}, "
+                              f"got {a.reference_byzantine}")
         try:
             attack = make_attack(a.name)
         except ValueError as exc:

@@ -101,9 +101,11 @@ class GridSpec:
         population, same seed). If the defence cannot tolerate the base's f over this cell's groups (e.g. Krum
         over 5 groups tolerates 1 corrupted group), f told to the defence is lowered to the largest value its
         precondition accepts, and the table marks the cell (the guarantee no longer covers the attackers)."""
-        num_byz = self.base.attack.num_byzantine if attack.spec.split("(")[0].strip() != "none" else 0
+        clean = attack.spec.split("(")[0].strip() == "none"
+        num_byz = 0 if clean else self.base.attack.num_byzantine
         changes = {"federation.group_size": s, "federation.aggregator": defence.spec, "attack.name": attack.spec,
-                   "attack.num_byzantine": num_byz, "seed": seed, "torch_threads": self.base.torch_threads or 1,
+                   "attack.num_byzantine": num_byz,
+                   "attack.reference_byzantine": self.base.attack.num_byzantine if clean else 0, "seed": seed, "torch_threads": self.base.torch_threads or 1,
                    "name": f"{self.base.name}/s{s}/{attack.label}/{defence.label}"}
         where = f"grid cell (group_size={s}, attack={attack.label!r}, defence={defence.label!r})"
         f_base = self.base.federation.byzantine

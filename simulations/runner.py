@@ -103,6 +103,12 @@ def grouping_record(cfg: SimulationConfig, report: Any) -> dict[str, Any]:
             "num_groups": report.worst_round.num_groups, "message": report.message()}
 
 
+def byzantine_clients(seed: int, population: int, count: int) -> list[int]:
+    """The population indices of the ``count`` Byzantine clients a run with ``seed`` has (sorted)."""
+    rng = np.random.default_rng([seed, 2])
+    return sorted(int(i) for i in rng.choice(population, count, replace=False))
+
+
 def training_seed(seed: int, rnd: int, client: int) -> int:
     return int(np.random.SeedSequence([seed, rnd, client]).generate_state(1, np.uint64)[0] >> 1)
 
@@ -122,9 +128,7 @@ class Simulation:
             raise ValueError(f"data has {self.data.num_clients} clients, config says {cfg.data.num_clients}")
         self.spec = cfg.model_spec(self.data.input_dim, self.data.num_classes)
         self.fed = cfg.federation_config(self.spec)
-        rng = np.random.default_rng([cfg.seed, 2])
-        self.byzantine = sorted(int(i) for i in rng.choice(cfg.data.num_clients, cfg.attack.num_byzantine,
-                                                            replace=False))
+        self.byzantine = byzantine_clients(cfg.seed, cfg.data.num_clients, cfg.attack.num_byzantine)
         self.attack: Attack = make_attack(cfg.attack.name)
         self.omniscient = (self.attack.omniscient_default if cfg.attack.omniscient is None
                            else cfg.attack.omniscient)
@@ -143,10 +147,12 @@ class Simulation:
         # per-client test data (Synthetic): the honest clients' part is also evaluated on its own, since no
         # defence can learn the distributions of clients that never send an honest update
         self._honest_test = None
-        if self.data.test_owner is not None and self.byzantine:
+        left_out = self.byzantine or byzantine_clients(cfg.seed, cfg.data.num_clients,
+                                                       cfg.attack.reference_byzantine)
+        if self.data.test_owner is not None and left_out:
             import torch
 
-            keep = ~np.isin(self.data.test_owner, self.byzantine)
+            keep = ~np.isin(self.data.test_owner, left_out)
             self._honest_test = torch.from_numpy(keep) if keep.any() else None
         self._backdoor_x: np.ndarray | None = None
         if hasattr(self.attack, "poison") and self.attack.name in ("backdoor", "model_replacement"):

@@ -151,6 +151,10 @@ def test_per_client_test_data_gives_the_honest_clients_accuracy() -> None:
     assert ev["accuracy"] == pytest.approx(float(np.mean(pred == sim.data.y_test)))
     digits = Simulation(tiny())
     assert "honest_accuracy" not in digits.evaluate(digits.spec.init_parameters(0))
+    # the clean reference of a grid (no Byzantine clients) leaves the same clients' test data out
+    clean = Simulation(cfg.replace(**{"attack.num_byzantine": 0, "attack.reference_byzantine": 4}))
+    assert clean.byzantine == [] and clean.evaluate(params)["honest_accuracy"] == ev["honest_accuracy"]
+    assert "honest_accuracy" not in Simulation(cfg.replace(**{"attack.num_byzantine": 0})).evaluate(params)
 
 
 def test_goal_uses_the_honest_accuracy_where_runs_have_it() -> None:
