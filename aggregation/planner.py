@@ -306,6 +306,26 @@ def smallest_clients_per_round(s: int, rule: str | Pipeline, *, byzantine_fracti
     return None
 
 
+def smallest_configured_f(m: int, s: int, rule: str | Pipeline, *, byzantine_fraction: float | None = None,
+                          population: int | None = None, byzantine: int | None = None,
+                          bound: float = DEFAULT_BOUND) -> int | None:
+    """For a rule whose computation takes f: the smallest f (in clients, as ``FederationConfig.byzantine``) with
+    which rounds of m clients in groups of s exceed what it then tolerates with probability ≤ ``bound`` – telling
+    it the *expected* number of Byzantine clients leaves the upper tail of the hypergeometric count uncovered
+    (30 of 100, 50 per round: P(more than 15 in a round) ≈ 0.41). ``None`` if no f works (the precondition, e.g.
+    n ≥ 2f + 1, caps f below the tail). For a rule that takes no f, f does not change its tolerance: 0 if it
+    holds, else ``None``."""
+    model = ByzantineModel.of(byzantine_fraction, population, byzantine)
+    _check_bound(bound)
+    sizes = group_sizes(m, s)
+    for f in range(0, m + 1):
+        if _failure(sizes, rule, model, _resolve_f_groups(len(sizes), None, f))[0] <= bound:
+            return f
+        if not takes_f(rule):
+            return None
+    return None
+
+
 def _check_bound(bound: float) -> None:
     if not (isinstance(bound, int | float) and 0.0 <= bound < 1.0):
         raise ValueError(f"the bound on the failure probability must be in [0, 1), got {bound!r}")

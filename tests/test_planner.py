@@ -346,3 +346,22 @@ def test_registry_holds_every_builtin_step_with_its_arguments() -> None:
     assert get_rule("trmean").args == ("f", "frac") and get_rule("gm").args == ("tol", "nu", "max_iter")
     assert {n for n in registry.BUILTIN_NAMES if get_rule(n).kind == "aggregator"} == {
         "mean", "wmean", "median", "trmean", "krum", "mkrum", "bulyan", "gm", "cc", "fltrust"}
+
+
+@pytest.mark.parametrize("rule", ["nnm|cc(tau=0.3, iters=3)|momentum(beta=0.9)", "trmean", "krum"])
+def test_smallest_configured_f_is_the_first_f_within_the_bound(rule: str) -> None:
+    """30 of 100 Byzantine, 50 per round, groups of 1: telling the rule the expected 15 leaves the hypergeometric
+    tail uncovered; the smallest f within the bound, found by scanning every f, is what the function returns."""
+    kw = {"population": 100, "byzantine": 30}
+    f = P.smallest_configured_f(50, 1, rule, **kw)
+    assert f is not None and f > 15
+    assert P.failure_probability(50, 1, rule, configured_f=15, **kw) > 0.3
+    assert P.failure_probability(50, 1, rule, configured_f=f, **kw) <= P.DEFAULT_BOUND
+    assert P.failure_probability(50, 1, rule, configured_f=f - 1, **kw) > P.DEFAULT_BOUND
+    assert P.smallest_configured_f(10, 1, rule, **kw) is None  # n ≥ 2f+1 caps f below the tail at 10 per round
+
+
+def test_smallest_configured_f_of_rules_that_take_no_f() -> None:
+    kw = {"population": 100, "byzantine": 30}
+    assert P.smallest_configured_f(50, 1, "clip(median)|cc(tau=0.3, iters=3)|momentum(beta=0.9)", **kw) == 0
+    assert P.smallest_configured_f(50, 1, "mean", **kw) is None  # tolerates none, whatever f it is told

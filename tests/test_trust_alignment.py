@@ -17,7 +17,7 @@ from coordinator.federation.evidence import (
 )
 from coordinator.federation.trust import ClientTrust, TrustParams, TrustState
 
-D = 300
+D = 2000
 
 
 def test_alignment_evidence_is_the_cosine_with_the_aggregate() -> None:
@@ -26,15 +26,31 @@ def test_alignment_evidence_is_the_cosine_with_the_aggregate() -> None:
     a = rng.normal(size=D)
     x[2] = np.nan
     x[4] = 0.0
+    x[[0, 1, 3]] += 0.5 * a  # a majority agreeing clearly with the aggregate: past the gate
     got = alignment_evidence(x, a)
     for i in (0, 1, 3, 5):
         naive = sum(float(p) * float(q) for p, q in zip(x[i], a, strict=True)) / (
             math.sqrt(sum(float(p) ** 2 for p in x[i])) * math.sqrt(sum(float(q) ** 2 for q in a)))
         assert got[i] == pytest.approx(naive, abs=1e-12)
     assert math.isnan(got[2]) and math.isnan(got[4])  # non-finite and zero units: no direction
-    assert alignment_evidence(-x[:2], a) == pytest.approx(-got[:2])
+    assert alignment_evidence(-x[:2], a, gate=-np.inf) == pytest.approx(-got[:2])
     assert np.isnan(alignment_evidence(x, np.zeros(D))).all()  # no aggregate direction: no evidence
     assert np.isnan(alignment_evidence(x, np.full(D, np.inf))).all()
+
+
+def test_a_round_without_a_clearly_agreeing_majority_gives_no_alignment_evidence() -> None:
+    """The gate: units whose median cosine with the aggregate is within chance (cos·√d < 5) give no evidence –
+    the aggregate is then no reference (heterogeneous clients, or one steered by coordinated attackers)."""
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=D)
+    unit = a / np.linalg.norm(a)
+    noise = rng.normal(size=(9, D))
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    weak = noise + 3.0 / np.sqrt(D) * unit  # cos ≈ 3/√d: agreeing, but within chance
+    assert np.isnan(alignment_evidence(weak, a)).all()
+    strong = noise + 8.0 / np.sqrt(D) * unit  # cos ≈ 8/√d: a clear majority agrees
+    assert np.isfinite(alignment_evidence(strong, a)).all()
+    assert np.isfinite(alignment_evidence(weak, a, gate=0.0)).all()
 
 
 def test_opposition_negative_evidence() -> None:
@@ -144,7 +160,7 @@ def test_real_engine_sign_flippers_on_digits() -> None:
     """The real Engine through the harness's direct mode (digits, Dirichlet α = 0.5, 100 clients, 30 flip their
     updates, 50 per round in groups of 1, 40 rounds): with the alignment evidence the attackers' mean trust ends
     well below the honest clients'; without it, it does not."""
-    t_b, t_h = _engine_run(2.0)
+    t_b, t_h = _engine_run(TrustParams().alignment_threshold)
     assert t_b < t_h - 0.2, (t_b, t_h)
     t_b0, t_h0 = _engine_run(0.0)
     assert t_b0 > t_h0 - 0.1, (t_b0, t_h0)

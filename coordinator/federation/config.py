@@ -61,7 +61,7 @@ class FederationConfig:
     trust_negative_weight: float = 2.0  # w⁻: weight of a fully negative observation (docs/trust.md, bans)
     trust_deviation_decay: float = 0.97  # λ_d: memory of the co-deviation evidence (docs/trust.md (g))
     trust_deviation_threshold: float = 2.0  # co-deviation statistic from which evidence is negative; 0: off
-    trust_alignment_threshold: float = 2.0  # opposition statistic from which evidence is negative; 0: off
+    trust_alignment_threshold: float = 1.0  # opposition statistic from which evidence is negative; 0: off
     selection: str = "trust"  # "trust" (∝ max(trust, floor)) or "uniform" (the baseline trust is measured against)
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -40,7 +40,7 @@ class TrustParams:
     negative_weight: float = 2.0  # w⁻: weight of one fully negative observation (bans after 5 instead of 12)
     deviation_decay: float = 0.97  # λ_d: memory of the co-deviation accumulator (≈ 1/(1 − λ_d) observations)
     deviation_threshold: float = 2.0  # t: co-deviation statistic from which evidence is negative (0: off)
-    alignment_threshold: float = 2.0  # t_a: opposition statistic from which evidence is negative (0: off)
+    alignment_threshold: float = 1.0  # t_a: opposition statistic from which evidence is negative (0: off)
 
     def __post_init__(self) -> None:
         if self.selection not in ("trust", "uniform"):
