@@ -70,7 +70,7 @@ SELECT_ATTACKS: tuple[tuple[str, str], ...] = (  # the attacks that hurt robust 
     ("sign flip (×1)", "sign_flip(scale=1)"), ("label flip", "label_flip"))
 CC = "clip(median)|bucket(2)|cc(tau=0.3, iters=3)|momentum(beta=0.9)"
 CC_MOMENTUM = "clip(median)|cc(tau=0.3, iters=3)|momentum(beta=0.9)"
-NNM_CC = "nnm|cc(tau=0.3, iters=3)|momentum(beta=0.9)"
+NNM_CC = "nnm|cc(tau=0.3, iters=3)|momentum(beta=0.9)"  # the default since the selection stage of 2026-12-01
 CANDIDATES: tuple[tuple[str, str], ...] = (
     ("FedAvg", "mean"), ("median", "median"), ("trimmed mean", "trmean"), ("Krum", "krum"),
     ("CC+bucketing+momentum", CC), ("bucketing+trimmed mean", "bucket(2)|trmean"),

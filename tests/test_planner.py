@@ -280,7 +280,7 @@ def test_check_derives_beta_from_byzantine_and_suggests() -> None:
 
 
 def test_check_covers_the_smaller_rounds_min_clients_allows() -> None:
-    r = P.check(_cfg(clients_per_round=50, min_clients_per_round=15, byzantine=1), byzantine_fraction=0.02)
+    r = P.check(_cfg(clients_per_round=50, min_clients_per_round=15, byzantine=1, aggregator="median"), byzantine_fraction=0.02)
     assert r.full_round.failure_probability <= 0.01 < r.failure_probability
     assert r.worst_round.clients < 50 and not r.ok
     k = r.smallest_min_clients_per_round

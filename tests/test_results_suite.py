@@ -136,7 +136,7 @@ def test_per_client_test_data_gives_the_honest_clients_accuracy() -> None:
 
     cfg = SimulationConfig.from_dict({"seed": 3, "rounds": 1, "data": {"dataset": "synthetic", "num_clients": 12},
                                       "model": {"hidden": [8]}, "attack": {"name": "none", "num_byzantine": 4},
-                                      "federation": {"clients_per_round": 12, "byzantine": 0}})
+                                      "federation": {"clients_per_round": 12, "byzantine": 4}})
     sim = Simulation(cfg)
     owner = sim.data.test_owner
     assert owner is not None and sorted(set(owner.tolist())) == list(range(12))

@@ -272,14 +272,15 @@ def test_grouping_risk_explicit_fraction_and_bound(tmp_path: Path) -> None:
     # an explicit β wins over the derived one, in both directions
     assert settings(tmp_path, None, "--evaluation", "none", "--byzantine", "1", "--byzantine-fraction", "0"
                     ).server.byzantine_fraction == 0.0
-    with pytest.raises(SettingsError, match=r"grouping risk 0\.3657 .* β = 0\.1, rule 'clip\(median\)\|cc"):
+    with pytest.raises(SettingsError, match=r"grouping risk 0\.7941 .* β = 0\.1, rule 'nnm\|cc"):
         settings(tmp_path, None, "--evaluation", "none", "--byzantine-fraction", "0.1")
     # a looser bound accepts the same federation
     s = settings(tmp_path, "[server]\nmax_grouping_risk = 0.25\n", "--evaluation", "none", "--byzantine", "1")
     assert s.server.max_grouping_risk == 0.25 and s.federation.byzantine == 1
     # smaller groups hold: 15 clients in 7 groups (median tolerates 3) at β = 1/15
     assert settings(tmp_path, None, "--evaluation", "none", "--byzantine", "1", "--group-size", "2",
-                    "--colluders", "0", "--threshold-rule", "majority").federation.group_size == 2
+                    "--colluders", "0", "--threshold-rule", "majority", "--aggregator", "median"
+                    ).federation.group_size == 2
 
 
 def test_grouping_risk_accepted_is_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -145,7 +145,7 @@ def _engine_run(threshold: float) -> tuple[float, float]:
 
     data = load_toml(CONFIGS / "suite_digits_a05.toml")
     data.update(rounds=40, seed=0)
-    data["federation"].update(clients_per_round=50, byzantine=15, group_size=1, aggregator=DEFAULT_AGGREGATOR,
+    data["federation"].update(clients_per_round=50, byzantine=20, group_size=1, aggregator=DEFAULT_AGGREGATOR,
                               trust_alignment_threshold=threshold)
     data["attack"].update(name="sign_flip(scale=1)", num_byzantine=30)
     r = run_simulation(data)

@@ -12,7 +12,7 @@ from flcore.modelspec import ModelSpec
 # selection stage, docs/aggregation.md "The default defence"): centered clipping (Karimireddy, He & Jaggi ICML'21)
 # after clipping to the median norm, with server momentum – no bucketing, so the grouping planner accepts it where
 # it accepts the median (bucketing halves the inputs); with adaptive clipping to the honest median norm.
-DEFAULT_AGGREGATOR = "clip(median)|cc(tau=0.3, iters=3)|momentum(beta=0.9)"
+DEFAULT_AGGREGATOR = "nnm|cc(tau=0.3, iters=3)|momentum(beta=0.9)"  # docs/aggregation.md "The default defence"
 DEFAULT_ADAPTIVE_CLIP_QUANTILE = 0.5
 # The server step of fedavg when server_lr is not given (0): 2 × the aggregate. Measured with the default defence
 # over 60 rounds (docs/aggregation.md "The default defence"): it raised the clean accuracy (digits 91 → 93 %) and
