@@ -27,6 +27,9 @@ export interface ConnectOptions {
   maxBatch?: number;
   /** Back-off between reconnects: starts at initialMs (500), doubles up to maxMs (10000), ×U[0.5, 1.5). */
   reconnect?: { initialMs?: number; maxMs?: number };
+  /** Say bye and close the connection when the page is hidden for good (`pagehide`: closed, reloaded,
+   * navigated away), so the coordinator drops this client from a round at once. Default true. */
+  leaveOnPageHide?: boolean;
   /** Poll /status this often while participating (default 3000 ms; 0 = only after each round). */
   statusIntervalMs?: number;
   /** Called with every event ({type, ...detail}), including "loading" events before connect() resolves. */

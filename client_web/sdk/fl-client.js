@@ -315,11 +315,31 @@ export class FlClient extends EventTarget {
     this._leaving = false;
     this.summary = { clientId: this.clientId, rounds: [], failedRounds: [], declined: [], lastLoss: null,
                      stopReason: null, reconnects: 0, errors: [], ledger: this.ledger };
+    const onPageHide = () => this._byeNow("page closed");
+    const pageScope = typeof globalThis.addEventListener === "function" && this._options.leaveOnPageHide !== false;
+    if (pageScope) globalThis.addEventListener("pagehide", onPageHide);
     this._participation = this._loop().finally(() => {
+      if (pageScope) globalThis.removeEventListener("pagehide", onPageHide);
       this._stopStatusPolling();
       this._participation = null;
     });
     return this._participation;
+  }
+
+  /** Synchronous bye + close, for pagehide: the page may be gone before any promise settles. The coordinator
+   * treats the closed connection of a selected client as an immediate dropout, so a closed or reloaded tab
+   * costs the others milliseconds, not a phase deadline. */
+  _byeNow(reason) {
+    const ws = this._ws;
+    this._leaving = true;
+    this._leaveReason = "left";
+    if (ws && ws.readyState === WebSocket.OPEN) {
+      try {
+        for (const f of pyCall(this._py, "leave", reason)) ws.send(f);
+      } finally {
+        ws.close(1001, "bye");
+      }
+    }
   }
 
   /** Say bye and close the connection; participate() then resolves with stopReason "left". */
