@@ -55,6 +55,10 @@ def test_a_closed_selected_tab_does_not_hold_the_round(tmp_path: Path, workers: 
             # connected client is ready and at least 5 are) has the tab in it
             wait_in_page(page, lambda: page.evaluate("() => window.__fl.events.some((e) => e.type === 'connected')"),
                          120, "tab connected")
+            # alone, the tab says how many clients the first round needs (issue 14: it used to say "waiting for
+            # clients" and nothing else)
+            wanted = "waiting for clients: 1 of 6 ready (or 5 once every connected client is ready)"
+            wait_in_page(page, lambda: page.text_content("#round-sub") == wanted, 30, repr(wanted))
             workers.spawn(tmp_path, f"127.0.0.1:{coord.grpc_port}", [1, 2, 3, 4, 5], 6, "--partition", "iid")
             # round 1 has one group of all the ready clients (5 or 6, the tab among them): close the tab once it
             # trained (its keys and shares are out, its masked input may be too) – the group goes on without it

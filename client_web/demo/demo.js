@@ -178,10 +178,21 @@ function drawChart() {
     ${line("accuracy", 1, "#2f6fed")}${line("localLoss", maxLoss, "#e8710a")}`;
 }
 
+/** "waiting for clients: k of m ready" – how many more the next round needs (m = clients per round; with a
+ * smaller min_clients_per_round a round also starts with that many once every connected client is ready). */
+function waitingText(s) {
+  if (s.ready === null || s.ready === undefined || !s.clientsPerRound) return "waiting for clients";
+  const need = s.clientsPerRound;
+  const min = s.minClientsPerRound ?? need;
+  const more = min < need ? ` (or ${min} once every connected client is ready)` : "";
+  return `waiting for clients: ${s.ready} of ${need} ready${more}`;
+}
+
 function showStatus(s) {
   if (s.round !== undefined) {
     $("round").textContent = `${s.round} / ${s.rounds}`;
-    $("round-sub").textContent = s.finished ? "finished" : s.inProgress ? `round ${s.inProgress.round} in progress` : "waiting for clients";
+    $("round-sub").textContent = s.finished ? "finished" : s.inProgress ? `round ${s.inProgress.round} in progress`
+      : waitingText(s);
   }
   if (s.accuracy !== null && s.accuracy !== undefined) $("accuracy").textContent = `${(100 * s.accuracy).toFixed(1)}%`;
   if (s.loss !== null && s.loss !== undefined) $("accuracy-sub").textContent = `test loss ${s.loss.toFixed(3)}`;

@@ -102,6 +102,11 @@ export interface StatusDetail {
   thresholdRule: string | null;
   colluders: number | null;
   connected: number;
+  /** Clients ready for the next round, and how many it needs: clientsPerRound, or minClientsPerRound once every
+   *  connected client is ready. */
+  ready: number | null;
+  clientsPerRound: number | null;
+  minClientsPerRound: number | null;
   inProgress: { round: number; groups: number; failed_groups: number; phases: string[] } | null;
 }
 

@@ -560,10 +560,13 @@ export class FlClient extends EventTarget {
                        loss: m.loss ?? null, epsilon: p.epsilon ?? null, delta: p.delta ?? null,
                        epsilonBudget: p.epsilon_budget ?? null, noiseMultiplier: p.noise_multiplier ?? null,
                        groupSize: p.group_size ?? s.group_size ?? null, thresholdRule: p.threshold_rule ?? null,
-                       colluders: p.colluders ?? null, connected: s.connected, inProgress: s.round_in_progress };
+                       colluders: p.colluders ?? null, connected: s.connected, ready: s.ready ?? null,
+                       clientsPerRound: s.clients_per_round ?? null,
+                       minClientsPerRound: s.min_clients_per_round ?? s.clients_per_round ?? null,
+                       inProgress: s.round_in_progress };
       const prev = this.lastStatus;
       this.lastStatus = detail;
-      if (!prev || prev.round !== detail.round || prev.connected !== detail.connected ||
+      if (!prev || prev.round !== detail.round || prev.connected !== detail.connected || prev.ready !== detail.ready ||
           prev.finished !== detail.finished || JSON.stringify(prev.inProgress) !== JSON.stringify(detail.inProgress)) {
         this._emit("status", detail);
       }

@@ -801,7 +801,8 @@ class Engine:
             "round_in_progress": None if rs is None else {
                 "round": rs.number, "stage": rs.stage, "groups": len(rs.groups), "failed_groups": len(rs.failed),
                 "phases": sorted({s.phase for s in rs.servers.values()})},
-            "clients_per_round": self.cfg.clients_per_round, "group_size": self.cfg.group_size,
+            "clients_per_round": self.cfg.clients_per_round, "min_clients_per_round": self.cfg.min_clients,
+            "group_size": self.cfg.group_size,
             "aggregator": self.cfg.aggregator,
             "privacy": self.privacy_status(),
             "clients": clients, "connected": len(connected),
