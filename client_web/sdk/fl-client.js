@@ -322,6 +322,10 @@ export class FlClient extends EventTarget {
       if (pageScope) globalThis.removeEventListener("pagehide", onPageHide);
       this._stopStatusPolling();
       this._participation = null;
+      // once more (and again after the public view's 1 s cache): the page shows the federation's final figures,
+      // not those of a round ago
+      this._pollStatus();
+      setTimeout(() => this._pollStatus(), 1500);
     });
     return this._participation;
   }
