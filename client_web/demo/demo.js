@@ -144,11 +144,20 @@ function log(text) {
   while ($("log").children.length > 40) $("log").lastChild.remove();
 }
 
-function pickShard() {
+/** The URL's shard, else the one this identity drew before (localStorage), else a random one of 10 – a reload
+ * keeps training on the same data. */
+function pickShard(identity) {
   const m = /^(\d+)\/(\d+)$/.exec(params.get("shard") ?? "");
   if (m && +m[1] < +m[2]) return { i: +m[1], n: +m[2] };
+  const key = `fl-demo-shard#${identity}`;
+  try {
+    const kept = /^(\d+)\/(\d+)$/.exec(localStorage.getItem(key) ?? "");
+    if (kept && +kept[1] < +kept[2]) return { i: +kept[1], n: +kept[2] };
+  } catch { /* storage unavailable: a random shard */ }
   const n = 10;
-  return { i: Math.floor(Math.random() * n), n };
+  const shard = { i: Math.floor(Math.random() * n), n };
+  try { localStorage.setItem(key, `${shard.i}/${shard.n}`); } catch { /* not kept */ }
+  return shard;
 }
 
 function base64ToFloat32(b64) {
@@ -310,10 +319,10 @@ function predictDrawing() {
 // ── join ──────────────────────────────────────────────────────────────────────────────────────────────
 async function main() {
   clearPad();
-  const shard = pickShard();
+  const identity = params.get("identity") ?? "demo";
+  const shard = pickShard(identity);
   const partition = params.get("partition") ?? "dirichlet:0.5";
   $("shard").textContent = `${shard.i} / ${shard.n}`;
-  const identity = params.get("identity") ?? "demo";
   const privacy = privacyFromUrl();
   demo.privacyOptions = privacy;
   showPolicy({ ...DEFAULT_POLICY, ...privacy }, privacy);
@@ -337,6 +346,12 @@ async function main() {
   $("shard-sub").textContent = `${data.count} digits, ${data.partition}`;
   $("ident").innerHTML = `client id <code>${client.clientId}</code>`;
   demo.client = client;
+  if (client.modelRound !== null && client.modelRound !== undefined) { // kept from an earlier visit (IndexedDB)
+    demo.modelRound = client.modelRound;
+    $("prediction-sub").textContent = `draw 0–9: global model after round ${client.modelRound} (kept from your last visit)`;
+    log(`restored the global model after round ${client.modelRound} (signature verified)`);
+  }
+  client.addEventListener("model", (e) => { demo.modelRound = e.detail.round; });
   DEFAULT_POLICY = client.defaultPolicy;
   demo.policy = client.policy; // what the Python session enforces (the URL's values over the defaults)
   showPolicy(demo.policy, privacy);

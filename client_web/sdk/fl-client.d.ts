@@ -175,6 +175,9 @@ export declare class FlClient extends EventTarget {
   /** Join rounds until the coordinator says stop or leave() is called; rejects on a fatal error. */
   participate(): Promise<ParticipationSummary>;
   /** Class predictions of the latest global model received. Throws before the first round. */
+  /** Rounds completed when the global model used by predict() was released (null: none yet); restored from
+   *  IndexedDB with the identity, signature checked. */
+  modelRound: number | null;
   predict(x: Float32Array | number[] | number[][]): Int32Array;
   /** Send bye and close; participate() resolves with stopReason = reason (default "left"). */
   leave(reason?: string): Promise<void>;

@@ -502,6 +502,19 @@ export class FlClient extends EventTarget {
       case "train":
         this._emit("round-start", { round: ev.round, examples: ev.examples });
         break;
+      case "model": {
+        // the global model of this round, signed by the pinned coordinator: kept with the identity so that the
+        // page can still classify after the federation ends and after a reload (verified again when restored)
+        this.modelRound = ev.round;
+        const id = this._identity;
+        if (id.key) {
+          const file = ev.file instanceof Uint8Array ? ev.file : new Uint8Array(ev.file);
+          id.record = { ...id.record, model: { round: ev.round, file } };
+          this._writeRecord().catch((err) => console.warn("fl-client: could not keep the global model:", err));
+        }
+        this._emit("model", { round: ev.round, restored: false });
+        break;
+      }
       case "trained":
         this.summary.lastLoss = ev.loss;
         this._emit("trained", { round: ev.round, loss: ev.loss });
@@ -643,6 +656,15 @@ export async function connect(url, options = {}) {
   }
   const client = new FlClient(rt, py, ep, options, { key, record });
   client.identityName = identityName;
+  client.modelRound = null;
+  if (record.model?.file && pinned) {
+    try { // the last global model this identity received: usable at once, before (or without) any round
+      client.modelRound = pyCall(py, "load_model", record.model.file);
+      early.push({ type: "model", round: client.modelRound, restored: true });
+    } catch (err) {
+      console.warn("fl-client: the stored global model was not restored:", err);
+    }
+  }
   if (options.data) client.setData(options.data.x, options.data.y);
   client.loading = early;
   return client;
