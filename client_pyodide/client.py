@@ -116,6 +116,7 @@ class BrowserClient:
         self.y: array.array | None = None
         self.model: Any = None
         self.global_parameters: dict[str, Any] | None = None
+        self.model_round: int | None = None  # the rounds completed when the global model was released
         self._events: list[dict[str, Any]] = []
         self._last_round, self._last_bits = -1, 0
         # frames withheld behind ledger events not yet confirmed by ledger_persisted(): one list per event
@@ -292,6 +293,9 @@ class BrowserClient:
         self.model = runtime.model(task.spec.to_json(), self.max_batch)
         self.model.set_parameters(task.parameters)
         self.global_parameters = task.parameters
+        if task.model_file:  # the driver keeps it (IndexedDB): inference after the federation ends and on reload
+            self.model_round = task.round - 1
+            self._events.append({"type": "model", "round": self.model_round, "file": bytes(task.model_file)})
         delta, loss = self.model.train(self.x, self.y, epochs=int(hp.get("epochs", 1)),
                                        batch_size=min(int(hp.get("batch_size", 32)), self.max_batch),
                                        lr=float(hp.get("lr", 0.1)), momentum=float(hp.get("momentum", 0.0)),
@@ -303,6 +307,28 @@ class BrowserClient:
         return self.session.training_done(delta, loss, len(self.y))
 
     # ── inference ───────────────────────────────────────────────────────────────────────────────────
+    def load_model(self, model_file: Any) -> int:
+        """Restore a global model kept by the driver (a ``model`` event's file): accepted only with a valid
+        signature of the pinned coordinator key – a page cannot be made to classify with a model the coordinator
+        did not release. Returns the rounds completed when it was released. Raises ValueError otherwise."""
+        import mle
+        from flcore.modelspec import ModelSpec
+
+        key = self.session.coordinator_key
+        if key is None:
+            raise ValueError("no pinned coordinator key: a stored model cannot be verified")
+        try:
+            f = mle.loads(_bytes(model_file), trusted_keys=[key], require_signature=True)
+            spec = ModelSpec.from_dict(f.metadata["model"])
+            params = {name: f[name] for name, _ in spec.parameter_shapes()}
+            rnd = int(f.metadata.get("round", 0))
+        except (mle.FormatError, mle.SignatureError, KeyError, ValueError, TypeError) as exc:
+            raise ValueError(f"stored global model rejected: {exc}") from None
+        self.model = runtime.model(spec.to_json(), self.max_batch)
+        self.model.set_parameters(params)
+        self.global_parameters, self.model_round = params, rnd
+        return rnd
+
     def predict(self, x: Any) -> list[int]:
         """Class predictions of the latest global model received (``x`` as for :meth:`set_data`)."""
         if self.model is None or self.global_parameters is None:

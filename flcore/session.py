@@ -43,6 +43,7 @@ class Train:
     spec: ModelSpec
     parameters: dict[str, Any]  # name → flat list/array (spec order and shapes)
     hyperparameters: dict[str, Any]
+    model_file: bytes = b""  # the global model as received: a .mle file signed by the (pinned) coordinator
 
 
 @dataclass(frozen=True)
@@ -340,7 +341,7 @@ class ClientSession:
         self._task["_dp"] = dp
         self._entry = entry
         self.state = "training"
-        return [Train(r, spec, params, dict(config.get("train", {})))]
+        return [Train(r, spec, params, dict(config.get("train", {})), blob)]
 
     def training_done(self, delta: Any, loss: float | None = None, num_samples: int | None = None) -> list[Action]:
         """The local update (flat, spec order). Prepares it (clip, quantize, DP noise) and starts SecAgg+.

@@ -309,3 +309,39 @@ def test_bundle_holds_everything_the_session_imports() -> None:
     loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
     assert "flcore/policy.py" in loaded and "privacy/dp/ledger.py" in loaded
     assert loaded <= files, sorted(loaded - files)
+
+
+def test_the_global_model_is_kept_and_restored_only_with_the_coordinators_signature() -> None:
+    """Each task's global model comes out as a ``model`` event with the signed file (the SDK keeps it in IndexedDB);
+    a new BrowserClient of the same identity restores it for inference – after the federation ended, after a
+    reload – but only with a valid signature of its pinned coordinator key: a tampered file, a model signed by
+    another key, or no pinned key at all is refused (ValueError) and nothing is loaded."""
+    import mle
+
+    clients = {f"c{i}": _client(f"c{i}", policy=RELAXED_GROUPS) for i in range(3)}
+    fed = Federation(_cfg(group_size=3, clients_per_round=3, min_clients_per_round=3, noise_multiplier=0.5,
+                          rounds=2), clients)
+    fed.run()
+    models = [e for e in fed.events["c0"] if e["type"] == "model"]
+    assert [e["round"] for e in models] == [0, 1]  # the models the tasks of rounds 1 and 2 carried
+    kept = models[-1]["file"]
+    assert mle.loads(kept, trusted_keys=[fed.engine.public_key], require_signature=True).metadata["round"] == 1
+    coordinator_key = fed.clients["c0"].session.coordinator_key
+
+    again = BrowserClient(default_crypto().blake2b(b"c0"), coordinator_key=coordinator_key, policy=None)
+    assert again.load_model(kept) == 1 and again.model_round == 1
+    assert again.predict(bytes(4 * 8)) == [0]
+
+    for bad in (kept[:-1] + bytes([kept[-1] ^ 1]),  # the signature trailer
+                kept[:40] + bytes([kept[40] ^ 1]) + kept[41:]):  # the header/body
+        fresh = BrowserClient(default_crypto().blake2b(b"c0"), coordinator_key=coordinator_key, policy=None)
+        with pytest.raises(ValueError, match="stored global model rejected"):
+            fresh.load_model(bad)
+        assert fresh.global_parameters is None and fresh.model_round is None
+    original = mle.loads(kept)
+    forged = mle.dumps(dict(original.items()), original.metadata,
+                       signing_key=default_crypto().blake2b(b"not the coordinator"))
+    with pytest.raises(ValueError, match="stored global model rejected"):
+        BrowserClient(default_crypto().blake2b(b"c0"), coordinator_key=coordinator_key, policy=None).load_model(forged)
+    with pytest.raises(ValueError, match="no pinned coordinator key"):
+        BrowserClient(default_crypto().blake2b(b"c0"), policy=None).load_model(kept)

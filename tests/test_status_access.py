@@ -23,9 +23,10 @@ from coordinator.service.status_view import operator_status, public_status
 from flcore.modelspec import mlp
 
 TOKEN = "e2e-operator-token-" + "7f3a9c" * 4
-SDK_FIELDS = {"round", "rounds", "finished", "metrics", "privacy", "connected", "round_in_progress"}
+SDK_FIELDS = {"round", "rounds", "finished", "metrics", "privacy", "connected", "round_in_progress", "ready",
+              "clients_per_round", "min_clients_per_round"}
 PUBLIC_FIELDS = {"round", "rounds", "finished", "stopped_reason", "round_in_progress", "clients_per_round",
-                 "group_size", "aggregator", "privacy", "connected", "ready", "coordinator_key", "metrics",
+                 "min_clients_per_round", "group_size", "aggregator", "privacy", "connected", "ready", "coordinator_key", "metrics",
                  "client_counts"}
 
 
@@ -42,7 +43,7 @@ def engine_like_status(rng: random.Random, n: int = 7) -> dict[str, Any]:
         "round": 4, "rounds": 30, "finished": False, "stopped_reason": "",
         "round_in_progress": {"round": 5, "groups": 2, "failed_groups": 1, "phases": ["masked_input"],
                               "members": ids[:4], "phase_by_client": {cid: "share_keys" for cid in ids[:4]}},
-        "clients_per_round": 4, "group_size": 2, "aggregator": "median",
+        "clients_per_round": 4, "min_clients_per_round": 3, "group_size": 2, "aggregator": "median",
         "privacy": {"epsilon": 1.25, "delta": 1e-5, "epsilon_budget": 8.0, "noise_multiplier": 0.7,
                     "l2_clip": 1.0, "epsilon_rdp": {"orders": [2, 4, 8], "values": [0.1, 0.2, 0.3]},
                     "new_figure": 3},
@@ -79,8 +80,8 @@ def test_public_status_has_no_client_ids_trust_or_per_client_state(seed: int) ->
 def test_public_status_keeps_the_federation_level_figures() -> None:
     full = engine_like_status(random.Random(1))
     public = public_status(full)
-    for k in ("round", "rounds", "finished", "stopped_reason", "clients_per_round", "group_size", "aggregator",
-              "connected", "ready", "coordinator_key"):
+    for k in ("round", "rounds", "finished", "stopped_reason", "clients_per_round", "min_clients_per_round",
+              "group_size", "aggregator", "connected", "ready", "coordinator_key"):
         assert public[k] == full[k], k
     assert public["round_in_progress"] == {"round": 5, "groups": 2, "failed_groups": 1}  # counts, no phases
     assert public["privacy"] == full["privacy"]  # copied whole, whatever keys the accounting adds

@@ -42,7 +42,9 @@ function privacyFromUrl() {
   return out;
 }
 
-const fmtEps = (e) => (e === null || e === undefined ? "∞" : e < 100 ? e.toFixed(2) : e.toExponential(1));
+// ε in plain digits (1.1e+4 read as a typo): 2 decimals below 100, whole numbers with thousands separators above
+const fmtEps = (e) => (e === null || e === undefined ? "∞" : e < 100 ? e.toFixed(2)
+  : Math.round(e).toLocaleString("en-US"));
 const fmtDelta = (d) => (typeof d === "number" && d > 0 && d < 1e-3 ? d.toExponential() : String(d));
 const fmtBudget = (b) => (b === null || b === undefined || b === Infinity ? "none (∞)" : String(b));
 
@@ -142,11 +144,20 @@ function log(text) {
   while ($("log").children.length > 40) $("log").lastChild.remove();
 }
 
-function pickShard() {
+/** The URL's shard, else the one this identity drew before (localStorage), else a random one of 10 – a reload
+ * keeps training on the same data. */
+function pickShard(identity) {
   const m = /^(\d+)\/(\d+)$/.exec(params.get("shard") ?? "");
   if (m && +m[1] < +m[2]) return { i: +m[1], n: +m[2] };
+  const key = `fl-demo-shard#${identity}`;
+  try {
+    const kept = /^(\d+)\/(\d+)$/.exec(localStorage.getItem(key) ?? "");
+    if (kept && +kept[1] < +kept[2]) return { i: +kept[1], n: +kept[2] };
+  } catch { /* storage unavailable: a random shard */ }
   const n = 10;
-  return { i: Math.floor(Math.random() * n), n };
+  const shard = { i: Math.floor(Math.random() * n), n };
+  try { localStorage.setItem(key, `${shard.i}/${shard.n}`); } catch { /* not kept */ }
+  return shard;
 }
 
 function base64ToFloat32(b64) {
@@ -161,7 +172,7 @@ function base64ToFloat32(b64) {
 function drawChart() {
   const svg = $("chart");
   const h = demo.history.map((p) => ({ ...p, localLoss: demo.losses[p.round] ?? null }));
-  const W = 600, H = 170, P = 24;
+  const W = 600, H = 170, P = 30;
   if (!h.length) { svg.innerHTML = ""; return; }
   const maxRound = Math.max(...h.map((p) => p.round), 2);
   const maxLoss = Math.max(...h.map((p) => p.localLoss ?? 0), 0.5);
@@ -171,23 +182,46 @@ function drawChart() {
     return pts.length ? `<polyline fill="none" stroke="${color}" stroke-width="2.5" points="${pts.join(" ")}"/>` +
       pts.map((pt) => `<circle cx="${pt.split(",")[0]}" cy="${pt.split(",")[1]}" r="3" fill="${color}"/>`).join("") : "";
   };
-  svg.innerHTML = `<line x1="${P}" y1="${H - P}" x2="${W - P}" y2="${H - P}" stroke="#ccd"/>
+  const yTicks = [0, 0.5, 1].map((v) => {
+    const y = (H - P - v * (H - 2 * P)).toFixed(1);
+    return `<line x1="${P}" y1="${y}" x2="${W - P}" y2="${y}" stroke="#eef0f5"/>` +
+      `<text x="${P - 4}" y="${y}" font-size="10" fill="#2f6fed" text-anchor="end" dominant-baseline="middle">${100 * v}%</text>` +
+      `<text x="${W - P + 4}" y="${y}" font-size="10" fill="#e8710a" dominant-baseline="middle">${(v * maxLoss).toFixed(1)}</text>`;
+  }).join("");
+  const step = Math.max(1, Math.ceil(maxRound / 6));
+  const xTicks = [];
+  for (let r = 1; r <= maxRound; r += step) {
+    xTicks.push(`<text x="${x(r).toFixed(1)}" y="${H - P + 13}" font-size="10" fill="#667085" text-anchor="middle">${r}</text>`);
+  }
+  svg.innerHTML = `${yTicks}${xTicks.join("")}<line x1="${P}" y1="${H - P}" x2="${W - P}" y2="${H - P}" stroke="#ccd"/>
     <text x="${P}" y="14" font-size="12" fill="#2f6fed">global accuracy</text>
     <text x="${P + 120}" y="14" font-size="12" fill="#e8710a">this tab's local loss</text>
-    <text x="${W - P}" y="${H - 6}" font-size="11" fill="#667085" text-anchor="end">round ${maxRound}</text>
+    <text x="${W - P}" y="${H - 1}" font-size="10" fill="#667085" text-anchor="end">round</text>
     ${line("accuracy", 1, "#2f6fed")}${line("localLoss", maxLoss, "#e8710a")}`;
+}
+
+/** "waiting for clients: k of m ready" – how many more the next round needs (m = clients per round; with a
+ * smaller min_clients_per_round a round also starts with that many once every connected client is ready). */
+function waitingText(s) {
+  if (s.ready === null || s.ready === undefined || !s.clientsPerRound) return "waiting for clients";
+  const need = s.clientsPerRound;
+  const min = s.minClientsPerRound ?? need;
+  const more = min < need ? ` (or ${min} once every connected client is ready)` : "";
+  return `waiting for clients: ${s.ready} of ${need} ready${more}`;
 }
 
 function showStatus(s) {
   if (s.round !== undefined) {
     $("round").textContent = `${s.round} / ${s.rounds}`;
-    $("round-sub").textContent = s.finished ? "finished" : s.inProgress ? `round ${s.inProgress.round} in progress` : "waiting for clients";
+    $("round-sub").textContent = s.finished ? "finished" : s.inProgress ? `round ${s.inProgress.round} in progress`
+      : waitingText(s);
   }
   if (s.accuracy !== null && s.accuracy !== undefined) $("accuracy").textContent = `${(100 * s.accuracy).toFixed(1)}%`;
   if (s.loss !== null && s.loss !== undefined) $("accuracy-sub").textContent = `test loss ${s.loss.toFixed(3)}`;
   if (s.epsilon !== null && s.epsilon !== undefined) {
     $("epsilon").textContent = fmtEps(s.epsilon);
-    $("epsilon-sub").textContent = `its accountant, δ = ${fmtDelta(s.delta)}`;
+    const budget = s.epsilonBudget === null || s.epsilonBudget === undefined ? "no budget" : `budget ${fmtEps(s.epsilonBudget)}`;
+    $("epsilon-sub").textContent = `of ${budget}, its accountant, δ = ${fmtDelta(s.delta)}`;
   }
   showCoordinator(s);
   if (s.connected !== undefined) $("clients").textContent = String(s.connected);
@@ -285,10 +319,10 @@ function predictDrawing() {
 // ── join ──────────────────────────────────────────────────────────────────────────────────────────────
 async function main() {
   clearPad();
-  const shard = pickShard();
+  const identity = params.get("identity") ?? "demo";
+  const shard = pickShard(identity);
   const partition = params.get("partition") ?? "dirichlet:0.5";
   $("shard").textContent = `${shard.i} / ${shard.n}`;
-  const identity = params.get("identity") ?? "demo";
   const privacy = privacyFromUrl();
   demo.privacyOptions = privacy;
   showPolicy({ ...DEFAULT_POLICY, ...privacy }, privacy);
@@ -301,7 +335,10 @@ async function main() {
     persist: identity !== "ephemeral", identityName: identity, privacy,
     onEvent: (ev) => {
       demo.events.push(ev);
-      if (ev.type === "loading") setStatus(`loading: ${ev.stage} ready (${(ev.ms / 1000).toFixed(1)} s)`);
+      if (ev.type === "loading") {
+        setStatus(ev.stage === "ready" ? `loaded in ${(ev.ms / 1000).toFixed(1)} s – connecting…`
+          : `loading: ${ev.stage} ready (${(ev.ms / 1000).toFixed(1)} s)`);
+      }
     },
   });
   const data = await dataP;
@@ -309,6 +346,12 @@ async function main() {
   $("shard-sub").textContent = `${data.count} digits, ${data.partition}`;
   $("ident").innerHTML = `client id <code>${client.clientId}</code>`;
   demo.client = client;
+  if (client.modelRound !== null && client.modelRound !== undefined) { // kept from an earlier visit (IndexedDB)
+    demo.modelRound = client.modelRound;
+    $("prediction-sub").textContent = `draw 0–9: global model after round ${client.modelRound} (kept from your last visit)`;
+    log(`restored the global model after round ${client.modelRound} (signature verified)`);
+  }
+  client.addEventListener("model", (e) => { demo.modelRound = e.detail.round; });
   DEFAULT_POLICY = client.defaultPolicy;
   demo.policy = client.policy; // what the Python session enforces (the URL's values over the defaults)
   showPolicy(demo.policy, privacy);

@@ -27,6 +27,9 @@ export interface ConnectOptions {
   maxBatch?: number;
   /** Back-off between reconnects: starts at initialMs (500), doubles up to maxMs (10000), ×U[0.5, 1.5). */
   reconnect?: { initialMs?: number; maxMs?: number };
+  /** Say bye and close the connection when the page is hidden for good (`pagehide`: closed, reloaded,
+   * navigated away), so the coordinator drops this client from a round at once. Default true. */
+  leaveOnPageHide?: boolean;
   /** Poll /status this often while participating (default 3000 ms; 0 = only after each round). */
   statusIntervalMs?: number;
   /** Called with every event ({type, ...detail}), including "loading" events before connect() resolves. */
@@ -99,6 +102,11 @@ export interface StatusDetail {
   thresholdRule: string | null;
   colluders: number | null;
   connected: number;
+  /** Clients ready for the next round, and how many it needs: clientsPerRound, or minClientsPerRound once every
+   *  connected client is ready. */
+  ready: number | null;
+  clientsPerRound: number | null;
+  minClientsPerRound: number | null;
   inProgress: { round: number; groups: number; failed_groups: number; phases: string[] } | null;
 }
 
@@ -167,6 +175,9 @@ export declare class FlClient extends EventTarget {
   /** Join rounds until the coordinator says stop or leave() is called; rejects on a fatal error. */
   participate(): Promise<ParticipationSummary>;
   /** Class predictions of the latest global model received. Throws before the first round. */
+  /** Rounds completed when the global model used by predict() was released (null: none yet); restored from
+   *  IndexedDB with the identity, signature checked. */
+  modelRound: number | null;
   predict(x: Float32Array | number[] | number[][]): Int32Array;
   /** Send bye and close; participate() resolves with stopReason = reason (default "left"). */
   leave(reason?: string): Promise<void>;

@@ -315,11 +315,35 @@ export class FlClient extends EventTarget {
     this._leaving = false;
     this.summary = { clientId: this.clientId, rounds: [], failedRounds: [], declined: [], lastLoss: null,
                      stopReason: null, reconnects: 0, errors: [], ledger: this.ledger };
+    const onPageHide = () => this._byeNow("page closed");
+    const pageScope = typeof globalThis.addEventListener === "function" && this._options.leaveOnPageHide !== false;
+    if (pageScope) globalThis.addEventListener("pagehide", onPageHide);
     this._participation = this._loop().finally(() => {
+      if (pageScope) globalThis.removeEventListener("pagehide", onPageHide);
       this._stopStatusPolling();
       this._participation = null;
+      // once more (and again after the public view's 1 s cache): the page shows the federation's final figures,
+      // not those of a round ago
+      this._pollStatus();
+      setTimeout(() => this._pollStatus(), 1500);
     });
     return this._participation;
+  }
+
+  /** Synchronous bye + close, for pagehide: the page may be gone before any promise settles. The coordinator
+   * treats the closed connection of a selected client as an immediate dropout, so a closed or reloaded tab
+   * costs the others milliseconds, not a phase deadline. */
+  _byeNow(reason) {
+    const ws = this._ws;
+    this._leaving = true;
+    this._leaveReason = "left";
+    if (ws && ws.readyState === WebSocket.OPEN) {
+      try {
+        for (const f of pyCall(this._py, "leave", reason)) ws.send(f);
+      } finally {
+        ws.close(1001, "bye");
+      }
+    }
   }
 
   /** Say bye and close the connection; participate() then resolves with stopReason "left". */
@@ -478,6 +502,19 @@ export class FlClient extends EventTarget {
       case "train":
         this._emit("round-start", { round: ev.round, examples: ev.examples });
         break;
+      case "model": {
+        // the global model of this round, signed by the pinned coordinator: kept with the identity so that the
+        // page can still classify after the federation ends and after a reload (verified again when restored)
+        this.modelRound = ev.round;
+        const id = this._identity;
+        if (id.key) {
+          const file = ev.file instanceof Uint8Array ? ev.file : new Uint8Array(ev.file);
+          id.record = { ...id.record, model: { round: ev.round, file } };
+          this._writeRecord().catch((err) => console.warn("fl-client: could not keep the global model:", err));
+        }
+        this._emit("model", { round: ev.round, restored: false });
+        break;
+      }
       case "trained":
         this.summary.lastLoss = ev.loss;
         this._emit("trained", { round: ev.round, loss: ev.loss });
@@ -540,10 +577,13 @@ export class FlClient extends EventTarget {
                        loss: m.loss ?? null, epsilon: p.epsilon ?? null, delta: p.delta ?? null,
                        epsilonBudget: p.epsilon_budget ?? null, noiseMultiplier: p.noise_multiplier ?? null,
                        groupSize: p.group_size ?? s.group_size ?? null, thresholdRule: p.threshold_rule ?? null,
-                       colluders: p.colluders ?? null, connected: s.connected, inProgress: s.round_in_progress };
+                       colluders: p.colluders ?? null, connected: s.connected, ready: s.ready ?? null,
+                       clientsPerRound: s.clients_per_round ?? null,
+                       minClientsPerRound: s.min_clients_per_round ?? s.clients_per_round ?? null,
+                       inProgress: s.round_in_progress };
       const prev = this.lastStatus;
       this.lastStatus = detail;
-      if (!prev || prev.round !== detail.round || prev.connected !== detail.connected ||
+      if (!prev || prev.round !== detail.round || prev.connected !== detail.connected || prev.ready !== detail.ready ||
           prev.finished !== detail.finished || JSON.stringify(prev.inProgress) !== JSON.stringify(detail.inProgress)) {
         this._emit("status", detail);
       }
@@ -616,6 +656,15 @@ export async function connect(url, options = {}) {
   }
   const client = new FlClient(rt, py, ep, options, { key, record });
   client.identityName = identityName;
+  client.modelRound = null;
+  if (record.model?.file && pinned) {
+    try { // the last global model this identity received: usable at once, before (or without) any round
+      client.modelRound = pyCall(py, "load_model", record.model.file);
+      early.push({ type: "model", round: client.modelRound, restored: true });
+    } catch (err) {
+      console.warn("fl-client: the stored global model was not restored:", err);
+    }
+  }
   if (options.data) client.setData(options.data.x, options.data.y);
   client.loading = early;
   return client;

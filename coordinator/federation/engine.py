@@ -122,6 +122,9 @@ class RoundState:
     stalled: set[str] = field(default_factory=set)  # selected clients that missed a deadline in this attempt
     released: set[int] = field(default_factory=set)  # groups whose spend was charged when their unmask went out
     charged_round: bool = False  # the third-party (amplified) event of this attempt is recorded
+    # selected clients whose connection closed during the attempt: their session (and SecAgg+ state) is gone, so
+    # no phase waits for them (a reconnecting client starts a new session and joins a later round)
+    departed: set[str] = field(default_factory=set)
 
 
 MAX_ERRORS_PER_CONNECTION = 20
@@ -467,15 +470,51 @@ class Engine:
 
     def _disconnected(self, conn_id: str, now: float) -> list[Action]:
         conn = self.conns.pop(conn_id, None)
+        current = False
         if conn and conn.client_id:
             self.guard.forget(conn.client_id, conn.challenge)  # that session can never verify again anyway
             if self.by_client.get(conn.client_id) == conn_id:
                 del self.by_client[conn.client_id]
+                current = True
         if conn is None or conn.state in ("hello", "auth"):
             return []  # it never counted towards a round: nothing to re-check (no scan of every connection, F15)
-        # a selected client that left simply stops answering: SecAgg+ treats it as a dropout; a round that was
-        # waiting for this (not yet ready) client under min_clients_per_round may start now
-        return self._maybe_start(now)
+        # a selected client that left is a dropout at once, not at the phase deadline (a closed tab must not stall
+        # everyone); a round that was waiting for this (not yet ready) client under min_clients_per_round may
+        # start now
+        out = self._departed(conn.client_id or "", now) if current else []
+        return out + self._maybe_start(now)
+
+    def _departed(self, cid: str, now: float) -> list[Action]:
+        """The connection of ``cid`` closed. If it is selected in the current attempt: before it revealed, the
+        attempt is abandoned at once (a reveal can no longer come; it counts as a stall, since it cost everyone an
+        attempt); after, its group stops waiting for it in every remaining phase."""
+        rs = self.round
+        if rs is None or cid not in rs.commitments:
+            return []
+        rs.departed.add(cid)
+        if rs.stage == "reveal":
+            if cid in rs.reveals:
+                return []  # revealed: its group sees the dropout once secure aggregation starts
+            return [*self._stalls(rs, [cid], "disconnected before revealing"),
+                    *self._abort_attempt(rs, now, f"selected client {cid[:8]} disconnected before revealing")]
+        return [Log("info", f"round {rs.number}: selected client {cid[:8]} disconnected: a dropout of group "
+                            f"{rs.group_of.get(cid)} now, not at the phase deadline"), *self._drop_departed(rs, now)]
+
+    def _drop_departed(self, rs: RoundState, now: float) -> list[Action]:
+        """No group waits for a departed member in its current phase; closes the phase when nobody else is
+        awaited."""
+        for cid in rs.departed:
+            g = rs.group_of.get(cid)
+            if g is None or g in rs.failed:
+                continue
+            server = rs.servers[g]
+            if server.phase in PHASE_ORDER and cid in server.expected:
+                server.drop(cid)
+                if server.phase_complete:
+                    rs.pending.discard(g)
+        if rs.stage == "secagg" and not rs.pending:
+            return self._close_phase(now)
+        return []
 
     # ── rounds ───────────────────────────────────────────────────────────────────────────────────────
     def ready_clients(self) -> list[str]:
@@ -678,11 +717,13 @@ class Engine:
                 if conn_id is not None:
                     actions.append(self._send(self.conns[conn_id], "task", {"config": config}, r,
                                               {"global_model": as_u8(self.model_bytes)}))
+                else:
+                    rs.departed.add(m)  # its connection is gone: it cannot take part
         rs.pending = set(rs.servers)
         rs.deadline = now + self.cfg.train_timeout
         actions.append(SetTimer("phase", rs.deadline))
         actions.append(Log("info", f"round {r}: {len(rs.selected)} clients in {len(rs.groups)} groups"))
-        return actions
+        return actions + (self._drop_departed(rs, now) if rs.departed else [])
 
     def _abort_attempt(self, rs: RoundState, now: float, reason: str) -> list[Action]:
         """A selection whose reveals did not all arrive: abandoned as a whole (never a subset of reveals, which
@@ -760,7 +801,8 @@ class Engine:
             "round_in_progress": None if rs is None else {
                 "round": rs.number, "stage": rs.stage, "groups": len(rs.groups), "failed_groups": len(rs.failed),
                 "phases": sorted({s.phase for s in rs.servers.values()})},
-            "clients_per_round": self.cfg.clients_per_round, "group_size": self.cfg.group_size,
+            "clients_per_round": self.cfg.clients_per_round, "min_clients_per_round": self.cfg.min_clients,
+            "group_size": self.cfg.group_size,
             "aggregator": self.cfg.aggregator,
             "privacy": self.privacy_status(),
             "clients": clients, "connected": len(connected),
@@ -856,7 +898,7 @@ class Engine:
         rs.pending = {g for g, s in rs.servers.items()
                       if g not in rs.failed and s.phase not in ("done", "failed") and not s.phase_complete}
         actions.append(SetTimer("phase", rs.deadline))
-        return actions
+        return actions + (self._drop_departed(rs, now) if rs.departed else [])
 
     def _release(self, rs: RoundState, groups: list[int]) -> PersistLedger:
         """Charge the privacy spend of ``groups``, whose sums the coordinator can reconstruct once their unmask

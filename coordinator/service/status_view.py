@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from typing import Any
 
 # copied when they are JSON scalars (str, int, float, bool, None)
-SCALARS = ("round", "rounds", "finished", "stopped_reason", "clients_per_round", "group_size", "aggregator",
-           "coordinator_key")
+SCALARS = ("round", "rounds", "finished", "stopped_reason", "clients_per_round", "min_clients_per_round",
+           "group_size", "aggregator", "coordinator_key")
 # how many clients are connected (authenticated on their current connection) / ready
 COUNTS = ("connected", "ready")
 # of ``round_in_progress``: the round number, how many groups, how many failed (not the groups' phases)

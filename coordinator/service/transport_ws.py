@@ -190,7 +190,7 @@ class WebSocketTransport:
                 return Response(403, "Forbidden", Headers({"Content-Type": "text/plain",
                                                            "Content-Length": str(len(body))}), body)
             return None  # go on with the WebSocket handshake
-        return http_adapter.respond(self.routes, connection, request)  # HTTP (websockets awaits it)
+        return http_adapter.respond(self.routes, connection, request, self.allowed_origins)  # HTTP (awaited)
 
     async def _handler(self, ws: ServerConnection) -> None:
         assert isinstance(ws, _AdmittedConnection)

@@ -67,7 +67,9 @@ class SecAggServer:
         """``member`` has left the protocol (e.g. its policy declined the task): stop waiting for it in the
         current phase. Nothing it already sent is forgotten."""
         if member in self.expected and member not in self.received.get(self.phase, {}):
-            self.expected.discard(member)
+            # a new set: after a phase closes, ``expected`` is the same object as that phase's survivor set (u1, u2),
+            # which must keep the member – its keys and shares are part of the protocol's record
+            self.expected = self.expected - {member}
 
     def receive(self, data: bytes) -> None:
         """Verify and record one client message. Raises ProtocolError/ReplayError/SecAggSignatureError on a bad
