@@ -117,6 +117,7 @@ class BrowserClient:
         self.model: Any = None
         self.global_parameters: dict[str, Any] | None = None
         self.model_round: int | None = None  # the rounds completed when the global model was released
+        self._model_file = b""  # that model as received: a .mle file signed by the coordinator
         self._events: list[dict[str, Any]] = []
         self._last_round, self._last_bits = -1, 0
         # frames withheld behind ledger events not yet confirmed by ledger_persisted(): one list per event
@@ -295,7 +296,8 @@ class BrowserClient:
         self.global_parameters = task.parameters
         if task.model_file:  # the driver keeps it (IndexedDB): inference after the federation ends and on reload
             self.model_round = task.round - 1
-            self._events.append({"type": "model", "round": self.model_round, "file": bytes(task.model_file)})
+            self._model_file = bytes(task.model_file)
+            self._events.append({"type": "model", "round": self.model_round})  # events stay JSON: model_file()
         delta, loss = self.model.train(self.x, self.y, epochs=int(hp.get("epochs", 1)),
                                        batch_size=min(int(hp.get("batch_size", 32)), self.max_batch),
                                        lr=float(hp.get("lr", 0.1)), momentum=float(hp.get("momentum", 0.0)),
@@ -307,6 +309,11 @@ class BrowserClient:
         return self.session.training_done(delta, loss, len(self.y))
 
     # ── inference ───────────────────────────────────────────────────────────────────────────────────
+    def model_file(self) -> bytes:
+        """The global model of the last task as received (signed by the coordinator), b"" before any: what a
+        driver keeps to restore it with :meth:`load_model`."""
+        return self._model_file
+
     def load_model(self, model_file: Any) -> int:
         """Restore a global model kept by the driver (a ``model`` event's file): accepted only with a valid
         signature of the pinned coordinator key – a page cannot be made to classify with a model the coordinator
@@ -326,7 +333,7 @@ class BrowserClient:
             raise ValueError(f"stored global model rejected: {exc}") from None
         self.model = runtime.model(spec.to_json(), self.max_batch)
         self.model.set_parameters(params)
-        self.global_parameters, self.model_round = params, rnd
+        self.global_parameters, self.model_round, self._model_file = params, rnd, _bytes(model_file)
         return rnd
 
     def predict(self, x: Any) -> list[int]:

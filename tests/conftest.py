@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from e2e_support import STARTED, kill_started
+from e2e_support import STARTED, Workers, kill_started
 
 
 @pytest.fixture(autouse=True)
@@ -16,3 +16,11 @@ def _no_coordinator_outlives_its_test() -> Iterator[None]:
     since = len(STARTED)
     yield
     kill_started(since)
+
+
+@pytest.fixture
+def workers() -> Iterator[Workers]:
+    """Native ``fl-client`` worker processes a test spawns (``workers.spawn(...)``), killed when it ends."""
+    w = Workers()
+    yield w
+    w.kill()

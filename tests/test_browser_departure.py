@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,13 +25,6 @@ window.addEventListener("fl-demo-client", (e) => {
   e.detail.addEventListener("event", (ev) => window.__fl.events.push({ ...ev.detail, at: Date.now() }));
 });
 """
-
-
-@pytest.fixture
-def workers() -> Iterator[Workers]:
-    w = Workers()
-    yield w
-    w.kill()
 
 
 def test_a_closed_selected_tab_does_not_hold_the_round(tmp_path: Path, workers: Workers) -> None:
@@ -60,10 +52,12 @@ def test_a_closed_selected_tab_does_not_hold_the_round(tmp_path: Path, workers: 
             wanted = "waiting for clients: 1 of 6 ready (or 5 once every connected client is ready)"
             wait_in_page(page, lambda: page.text_content("#round-sub") == wanted, 30, repr(wanted))
             workers.spawn(tmp_path, f"127.0.0.1:{coord.grpc_port}", [1, 2, 3, 4, 5], 6, "--partition", "iid")
-            # round 1 has one group of all the ready clients (5 or 6, the tab among them): close the tab once it
-            # trained (its keys and shares are out, its masked input may be too) – the group goes on without it
+            # round 1 has one group of all the ready clients (5 or 6, the tab among them)
+            # round 1 cannot complete before the tab's first SecAgg+ message, so closing it once its training
+            # starts is deterministic: its group must drop it (before, it waited for the 90 s deadline)
             wait_in_page(page, lambda: page.evaluate(
-                "() => window.__fl.events.some((e) => e.type === 'trained' && e.round === 1)"), 120, "tab trained")
+                "() => window.__fl.events.some((e) => e.type === 'round-start' && e.round === 1)"), 120,
+                "tab selected for round 1")
             assert coord.status()["round"] == 0
             closed = time.monotonic()
             page.close()

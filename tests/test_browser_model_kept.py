@@ -5,7 +5,6 @@ page loads. Real `fl-coordinator serve`, four native clients, the demo page in h
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,13 +17,6 @@ FLAGS = ["--rounds", "2", "--clients-per-round", "5", "--group-size", "5", "--ag
          "--local-epochs", "1", "--noise-multiplier", "2.5", "--epsilon", "10", "--train-timeout", "60",
          "--phase-timeout", "30", "--population", "5"]
 PREDICT = "() => Array.from(window.flDemo.client.predict(new Float32Array(64).fill(0.5)))"
-
-
-@pytest.fixture
-def workers() -> Iterator[Workers]:
-    w = Workers()
-    yield w
-    w.kill()
 
 
 def test_the_last_global_model_survives_the_end_and_a_reload(tmp_path: Path, workers: Workers) -> None:

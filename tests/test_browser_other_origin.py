@@ -7,7 +7,6 @@ same page cannot even load the SDK. Real `fl-coordinator serve`, four native cli
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -57,13 +56,6 @@ FLAGS = ["--rounds", "2", "--clients-per-round", "5", "--group-size", "5", "--ag
 class _Quiet(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
-
-
-@pytest.fixture
-def workers() -> Iterator[Workers]:
-    w = Workers()
-    yield w
-    w.kill()
 
 
 def _serve(directory: Path) -> ThreadingHTTPServer:

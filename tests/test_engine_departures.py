@@ -189,3 +189,28 @@ def test_secagg_server_drop_after_a_phase_keeps_that_phase_survivors() -> None:
     assert server.phase == "shares" and server.u1 == set(members)
     server.drop("a")
     assert server.u1 == set(members) and server.expected == {"b", "c"}
+
+
+def test_a_finished_federation_knows_which_last_round_participants_still_need_stop() -> None:
+    """A client that left during the last round is not told the federation is over (it was gone): the engine
+    reports it in ``awaiting_stop()`` – what ``serve --exit-when-finished`` waits for (up to ``exit_grace``) – until
+    it reconnects, says ready and gets ``stop``."""
+    fed = Federation(7, _first("secagg", at_round=2))
+    fed.run()
+    assert fed.engine.finished
+    (leaver,) = fed.gone
+    leaver_id = fed.sessions[leaver].client_id
+    assert fed.engine.awaiting_stop() == {leaver_id}
+    # it reconnects with back-off: a new connection, its session restarted
+    fed.gone.discard(leaver)
+    fed.leave = lambda conn, frame, rnd: False
+    again = leaver + "-again"
+    fed.sessions[again] = fed.sessions[leaver]
+    fed.act(fed.engine.handle(Connected(again, "inprocess", fed.now)))
+    for a in fed.sessions[again].start():
+        fed.client(again, a)
+    while fed.outbox:
+        conn, data = fed.outbox.pop(0)
+        fed.act(fed.engine.handle(DataReceived(conn, data, fed.now)))
+    assert fed.engine.awaiting_stop() == set()
+    assert fed.sessions[again].state == "stopped"

@@ -131,7 +131,8 @@ def test_every_federation_and_server_option_is_settable_from_toml_and_flags(tmp_
     # the grouping planner's options: β = 0.1 with the default 15 clients in 3 groups of 5 (median) is a per-round
     # risk of 0.37 > 0.05, accepted here (so it is a warning, not a refusal)
     server = {"host": "::1", "ws_port": 1234, "grpc_port": 1235, "data_dir": "d", "max_message_mb": 3.0,
-              "audit_dir": "a", "log_level": "debug", "exit_when_finished": True, "port_file": "p.json",
+              "audit_dir": "a", "log_level": "debug", "exit_when_finished": True, "exit_grace": 3.0,
+              "port_file": "p.json",
               "operator_token_file": str(token_file(tmp_path)), "byzantine_fraction": 0.1,
               "max_grouping_risk": 0.05, "accept_grouping_risk": True, "population": 40,
               "enrolment": "allowlist", "enrolment_allowlist": str(allowlist_file(tmp_path)),

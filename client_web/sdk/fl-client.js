@@ -508,7 +508,7 @@ export class FlClient extends EventTarget {
         this.modelRound = ev.round;
         const id = this._identity;
         if (id.key) {
-          const file = ev.file instanceof Uint8Array ? ev.file : new Uint8Array(ev.file);
+          const file = pyCall(this._py, "model_file");
           id.record = { ...id.record, model: { round: ev.round, file } };
           this._writeRecord().catch((err) => console.warn("fl-client: could not keep the global model:", err));
         }

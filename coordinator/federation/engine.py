@@ -167,6 +167,9 @@ class Engine:
         # connections that said ready (a superset: ready_clients re-checks each), so finding the ready clients costs
         # O(ready), not O(connections) – bench_load: 10,000 idle connections, one scan per ready message
         self._said_ready: dict[str, None] = {}
+        # stop bookkeeping for a finished federation (awaiting_stop): last-round participants, and who was told
+        self._last_participants: set[str] = set()
+        self._told_stop: set[str] = set()
         self.by_client: dict[str, str] = {}
         self.registry: dict[str, bytes] = dict(registry or {})  # client id → public key
         self.guard = ReplayGuard()
@@ -309,6 +312,7 @@ class Engine:
             raise ProtocolError("unexpected", f"{env.type} before authentication")
         if env.type == "ready":
             if self.finished:
+                self._told_stop.add(conn.client_id or "")
                 return [self._send(conn, "stop", {"reason": self.stopped_reason or "federation finished"})]
             if self.trust.ensure(conn.client_id or "").banned:
                 return [self._send(conn, "stop", {"reason": "banned: trust below the ban threshold"}),
@@ -1036,6 +1040,7 @@ class Engine:
         self.model_bytes = self._model_file()
         if self.round_number >= self.cfg.rounds:
             self.finished, self.stopped_reason = True, f"all {self.cfg.rounds} rounds done"
+            self._last_participants = set(participants)
         actions: list[Action] = [*audit, PersistRound(rs.number, self.model_bytes, self.state())]
         actions += self._round_end(participants, rs.number, "ok")
         actions.append(Log("info", f"round {rs.number} done: " + ", ".join(
@@ -1084,8 +1089,14 @@ class Engine:
 
     def _stop_all(self) -> list[Action]:
         """Tell every authenticated client the federation is over."""
-        return [self._send(c, "stop", {"reason": self.stopped_reason}) for c in self.conns.values()
-                if c.state in ("authenticated", "ready", "busy") and self._is_current(c)]
+        told = [c for c in self.conns.values() if c.state in ("authenticated", "ready", "busy") and self._is_current(c)]
+        self._told_stop.update(c.client_id or "" for c in told)
+        return [self._send(c, "stop", {"reason": self.stopped_reason}) for c in told]
+
+    def awaiting_stop(self) -> set[str]:
+        """Once finished: the participants of the last round not yet told that the federation is over (their
+        connection was gone at the end; they reconnect and get ``stop`` on ``ready``). Empty while running."""
+        return self._last_participants - self._told_stop if self.finished else set()
 
     def _aggregable(self, groups: int, f_groups: int) -> bool:
         """Whether the robust rule can run over ``groups`` group means with ``f_groups`` corrupted."""

@@ -200,8 +200,13 @@ async def serve(settings: ServeSettings) -> int:
     if service.driver.fatal is not None:
         pass  # the driver logged its one line ("durability lost: …"); exit status 1
     elif service.driver.finished.is_set():
+        # participants of the last round that were disconnected at its end reconnect and must hear "stop"
+        engine = service.driver.engine
+        deadline = loop.time() + max(0.0, settings.server.exit_grace)
+        while engine.awaiting_stop() and loop.time() < deadline:
+            await asyncio.sleep(0.1)
         await asyncio.sleep(0.5)  # let the stop messages reach the clients
-        log.info("federation finished: %s", service.driver.engine.stopped_reason)
+        log.info("federation finished: %s", engine.stopped_reason)
     for w in waiters:
         w.cancel()
     await service.stop()

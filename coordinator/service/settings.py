@@ -2,7 +2,7 @@
 
 TOML layout (every key optional; see ``fl-coordinator serve --help`` and docs/protocol.md)::
 
-    [server]      host, ws_port, grpc_port, data_dir, max_message_mb, audit_dir, log_level, exit_when_finished,
+    [server]      host, ws_port, grpc_port, data_dir, max_message_mb, audit_dir, log_level, exit_when_finished, exit_grace,
                   identity_expiry_days, port_file, operator_token_file (a file holding the token – never the token itself),
                   byzantine_fraction, max_grouping_risk, accept_grouping_risk (the grouping planner, below),
                   enrolment, enrolment_allowlist, enrolment_per_minute, enrolment_burst, probation,
@@ -72,6 +72,9 @@ class ServerSettings:
     identity_expiry_days: float = 30.0  # identities that never took part are forgotten this long after enrolling
     log_level: str = "info"
     exit_when_finished: bool = False
+    # with exit_when_finished: how long a finished coordinator keeps answering so that last-round participants that
+    # were disconnected at the end (a dropout reconnecting with back-off) are told to stop instead of retrying forever
+    exit_grace: float = 10.0
     port_file: str = ""  # write {"ws_port", "grpc_port", "coordinator_key"} here once listening
     operator_token_file: str = ""  # the bearer token of /status/operator (see operator_token)
     # the grouping planner: assumed Byzantine fraction β (None: byzantine / clients_per_round), the largest accepted
@@ -145,6 +148,8 @@ SERVER_HELP = {
                             "days after it enrolled, unless it is connected (it simply enrols again); 0 = never",
     "log_level": "debug, info, warning or error",
     "exit_when_finished": "exit once all rounds are done (or the privacy budget is spent)",
+    "exit_grace": "with exit_when_finished: seconds to keep answering until every participant of the last round was "
+                  "told to stop (one disconnected at the end reconnects and gets stop instead of retrying forever)",
     "port_file": "write the bound ports and the coordinator key as JSON to this file",
     "operator_token_file": "file holding the bearer token (at least 16 characters, surrounding whitespace stripped) "
                            "that GET /status/operator requires as 'Authorization: Bearer TOKEN' – the full status "
