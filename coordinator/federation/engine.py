@@ -1017,9 +1017,10 @@ class Engine:
         scores[over] = np.inf
         # coordinated stealthy attacks: each kept unit's deviation along the round's dominant direction, accumulated
         # per client across rounds of fresh groups (docs/trust.md (g)); excluded units are left out of it
-        deviations = deviation_evidence(np.where(over[:, None], np.nan, final), eff_var, sizes)
+        kept_means = np.where(over[:, None], np.nan, final)
+        deviations = deviation_evidence(kept_means, eff_var, sizes)
         # units that point against the round's aggregate, accumulated per client (docs/trust.md (i))
-        alignments = alignment_evidence(np.where(over[:, None], np.nan, final), result.value)
+        alignments = alignment_evidence(kept_means, result.value)
         self.trust.observe_units(units, scores, deviations, alignments)
         for c in {m for u in units for m in u} - rs.stalled:  # a completed participation ends a run of stalls
             self.trust.clear_stalls(c)

@@ -420,7 +420,6 @@ def alignment_evidence(means: np.ndarray, aggregate: np.ndarray, gate: float = 5
 def opposition_negative_evidence(align: float, energy: float, threshold: float) -> float:
     """Negative evidence from a client's alignment accumulator: A = align/√energy, clip((−A − t)/t, 0, 1) –
     none until A < −t, full from A ≤ −2t; 0 without observations or with ``threshold`` = 0."""
-    if threshold <= 0 or not energy > 0:
+    if not energy > 0:
         return 0.0
-    stat = align / np.sqrt(energy)
-    return float(np.clip((-stat - threshold) / threshold, 0.0, 1.0))
+    return float(deviation_negative_evidence(-align / np.sqrt(energy), threshold))  # the same ramp, on −A
