@@ -59,7 +59,7 @@ window.__fl = { events: [] };
 window.addEventListener("fl-demo-client", (e) => {
   const client = e.detail;
   client.addEventListener("trained", (ev) => {
-    console.log("fl-input " + JSON.stringify({ client: client.clientId, ...client.debugLastInput() }));
+    client.debugLastInput().then((d) => console.log("fl-input " + JSON.stringify({ client: client.clientId, ...d })));
     if (window.__flFreezeRound === ev.detail.round) {
       console.log("fl-freeze");
       const t = Date.now();
@@ -176,7 +176,7 @@ def test_browsers_and_native_clients_federate_over_the_network(tmp_path: Path, w
 
             # the tab's global model (after round ROUNDS, sent with the last task) classifies the test split
             ds = load_digits()
-            predicted = pages[1].evaluate("(x) => Array.from(window.flDemo.client.predict(x))",
+            predicted = pages[1].evaluate("async (x) => Array.from(await window.flDemo.client.predict(x))",
                                           ds.x_test.ravel().tolist())
             tab_accuracy = float(np.mean(np.asarray(predicted) == ds.y_test))
 

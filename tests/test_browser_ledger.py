@@ -55,10 +55,14 @@ const send = WebSocket.prototype.send;
 WebSocket.prototype.send = function (data) {
   const client = window.flDemo && window.flDemo.client;
   if (client) {
-    const d = client.debugDescribeFrame(data);
+    // the entry takes its place in the log now, as the frame leaves; the worker describes the frame a moment later
     const stored = window.__fl.log.filter((e) => e.kind === "stored");
-    note({ kind: "sent", type: d.type, round: d.round, phase: d.phase,
-           storedRounds: stored.length ? stored[stored.length - 1].rounds : [] });
+    const entry = { kind: "sent", storedRounds: stored.length ? stored[stored.length - 1].rounds : [] };
+    window.__fl.log.push(entry);
+    client.debugDescribeFrame(data).then((d) => {
+      Object.assign(entry, { type: d.type, round: d.round, phase: d.phase });
+      console.log("fl-log " + JSON.stringify(entry));
+    });
   }
   return send.call(this, data);
 };

@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 FLAGS = ["--rounds", "2", "--clients-per-round", "5", "--group-size", "5", "--aggregator", "mean",
          "--local-epochs", "1", "--noise-multiplier", "2.5", "--epsilon", "10", "--train-timeout", "60",
          "--phase-timeout", "30", "--population", "5"]
-PREDICT = "() => Array.from(window.flDemo.client.predict(new Float32Array(64).fill(0.5)))"
+PREDICT = "async () => Array.from(await window.flDemo.client.predict(new Float32Array(64).fill(0.5)))"
 
 
 def test_the_last_global_model_survives_the_end_and_a_reload(tmp_path: Path, workers: Workers) -> None:

@@ -1,6 +1,7 @@
 """A page on another origin uses a coordinator that allows it (issue 14: importing the SDK from the coordinator
 was blocked by CORS, and `/status` too, so no accuracy or ε): the page, served by a plain HTTP server on another
-port, imports the SDK, Pyodide, libsodium, the kernel and the Python bundle from the coordinator, takes part in
+port, imports the SDK from the coordinator (no import map: the SDK's worker – a blob: module importing the coordinator's
+fl-worker.js – loads Pyodide, libsodium, the kernel and the Python bundle from it), takes part in
 rounds over its WebSocket and shows the global accuracy and ε from its `/status`. Without `--allowed-origins` the
 same page cannot even load the SDK. Real `fl-coordinator serve`, four native clients, headless Chromium."""
 
@@ -20,11 +21,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>another origin</title>
-<script type="importmap">
-{"imports": {"pyodide": "COORD/sdk/node_modules/pyodide/pyodide.mjs",
-             "libsodium-wrappers": "COORD/sdk/node_modules/libsodium-wrappers/dist/modules-esm/libsodium-wrappers.mjs",
-             "libsodium": "COORD/sdk/node_modules/libsodium/dist/modules-esm/libsodium.mjs"}}
-</script></head>
+</head>
 <body><p id="out">loading</p>
 <script type="module">
 window.__page = { status: null, error: null, summary: null };
@@ -37,7 +34,7 @@ try {
   const bytes = new Uint8Array(bin.length);
   for (let k = 0; k < bin.length; k++) bytes[k] = bin.charCodeAt(k);
   const client = await connect("COORD", { identityName: "other-origin" });
-  client.setData(new Float32Array(bytes.buffer), Int32Array.from(shard.y));
+  await client.setData(new Float32Array(bytes.buffer), Int32Array.from(shard.y));
   client.addEventListener("status", (e) => {
     window.__page.status = e.detail;
     document.getElementById("out").textContent = `accuracy ${e.detail.accuracy} epsilon ${e.detail.epsilon}`;

@@ -297,7 +297,7 @@ function features() {
   return out;
 }
 
-function predictDrawing() {
+async function predictDrawing() {
   if (!dirty) return;
   const x = features();
   if (!x) return;
@@ -307,12 +307,64 @@ function predictDrawing() {
   pv.putImageData(im, 0, 0);
   if (!demo.client) return;
   try {
-    const [cls] = demo.client.predict(x);
+    const [cls] = await demo.client.predict(x);
     demo.prediction = cls;
     $("prediction").textContent = String(cls);
     $("prediction-sub").textContent = `global model after round ${demo.modelRound ?? "?"}`;
   } catch {
     $("prediction-sub").textContent = "waiting for the first global model";
+  }
+}
+
+// ── loading: progress bar, retries, service worker ─────────────────────────────────────────────────────
+const MB = (n) => (n / 1e6).toFixed(1);
+const STAGES = { assets: "asset list", pyodide: "Python started", sodium: "crypto ready", kernel: "kernel ready",
+                 "python-files": "client code loaded" };
+
+function showLoading(ev) {
+  const bar = $("load-bar"), text = $("load-text");
+  const secs = ev.ms === undefined ? "" : ` (${(ev.ms / 1000).toFixed(1)} s)`;
+  if (ev.stage === "download") {
+    bar.max = Math.max(1, ev.total);
+    bar.value = ev.loaded;
+    text.textContent = ev.cachedBytes >= ev.total ? `files from this browser's cache${secs}`
+      : `downloading ${MB(ev.loaded)} of ${MB(ev.total)} MB${secs}`;
+    setStatus(ev.loaded < ev.total ? "downloading Python (Pyodide), the WASM kernel and libsodium…"
+      : "starting Python in a worker…");
+  } else if (ev.stage === "download-retry") {
+    log(`download stalled (${ev.error}); resuming at ${MB(ev.resumeAt)} MB`);
+  } else if (ev.stage === "retry") {
+    setStatus(`loading failed: ${ev.error} – retrying in ${(ev.retryInMs / 1000).toFixed(0)} s (attempt ${ev.attempt + 1})`, "error");
+    log(`loading failed: ${ev.error}`);
+  } else if (ev.stage === "ready") {
+    bar.value = bar.max;
+    $("loading").hidden = true;
+    demo.readyMs = ev.ms;
+    setStatus(`loaded in ${(ev.ms / 1000).toFixed(1)} s – connecting…`);
+  } else if (STAGES[ev.stage]) {
+    text.textContent = `${STAGES[ev.stage]}${secs}`;
+    if (ev.stage === "pyodide") setStatus("loading the Python client core…");
+  }
+}
+
+/** The service worker keeps the page, the SDK and the runtime's files: a returning tab starts from them, also
+ * when the coordinator cannot be reached (it then reconnects by itself). */
+function registerServiceWorker() {
+  if (!("serviceWorker" in navigator) || params.get("sw") === "off") return;
+  navigator.serviceWorker.register("/sw.js").catch((err) => console.warn("service worker not registered:", err));
+}
+
+/** The demo shard, retried until the coordinator answers (it may be restarting). */
+async function fetchShard(url) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const r = await fetch(url);
+      if (r.ok) return await r.json();
+      if (r.status >= 400 && r.status < 500 && r.status !== 429) throw Object.assign(new Error(`shard: HTTP ${r.status} ${await r.text()}`), { fatal: true });
+    } catch (err) {
+      if (err.fatal) throw err;
+    }
+    await new Promise((resolve) => setTimeout(resolve, Math.min(10000, 500 * 2 ** attempt)));
   }
 }
 
@@ -327,22 +379,17 @@ async function main() {
   demo.privacyOptions = privacy;
   showPolicy({ ...DEFAULT_POLICY, ...privacy }, privacy);
   setStatus("loading Pyodide, libsodium, the WASM kernel and the Python client core…");
-  const dataP = fetch(`/demo/shard?i=${shard.i}&n=${shard.n}&partition=${encodeURIComponent(partition)}`).then(async (r) => {
-    if (!r.ok) throw new Error(`shard: HTTP ${r.status} ${await r.text()}`);
-    return r.json();
-  });
+  registerServiceWorker();
+  const dataP = fetchShard(`/demo/shard?i=${shard.i}&n=${shard.n}&partition=${encodeURIComponent(partition)}`);
   const client = await connect(location.origin, {
     persist: identity !== "ephemeral", identityName: identity, privacy,
     onEvent: (ev) => {
-      demo.events.push(ev);
-      if (ev.type === "loading") {
-        setStatus(ev.stage === "ready" ? `loaded in ${(ev.ms / 1000).toFixed(1)} s – connecting…`
-          : `loading: ${ev.stage} ready (${(ev.ms / 1000).toFixed(1)} s)`);
-      }
+      if (ev.type === "loading") showLoading(ev);
+      if (!(ev.type === "loading" && ev.stage === "download")) demo.events.push(ev);
     },
   });
   const data = await dataP;
-  client.setData(base64ToFloat32(data.x), Int32Array.from(data.y));
+  await client.setData(base64ToFloat32(data.x), Int32Array.from(data.y));
   $("shard-sub").textContent = `${data.count} digits, ${data.partition}`;
   $("ident").innerHTML = `client id <code>${client.clientId}</code>`;
   demo.client = client;
@@ -361,10 +408,18 @@ async function main() {
     setStatus("connected – waiting to be selected for a round");
     log(`connected as ${e.detail.clientId.slice(0, 12)}…, coordinator key ${e.detail.coordinatorKey.slice(0, 12)}… ${e.detail.firstUse ? "(first use: pinned now)" : "(matches the pinned key)"}`);
   });
-  client.addEventListener("round-start", (e) => { demo.modelRound = e.detail.round - 1; setStatus(`round ${e.detail.round}: training on ${e.detail.examples} local digits`); });
+  let trainStart = 0;
+  client.addEventListener("round-start", (e) => {
+    demo.modelRound = e.detail.round - 1;
+    trainStart = performance.now();
+    setStatus(`round ${e.detail.round}: training on ${e.detail.examples} local digits`);
+    log(`round ${e.detail.round}: selected – training on ${e.detail.examples} local digits`);
+  });
   client.addEventListener("trained", (e) => {
+    const seconds = (performance.now() - trainStart) / 1000;
+    demo.trainSeconds = [...(demo.trainSeconds ?? []), seconds];
     $("loss").textContent = e.detail.loss.toFixed(3);
-    $("loss-sub").textContent = `round ${e.detail.round} (stays in this tab)`;
+    $("loss-sub").textContent = `round ${e.detail.round}, trained in ${seconds.toFixed(2)} s (stays in this tab)`;
     demo.losses[e.detail.round] = e.detail.loss;
     setStatus(`round ${e.detail.round}: secure aggregation`);
     predictDrawing();

@@ -6,16 +6,18 @@
 //   const summary = await fl.participate();   // until the coordinator says stop (or fl.leave())
 //   const classes = fl.predict(xFloat32Array);
 //
-// The WebSocket lives here; every frame goes through the Python client session (flcore.session, the same file a
-// native client runs) in Pyodide: client_pyodide.client.BrowserClient. Training runs on the WASM kernel, crypto
-// on libsodium-wrappers. The page must have the import map for "pyodide", "libsodium-wrappers" and "libsodium"
-// (see client_web/demo/index.html).
+// The WebSocket, IndexedDB and the events live here, on the page; every frame goes through the Python client
+// session (flcore.session, the same file a native client runs) in Pyodide, which runs in a module worker
+// (./fl-worker.js: Pyodide, client_pyodide.client.BrowserClient, the WASM kernel, libsodium-wrappers) so that the
+// page never blocks on Python – not while loading, not while training. The worker downloads the runtime's large
+// files itself from the content-hashed URLs of /sdk/assets.json (progress, resume, SHA-256 check, Cache Storage);
+// a load that fails or stops making progress is retried in a fresh worker (options.loadTimeouts). No import map
+// is needed.
 //
 // Privacy: the session enforces the client's own policy (options.privacy; safe defaults) and keeps its privacy
 // ledger, which this file stores in IndexedDB with the identity. Frames from the coordinator are handled one at
 // a time; when the session records a participation ("ledger" event) the masked input it accounts for is withheld
 // by the Python side until the ledger is stored (awaited IndexedDB write) and ledger_persisted() releases it.
-import { loadRuntime } from "../js/runtime.js";
 
 /** Close codes / error codes after which reconnecting cannot help (docs/protocol.md § 6). */
 // "enrolment": the coordinator does not admit this key (allow-list, or no valid enrolment token); its rate limit
@@ -131,23 +133,6 @@ function flatFloat32(x) {
   throw new TypeError("x: expected a Float32Array or (nested) arrays of numbers");
 }
 
-function pyCall(obj, name, ...args) {
-  // call a Python method, convert its result to JS, free the proxies
-  const method = obj[name];
-  let r;
-  try {
-    r = method(...args);
-  } finally {
-    method.destroy?.();
-  }
-  if (r === undefined || r === null || typeof r !== "object" || typeof r.toJs !== "function") return r;
-  try {
-    return r.toJs({ dict_converter: Object.fromEntries });
-  } finally {
-    r.destroy();
-  }
-}
-
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function sdkError(code, message) {
@@ -156,10 +141,134 @@ function sdkError(code, message) {
   return err;
 }
 
-/** The last line of a Pyodide PythonError ("ValueError: …"), without the traceback. */
-function pythonMessage(err) {
-  const lines = String(err?.message ?? err).trim().split("\n");
-  return lines[lines.length - 1];
+// ── the worker (Pyodide + the Python sessions) ──────────────────────────────────────────────────────────
+/** Default seconds without progress before a loading stage is given up and retried in a fresh worker. */
+const LOAD_TIMEOUTS = { assets: 30000, download: 30000, pyodide: 180000, "python-files": 60000 };
+
+/** The worker: requests and their answers (by id), loading progress. One worker may hold several clients. */
+export class WorkerRuntime {
+  constructor(workerUrl) {
+    this.worker = makeWorker(workerUrl);
+    this._pending = new Map();
+    this._next = 1;
+    this.onProgress = null;
+    this.timings = null;
+    this.worker.onmessage = (e) => {
+      const m = e.data;
+      if (m.progress) {
+        this.onProgress?.(m.progress);
+        return;
+      }
+      const p = this._pending.get(m.id);
+      if (!p) return;
+      this._pending.delete(m.id);
+      if (m.ok) p.resolve(m);
+      else p.reject(Object.assign(new Error(m.error.message), { python: m.error.python, stage: m.error.stage,
+                                                                 fatal: m.error.fatal }));
+    };
+    this.worker.onerror = (e) => {
+      e.preventDefault?.();
+      this._failAll(new Error(`worker: ${e.message ?? "failed to start"}`));
+    };
+    this.worker.onmessageerror = () => this._failAll(new Error("worker: message could not be decoded"));
+  }
+
+  _failAll(err) {
+    for (const p of this._pending.values()) p.reject(err);
+    this._pending.clear();
+    this.onProgress?.({ stage: "worker-error", error: err.message });
+  }
+
+  /** Send {op, args}; resolves with {result, state}. */
+  request(op, args = {}) {
+    const id = this._next++;
+    return new Promise((resolve, reject) => {
+      this._pending.set(id, { resolve, reject });
+      this.worker.postMessage({ id, op, args });
+    });
+  }
+
+  terminate() {
+    this.worker.terminate();
+    this._failAll(new Error("worker terminated"));
+  }
+
+  /** Load the runtime in the worker: rejects when a stage makes no progress within its timeout. */
+  load(args, timeouts, onProgress) {
+    return new Promise((resolve, reject) => {
+      let timer = null;
+      let downloading = false;
+      const arm = (stage) => {
+        clearTimeout(timer);
+        timer = setTimeout(() => {
+          const err = new Error(`no progress for ${timeouts[stage] / 1000} s while loading (${stage})`);
+          err.stage = stage;
+          reject(err);
+        }, timeouts[stage]);
+      };
+      arm("assets");
+      this.onProgress = (p) => {
+        onProgress(p);
+        if (p.stage === "download" || p.stage === "download-retry") {
+          downloading = p.stage === "download-retry" || p.loaded < p.total;
+          arm(downloading ? "download" : "pyodide");
+        } else if (p.stage === "assets") {
+          arm("download");
+        } else if (p.stage === "pyodide") {
+          arm("python-files");
+        } else if (p.stage === "worker-error") {
+          clearTimeout(timer);
+        } else if (p.stage === "csp-violation") {
+          clearTimeout(timer);
+          const err = new Error(`blocked by the Content-Security-Policy (${p.directive}${p.blocked ? `: ${p.blocked}` : ""})`);
+          err.fatal = true;
+          reject(err);
+        }
+      };
+      this.request("load", args).then((m) => {
+        clearTimeout(timer);
+        this.timings = m.result.timings;
+        this.downloaded = m.result.downloaded;
+        resolve(this);
+      }, (err) => {
+        clearTimeout(timer);
+        reject(err);
+      });
+    });
+  }
+}
+
+/** A module worker running ./fl-worker.js – also when this module comes from another origin (the coordinator's):
+ * a worker's script must be same-origin, so it is then a blob: module that imports the real one (CORS). */
+function makeWorker(workerUrl) {
+  const url = new URL(workerUrl ?? "./fl-worker.js", import.meta.url);
+  if (url.origin === location.origin) return new Worker(url, { type: "module" });
+  const blob = new Blob([`import ${JSON.stringify(url.href)};`], { type: "text/javascript" });
+  return new Worker(URL.createObjectURL(blob), { type: "module" });
+}
+
+/**
+ * Start a worker and load the runtime in it, retrying in a fresh worker (waits 1, 2, 4 … 10 s) when a stage fails
+ * or makes no progress within options.loadTimeouts; a file that does not match its hash, or a 4xx answer, is
+ * not retried (fatal). onProgress gets {stage, ms, …} and {stage: "retry", attempt, error, retryInMs}.
+ */
+export async function loadWorkerRuntime(ep, options = {}, onProgress = () => {}) {
+  const timeouts = { ...LOAD_TIMEOUTS, ...(options.loadTimeouts ?? {}) };
+  const attempts = options.loadAttempts ?? Infinity;
+  const args = { assetsUrl: options.assetsUrl ?? new URL("sdk/assets.json", ep.http).href,
+                 pythonUrl: options.pythonUrl ?? new URL("py/", ep.http).href, stallMs: timeouts.download };
+  for (let attempt = 1; ; attempt++) {
+    const rt = new WorkerRuntime(options.workerUrl);
+    try {
+      return await rt.load(args, timeouts, onProgress);
+    } catch (err) {
+      rt.terminate();
+      if (err.fatal || attempt >= attempts) throw sdkError("loading", err.message);
+      const retryInMs = Math.min(10000, 1000 * 2 ** (attempt - 1));
+      onProgress({ stage: "retry", attempt, error: err.message, retryInMs });
+      await sleep(retryInMs);
+    }
+  }
 }
 
 // ── privacy policy (options.privacy ↔ flcore.policy.PrivacyPolicy) and ledger summaries ───────────────────
@@ -208,10 +317,18 @@ function ledgerFromPython(s) {
  * and "event" with every one of them ({type, …}).
  */
 export class FlClient extends EventTarget {
-  constructor(rt, py, ep, options, identity) {
+  constructor(rt, created, ep, options, identity) {
     super();
-    this.runtime = rt;
-    this._py = py; // client_pyodide.client.BrowserClient
+    this.runtime = rt; // the WorkerRuntime: Pyodide and this client's BrowserClient live in its worker
+    this._handle = created.handle;
+    this._clientId = created.clientId;
+    this._publicKey = created.publicKey;
+    this._policy = created.policy;
+    this._defaultPolicy = created.defaultPolicy;
+    this._ledger = created.ledger;
+    this._ledgerStateJson = created.ledgerState;
+    this._coordinatorKey = null;
+    this._bye = []; // a signed bye, refreshed after every frame: sent synchronously when the page goes away
     this._ep = ep;
     this._options = options;
     this._identity = identity; // {key, record}
@@ -227,38 +344,50 @@ export class FlClient extends EventTarget {
   /** The privacy policy this client enforces: {minGroupSize, thresholdRule, colluders, allowSparseGraph,
    * minNoise, epsilonBudget (null: none), delta, maxAbortedReveals}. */
   get policy() {
-    return policyFromPython(pyCall(this._py, "policy"));
+    return policyFromPython(this._policy);
   }
 
   /** The SDK's default policy (flcore.policy.PrivacyPolicy()), same shape as `policy`. */
   get defaultPolicy() {
-    return policyFromPython(pyCall(this._py, "default_policy"));
+    return policyFromPython(this._defaultPolicy);
   }
 
   /** This client's privacy ledger: {epsilon (if secure aggregation holds), epsilonWorstCase (if it is broken:
    * own noise share only), participations, budget (null: none), delta, private, lastRound}. */
   get ledger() {
-    return ledgerFromPython(pyCall(this._py, "ledger_summary"));
+    return ledgerFromPython(this._ledger);
   }
 
   /** The whole ledger as stored (PrivacyLedger.to_dict(): {version, epsilon_budget, delta, entries}). */
   get ledgerState() {
-    return JSON.parse(pyCall(this._py, "ledger_state_json"));
+    return JSON.parse(this._ledgerStateJson);
   }
 
   /** This client's id (hex BLAKE2b-128 of its Ed25519 public key) – stable across visits with IndexedDB. */
   get clientId() {
-    return this._py.client_id;
+    return this._clientId;
   }
 
   /** This client's Ed25519 public key (hex): what an operator allow-lists or issues an enrolment token for. */
   get publicKey() {
-    return this._py.public_key_hex;
+    return this._publicKey;
   }
 
   /** The coordinator's public key this client trusts (hex), or null before the first handshake (TOFU). */
   get coordinatorKey() {
-    return this._py.coordinator_key ?? null;
+    return this._coordinatorKey ?? this._identity.record?.coordinatorKey ?? this._options.coordinatorKey ?? null;
+  }
+
+  /** Call a BrowserClient method in the worker; resolves with its result (plain JS). */
+  async _call(method, ...args) {
+    const m = await this.runtime.request("call", { handle: this._handle, method, args });
+    this._state(m.state);
+    return m.result;
+  }
+
+  _state(state) {
+    if (state?.coordinatorKey) this._coordinatorKey = state.coordinatorKey;
+    if (state?.bye) this._bye = state.bye;
   }
 
   /** Coordinator URLs: {http, ws, origin}. */
@@ -266,29 +395,30 @@ export class FlClient extends EventTarget {
     return { ...this._ep };
   }
 
-  /** Local training data: x flat row-major float32 (examples × features), y integer labels. */
-  setData(x, y) {
+  /** Local training data: x flat row-major float32 (examples × features), y integer labels. Resolves once the
+   * worker holds them. */
+  async setData(x, y) {
     const xs = flatFloat32(x);
     const ys = y instanceof Int32Array ? y : Int32Array.from(y);
     if (!ys.length || xs.length % ys.length !== 0) throw new RangeError("x must hold examples × features values for y's examples");
-    pyCall(this._py, "set_data", xs, ys);
+    await this._call("set_data", xs, ys);
     this.examples = ys.length;
   }
 
-  /** Class predictions of the latest global model received (x as for setData); throws before the first round. */
-  predict(x) {
-    const out = pyCall(this._py, "predict", flatFloat32(x));
-    return Int32Array.from(out);
+  /** Class predictions (Int32Array) of the latest global model received (x as for setData); rejects before the
+   * first model. Runs in the worker: the page stays responsive. */
+  async predict(x) {
+    return Int32Array.from(await this._call("predict", flatFloat32(x)));
   }
 
   /** Debugging/tests: the field vector fed into the last secure aggregation ({round, modulus_bits, values}). */
-  debugLastInput() {
-    return pyCall(this._py, "last_input") ?? null;
+  async debugLastInput() {
+    return (await this._call("last_input")) ?? null;
   }
 
   /** Debugging/tests: what a protocol frame is, unverified: {type, round, sender, phase} (phase: SecAgg+ only). */
-  debugDescribeFrame(frame) {
-    const d = pyCall(this._py, "describe_frame", frame instanceof Uint8Array ? frame : new Uint8Array(frame));
+  async debugDescribeFrame(frame) {
+    const d = await this._call("describe_frame", frame instanceof Uint8Array ? frame : new Uint8Array(frame));
     return { type: d.type, round: d.round, sender: d.sender, phase: d.phase ?? null };
   }
 
@@ -333,13 +463,13 @@ export class FlClient extends EventTarget {
   /** Synchronous bye + close, for pagehide: the page may be gone before any promise settles. The coordinator
    * treats the closed connection of a selected client as an immediate dropout, so a closed or reloaded tab
    * costs the others milliseconds, not a phase deadline. */
-  _byeNow(reason) {
+  _byeNow() {
     const ws = this._ws;
     this._leaving = true;
     this._leaveReason = "left";
     if (ws && ws.readyState === WebSocket.OPEN) {
       try {
-        for (const f of pyCall(this._py, "leave", reason)) ws.send(f);
+        for (const f of this._bye) ws.send(f); // signed in the worker after the last frame (no await possible here)
       } finally {
         ws.close(1001, "bye");
       }
@@ -352,8 +482,11 @@ export class FlClient extends EventTarget {
     this._leaveReason = reason;
     const ws = this._ws;
     if (ws && ws.readyState === WebSocket.OPEN) {
-      for (const f of pyCall(this._py, "leave", reason)) ws.send(f);
-      ws.close(1000, "bye");
+      const frames = await this._call("leave", reason).catch(() => []);
+      if (ws.readyState === WebSocket.OPEN) {
+        for (const f of frames) ws.send(f);
+        ws.close(1000, "bye");
+      }
     }
     if (this._wake) this._wake();
     if (this._participation) await this._participation.catch(() => {});
@@ -417,7 +550,14 @@ export class FlClient extends EventTarget {
         for (const f of frames) if (ws.readyState === WebSocket.OPEN) ws.send(f);
       };
       let queue = Promise.resolve();
-      ws.onopen = () => send(pyCall(this._py, "start"));
+      this._bye = [];
+      ws.onopen = () => {
+        queue = queue.then(async () => {
+          const m = await this.runtime.request("start", { handle: this._handle });
+          this._state(m.state);
+          send(m.result.frames);
+        }).catch((err) => this._emit("error", { code: "internal", message: String(err?.message ?? err), fatal: false }));
+      };
       ws.onmessage = (e) => {
         if (!(e.data instanceof ArrayBuffer)) return; // the coordinator only sends binary frames
         const data = new Uint8Array(e.data);
@@ -438,21 +578,20 @@ export class FlClient extends EventTarget {
   /** One frame from the coordinator: the frames the session may send now go out, then its events in order; a
    * "ledger" event is stored (awaited) before the frames withheld behind it are released and sent. */
   async _onFrame(data, out, ws, send) {
-    let frames;
-    try {
-      frames = pyCall(this._py, "receive", data);
-    } catch (err) {
-      this._emit("error", { code: "internal", message: pythonMessage(err), fatal: false });
-      return;
-    }
+    const m = await this.runtime.request("frame", { handle: this._handle, data });
+    this._state(m.state);
+    const { frames, error, events } = m.result;
+    if (error) this._emit("error", { code: "internal", message: error, fatal: false });
     send(frames);
-    for (const ev of pyCall(this._py, "take_events")) {
+    for (const ev of events) {
       if (ev.type === "ledger") await this._onLedger(ev, out, ws, send);
-      else this._onPythonEvent(ev, out, ws);
+      else await this._onPythonEvent(ev, out, ws);
     }
   }
 
   async _onLedger(ev, out, ws, send) {
+    this._ledger = ev.summary; // what the session recorded, stored or not
+    this._ledgerStateJson = ev.state_json;
     const state = JSON.parse(ev.state_json);
     let persisted;
     try {
@@ -469,7 +608,7 @@ export class FlClient extends EventTarget {
     const detail = { round: ev.round, ...ledgerFromPython(ev.summary), persisted };
     this.summary.ledger = ledgerFromPython(ev.summary);
     this._emit("ledger", detail);
-    send(pyCall(this._py, "ledger_persisted"));
+    send(await this._call("ledger_persisted"));
   }
 
   /** Store the ledger with the identity (awaited); false when this client is not persisted (memory only). */
@@ -489,7 +628,7 @@ export class FlClient extends EventTarget {
     return write;
   }
 
-  _onPythonEvent(ev, out, ws) {
+  async _onPythonEvent(ev, out, ws) {
     switch (ev.type) {
       case "connected":
       {
@@ -508,7 +647,7 @@ export class FlClient extends EventTarget {
         this.modelRound = ev.round;
         const id = this._identity;
         if (id.key) {
-          const file = pyCall(this._py, "model_file");
+          const file = await this._call("model_file");
           id.record = { ...id.record, model: { round: ev.round, file } };
           this._writeRecord().catch((err) => console.warn("fl-client: could not keep the global model:", err));
         }
@@ -604,19 +743,24 @@ export class FlClient extends EventTarget {
  *   enrolmentToken (hex, from `fl-coordinator enrol-token`; for a coordinator that admits only those) ·
  *   privacy {minGroupSize, thresholdRule, colluders, allowSparseGraph, minNoise, epsilonBudget, delta,
  *   maxAbortedReveals} (the client's privacy policy; omitted ones keep the safe defaults) ·
- *   pythonUrl (default `${url}/py/`) · runtime (an already loaded runtime to reuse) · maxBatch (64) ·
+ *   pythonUrl (default `${url}/py/`) · assetsUrl (default `${url}/sdk/assets.json`) · runtime (the `runtime` of
+ *   another client: its worker holds this client too) · loadTimeouts {assets, download, pyodide, "python-files"}
+ *   (ms without progress before a stage is retried in a fresh worker; LOAD_TIMEOUTS) · loadAttempts (∞) ·
+ *   maxBatch (64) ·
  *   reconnect {initialMs: 500, maxMs: 10000} · statusIntervalMs (3000; 0 = only after rounds) · onEvent(ev)
  */
 export async function connect(url, options = {}) {
   const ep = endpoints(url);
   const policy = policyDict(options.privacy); // before the runtime loads: a typo fails fast
   const early = [];
-  const onProgress = ({ stage, ms }) => {
-    const ev = { type: "loading", stage, ms };
-    early.push(ev);
+  const onProgress = (p) => {
+    const ev = { type: "loading", ...p };
+    if (p.stage !== "download") early.push(ev); // (download progress: many, and only useful live)
     if (options.onEvent) options.onEvent(ev);
   };
-  const rt = options.runtime ?? await loadRuntime({ pythonUrl: options.pythonUrl ?? new URL("py/", ep.http).href, onProgress });
+  // the worker loads while the identity is read from IndexedDB
+  const rtP = options.runtime ? Promise.resolve(options.runtime) : loadWorkerRuntime(ep, options, onProgress);
+  rtP.catch(() => {}); // (awaited below; an identity error must not leave it unhandled)
 
   // identity: the 32-byte Ed25519 seed and the pinned coordinator key, per coordinator origin
   const persist = (options.persist ?? true) && !options.identitySeed;
@@ -637,35 +781,35 @@ export async function connect(url, options = {}) {
     if (key) await idbPut(key, record).catch((err) => console.warn("fl-client: could not persist the identity:", err));
   }
   const pinned = options.coordinatorKey ?? record.coordinatorKey ?? null;
-  const { BrowserClient } = rt.pyodide.pyimport("client_pyodide.client");
-  let py;
+  const rt = await rtP;
+  let created;
   try {
     // policy and ledger cross as JSON text (a JS null would reach Python as JsNull, not None)
-    py = BrowserClient.callKwargs({ identity_seed: record.seed, coordinator_key: pinned ? hexToBytes(pinned) : null,
-                                    max_batch: options.maxBatch ?? 64,
-                                    policy: policy ? JSON.stringify(policy) : null,
-                                    ledger: record.ledger ? JSON.stringify(record.ledger) : null,
-                                    enrolment_token: options.enrolmentToken ?? null });
+    created = (await rt.request("create", { seed: record.seed, coordinatorKey: pinned ? hexToBytes(pinned) : null,
+                                            maxBatch: options.maxBatch ?? 64,
+                                            policy: policy ? JSON.stringify(policy) : null,
+                                            ledger: record.ledger ? JSON.stringify(record.ledger) : null,
+                                            enrolmentToken: options.enrolmentToken ?? null })).result;
   } catch (err) {
-    const message = pythonMessage(err);
+    const message = err.message;
     // a stored ledger is never reset silently: forgetting releases would let this identity overspend its budget
     if (/invalid privacy ledger/.test(message)) {
       throw sdkError("ledger", `${message} (stored for ${key}; forgetIdentity() deletes the identity and its ledger)`);
     }
     throw sdkError(/invalid privacy policy/.test(message) ? "policy" : "internal", message);
   }
-  const client = new FlClient(rt, py, ep, options, { key, record });
+  const client = new FlClient(rt, created, ep, options, { key, record });
   client.identityName = identityName;
   client.modelRound = null;
   if (record.model?.file && pinned) {
     try { // the last global model this identity received: usable at once, before (or without) any round
-      client.modelRound = pyCall(py, "load_model", record.model.file);
+      client.modelRound = await client._call("load_model", record.model.file);
       early.push({ type: "model", round: client.modelRound, restored: true });
     } catch (err) {
       console.warn("fl-client: the stored global model was not restored:", err);
     }
   }
-  if (options.data) client.setData(options.data.x, options.data.y);
+  if (options.data) await client.setData(options.data.x, options.data.y);
   client.loading = early;
   return client;
 }

@@ -20,7 +20,7 @@ COUNTED_BYTES = 16 * 1024  # smaller bodies fit the socket's send buffer: they a
 # what a page on another (allowed) origin may read: the public status, liveness and the static files of the SDK,
 # the Python bundle and the demo data – never the operator's views
 CORS_PATHS = ("/status", "/health")
-CORS_PREFIXES = ("/sdk/", "/py/", "/demo/")
+CORS_PREFIXES = ("/sdk/", "/py/", "/demo/", "/assets/")
 
 
 def cors_headers(origin: str | None, path: str, allowed: tuple[str, ...]) -> dict[str, str]:

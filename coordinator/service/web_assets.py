@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+from coordinator.service.asset_bundle import ASSETS_PREFIX, IMMUTABLE, bundle
 from coordinator.service.http_routes import Deferred, HttpResponse, HttpRoutes, json_response, unavailable
 from coordinator.service.static_files import expand, read_file
 
@@ -34,6 +35,7 @@ log = logging.getLogger("fl-coordinator")
 REPO = Path(__file__).resolve().parents[2]
 CLIENT_WEB = REPO / "client_web"
 SDK_PREFIX, PY_PREFIX, DEMO_PREFIX = "/sdk/", "/py/", "/demo/"
+ASSETS_INDEX, SERVICE_WORKER = "/sdk/assets.json", "/sw.js"
 # the shard endpoint's parameters are bounded (its computation runs in a worker thread, ShardService)
 MAX_SHARDS, MAX_SEED, ALPHA_RANGE, MAX_TRIES = 64, 1 << 16, (0.1, 100.0), 100
 
@@ -64,6 +66,33 @@ def python_bundle(rest: str, query: str) -> HttpResponse | None:
         return None
     f = read_file(path)
     return HttpResponse(200, "text/x-python; charset=utf-8", f.body, {"Cache-Control": "no-cache", "ETag": f.etag})
+
+
+def asset_index(client_web: Path, rest: str, query: str) -> HttpResponse | None:
+    """``/sdk/assets.json``: where the runtime's large files are (:mod:`coordinator.service.asset_bundle`)."""
+    if rest:
+        return None
+    body = bundle(client_web).index
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    return HttpResponse(200, "application/json", body, {"Cache-Control": "no-cache", "ETag": etag})
+
+
+def hashed_asset(client_web: Path, rest: str, query: str) -> HttpResponse | None:
+    """``/assets/<hash>/<group>/<file>``: immutable (a URL's bytes never change); an old hash is 404."""
+    asset = bundle(client_web).lookup(rest)
+    if asset is None:
+        return None
+    return HttpResponse(200, asset.content_type, asset.body,
+                        {"Cache-Control": IMMUTABLE, "ETag": f'"{asset.sha256[:32]}"'})
+
+
+def service_worker(client_web: Path, rest: str, query: str) -> HttpResponse | None:
+    """``/sw.js``: the service worker (``client_web/sdk/fl-sw.js``), at the root so that its scope is the whole
+    origin; revalidated on every registration check (``no-cache``) so that a new version takes over."""
+    if rest:
+        return None
+    f = read_file(client_web / "sdk" / "fl-sw.js")
+    return HttpResponse(200, "text/javascript", f.body, {"Cache-Control": "no-cache", "ETag": f.etag})
 
 
 class ShardService:
@@ -246,6 +275,9 @@ def mount(routes: HttpRoutes, client_web: Path = CLIENT_WEB) -> bool:
     routes.static[SDK_PREFIX] = client_web
     routes.allow[SDK_PREFIX] = served_files(client_web)
     routes.handlers[PY_PREFIX] = python_bundle
+    routes.handlers[ASSETS_INDEX] = functools.partial(asset_index, client_web)
+    routes.handlers[ASSETS_PREFIX] = functools.partial(hashed_asset, client_web)
+    routes.handlers[SERVICE_WORKER] = functools.partial(service_worker, client_web)
     routes.handlers[DEMO_PREFIX] = ShardService()
     if routes.index is None:
         routes.index = client_web / "demo" / "index.html"
