@@ -68,6 +68,7 @@ class Coordinator:
     key: str = ""
     starts: int = 0
     logs: list[Path] = field(default_factory=list)
+    nice: int = 0  # > 0: run the coordinator at this lower CPU priority
 
     @property
     def data_dir(self) -> Path:
@@ -85,7 +86,8 @@ class Coordinator:
                "--ws-port", str(self.ws_port), "--grpc-port", str(self.grpc_port), "--port-file", str(port_file),
                "--evaluation", "digits", *self.flags]
         with open(log, "wb") as out:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=_env())
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=_env(),
+                                         preexec_fn=(lambda: os.nice(self.nice)) if self.nice else None)
         STARTED.append(self.proc)
         deadline = time.time() + timeout
         while not port_file.exists():
@@ -133,12 +135,14 @@ class Coordinator:
 class Workers:
     procs: list[tuple[subprocess.Popen[bytes], Path]] = field(default_factory=list)
 
-    def spawn(self, tmp: Path, server: str, indices: list[int], num_clients: int, *extra: str) -> None:
+    def spawn(self, tmp: Path, server: str, indices: list[int], num_clients: int, *extra: str, nice: int = 0) -> None:
+        """Native clients in one process; ``nice`` > 0 runs it at that lower CPU priority."""
         log = tmp / f"worker-{len(self.procs)}.log"
         cmd = [sys.executable, str(WORKER), "--server", server, "--indices", ",".join(map(str, indices)),
                "--num-clients", str(num_clients), *extra]
         with open(log, "wb") as out:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=_env())
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=_env(),
+                                    preexec_fn=(lambda: os.nice(nice)) if nice else None)
         self.procs.append((proc, log))
 
     def wait(self, timeout: float) -> list[dict[str, Any]]:

@@ -13,7 +13,8 @@ import { connect } from "/sdk/sdk/fl-client.js";
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const demo = { client: null, events: [], history: [], losses: {}, summary: null, error: null, prediction: null,
-               privacyOptions: {}, policy: null, ledger: null, declines: [] };
+               privacyOptions: {}, policy: null, ledger: null, declines: [], downloads: [],
+               readyMs: null, trainSeconds: [] };
 window.flDemo = demo;
 
 // ── the privacy policy from the URL ───────────────────────────────────────────────────────────────────
@@ -325,6 +326,7 @@ function showLoading(ev) {
   const bar = $("load-bar"), text = $("load-text");
   const secs = ev.ms === undefined ? "" : ` (${(ev.ms / 1000).toFixed(1)} s)`;
   if (ev.stage === "download") {
+    demo.downloads.push({ loaded: ev.loaded, total: ev.total, cachedBytes: ev.cachedBytes, ms: ev.ms });
     bar.max = Math.max(1, ev.total);
     bar.value = ev.loaded;
     text.textContent = ev.cachedBytes >= ev.total ? `files from this browser's cache${secs}`
@@ -349,9 +351,10 @@ function showLoading(ev) {
 
 /** The service worker keeps the page, the SDK and the runtime's files: a returning tab starts from them, also
  * when the coordinator cannot be reached (it then reconnects by itself). */
-function registerServiceWorker() {
+function registerServiceWorker(keep) {
   if (!("serviceWorker" in navigator) || params.get("sw") === "off") return;
   navigator.serviceWorker.register("/sw.js").catch((err) => console.warn("service worker not registered:", err));
+  navigator.serviceWorker.ready.then((reg) => reg.active?.postMessage({ type: "keep", urls: keep })).catch(() => {});
 }
 
 /** The demo shard, retried until the coordinator answers (it may be restarting). */
@@ -379,8 +382,9 @@ async function main() {
   demo.privacyOptions = privacy;
   showPolicy({ ...DEFAULT_POLICY, ...privacy }, privacy);
   setStatus("loading Pyodide, libsodium, the WASM kernel and the Python client core…");
-  registerServiceWorker();
-  const dataP = fetchShard(`/demo/shard?i=${shard.i}&n=${shard.n}&partition=${encodeURIComponent(partition)}`);
+  const shardUrl = `/demo/shard?i=${shard.i}&n=${shard.n}&partition=${encodeURIComponent(partition)}`;
+  registerServiceWorker([shardUrl]);
+  const dataP = fetchShard(shardUrl);
   const client = await connect(location.origin, {
     persist: identity !== "ephemeral", identityName: identity, privacy,
     onEvent: (ev) => {
@@ -417,7 +421,7 @@ async function main() {
   });
   client.addEventListener("trained", (e) => {
     const seconds = (performance.now() - trainStart) / 1000;
-    demo.trainSeconds = [...(demo.trainSeconds ?? []), seconds];
+    demo.trainSeconds.push(seconds);
     $("loss").textContent = e.detail.loss.toFixed(3);
     $("loss-sub").textContent = `round ${e.detail.round}, trained in ${seconds.toFixed(2)} s (stays in this tab)`;
     demo.losses[e.detail.round] = e.detail.loss;

@@ -25,12 +25,18 @@ export async function loadKernel(source = new URL("kernel/flkernel.wasm", CLIENT
   return instance;
 }
 
+/** The Python bundle's manifest ({files, sha256}) and its bytes. */
+async function fetchManifest(pythonUrl) {
+  const base = new URL(pythonUrl, location.href);
+  const { bytes } = await fetchWithRetry(new URL("manifest.json", base), "python-files", { init: { cache: "no-cache" } });
+  return { manifest: JSON.parse(new TextDecoder().decode(bytes)), bytes };
+}
+
 /** Fetch the manifest's Python files into Pyodide's FS under `root` (each checked against the manifest's
  * SHA-256) and put `root` on sys.path. */
-export async function loadPythonFiles(pyodide, pythonUrl, root = "/home/pyodide/fl") {
+export async function loadPythonFiles(pyodide, pythonUrl, root = "/home/pyodide/fl", manifest = null) {
   const base = new URL(pythonUrl, location.href);
-  const { bytes: mbytes } = await fetchWithRetry(new URL("manifest.json", base), "python-files", { init: { cache: "no-cache" } });
-  const manifest = JSON.parse(new TextDecoder().decode(mbytes));
+  manifest = manifest ?? (await fetchManifest(pythonUrl)).manifest;
   const blobs = await Promise.all(manifest.files.map(async (path) => {
     const { bytes: data } = await fetchWithRetry(new URL(path, base), "python-files");
     if (manifest.sha256 && (await sha256Hex(data)) !== manifest.sha256[path]) {
@@ -74,6 +80,41 @@ async function preload(assets, base, progress, stallMs) {
   return { files, expect };
 }
 
+// ── memory snapshot: a returning tab restores Python's heap instead of starting the interpreter ──────────
+// Starting CPython in Pyodide and importing the client core takes ≈ 2.5 s on these machines; restoring a memory
+// snapshot taken right after that (Pyodide's _makeSnapshot/_loadSnapshot, pinned Pyodide version) ≈ 0.35 s. The
+// snapshot is taken before any client exists (no key, no data in it) and before the JS objects (libsodium, the
+// kernel) are handed to Python; it is kept in Cache Storage under a key made of the assets' and the Python
+// bundle's hashes, so any new version of either makes a new one. Python's `random` is reseeded after a restore.
+const SNAPSHOTS = "fl-coordinator-snapshots-v1";
+const PRELOAD_MODULES = "import client_pyodide.client, client_pyodide.runtime, client_pyodide.backend, " +
+  "client_pyodide.kernel, client_pyodide.sodium_crypto, client_pyodide.engine";
+
+async function snapshotKey(parts) {
+  const enc = new TextEncoder();
+  return `https://snapshot.invalid/${await sha256Hex(enc.encode(parts.join("\n")))}`;
+}
+
+async function cachedSnapshot(key) {
+  try {
+    const cache = globalThis.caches && await caches.open(SNAPSHOTS);
+    const hit = cache && await cache.match(key);
+    return hit ? new Uint8Array(await hit.arrayBuffer()) : null;
+  } catch {
+    return null;
+  }
+}
+
+async function keepSnapshot(key, bytes) {
+  try {
+    if (!globalThis.caches) return;
+    for (const name of await caches.keys()) if (name === SNAPSHOTS) await caches.delete(name); // one at a time
+    await (await caches.open(SNAPSHOTS)).put(key, new Response(bytes));
+  } catch {
+    // quota: the next load starts Python the long way
+  }
+}
+
 /**
  * Load everything the browser client needs, in parallel where possible.
  * options.assetsUrl  – /sdk/assets.json of the coordinator (content-hashed URLs, hashes, sizes); without it the
@@ -84,6 +125,7 @@ async function preload(assets, base, progress, stallMs) {
  *                      "download-retry" {url, attempt, error, resumeAt}, "pyodide", "sodium", "kernel",
  *                      "python-files", "ready"
  * options.stallMs    – a download without data for this long is resumed (default 20000)
+ * options.snapshot   – with assetsUrl: restore / keep a memory snapshot of the started interpreter (default true)
  * Returns {pyodide, sodium, kernel, files, timings, bytes, run(code) → JSON-decoded `result`}.
  */
 export async function loadRuntime(options = {}) {
@@ -95,11 +137,18 @@ export async function loadRuntime(options = {}) {
   };
   const mark = (stage) => progress(stage);
   let pyodideModule, sodiumModule, kernelP, indexURL, restore = () => {};
-  let downloaded = 0;
+  let downloaded = 0, snapKey = null, snapshot = null, manifest = null;
   if (options.assetsUrl) {
     const base = new URL(options.assetsUrl, location.href);
+    const manifestP = fetchManifest(options.pythonUrl ?? "/py/");
     const { bytes } = await fetchWithRetry(base, "assets", { init: { cache: "no-cache" } });
     const assets = JSON.parse(new TextDecoder().decode(bytes));
+    const m = await manifestP;
+    manifest = m.manifest;
+    if (options.snapshot !== false) {
+      snapKey = await snapshotKey([await sha256Hex(bytes), await sha256Hex(m.bytes)]);
+      snapshot = await cachedSnapshot(snapKey);
+    }
     mark("assets");
     const entry = (part) => new URL(assets.entry[part], base).href;
     // the JS modules load while the large files download
@@ -119,13 +168,26 @@ export async function loadRuntime(options = {}) {
   let pyodide, sodium, kernel;
   try {
     const { loadPyodide } = await pyodideModule;
-    const pyodideP = loadPyodide(indexURL ? { indexURL } : {}).then((p) => { mark("pyodide"); return p; });
+    const config = { ...(indexURL ? { indexURL } : {}),
+                     ...(snapshot ? { _loadSnapshot: snapshot } : snapKey ? { _makeSnapshot: true } : {}) };
+    const pyodideP = loadPyodide(config).then((p) => { mark("pyodide"); return p; });
     const sodiumP = sodiumModule.then((m) => m.default.ready.then(() => { mark("sodium"); return m.default; }));
     [pyodide, sodium, kernel] = await Promise.all([pyodideP, sodiumP, kernelP.then((k) => { mark("kernel"); return k; })]);
   } finally {
     restore();
   }
-  const files = await loadPythonFiles(pyodide, options.pythonUrl ?? "/py/");
+  const files = await loadPythonFiles(pyodide, options.pythonUrl ?? "/py/", undefined, manifest);
+  if (snapshot) {
+    pyodide.runPython("import random\nrandom.seed()"); // not the state frozen in the snapshot
+  } else if (snapKey) {
+    pyodide.runPython(PRELOAD_MODULES);
+    try {
+      const made = pyodide.makeMemorySnapshot();
+      keepSnapshot(snapKey, made); // in the background: the client does not wait for the 30 MB write
+    } catch (err) {
+      console.warn("fl-client: no memory snapshot:", err);
+    }
+  }
   mark("python-files");
   const rt = pyodide.pyimport("client_pyodide.runtime");
   rt.install(sodium, kernel.exports);
@@ -142,5 +204,5 @@ export async function loadRuntime(options = {}) {
       ns.destroy();
     }
   }
-  return { pyodide, sodium, kernel, files, timings, downloaded, run };
+  return { pyodide, sodium, kernel, files, timings, downloaded, snapshot: Boolean(snapshot), run };
 }

@@ -52,7 +52,7 @@ const ops = {
     if (!runtime) {
       runtime = await loadRuntime({ assetsUrl, pythonUrl, stallMs, onProgress: (p) => postMessage({ progress: p }) });
     }
-    return { timings: runtime.timings, downloaded: runtime.downloaded };
+    return { timings: runtime.timings, downloaded: runtime.downloaded, snapshot: runtime.snapshot };
   },
 
   create({ seed, coordinatorKey, maxBatch, policy, ledger, enrolmentToken }) {
