@@ -14,7 +14,7 @@ const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const demo = { client: null, events: [], history: [], losses: {}, summary: null, error: null, prediction: null,
                privacyOptions: {}, policy: null, ledger: null, declines: [], downloads: [],
-               readyMs: null, trainSeconds: [] };
+               readyMs: null, readyAt: null, trainSeconds: [] };
 window.flDemo = demo;
 
 // ── the privacy policy from the URL ───────────────────────────────────────────────────────────────────
@@ -342,6 +342,7 @@ function showLoading(ev) {
     bar.value = bar.max;
     $("loading").hidden = true;
     demo.readyMs = ev.ms;
+    demo.readyAt = performance.now(); // since navigation start
     setStatus(`loaded in ${(ev.ms / 1000).toFixed(1)} s – connecting…`);
   } else if (STAGES[ev.stage]) {
     text.textContent = `${STAGES[ev.stage]}${secs}`;

@@ -192,7 +192,7 @@ export async function loadRuntime(options = {}) {
   const rt = pyodide.pyimport("client_pyodide.runtime");
   rt.install(sodium, kernel.exports);
   rt.destroy();
-  mark("ready");
+  progress("ready", { snapshot: Boolean(snapshot) });
   const json = pyodide.pyimport("json");
   /** Run Python `code` in a fresh namespace; returns the JSON-decoded value of its variable `result`. */
   function run(code) {
