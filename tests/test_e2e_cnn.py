@@ -48,16 +48,17 @@ def test_native_clients_learn_digits_with_the_cnn(tmp_path: Path, workers: Worke
     store = Store.open(coord.data_dir)
     try:
         metrics = dict(store.metrics())
-        model_path = store.latest_completed_round().model_path
+        last = store.latest_completed_round()
     finally:
         store.close()
+    assert last is not None and last.round == ROUNDS
     assert sorted(metrics) == list(range(1, ROUNDS + 1))
     acc = [metrics[r]["accuracy"] for r in sorted(metrics)]
     loss = [metrics[r]["loss"] for r in sorted(metrics)]
     assert acc[-1] >= 0.6, (acc, coord.log_text())
     assert loss[-1] < loss[0] / 2, loss
     # the global model is the CNN: its spec in the .mle metadata, a tensor of torch's layout per parameter
-    model = mle.load(model_path)
+    model = mle.load(last.model_path)
     assert ModelSpec.from_dict(model.metadata["model"]) == CNN_DIGITS
     for name, shape in CNN_DIGITS.parameter_shapes():
         assert np.asarray(model[name]).shape == shape, name
