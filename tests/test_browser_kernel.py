@@ -1,6 +1,7 @@
 """The WASM kernel in real headless Chromium (Pyodide + client_pyodide.engine) against torch autograd: loss,
 logits and the gradient of every parameter for every layer type within 1e-4; an epoch of SGD with momentum
-against torch.optim.SGD; the committed flkernel.wasm is exactly what build.sh produces."""
+against torch.optim.SGD; a browser client's local round of ``serve --model cnn:digits`` on a digits shard against
+torch and the coordinator's numpy evaluation; the committed flkernel.wasm is exactly what build.sh produces."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import torch
 from browser_support import CLIENT_WEB, browser_page  # noqa: F401  (module-scoped fixture)
 
 from client_native.torch_model import build_module, flatten, get_parameters, set_parameters, unflatten
-from flcore.modelspec import Conv2d, Flatten, Linear, MaxPool2d, ModelSpec, ReLU, mlp
+from coordinator.federation.evaluation import forward
+from flcore.modelspec import CNN_DIGITS, Conv2d, Flatten, Linear, MaxPool2d, ModelSpec, ReLU, mlp
 
 pytestmark = pytest.mark.browser
 
@@ -29,6 +31,7 @@ SPECS = {
                       Linear(4 * 4 * 3, 7), ReLU(), Linear(7, 3)), 3),
     "flatten_first": ModelSpec((1, 4, 4), (Flatten(), Linear(16, 9), ReLU(), Linear(9, 4)), 4),
     "wide_mlp": mlp([300, 261, 10]),  # K and N beyond the GEMM's 256 blocks, odd tails
+    "cnn_digits": CNN_DIGITS,  # serve --model cnn:digits: two conv-pool blocks, the second on 8 channels
 }
 
 BROWSER_GRAD = """
@@ -132,6 +135,56 @@ def test_sgd_epochs_match_torch_sgd_with_momentum(browser_page) -> None:  # noqa
     assert abs(out["eval"][0] - t_eval_loss) < 1e-4
     assert out["eval"][1] == pytest.approx(float((logits.argmax(1).numpy() == y).mean()))
     assert out["pred"] == logits.argmax(1).numpy()[:3].tolist()
+
+
+def test_cnn_digits_local_round_matches_torch_and_the_coordinator(browser_page) -> None:  # noqa: F811
+    """A browser client's local round of ``serve --model cnn:digits`` (client_pyodide.client's call: the shard's 64
+    flat features, the coordinator's train config – 3 epochs, batch 32, lr 0.2, no momentum – seed = round) gives
+    torch's delta on the same examples as (n, 1, 8, 8) images, visited in the same order; the trained model's
+    logits in the browser are the coordinator's numpy evaluation's (coordinator.federation.evaluation.forward)."""
+    from client_native.cli import load_data
+
+    data = load_data("digits:3/10", "dirichlet:0.5", 0)  # the shard /demo/shard?i=3&n=10 serves
+    x, y = np.asarray(data.x, np.float32), np.asarray(data.y, np.int64)
+    assert x.shape[1:] == (64,) and len(x) > 32
+    spec, epochs, batch, lr, seed = CNN_DIGITS, 3, 32, 0.2, 4
+    init = spec.init_parameters(seed=0)
+    params = np.concatenate([np.asarray(init[k], np.float32) for k, _ in spec.parameter_shapes()])
+    out = _run(browser_page, """
+import json
+from client_pyodide import runtime
+a = json.loads(ARGS)
+m = runtime.model(a["spec"], max_batch=64, fresh=True)
+m.set_flat_parameters(a["params"])
+before = m.evaluate(a["x"], a["y"])
+delta, loss = m.train(a["x"], a["y"], epochs=a["epochs"], batch_size=a["batch"], lr=a["lr"], momentum=0.0,
+                      seed=a["seed"])
+result = {"delta": list(delta), "loss": loss, "before": before, "after": m.evaluate(a["x"], a["y"]),
+          "logits": m.logits(a["x"])}
+""", {"spec": spec.to_json(), "params": params.tolist(), "x": x.reshape(-1).tolist(), "y": y.tolist(),
+      "epochs": epochs, "batch": batch, "lr": lr, "seed": seed})
+    module = build_module(spec)
+    set_parameters(module, unflatten(params, spec))
+    opt = torch.optim.SGD(module.parameters(), lr=lr)
+    images = torch.from_numpy(x.reshape(-1, *spec.input_shape))
+    r, perm, losses = random.Random(seed), list(range(len(x))), []
+    for _ in range(epochs):
+        r.shuffle(perm)
+        for i in range(0, len(x), batch):
+            idx = perm[i: i + batch]
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(module(images[idx]), torch.from_numpy(y[idx]))
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    t_delta = flatten(get_parameters(module), spec) - params
+    delta = np.asarray(out["delta"], np.float32)
+    assert np.abs(t_delta).max() > 1e-2  # the round moved the model
+    np.testing.assert_allclose(delta, t_delta, atol=1e-4, rtol=1e-3)
+    assert abs(out["loss"] - float(np.mean(losses))) < 1e-4
+    assert out["after"][0] < out["before"][0]
+    trained = unflatten(params + delta, spec)
+    np.testing.assert_allclose(np.asarray(out["logits"]), forward(spec, trained, x), atol=1e-4, rtol=1e-4)
 
 
 def test_training_learns_digits_in_browser(browser_page) -> None:  # noqa: F811

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flcore.modelspec import Conv2d, Flatten, Linear, MaxPool2d, ModelSpec, ReLU, mlp
+from flcore.modelspec import CNN_DIGITS, Conv2d, Flatten, Linear, MaxPool2d, ModelSpec, ReLU, cnn, mlp
 
 CNN = ModelSpec((1, 8, 8), (Conv2d(1, 4, 3, padding=1), ReLU(), MaxPool2d(2), Flatten(), Linear(64, 10)), 10)
 
@@ -78,3 +78,30 @@ def test_parameter_layout_is_torch_layout() -> None:
     assert {k: len(v) for k, v in init.items()} == {"0.weight": 54, "0.bias": 2, "2.weight": 32, "2.bias": 4}
     assert max(abs(v) for v in init["0.weight"] + init["0.bias"]) <= 1 / 27 ** 0.5
     assert max(abs(v) for v in init["2.weight"]) > 0.5 / 8 ** 0.5  # spread over the range, not tiny
+
+
+def test_digits_cnn_shapes_and_parameters() -> None:
+    """``cnn:digits``: 1×8×8 → two conv blocks (3×3, padding 1, 2×2 max-pool) → 16×2×2 = 64 → 10 classes."""
+    assert CNN_DIGITS.layers == (Conv2d(1, 8, 3, padding=1), ReLU(), MaxPool2d(2), Conv2d(8, 16, 3, padding=1),
+                                 ReLU(), MaxPool2d(2), Flatten(), Linear(64, 10))
+    assert CNN_DIGITS.input_shape == (1, 8, 8) and CNN_DIGITS.num_classes == 10
+    assert CNN_DIGITS.shapes() == [(8, 8, 8), (8, 8, 8), (8, 4, 4), (16, 4, 4), (16, 4, 4), (16, 2, 2), (64,), (10,)]
+    assert CNN_DIGITS.parameter_shapes() == [("0.weight", (8, 1, 3, 3)), ("0.bias", (8,)),
+                                             ("3.weight", (16, 8, 3, 3)), ("3.bias", (16,)),
+                                             ("7.weight", (10, 64)), ("7.bias", (10,))]
+    assert CNN_DIGITS.num_parameters() == 72 + 8 + 1152 + 16 + 640 + 10 == 1898
+    assert ModelSpec.from_json(CNN_DIGITS.to_json()) == CNN_DIGITS
+
+
+def test_cnn_builder() -> None:
+    three = cnn((1, 8, 8), [4, 8, 16], 10)
+    assert three.shapes()[-2:] == [(16,), (10,)] and three.layers[-1] == Linear(16, 10)
+    rgb = cnn((3, 12, 10), [5], 4, kernel_size=5)
+    assert rgb.layers[0] == Conv2d(3, 5, 5, padding=2) and rgb.shapes()[2] == (5, 6, 5)
+    assert rgb.layers[-1] == Linear(5 * 6 * 5, 4)
+    with pytest.raises(ValueError, match="too large"):  # 8 → 4 → 2 → 1 → nothing
+        cnn((1, 8, 8), [4, 8, 16, 32], 10)
+    with pytest.raises(ValueError, match=r"\(C, H, W\)"):
+        cnn((64,), [8], 10)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least one"):
+        cnn((1, 8, 8), [], 10)

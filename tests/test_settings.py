@@ -27,7 +27,7 @@ from coordinator.service.settings import (
     load_settings,
     parse_model,
 )
-from flcore.modelspec import Linear, ReLU, mlp
+from flcore.modelspec import CNN_DIGITS, Linear, ReLU, cnn, mlp
 
 REPO = Path(__file__).resolve().parents[1]
 FED_OPTIONS = [f.name for f in dataclasses.fields(FederationConfig) if f.name not in ("model", "extra")]
@@ -456,6 +456,27 @@ def test_parse_model_forms(tmp_path: Path) -> None:
     for bad in ("mlp:64-x-10", "mlp:64", "mlp:", "cnn:1", str(tmp_path / "missing.json")):
         with pytest.raises(SettingsError):
             parse_model(bad)
+
+
+def test_parse_cnn_forms() -> None:
+    assert parse_model("cnn:digits") == CNN_DIGITS
+    assert parse_model("cnn:digits:8-16") == CNN_DIGITS
+    assert parse_model("cnn:digits:4") == cnn((1, 8, 8), [4], 10)
+    assert parse_model("cnn:digits:4-8-16").shapes()[-2:] == [(16,), (10,)]
+    for bad, msg in (("cnn:mnist", "cnn:digits"), ("cnn:", "cnn:digits"), ("cnn:digits:8-x", "channel counts"),
+                     ("cnn:digits:", "channel counts"), ("cnn:digits:4-8-16-32", "1 to 3"),
+                     ("cnn:digits:0-8", "positive")):
+        with pytest.raises(ValueError, match=msg):
+            parse_model(bad)
+
+
+def test_serve_takes_the_digits_cnn(tmp_path: Path) -> None:
+    """``--model cnn:digits`` (or ``[model] spec``) with the default digits evaluation (input (1, 8, 8))."""
+    s = settings(tmp_path, None, "--model", "cnn:digits")
+    assert s.federation.model == CNN_DIGITS and s.model_text == "cnn:digits" and s.evaluation == "digits"
+    assert settings(tmp_path, "[model]\nspec = 'cnn:digits:4-8'\n").federation.model == cnn((1, 8, 8), [4, 8], 10)
+    with pytest.raises(SettingsError, match=r"model: .*1 to 3"):
+        settings(tmp_path, None, "--model", "cnn:digits:1-2-3-4")
 
 
 def test_model_from_flag_json_file_and_inline_table(tmp_path: Path) -> None:

@@ -18,7 +18,8 @@ TOML layout (every key optional; see ``fl-coordinator serve --help`` and docs/pr
                   trust_decay, trust_outlier_threshold, trust_floor, ban_threshold, trust_min_evidence,
                   trust_negative_weight, trust_deviation_decay, trust_deviation_threshold,
                   trust_alignment_threshold
-    [model]       spec = "mlp:64-32-10"  (or a JSON file path, or an inline table {input_shape, layers, ...})
+    [model]       spec = "mlp:64-32-10"  (or "cnn:digits", "cnn:digits:C1-C2", a JSON file path, or an inline table
+                  {input_shape, layers, ...})
     [evaluation]  dataset = "digits" | "none" | "path/to/test.npz" (arrays x, y)
     [http]        static_inflight_mb, static_inflight_per_ip_mb, static_wait_s, content_security_policy
                   (:class:`HttpSettings`)
@@ -50,7 +51,7 @@ from typing import Any
 
 from coordinator.federation.config import FederationConfig
 from coordinator.service.admission import LimitSettings
-from flcore.modelspec import ModelSpec, mlp
+from flcore.modelspec import CNN_DIGITS, ModelSpec, cnn, mlp
 
 log = logging.getLogger("fl-coordinator.service.settings")
 OPERATOR_TOKEN_ENV = "FL_OPERATOR_TOKEN"
@@ -261,7 +262,9 @@ FEDERATION_HELP = {
 
 
 def parse_model(value: Any) -> ModelSpec:
-    """``mlp:64-32-10``, a path to a JSON model spec, or a spec mapping."""
+    """``mlp:64-32-10``, ``cnn:digits`` (:data:`flcore.modelspec.CNN_DIGITS`), ``cnn:digits:C1-C2[-C3]`` (the
+    digits CNN with other channel counts: 1×8×8 input, one Conv2d-ReLU-MaxPool2d block per count, 10 classes),
+    a path to a JSON model spec, or a spec mapping."""
     if isinstance(value, dict):
         return ModelSpec.from_dict(value)
     text = str(value)
@@ -273,10 +276,29 @@ def parse_model(value: Any) -> ModelSpec:
         if len(sizes) < 2:
             raise SettingsError(f"model {text!r}: an MLP needs at least input and output sizes")
         return mlp(sizes)
+    if text.startswith("cnn:"):
+        return _parse_cnn(text)
     path = Path(text)
     if path.is_file():
         return ModelSpec.from_json(path.read_text())
-    raise SettingsError(f"model {text!r}: not 'mlp:…' and not a JSON file")
+    raise SettingsError(f"model {text!r}: not 'mlp:…', not 'cnn:digits[:C1-C2]' and not a JSON file")
+
+
+def _parse_cnn(text: str) -> ModelSpec:
+    """``cnn:digits`` or ``cnn:digits:C1-C2[-C3]`` (an 8×8 image allows at most 3 blocks of 2×2 pooling)."""
+    name, sep, widths = text[4:].partition(":")
+    if name != "digits":
+        raise SettingsError(f"model {text!r}: expected cnn:digits or cnn:digits:C1-C2 (the only named CNN input "
+                            "is digits, 1×8×8)")
+    if not sep:
+        return CNN_DIGITS
+    try:
+        channels = [int(v) for v in widths.split("-")]
+    except ValueError:
+        raise SettingsError(f"model {text!r}: expected cnn:digits:C1-C2 (channel counts)") from None
+    if not 1 <= len(channels) <= 3:
+        raise SettingsError(f"model {text!r}: 1 to 3 convolution blocks fit an 8×8 image, got {len(channels)}")
+    return cnn((1, 8, 8), channels, 10)
 
 
 def _coerce(name: str, value: Any, typ: Any) -> Any:
@@ -327,7 +349,10 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
             g.add_argument(flag, dest=f.name, default=None, help=f"{LIMITS_HELP[f.name]} (default: {f.default})")
     g = p.add_argument_group("federation")
     g.add_argument("--model", dest="model", default=None,
-                   help="model spec: mlp:64-32-10 or a JSON spec file (default: mlp:64-32-10)")
+                   help="model spec: mlp:64-32-10 (an MLP, layer sizes), cnn:digits (a CNN on digits as 1×8×8 "
+                        "images: Conv2d(1,8,3,pad 1)-ReLU-MaxPool2d(2)-Conv2d(8,16,3,pad 1)-ReLU-MaxPool2d(2)-"
+                        "Flatten-Linear(64,10)), cnn:digits:C1-C2 (other channel counts) or a JSON spec file "
+                        "(default: mlp:64-32-10)")
     g.add_argument("--evaluation", dest="evaluation", default=None,
                    help="server-side evaluation data: digits, none, or FILE.npz with arrays x, y (default: digits)")
     for f in _fields(FederationConfig, ("model", "extra")):
