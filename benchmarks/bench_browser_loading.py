@@ -20,6 +20,7 @@ Run: `.venv/bin/python benchmarks/bench_browser_loading.py` (after `make web-set
 
 from __future__ import annotations
 
+import itertools
 import os
 import statistics
 import sys
@@ -158,7 +159,7 @@ def main() -> None:
     def med(part: str, key: str) -> float:
         return statistics.median(r[part][key] for r in runs)
 
-    per_tab = [b - a for a, b in zip(pss, pss[1:])]
+    per_tab = [b - a for a, b in itertools.pairwise(pss)]
     print("\nbrowser client loading (median of", REPEATS, "runs)")
     print(f"  cold ready      {med('cold', 'ready_s'):6.2f} s   goal ≤ 5 s   bytes {med('cold', 'bytes') / 1e6:7.2f} MB")
     print(f"  warm ready      {med('warm', 'ready_s'):6.2f} s   goal ≤ 2 s   bytes {med('warm', 'bytes') / 1e6:7.3f} MB"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from browser_support import check_prerequisites, launch_browser
-from e2e_support import REPO, STARTED, Coordinator, _env, free_port
+from e2e_support import REPO, STARTED, Coordinator, _env
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -46,8 +46,9 @@ def test_readme_browser_quickstart(tmp_path: Path) -> None:
     script = (loop.replace("127.0.0.1:8766", f"127.0.0.1:{coord.grpc_port}")
               .replace("~/.fl-client-browser", str(tmp_path / "clients")).replace(".venv/bin/", f"{Path(sys.executable).parent}/"))
     assert script != loop and "8766" not in script
-    clients = subprocess.Popen(["bash", "-c", script + "\nwait"], cwd=REPO, env=_env(),
-                               stdout=open(tmp_path / "clients.log", "wb"), stderr=subprocess.STDOUT)
+    with open(tmp_path / "clients.log", "wb") as out:  # (the child keeps its own copy of the descriptor)
+        clients = subprocess.Popen(["bash", "-c", script + "\nwait"], cwd=REPO, env=_env(), stdout=out,
+                                   stderr=subprocess.STDOUT)
     STARTED.append(clients)
     rounds = int(flags[flags.index("--rounds") + 1])
     try:

@@ -15,7 +15,7 @@ from client_native.cli import load_data
 from client_pyodide import bundle
 from coordinator.federation.config import FederationConfig
 from coordinator.federation.engine import Engine
-from coordinator.service import web_assets
+from coordinator.service import asset_bundle, web_assets
 from coordinator.service.http_routes import HttpRoutes
 from flcore.modelspec import mlp
 
@@ -34,15 +34,52 @@ def test_demo_page_sdk_and_runtime_files() -> None:
     routes = _routes()
     r = routes.handle("GET", "/")
     assert r.status == 200 and r.content_type == "text/html" and b'src="/sdk/demo/demo.js"' in r.body
-    assert b'"/sdk/node_modules/pyodide/pyodide.mjs"' in r.body  # the import map points at this origin
-    for path, ctype in [("/sdk/sdk/fl-client.js", "text/javascript"), ("/sdk/js/runtime.js", "text/javascript"),
-                        ("/sdk/kernel/flkernel.wasm", "application/wasm"),
-                        ("/sdk/node_modules/pyodide/pyodide.mjs", "text/javascript"),
-                        ("/sdk/node_modules/pyodide/pyodide.asm.wasm", "application/wasm")]:
+    assert b"importmap" not in r.body  # the SDK's worker loads the runtime from /sdk/assets.json
+    for path, ctype in [("/sdk/sdk/fl-client.js", "text/javascript"), ("/sdk/sdk/fl-worker.js", "text/javascript"),
+                        ("/sdk/js/runtime.js", "text/javascript"), ("/sdk/js/loader.js", "text/javascript"),
+                        ("/sw.js", "text/javascript"), ("/sdk/assets.json", "application/json")]:
         r = routes.handle("GET", path)
         assert r.status == 200 and r.content_type == ctype, path
-    for path in ["/sdk/../pyproject.toml", "/sdk/%2e%2e/pyproject.toml", "/sdk/nope.js", "/sdk/js"]:
+        assert r.headers["Cache-Control"] == "no-cache" and r.headers["ETag"], path  # revalidated: a new version shows
+    for path in ["/sdk/../pyproject.toml", "/sdk/%2e%2e/pyproject.toml", "/sdk/nope.js", "/sdk/js",
+                 "/sdk/node_modules/pyodide/pyodide.asm.wasm", "/sdk/kernel/flkernel.wasm", "/sw.js/x"]:
         assert routes.handle("GET", path).status == 404, path
+
+
+def test_assets_are_content_addressed_immutable_and_listed_with_their_hashes() -> None:
+    routes = _routes()
+    index = json.loads(routes.handle("GET", "/sdk/assets.json").body)
+    assert set(index["entry"]) == {"pyodide", "sodium", "kernel"} and index["preload"]
+    for rel, expect in index["files"].items():
+        path = rel.removeprefix("..")
+        r = routes.handle("GET", path)
+        assert r.status == 200 and r.headers["Cache-Control"] == "public, max-age=31536000, immutable", path
+        assert hashlib.sha256(r.body).hexdigest() == expect["sha256"] and len(r.body) == expect["size"], path
+        # another hash in the same place is not this file (an old version's URL, or a guess)
+        digest = path.split("/")[2]
+        assert routes.handle("GET", path.replace(digest, "0" * 16)).status == 404
+    # Pyodide's files share one directory (it fetches its siblings from indexURL); each group has its own hash
+    entries = {k: v.removeprefix("..") for k, v in index["entry"].items()}
+    assert entries["pyodide"].endswith("/pyodide/pyodide.mjs") and entries["kernel"].endswith("/kernel/flkernel.wasm")
+    pyodide_dir = entries["pyodide"].rsplit("/", 1)[0]
+    assert {f"{pyodide_dir}/{n}" for n in ("pyodide.asm.wasm", "python_stdlib.zip", "pyodide-lock.json")} <= \
+        {r.removeprefix("..") for r in index["files"]}
+    assert len({e.split("/")[2] for e in entries.values()}) == 3
+    for path in ["/assets/", "/assets/x", f"{pyodide_dir}/../kernel/flkernel.wasm", f"{pyodide_dir}/console.html"]:
+        assert routes.handle("GET", path).status == 404, path
+
+
+def test_the_one_rewrite_of_a_third_party_file() -> None:
+    """libsodium-wrappers.mjs imports the bare "libsodium" (an import map would be needed, and a worker has none);
+    the served copy imports its sibling – and differs in nothing else."""
+    original = (web_assets.CLIENT_WEB / asset_bundle.ASSET_FILES["sodium/libsodium-wrappers.mjs"]).read_bytes()
+    served = asset_bundle.rewritten("sodium/libsodium-wrappers.mjs", original)
+    assert b'from"libsodium"' in original and b'from"libsodium"' not in served
+    assert served.replace(b'from"./libsodium.mjs"', b'from"libsodium"') == original
+    with pytest.raises(ValueError, match="exactly one"):
+        asset_bundle.rewritten("sodium/libsodium-wrappers.mjs", original + b';import x from"libsodium"')
+    other = (web_assets.CLIENT_WEB / asset_bundle.ASSET_FILES["pyodide/pyodide.mjs"]).read_bytes()
+    assert asset_bundle.rewritten("pyodide/pyodide.mjs", other) is other
 
 
 def test_python_bundle_serves_listed_files_only() -> None:

@@ -21,7 +21,7 @@ import pytest
 
 from coordinator.federation.config import FederationConfig
 from coordinator.federation.engine import Engine
-from coordinator.service import web_assets
+from coordinator.service import asset_bundle, web_assets
 from coordinator.service.driver import EngineDriver
 from coordinator.service.http_routes import HttpRoutes
 from coordinator.service.transport_ws import WebSocketTransport
@@ -66,11 +66,22 @@ def _serve(paths: list[str], method: str = "GET") -> tuple[dict[str, tuple[int, 
 
 
 def _needed() -> set[str]:
-    """Every /sdk/ URL the browser client loads, read from the files that load them."""
+    """Every URL of the coordinator's port the browser client loads, read from the files that load them: the page's
+    scripts, the JS modules' relative imports, the SDK's worker, the service worker and what it precaches, and the
+    runtime's large files under the content-hashed URLs of /sdk/assets.json (Pyodide's sibling files included)."""
     page = (CW / "demo" / "index.html").read_text()
     urls = set(re.findall(r'src="(/sdk/[^"]+)"', page))
-    import_map = json.loads(re.search(r'<script type="importmap">(.*?)</script>', page, re.S).group(1))
-    urls |= set(import_map["imports"].values())
+    assert "importmap" not in page  # the worker needs none
+    assert 'new URL(workerUrl ?? "./fl-worker.js", import.meta.url)' in (CW / "sdk" / "fl-client.js").read_text()
+    urls |= {"/sdk/sdk/fl-worker.js", "/sdk/assets.json", "/sw.js", "/py/manifest.json"}
+    shell = re.search(r"const SHELL = \[(.*?)\];", (CW / "sdk" / "fl-sw.js").read_text(), re.S)
+    assert shell is not None
+    urls |= set(re.findall(r'"(/[^"]*)"', shell.group(1)))
+    bundle = asset_bundle.bundle(CW)
+    index = json.loads(bundle.index)
+    urls |= {u.removeprefix("..") for u in index["files"]}
+    assert set(index["entry"]) == {"pyodide", "sodium", "kernel"}
+    pyodide_dir = bundle.url("pyodide/pyodide.mjs").rsplit("/", 1)[0]
     for js in [*CW.glob("sdk/*.js"), *CW.glob("js/*.js"), *CW.glob("demo/*.js")]:
         imports = re.findall(r'^import\s.*?\sfrom\s+"([^"]+)";', js.read_text(), re.M)  # not the comments' examples
         for spec in imports:
@@ -78,15 +89,16 @@ def _needed() -> set[str]:
                 urls.add(spec)
             elif spec.startswith("."):
                 urls.add("/sdk/" + (js.parent / spec).resolve().relative_to(CW.resolve()).as_posix())
-    urls.add("/sdk/kernel/flkernel.wasm")  # runtime.js: new URL("kernel/flkernel.wasm", CLIENT_WEB)
     pyodide = CW / "node_modules" / "pyodide"
     for name in set(re.findall(r"[\w.-]+\.(?:json|zip|wasm|mjs)\b", (pyodide / "pyodide.mjs").read_text())):
         if (pyodide / name).is_file():  # what pyodide.mjs fetches or imports from its own directory
-            urls.add(f"/sdk/node_modules/pyodide/{name}")
+            urls.add(f"{pyodide_dir}/{name}")
     return urls
 
 
-NOT_SERVED = ["node_modules/pyodide/console.html", "node_modules/pyodide/console-v2.html",
+NOT_SERVED = ["node_modules/pyodide/pyodide.asm.wasm", "node_modules/pyodide/pyodide.mjs",
+              "node_modules/libsodium-wrappers/dist/modules-esm/libsodium-wrappers.mjs",
+              "node_modules/pyodide/console.html", "node_modules/pyodide/console-v2.html",
               "node_modules/pyodide/README.md", "node_modules/pyodide/package.json",
               "node_modules/pyodide/pyodide.mjs.map", "node_modules/pyodide/pyodide.js",
               "node_modules/pyodide/ffi.d.ts", "node_modules/libsodium/package.json",
@@ -99,9 +111,10 @@ NOT_SERVED = ["node_modules/pyodide/console.html", "node_modules/pyodide/console
 
 def test_sdk_serves_what_the_browser_loads_and_nothing_else() -> None:
     needed = sorted(_needed())
-    assert {"/sdk/node_modules/pyodide/pyodide.asm.wasm", "/sdk/node_modules/pyodide/python_stdlib.zip",
-            "/sdk/node_modules/pyodide/pyodide-lock.json", "/sdk/node_modules/pyodide/pyodide.asm.mjs",
-            "/sdk/js/runtime.js", "/sdk/sdk/fl-client.js", "/sdk/demo/demo.js"} <= set(needed)
+    b = asset_bundle.bundle(CW)
+    assert {b.url("pyodide/pyodide.asm.wasm"), b.url("pyodide/python_stdlib.zip"), b.url("pyodide/pyodide-lock.json"),
+            b.url("pyodide/pyodide.asm.mjs"), b.url("sodium/libsodium.mjs"), b.url("kernel/flkernel.wasm"),
+            "/sdk/js/runtime.js", "/sdk/js/loader.js", "/sdk/sdk/fl-client.js", "/sdk/demo/demo.js"} <= set(needed)
     existing = [p for p in NOT_SERVED if (CW / p).exists() or "%" in p or "//" in p or "./" in p]
     assert "node_modules/pyodide/console.html" in existing  # the npm package has it: the allow-list must hold
     got, _ = _serve(needed + ["/sdk/" + p for p in existing])

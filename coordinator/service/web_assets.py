@@ -3,7 +3,10 @@
 | URL | content |
 |---|---|
 | ``/`` | the demo page (``client_web/demo/index.html``): joins as a client with a digits shard, shows the tab's privacy policy and its own privacy ledger next to the coordinator's figures, draw-a-digit |
-| ``/sdk/…`` | from ``client_web/``, the files of :func:`served_files` only: the SDK (``sdk/fl-client.js``), the runtime loader (``js/``), the WASM kernel, the demo's script and, of ``node_modules/``, the files Pyodide and libsodium-wrappers load (not Pyodide's console pages) |
+| ``/sdk/…`` | from ``client_web/``, the files of :func:`served_files` only: the SDK (``sdk/fl-client.js``) and its worker (``sdk/fl-worker.js``), the runtime loader (``js/``), the demo's script |
+| ``/sdk/assets.json`` | where the runtime's large files are, with their SHA-256 and size (:mod:`coordinator.service.asset_bundle`) |
+| ``/assets/<hash>/…`` | Pyodide, libsodium and the WASM kernel under content-hashed URLs, cached for a year (``immutable``) |
+| ``/sw.js`` | the demo page's service worker (``client_web/sdk/fl-sw.js``, scope ``/``) |
 | ``/py/manifest.json`` | :func:`client_pyodide.bundle.manifest` – the Python files the runtime loads, with SHA-256 |
 | ``/py/<path>`` | a file listed in that manifest (:func:`client_pyodide.bundle.resolve`; anything else is 404) |
 | ``/demo/shard?i=I&n=N`` | shard I of N (N ≤ 64) of the digits training split (``partition=dirichlet:ALPHA`` with ALPHA in [0.1, 100] – default 0.5 – or ``iid``; ``seed=0``: the same split ``fl-client --data digits:I/N`` uses) as JSON: ``{i, n, partition, seed, features, classes, count, x: base64 float32 (row-major), y: [labels]}`` |
@@ -244,25 +247,16 @@ def _shard_response(body: bytes) -> HttpResponse:
     return HttpResponse(200, "application/json", body, {"Cache-Control": "no-store"})
 
 
-# what the browser client loads from client_web/ (served under /sdk/): the SDK, the runtime loader, the demo's
-# script, the kernel – and from node_modules/ only what client_web/js/runtime.js imports through the page's
-# import map (pyodide.mjs, libsodium-wrappers.mjs, libsodium.mjs) and what pyodide.mjs then fetches from its own
-# directory (pyodide.asm.mjs, pyodide.asm.wasm, python_stdlib.zip, pyodide-lock.json). Not Pyodide's console*.html
-# pages (they load jQuery and xterm from CDNs), READMEs, package.json, source maps, the kernel's C sources or the
-# test harness.
-CLIENT_WEB_FILES = ("sdk/*.js", "sdk/*.d.ts", "js/*.js", "js/*.d.ts", "demo/*.js", "demo/*.html",
-                    "kernel/flkernel.wasm")
-NODE_MODULES_FILES = ("node_modules/pyodide/pyodide.mjs", "node_modules/pyodide/pyodide.asm.mjs",
-                      "node_modules/pyodide/pyodide.asm.wasm", "node_modules/pyodide/python_stdlib.zip",
-                      "node_modules/pyodide/pyodide-lock.json",
-                      "node_modules/libsodium-wrappers/dist/modules-esm/libsodium-wrappers.mjs",
-                      "node_modules/libsodium/dist/modules-esm/libsodium.mjs")
+# what the browser client loads from client_web/ under /sdk/: the SDK and its worker, the runtime loader, the
+# demo's script – never node_modules/ (Pyodide, libsodium and the kernel are served under /assets/<hash>/ from
+# coordinator.service.asset_bundle), READMEs, package.json, source maps, the kernel's C sources or the test harness.
+CLIENT_WEB_FILES = ("sdk/*.js", "sdk/*.d.ts", "js/*.js", "js/*.d.ts", "demo/*.js", "demo/*.html")
 
 
 def served_files(client_web: Path = CLIENT_WEB) -> frozenset[str]:
-    """The allow-list of ``/sdk/``: paths relative to ``client_web`` (:data:`CLIENT_WEB_FILES`,
-    :data:`NODE_MODULES_FILES`)."""
-    return expand(client_web, CLIENT_WEB_FILES) | frozenset(NODE_MODULES_FILES)
+    """The allow-list of ``/sdk/``: paths relative to ``client_web`` (:data:`CLIENT_WEB_FILES`). Pyodide, libsodium
+    and the kernel are served under ``/assets/<hash>/`` (:mod:`coordinator.service.asset_bundle`) only."""
+    return expand(client_web, CLIENT_WEB_FILES)
 
 
 def mount(routes: HttpRoutes, client_web: Path = CLIENT_WEB) -> bool:
