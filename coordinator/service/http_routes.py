@@ -1,7 +1,7 @@
 """The coordinator's HTTP endpoints (served on the WebSocket port): health, status JSON, static files.
 
-Pure request → response functions; :mod:`coordinator.service.http_adapter` adapts them to the ``websockets`` server
-(:mod:`coordinator.service.transport_ws`). ``GET`` and ``HEAD`` (the same headers, no body) only – anything else is
+Pure request → response functions; :mod:`coordinator.service.http_adapter` adapts them to the HTTP connections of
+the WebSocket port (:mod:`coordinator.service.http_server`, :mod:`coordinator.service.transport_ws`). ``GET`` and ``HEAD`` (the same headers, no body) only – anything else is
 405. Every response carries the security headers of :mod:`coordinator.service.security_headers` (CSP, no framing,
 ``nosniff``, no referrer). Work too slow for the event loop (a demo shard) is returned as a :class:`Deferred` and
 run in a worker thread.
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from coordinator.service.security_headers import DEFAULT_CSP, security_headers
-from coordinator.service.static_files import InflightBudget, allowed_file, read_file, under_root
+from coordinator.service.static_files import allowed_file, read_file, under_root
 from coordinator.service.status_view import operator_status, public_status
 
 RETRY_AFTER_S = 2  # seconds a 503 asks the client to wait
@@ -104,8 +104,7 @@ class HttpRoutes:
     ``static`` maps URL prefixes (``/sdk/``) to directories, ``allow`` optionally a prefix to the only files
     (relative paths) served from it; ``handlers`` maps URL prefixes to functions that generate the response
     (checked before ``static``); ``operator_token`` enables ``/status/operator``; ``csp`` is the
-    Content-Security-Policy (:mod:`coordinator.service.security_headers`); ``inflight`` bounds the static bytes
-    being sent at once (:class:`~coordinator.service.static_files.InflightBudget`, used by the transport)."""
+    Content-Security-Policy (:mod:`coordinator.service.security_headers`)."""
 
     status: Callable[[], dict[str, Any]]
     static: dict[str, Path] = field(default_factory=dict)
@@ -114,7 +113,6 @@ class HttpRoutes:
     operator_token: str | None = field(default=None, repr=False)  # None: /status/operator is 404
     allow: dict[str, frozenset[str]] = field(default_factory=dict)
     csp: str = DEFAULT_CSP
-    inflight: InflightBudget = field(default_factory=lambda: InflightBudget(128 << 20, 48 << 20))
     max_deferred: int = 4  # Deferred computations queued or running at once; more → 503
     deferred_pending: int = field(default=0, init=False)
     _executor: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)

@@ -1,25 +1,17 @@
-"""Static files for the HTTP side of the WebSocket port: one cached ``bytes`` object per file, allow-lists, and a
-budget of the static bytes being sent at once.
+"""Static files for the HTTP side of the WebSocket port: one cached ``bytes`` object per file and allow-lists.
 
-Why a budget: ``websockets`` answers an HTTP request (``process_request``) by serializing the whole response and
-handing it to the asyncio transport, which keeps what the peer has not read yet in its own buffer (a copy per
-connection). A peer that requests Pyodide's 9.6 MB ``pyodide.asm.wasm`` and never reads pins ~9.6 MB until the
-handshake timeout aborts it; 100 of them pinned 665 MiB (issue 13, F13). :class:`InflightBudget` counts the body
-bytes of every large response from when it is handed to the transport until that connection is gone; a response
-that would take the total (or one peer's share) over the limit waits a little for room (a burst of tabs loading
-Pyodide at once queues instead of failing – a waiting request holds no body) and is then refused with 503 and
-``Retry-After``. True streaming would need a second HTTP stack beside ``websockets`` (its ``Response`` is one
-``bytes`` body, sent whole within its ``open_timeout``).
+Every response for one file shares its cached ``bytes``; :class:`coordinator.service.http_server.HttpConnection`
+sends it in ``memoryview`` slices with flow control, so a peer that requests Pyodide's 9.6 MB ``pyodide.asm.wasm``
+and never reads pins about 128 KiB of the process, not a copy of the file (issue 13, F13: when ``websockets``
+answered HTTP with one buffered body, 100 such peers pinned 665 MiB; ``tests/test_http_budget.py``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import mimetypes
 import posixpath
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -102,61 +94,4 @@ def expand(root: Path, patterns: Iterable[str]) -> frozenset[str]:
     return frozenset(out)
 
 
-@dataclass
-class InflightBudget:
-    """Static body bytes being sent at once: in total (``limit``) and per peer address (``per_peer_limit``)."""
-
-    limit: int
-    per_peer_limit: int
-    wait: float = 3.0  # seconds acquire_wait waits for room
-    total: int = 0
-    by_peer: dict[str, int] = field(default_factory=dict)
-    refused: int = 0  # responses refused with 503 so far
-    _waiters: set[asyncio.Future[None]] = field(default_factory=set, repr=False)
-
-    @property
-    def waiting(self) -> int:
-        return len(self._waiters)
-
-    def acquire(self, peer: str, n: int) -> bool:
-        """Count ``n`` more bytes for ``peer``; ``False`` (nothing counted) if a limit would be exceeded – except
-        that a single response is never refused when nothing else is in flight (a file above the limit would
-        otherwise never be served)."""
-        mine = self.by_peer.get(peer, 0)
-        if (self.total and self.total + n > self.limit) or (mine and mine + n > self.per_peer_limit):
-            return False
-        self.total += n
-        self.by_peer[peer] = mine + n
-        return True
-
-    async def acquire_wait(self, peer: str, n: int) -> bool:
-        """:meth:`acquire`, waiting up to ``wait`` seconds for room (woken by every :meth:`release`)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.wait
-        while not self.acquire(peer, n):
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                self.refused += 1
-                return False
-            waiter = loop.create_future()
-            self._waiters.add(waiter)
-            try:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waiter, remaining)
-            finally:
-                self._waiters.discard(waiter)
-        return True
-
-    def release(self, peer: str, n: int) -> None:
-        self.total -= n
-        left = self.by_peer.get(peer, 0) - n
-        if left > 0:
-            self.by_peer[peer] = left
-        else:
-            self.by_peer.pop(peer, None)
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-
-
-__all__ = ["FileData", "InflightBudget", "allowed_file", "expand", "normalize", "read_file", "under_root"]
+__all__ = ["FileData", "allowed_file", "expand", "normalize", "read_file", "under_root"]
