@@ -541,10 +541,11 @@ class HttpConnection(asyncio.Protocol):
         if not keep:
             lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        self._write(head)
-        if head_only or no_body:
-            return
         chunk = self.limits.chunk_bytes
+        if head_only or no_body or len(body) <= chunk:  # one write: head and a small body in one segment
+            self._write(head if head_only or no_body else head + body)
+            return
+        self._write(head)
         for offset in range(0, len(body), chunk):
             if self._paused:
                 await self._drain()
