@@ -50,6 +50,7 @@ from typing import Any
 
 from coordinator.federation.config import FederationConfig
 from coordinator.service.admission import LimitSettings
+from coordinator.service.http_server import HttpLimits
 from flcore.modelspec import ModelSpec, mlp
 
 log = logging.getLogger("fl-coordinator.service.settings")
@@ -119,10 +120,8 @@ class HttpSettings:
     # the Content-Security-Policy header, verbatim; "" = the built-in policy (coordinator.service.security_headers)
     content_security_policy: str = ""
 
-    def limits(self) -> Any:
+    def limits(self) -> HttpLimits:
         """The :class:`coordinator.service.http_server.HttpLimits` of these settings."""
-        from coordinator.service.http_server import HttpLimits
-
         return HttpLimits(header_timeout_s=self.header_timeout_s, idle_timeout_s=self.idle_timeout_s,
                           send_stall_timeout_s=self.send_stall_timeout_s)
 
