@@ -1,10 +1,12 @@
-"""Screenshot of the demo page (docs/browser-demo.png) after a few rounds, with a digit drawn on its canvas.
+"""Screenshots of the demo page after a few rounds, with a digit drawn on its canvas: on a desktop
+(docs/browser-demo.png, 1280 px wide) and on a phone (docs/browser-demo-phone.png, 390 × 844, touch).
 
     .venv/bin/python benchmarks/demo_screenshot.py [--out docs/browser-demo.png] [--rounds 15]
 
-Starts `fl-coordinator serve` (temporary data dir, free ports) and four native clients (tests/e2e/client_worker.py),
-opens the demo page in headless Chromium (Debian's /usr/bin/chromium; nothing leaves localhost) as the fifth
-client, waits for the federation to finish, draws a "7" on the canvas with the mouse and saves the screenshot.
+Starts `fl-coordinator serve` (temporary data dir, free ports) and three native clients (tests/e2e/client_worker.py),
+opens the demo page in headless Chromium (Debian's /usr/bin/chromium; nothing leaves localhost) in a desktop tab
+and a phone-sized tab as the fourth and fifth clients, waits for the federation to finish, draws a "7" on each
+canvas and saves the screenshots.
 One group of 5 (t = 4) with little noise (z = 0.05): every client – the page included, through its URL – relaxes
 only the noise floor and its own ε budget, which the page shows as a relaxed policy.
 """
@@ -42,6 +44,7 @@ def draw(page: Any, strokes: list[list[tuple[float, float]]]) -> None:
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--out", default=str(REPO / "docs" / "browser-demo.png"))
+    p.add_argument("--phone-out", default=str(REPO / "docs" / "browser-demo-phone.png"))
     p.add_argument("--rounds", type=int, default=15)
     args = p.parse_args()
     from playwright.sync_api import sync_playwright
@@ -54,24 +57,34 @@ def main() -> int:
                                   "--phase-timeout", "3", "--exit-when-finished"]).start()
         workers = Workers()
         try:
-            workers.spawn(tmp, f"127.0.0.1:{coord.grpc_port}", [1, 2, 3, 4], 5, "--partition", "iid",
+            workers.spawn(tmp, f"127.0.0.1:{coord.grpc_port}", [2, 3, 4], 5, "--partition", "iid",
                           "--policy", UTILITY_POLICY)
             base = f"http://127.0.0.1:{coord.ws_port}"
             with sync_playwright() as pw:
                 browser = launch_browser(pw)
-                page = browser.new_page(viewport={"width": 1280, "height": 800})
-                page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(base + "/") else r.abort())
-                page.goto(f"{base}/?shard=0/5&partition=iid&identity=ephemeral&minNoise=0.05&epsilonBudget=inf")
-                page.wait_for_function("() => window.flDemo.summary || window.flDemo.error", timeout=180_000)
-                if page.evaluate("() => window.flDemo.error"):
-                    raise SystemExit(f"demo failed: {page.evaluate('() => window.flDemo.error')}")
-                time.sleep(0.5)  # the last /status poll
-                draw(page, SEVEN)
-                page.wait_for_function("() => window.flDemo.prediction !== null", timeout=10_000)
-                page.screenshot(path=args.out, full_page=True)  # the privacy panel is below the fold
-                print(f"{args.out}: round {page.inner_text('#round')}, loss {page.inner_text('#loss')}, "
-                      f"accuracy {page.inner_text('#accuracy')}, drawn 7 predicted as "
-                      f"{page.evaluate('() => window.flDemo.prediction')}")
+                desktop = browser.new_context(viewport={"width": 1280, "height": 800})
+                phone = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2,
+                                            is_mobile=True, has_touch=True)
+                pages = []
+                for shard, context in enumerate((desktop, phone)):
+                    page = context.new_page()
+                    page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(base + "/") else r.abort())
+                    page.goto(f"{base}/?shard={shard}/5&partition=iid&identity=ephemeral&minNoise=0.05&epsilonBudget=inf")
+                    pages.append(page)
+                for page, out in zip(pages, (args.out, args.phone_out), strict=True):
+                    page.wait_for_function("() => window.flDemo.summary || window.flDemo.error", timeout=240_000)
+                    if page.evaluate("() => window.flDemo.error"):
+                        raise SystemExit(f"demo failed: {page.evaluate('() => window.flDemo.error')}")
+                    time.sleep(2.0)  # the last /status polls
+                    page.locator("#pad").scroll_into_view_if_needed()
+                    draw(page, SEVEN)
+                    page.wait_for_function("() => window.flDemo.prediction !== null", timeout=10_000)
+                    page.evaluate("() => window.scrollTo(0, 0)")
+                    page.screenshot(path=out, full_page=True)  # the privacy panel is below the fold
+                    print(f"{out}: round {page.inner_text('#round')}, loss {page.inner_text('#loss')}, "
+                          f"accuracy {page.inner_text('#accuracy')}, drawn 7 predicted as "
+                          f"{page.evaluate('() => window.flDemo.prediction')}, local training "
+                          f"{page.evaluate('() => window.flDemo.trainSeconds')}")
                 browser.close()
             workers.wait(60)
         finally:

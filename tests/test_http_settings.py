@@ -1,6 +1,7 @@
 """The ``[http]`` settings of ``fl-coordinator serve`` (coordinator.service.settings.HttpSettings): safe defaults,
-TOML values, invalid values refused with SettingsError, and ``start_service`` wiring them into the HTTP side of
-the port (the CSP header, the static-bytes budget) – over a real port."""
+TOML values, flags over TOML, invalid values refused with SettingsError, the options of the removed in-flight
+budget ignored with a warning, and ``start_service`` wiring them into the HTTP side of the port (the CSP header, the
+connection timeouts) – over a real port."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import argparse
 import asyncio
 import http.client
 import json
+import logging
 from pathlib import Path
 
 import pytest
 
+from coordinator.service.http_server import HttpLimits
 from coordinator.service.security_headers import DEFAULT_CSP
 from coordinator.service.server import start_service
 from coordinator.service.settings import HttpSettings, SettingsError, add_serve_arguments, load_settings
@@ -28,30 +31,42 @@ def settings(tmp_path: Path, toml: str, *flags: str):
 def test_defaults(tmp_path: Path) -> None:
     s = settings(tmp_path, "")
     assert s.http == HttpSettings()
-    assert (s.http.static_inflight_mb, s.http.static_inflight_per_ip_mb, s.http.static_wait_s) == (128.0, 48.0, 3.0)
+    assert (s.http.header_timeout_s, s.http.idle_timeout_s, s.http.send_stall_timeout_s) == (10.0, 30.0, 60.0)
     assert s.http.content_security_policy == ""  # the built-in policy
+    assert s.http.limits() == HttpLimits()
 
 
-def test_values_from_toml(tmp_path: Path) -> None:
+def test_values_from_toml_and_flags(tmp_path: Path) -> None:
     policy = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; frame-ancestors 'none'"
-    s = settings(tmp_path, f"[http]\nstatic_inflight_mb = 64\nstatic_inflight_per_ip_mb = 16.5\nstatic_wait_s = 0\n"
+    s = settings(tmp_path, f"[http]\nheader_timeout_s = 5\nidle_timeout_s = 7.5\nsend_stall_timeout_s = 120\n"
                            f"content_security_policy = {json.dumps('  ' + policy + ' ')}\n")
-    assert s.http == HttpSettings(64.0, 16.5, 0.0, policy)
-    assert s.http.static_inflight_bytes == 64 << 20 and s.http.static_inflight_per_ip_bytes == int(16.5 * (1 << 20))
+    assert s.http == HttpSettings(5.0, 7.5, 120.0, policy)
+    limits = s.http.limits()
+    assert (limits.header_timeout_s, limits.idle_timeout_s, limits.send_stall_timeout_s) == (5.0, 7.5, 120.0)
+    s = settings(tmp_path, "[http]\nheader_timeout_s = 5\nidle_timeout_s = 7.5\n", "--idle-timeout-s", "2",
+                 "--send-stall-timeout-s", "9")
+    assert (s.http.header_timeout_s, s.http.idle_timeout_s, s.http.send_stall_timeout_s) == (5.0, 2.0, 9.0)
+
+
+def test_the_removed_budget_options_are_ignored_with_a_warning(tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        s = settings(tmp_path, "[http]\nstatic_inflight_mb = 64\nstatic_wait_s = 1\nidle_timeout_s = 3\n")
+    assert s.http == HttpSettings(idle_timeout_s=3.0)
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "static_inflight_mb is no longer used" in warned and "static_wait_s is no longer used" in warned
 
 
 @pytest.mark.parametrize(("toml", "message"), [
-    ("[http]\nstatic_inflight = 3\n", "[http]: unknown option(s) ['static_inflight']"),
+    ("[http]\nheader_timeout = 3\n", "[http]: unknown option(s) ['header_timeout']"),
     ("http = 3\n", "[http] must be a table"),
-    ("[http]\nstatic_inflight_mb = 0\n", "static_inflight_mb must be in (0, 65536]"),
-    ("[http]\nstatic_inflight_mb = -1\n", "static_inflight_mb must be in (0, 65536]"),
-    ("[http]\nstatic_inflight_mb = nan\n", "static_inflight_mb must be in (0, 65536]"),
-    ("[http]\nstatic_inflight_mb = inf\n", "static_inflight_mb must be in (0, 65536]"),
-    ("[http]\nstatic_inflight_mb = 'lots'\n", "option static_inflight_mb"),
-    ("[http]\nstatic_inflight_mb = true\n", "option static_inflight_mb"),
-    ("[http]\nstatic_inflight_mb = 8\nstatic_inflight_per_ip_mb = 9\n", "must not exceed static_inflight_mb"),
-    ("[http]\nstatic_wait_s = 9\n", "static_wait_s must be in [0, 8]"),
-    ("[http]\nstatic_wait_s = -1\n", "static_wait_s must be in [0, 8]"),
+    ("[http]\nheader_timeout_s = 0\n", "header_timeout_s must be in (0, 600]"),
+    ("[http]\nheader_timeout_s = 601\n", "header_timeout_s must be in (0, 600]"),
+    ("[http]\nidle_timeout_s = -1\n", "idle_timeout_s must be in (0, 3600]"),
+    ("[http]\nidle_timeout_s = nan\n", "idle_timeout_s must be in (0, 3600]"),
+    ("[http]\nsend_stall_timeout_s = inf\n", "send_stall_timeout_s must be in (0, 3600]"),
+    ("[http]\nsend_stall_timeout_s = 'lots'\n", "option send_stall_timeout_s"),
+    ("[http]\nsend_stall_timeout_s = true\n", "option send_stall_timeout_s"),
     ("[http]\ncontent_security_policy = \"default-src 'self'\\r\\nX-Evil: 1\"\n", "content_security_policy"),
     ("[http]\ncontent_security_policy = \"default-src 'self' é\"\n", "content_security_policy"),
     ("[http]\ncontent_security_policy = 3\n", "content_security_policy: expected a string"),
@@ -76,7 +91,7 @@ def _get(port: int, path: str) -> tuple[int, dict[str, str]]:
 
 @pytest.mark.parametrize("policy", ["", "default-src 'none'; frame-ancestors 'none'"])
 def test_start_service_applies_them(tmp_path: Path, policy: str) -> None:
-    toml = "[http]\nstatic_inflight_mb = 20\nstatic_inflight_per_ip_mb = 10\nstatic_wait_s = 0.5\n"
+    toml = "[http]\nheader_timeout_s = 4\nidle_timeout_s = 5\nsend_stall_timeout_s = 6\n"
     if policy:
         toml += f"content_security_policy = {json.dumps(policy)}\n"
     s = settings(tmp_path, toml, "--data-dir", str(tmp_path / "data"), "--ws-port", "0", "--grpc-port", "0",
@@ -85,11 +100,11 @@ def test_start_service_applies_them(tmp_path: Path, policy: str) -> None:
     async def main() -> tuple[tuple[int, dict[str, str]], object]:
         service = await start_service(s, static={}, index=None)
         try:
-            return await asyncio.to_thread(_get, service.ws_port, "/health"), service.ws.routes.inflight
+            return await asyncio.to_thread(_get, service.ws_port, "/health"), service.ws.http_limits
         finally:
             await service.stop()
 
-    (status, headers), budget = asyncio.run(main())
+    (status, headers), limits = asyncio.run(main())
     assert status == 200 and headers["content-security-policy"] == (policy or DEFAULT_CSP)
     assert headers["x-frame-options"] == "DENY"
-    assert (budget.limit, budget.per_peer_limit, budget.wait) == (20 << 20, 10 << 20, 0.5)
+    assert (limits.header_timeout_s, limits.idle_timeout_s, limits.send_stall_timeout_s) == (4.0, 5.0, 6.0)

@@ -1,22 +1,19 @@
-"""The HTTP side of the WebSocket port: :class:`~coordinator.service.http_routes.HttpRoutes` → a ``websockets``
-``Response`` (``process_request``), with the static-bytes budget (:class:`~coordinator.service.static_files.
-InflightBudget`): a response body of at least :data:`COUNTED_BYTES` is counted from when it is handed to the
-connection until the connection is gone (the peer read it all and closed, or the handshake timeout aborted it);
-when the budget is spent the request waits up to ``InflightBudget.wait`` seconds for room, then the answer is 503
-with ``Retry-After`` – small responses (``/health``, ``/status``) are never delayed or refused.
+"""The HTTP side of the WebSocket port: an :class:`~coordinator.service.http_server.HttpRequest` →
+:class:`~coordinator.service.http_routes.HttpRoutes` → an :class:`~coordinator.service.http_server.HttpReply`.
+
+:class:`~coordinator.service.http_server.HttpConnection` (streaming, keep-alive, ranges, timeouts) calls
+:func:`respond` for every request that is not the WebSocket handshake (:mod:`coordinator.service.transport_ws`
+decides). Passed on to the routes: the method, the target, ``If-None-Match`` (304 is theirs), ``Authorization``
+(only when sent once) and ``Accept-Encoding`` (the gzip encoding of compressible static files); added here: CORS
+for the public paths (:func:`cors_headers`). Bodies stay the routes' cached ``bytes`` – the connection sends them in
+slices with flow control, so no body is copied per connection.
 """
 
 from __future__ import annotations
 
-from http import HTTPStatus
+from coordinator.service.http_routes import HttpRoutes
+from coordinator.service.http_server import HttpReply, HttpRequest
 
-from websockets.asyncio.server import ServerConnection
-from websockets.datastructures import Headers
-from websockets.http11 import Request, Response
-
-from coordinator.service.http_routes import HttpRoutes, unavailable
-
-COUNTED_BYTES = 16 * 1024  # smaller bodies fit the socket's send buffer: they are neither counted nor refused
 # what a page on another (allowed) origin may read: the public status, liveness and the static files of the SDK,
 # the Python bundle and the demo data – never the operator's views
 CORS_PATHS = ("/status", "/health")
@@ -41,29 +38,29 @@ def cors_headers(origin: str | None, path: str, allowed: tuple[str, ...]) -> dic
     return {}
 
 
-def _single(headers: Headers, name: str) -> str | None:
-    """A header sent exactly once, else None (a repeated ``Authorization`` is not credentials)."""
-    values = headers.get_all(name)
-    return values[0] if len(values) == 1 else None
-
-
-async def respond(routes: HttpRoutes, connection: ServerConnection, request: Request,
-                  allowed_origins: tuple[str, ...] = ()) -> Response:
-    """The HTTP response to ``request`` on ``connection`` (not a WebSocket handshake); CORS headers for the
-    public paths when ``allowed_origins`` lets the request's ``Origin`` in (:func:`cors_headers`)."""
-    method = getattr(request, "method", "GET")
-    r = await routes.handle_async(method, request.path, request.headers.get("If-None-Match"),
-                                  _single(request.headers, "Authorization"))
-    n = len(r.body)
-    if n >= COUNTED_BYTES:
-        peer = str((connection.remote_address or ("?",))[0])
-        if await routes.inflight.acquire_wait(peer, n):
-            connection.connection_lost_waiter.add_done_callback(lambda _: routes.inflight.release(peer, n))
+def merge_headers(base: dict[str, str], extra: dict[str, str]) -> dict[str, str]:
+    """``base`` updated with ``extra``; ``Vary`` values are combined (``Accept-Encoding, Origin``), not replaced."""
+    out = dict(base)
+    for name, value in extra.items():
+        if name == "Vary" and out.get("Vary"):
+            have = [v.strip() for v in out["Vary"].split(",")]
+            out["Vary"] = ", ".join(have + [v.strip() for v in value.split(",") if v.strip() not in have])
         else:
-            r = routes.finish(method, unavailable("busy: too many large downloads in progress"), None)
-    cors = cors_headers(_single(request.headers, "Origin"), request.path, allowed_origins)
-    headers = Headers({"Content-Type": r.content_type, "Content-Length": str(len(r.body)), **r.headers, **cors})
-    return Response(r.status, HTTPStatus(r.status).phrase, headers, r.body)
+            out[name] = value
+    return out
 
 
-__all__ = ["COUNTED_BYTES", "cors_headers", "respond"]
+async def respond(routes: HttpRoutes, request: HttpRequest, allowed_origins: tuple[str, ...] = ()) -> HttpReply:
+    """The reply to ``request`` (not a WebSocket handshake); CORS headers for the public paths when
+    ``allowed_origins`` lets the request's ``Origin`` in (:func:`cors_headers`)."""
+    h = request.headers
+    r = await routes.handle_async(request.method, request.target, h.joined("If-None-Match"), h.single("Authorization"),
+                                  accept_encoding=h.joined("Accept-Encoding"))
+    headers = merge_headers({"Content-Type": r.content_type, **r.headers},
+                            cors_headers(h.single("Origin"), request.target, allowed_origins))
+    length = headers.pop("Content-Length", None)  # HEAD: the GET's length, no body
+    return HttpReply(r.status, list(headers.items()), r.body,
+                     int(length) if length is not None and request.method == "HEAD" else None)
+
+
+__all__ = ["CORS_PATHS", "CORS_PREFIXES", "cors_headers", "merge_headers", "respond"]

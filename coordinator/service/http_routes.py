@@ -1,7 +1,7 @@
 """The coordinator's HTTP endpoints (served on the WebSocket port): health, status JSON, static files.
 
-Pure request → response functions; :mod:`coordinator.service.http_adapter` adapts them to the ``websockets`` server
-(:mod:`coordinator.service.transport_ws`). ``GET`` and ``HEAD`` (the same headers, no body) only – anything else is
+Pure request → response functions; :mod:`coordinator.service.http_adapter` adapts them to the HTTP connections of
+the WebSocket port (:mod:`coordinator.service.http_server`, :mod:`coordinator.service.transport_ws`). ``GET`` and ``HEAD`` (the same headers, no body) only – anything else is
 405. Every response carries the security headers of :mod:`coordinator.service.security_headers` (CSP, no framing,
 ``nosniff``, no referrer). Work too slow for the event loop (a demo shard) is returned as a :class:`Deferred` and
 run in a worker thread.
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from coordinator.service.security_headers import DEFAULT_CSP, security_headers
-from coordinator.service.static_files import InflightBudget, allowed_file, read_file, under_root
+from coordinator.service.static_files import accepts_gzip, allowed_file, gzip_body, read_file, under_root
 from coordinator.service.status_view import operator_status, public_status
 
 RETRY_AFTER_S = 2  # seconds a 503 asks the client to wait
@@ -104,8 +104,7 @@ class HttpRoutes:
     ``static`` maps URL prefixes (``/sdk/``) to directories, ``allow`` optionally a prefix to the only files
     (relative paths) served from it; ``handlers`` maps URL prefixes to functions that generate the response
     (checked before ``static``); ``operator_token`` enables ``/status/operator``; ``csp`` is the
-    Content-Security-Policy (:mod:`coordinator.service.security_headers`); ``inflight`` bounds the static bytes
-    being sent at once (:class:`~coordinator.service.static_files.InflightBudget`, used by the transport)."""
+    Content-Security-Policy (:mod:`coordinator.service.security_headers`)."""
 
     status: Callable[[], dict[str, Any]]
     static: dict[str, Path] = field(default_factory=dict)
@@ -114,7 +113,6 @@ class HttpRoutes:
     operator_token: str | None = field(default=None, repr=False)  # None: /status/operator is 404
     allow: dict[str, frozenset[str]] = field(default_factory=dict)
     csp: str = DEFAULT_CSP
-    inflight: InflightBudget = field(default_factory=lambda: InflightBudget(128 << 20, 48 << 20))
     max_deferred: int = 4  # Deferred computations queued or running at once; more → 503
     deferred_pending: int = field(default=0, init=False)
     _executor: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
@@ -130,20 +128,22 @@ class HttpRoutes:
     clock: Callable[[], float] = field(default=time.monotonic, repr=False)
 
     def handle(self, method: str, path: str, if_none_match: str | None = None,
-               authorization: str | None = None) -> HttpResponse:
+               authorization: str | None = None, accept_encoding: str | None = None) -> HttpResponse:
         """The response to ``method path`` (deferred work runs inline); a static file whose ETag is in
         ``if_none_match`` gives 304; ``authorization`` is the request's ``Authorization`` header (only
-        ``/status/operator`` reads it). ``HEAD`` is answered as ``GET`` without the body."""
-        r = self._handle(method, path, authorization)
+        ``/status/operator`` reads it); ``accept_encoding`` the request's ``Accept-Encoding`` (a compressible static
+        file is sent gzip-encoded once its encoding is ready: :func:`~coordinator.service.static_files.gzip_body`).
+        ``HEAD`` is answered as ``GET`` without the body."""
+        r = self._handle(method, path, authorization, accept_encoding)
         if isinstance(r, Deferred):
             r = r.compute() or not_found(path.partition("?")[0])
         return self.finish(method, r, if_none_match)
 
     async def handle_async(self, method: str, path: str, if_none_match: str | None = None,
-                           authorization: str | None = None) -> HttpResponse:
+                           authorization: str | None = None, accept_encoding: str | None = None) -> HttpResponse:
         """:meth:`handle` for the event loop: deferred work runs in one worker thread, at most
         ``max_deferred`` at once (queued or running) – beyond that 503 with ``Retry-After``."""
-        r = self._handle(method, path, authorization)
+        r = self._handle(method, path, authorization, accept_encoding)
         if isinstance(r, Deferred):
             if self.deferred_pending >= self.max_deferred:
                 r = unavailable("busy: too many requests being computed")
@@ -168,13 +168,16 @@ class HttpRoutes:
         """``r`` as sent: 304 when its ETag matches ``if_none_match``, the security headers, no body for HEAD."""
         etag = r.headers.get("ETag")
         if etag and if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
-            r = HttpResponse(304, r.content_type, b"", {"ETag": etag, "Cache-Control": r.headers.get("Cache-Control", "no-cache")})
+            kept = {k: v for k, v in r.headers.items() if k in ("Vary", "Content-Encoding")}
+            r = HttpResponse(304, r.content_type, b"", {"ETag": etag, **kept,
+                                                        "Cache-Control": r.headers.get("Cache-Control", "no-cache")})
         headers = {**r.headers, **security_headers(r.content_type, r.body, self.csp)}
         if method == "HEAD":  # the GET response's headers, its length, no body
             return HttpResponse(r.status, r.content_type, b"", {**headers, "Content-Length": str(len(r.body))})
         return HttpResponse(r.status, r.content_type, r.body, headers)
 
-    def _handle(self, method: str, path: str, authorization: str | None) -> HttpResponse | Deferred:
+    def _handle(self, method: str, path: str, authorization: str | None,
+                accept_encoding: str | None = None) -> HttpResponse | Deferred:
         path, _, query = path.partition("?")
         if method not in ("GET", "HEAD"):
             r = json_response({"error": "method_not_allowed"}, 405)
@@ -190,7 +193,7 @@ class HttpRoutes:
         if path == OPERATOR_PATH or path in self.operator_routes:
             return self._operator(authorization, path)
         if path == "/" and self.index is not None:
-            return _file(self.index)
+            return _file(self.index, accept_encoding)
         for prefix, handler in self.handlers.items():
             if path.startswith(prefix):
                 return handler(path[len(prefix):], query) or not_found(path)
@@ -199,7 +202,7 @@ class HttpRoutes:
                 rel = path[len(prefix):]
                 allow = self.allow.get(prefix)
                 target = under_root(root, rel) if allow is None else allowed_file(root, rel, allow)
-                return _file(target) if target is not None else not_found(path)
+                return _file(target, accept_encoding) if target is not None else not_found(path)
         return not_found(path)
 
     def _operator(self, authorization: str | None, path: str = OPERATOR_PATH) -> HttpResponse:
@@ -215,8 +218,14 @@ class HttpRoutes:
         return json_response(operator_status(self.status()))
 
 
-def _file(path: Path) -> HttpResponse:
+def _file(path: Path, accept_encoding: str | None = None) -> HttpResponse:
     """A file with an ETag from its size and modification time; its contents are one cached ``bytes`` object
-    (:func:`coordinator.service.static_files.read_file`)."""
+    (:func:`coordinator.service.static_files.read_file`). A compressible one varies by ``Accept-Encoding``: its
+    gzip encoding (ETag ``"…-gz"``) when the request allows gzip and the encoding is ready."""
     f = read_file(path)
-    return HttpResponse(200, f.content_type, f.body, {"Cache-Control": "no-cache", "ETag": f.etag})
+    headers = {"Cache-Control": "no-cache", "ETag": f.etag}
+    if f.compressible:
+        headers["Vary"] = "Accept-Encoding"
+        if accepts_gzip(accept_encoding) and (gz := gzip_body(f)) is not None:
+            return HttpResponse(200, f.content_type, gz, {**headers, "ETag": f.gzip_etag, "Content-Encoding": "gzip"})
+    return HttpResponse(200, f.content_type, f.body, headers)

@@ -23,7 +23,6 @@ from coordinator.service.driver import EngineDriver
 from coordinator.service.http_routes import HttpRoutes
 from coordinator.service.security_headers import DEFAULT_CSP
 from coordinator.service.settings import ServeSettings, SettingsError, admission_config, federation_to_dict
-from coordinator.service.static_files import InflightBudget
 from coordinator.service.store import Store, StoreError
 from coordinator.service.transport_grpc import GrpcTransport
 from coordinator.service.transport_ws import WebSocketTransport
@@ -152,9 +151,7 @@ async def start_service(settings: ServeSettings, static: dict[str, Path] | None 
     h = settings.http
     routes = HttpRoutes(engine.status, dict(static or {}), index, operator_token=settings.operator_token,
                         health=engine.health,
-                        csp=h.content_security_policy or DEFAULT_CSP,
-                        inflight=InflightBudget(h.static_inflight_bytes, h.static_inflight_per_ip_bytes,
-                                                h.static_wait_s))
+                        csp=h.content_security_policy or DEFAULT_CSP)
     operator = dashboard.OperatorView(driver, store, recent_events.install())
     dashboard.mount(routes, operator)
     if web or (web is None and static is None and index is None):
@@ -163,7 +160,7 @@ async def start_service(settings: ServeSettings, static: dict[str, Path] | None 
         mount(routes)
     admission = Admission(settings.limits)  # one for both transports: connection caps and per-IP rates are shared
     operator.admission_refusals = admission.counters
-    ws = WebSocketTransport(driver, routes, s.max_message_bytes, admission, s.allowed_origins)
+    ws = WebSocketTransport(driver, routes, s.max_message_bytes, admission, s.allowed_origins, h.limits())
     grpc_t = GrpcTransport(driver, s.max_message_bytes, admission)
     ws_port = await ws.start(s.host, s.ws_port)
     grpc_port = await grpc_t.start(s.host, s.grpc_port)

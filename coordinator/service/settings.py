@@ -21,8 +21,8 @@ TOML layout (every key optional; see ``fl-coordinator serve --help`` and docs/pr
     [model]       spec = "mlp:64-32-10"  (or "cnn:digits", "cnn:digits:C1-C2", a JSON file path, or an inline table
                   {input_shape, layers, ...})
     [evaluation]  dataset = "digits" | "none" | "path/to/test.npz" (arrays x, y)
-    [http]        static_inflight_mb, static_inflight_per_ip_mb, static_wait_s, content_security_policy
-                  (:class:`HttpSettings`)
+    [http]        header_timeout_s, idle_timeout_s, send_stall_timeout_s, content_security_policy
+                  (:class:`HttpSettings`; the HTTP side of the WebSocket port, docs/operations.md)
 
 The operator token (``Authorization: Bearer …`` for ``GET /status/operator``) comes from
 ``--operator-token-file``, else the environment variable ``FL_OPERATOR_TOKEN``, else ``[server]
@@ -51,6 +51,7 @@ from typing import Any
 
 from coordinator.federation.config import FederationConfig
 from coordinator.service.admission import LimitSettings
+from coordinator.service.http_server import HttpLimits
 from flcore.modelspec import CNN_DIGITS, ModelSpec, cnn, mlp
 
 log = logging.getLogger("fl-coordinator.service.settings")
@@ -107,23 +108,23 @@ class ServerSettings:
 
 @dataclass(frozen=True)
 class HttpSettings:
-    """``[http]``: the HTTP side of the WebSocket port (docs/operations.md)."""
+    """``[http]``: the HTTP side of the WebSocket port (docs/operations.md,
+    :mod:`coordinator.service.http_server`)."""
 
-    # static response bytes being sent at once (all peers / one peer address); a response over it waits up to
-    # static_wait_s for room, then gets 503 with Retry-After
-    static_inflight_mb: float = 128.0
-    static_inflight_per_ip_mb: float = 48.0
-    static_wait_s: float = 3.0
+    # a request's header block must be complete this long after its first byte (a connection's first request:
+    # after it was accepted), else the connection is closed (slowloris)
+    header_timeout_s: float = 10.0
+    # an HTTP keep-alive connection without a new request for this long is closed
+    idle_timeout_s: float = 30.0
+    # a response whose peer accepted no bytes for this long is aborted (no total deadline: slow links finish)
+    send_stall_timeout_s: float = 60.0
     # the Content-Security-Policy header, verbatim; "" = the built-in policy (coordinator.service.security_headers)
     content_security_policy: str = ""
 
-    @property
-    def static_inflight_bytes(self) -> int:
-        return int(self.static_inflight_mb * 1024 * 1024)
-
-    @property
-    def static_inflight_per_ip_bytes(self) -> int:
-        return int(self.static_inflight_per_ip_mb * 1024 * 1024)
+    def limits(self) -> HttpLimits:
+        """The :class:`coordinator.service.http_server.HttpLimits` of these settings."""
+        return HttpLimits(header_timeout_s=self.header_timeout_s, idle_timeout_s=self.idle_timeout_s,
+                          send_stall_timeout_s=self.send_stall_timeout_s)
 
 
 @dataclass(frozen=True)
@@ -210,6 +211,19 @@ LIMITS_HELP = {
     "log_repeats_per_minute": "the same log message (numbers and ids folded) at most this often per minute, then "
                               "one line says it is suppressed and the next interval's first one counts the rest",
 }
+HTTP_HELP = {
+    "header_timeout_s": "seconds a request's header block may take from its first byte (a connection's first "
+                        "request: from the accept, before it is known to be a WebSocket); slower connections are "
+                        "closed (slowloris)",
+    "idle_timeout_s": "seconds an HTTP keep-alive connection may wait for its next request before it is closed",
+    "send_stall_timeout_s": "seconds a response may wait for its peer to accept any byte before the connection is "
+                            "aborted; there is no total deadline, so slow links get large files (Pyodide) at their "
+                            "own pace",
+    "content_security_policy": "the Content-Security-Policy header of every HTTP response, verbatim (empty: the "
+                               "built-in policy; keep 'wasm-unsafe-eval', without it Pyodide cannot start)",
+}
+# [http] options of earlier versions: accepted with a warning and ignored (responses are streamed now)
+HTTP_REMOVED = ("static_inflight_mb", "static_inflight_per_ip_mb", "static_wait_s")
 SERVER_DEFAULT_TEXT = {"byzantine_fraction": "byzantine / clients_per_round", "population": "unknown",
                        "allowed_origins": "the serving host's own origin"}
 FEDERATION_HELP = {
@@ -347,6 +361,11 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                            help=f"{LIMITS_HELP[f.name]} (default: {f.default})")
         else:
             g.add_argument(flag, dest=f.name, default=None, help=f"{LIMITS_HELP[f.name]} (default: {f.default})")
+    g = p.add_argument_group("http (the HTTP side of the WebSocket port, docs/operations.md)")
+    for f in _fields(HttpSettings):
+        default = repr(f.default) if f.default == "" else f.default
+        g.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
+                       help=f"{HTTP_HELP[f.name]} (default: {default})")
     g = p.add_argument_group("federation")
     g.add_argument("--model", dest="model", default=None,
                    help="model spec: mlp:64-32-10 (an MLP, layer sizes), cnn:digits (a CNN on digits as 1×8×8 "
@@ -466,13 +485,25 @@ def load_settings(args: argparse.Namespace) -> ServeSettings:
         raise SettingsError(f"evaluation on digits needs a model with input (64,) or (1, 8, 8) and 10 classes, "
                             f"got input {spec.input_shape} and {spec.num_classes} classes")
     check_grouping_risk(fed, server)
-    http = parse_http(doc.get("http", {}))
+    http_doc = dict(doc.get("http", {}))
+    for f in _fields(HttpSettings):
+        v = getattr(args, f.name, None)
+        if v is not None:
+            http_doc[f.name] = v
+    http = parse_http(http_doc)
     text = model_value if isinstance(model_value, str) else json.dumps(model_value)
     return ServeSettings(server, fed, evaluation, text, operator_token, http, limits)
 
 
 def parse_http(d: dict[str, Any]) -> HttpSettings:
-    """The ``[http]`` table → :class:`HttpSettings`; unknown keys, wrong types and out-of-range values are refused."""
+    """The ``[http]`` table (with any flags merged in) → :class:`HttpSettings`; unknown keys, wrong types and
+    out-of-range values are refused; the options of the removed in-flight budget are ignored with a warning."""
+    d = dict(d)
+    for name in HTTP_REMOVED:
+        if name in d:
+            del d[name]
+            log.warning("[http] %s is no longer used and is ignored: responses are streamed with bounded buffers "
+                        "(send_stall_timeout_s drops peers that stop reading)", name)
     names = {f.name: f.type for f in _fields(HttpSettings)}
     bad = set(d) - set(names)
     if bad:
@@ -481,15 +512,10 @@ def parse_http(d: dict[str, Any]) -> HttpSettings:
     if "content_security_policy" in kw and not isinstance(d["content_security_policy"], str):
         raise SettingsError("option content_security_policy: expected a string")
     http = HttpSettings(**kw)
-    for name in ("static_inflight_mb", "static_inflight_per_ip_mb"):
+    for name, top in (("header_timeout_s", 600.0), ("idle_timeout_s", 3600.0), ("send_stall_timeout_s", 3600.0)):
         v = getattr(http, name)
-        if not (math.isfinite(v) and 0 < v <= 65536):
-            raise SettingsError(f"[http] {name} must be in (0, 65536] MiB, got {v:g}")
-    if not (math.isfinite(http.static_wait_s) and 0 <= http.static_wait_s <= 8):
-        raise SettingsError(f"[http] static_wait_s must be in [0, 8] seconds (the whole response has 10 s), got "
-                            f"{http.static_wait_s:g}")
-    if http.static_inflight_per_ip_mb > http.static_inflight_mb:
-        raise SettingsError("[http] static_inflight_per_ip_mb must not exceed static_inflight_mb")
+        if not (math.isfinite(v) and 0 < v <= top):
+            raise SettingsError(f"[http] {name} must be in (0, {top:g}] seconds, got {v:g}")
     if http.content_security_policy:
         from coordinator.service.security_headers import check_policy
 
@@ -618,7 +644,7 @@ def federation_to_dict(cfg: FederationConfig) -> dict[str, Any]:
     return {k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in d.items()}
 
 
-__all__ = ["OPERATOR_TOKEN_ENV", "HttpSettings", "ServeSettings", "ServerSettings", "SettingsError", "add_serve_arguments",
+__all__ = ["HTTP_REMOVED", "OPERATOR_TOKEN_ENV", "HttpSettings", "ServeSettings", "ServerSettings", "SettingsError", "add_serve_arguments",
            "admission_config", "check_grouping_risk", "check_operator_token", "federation_to_dict", "load_settings",
            "parse_http", "parse_model",
            "read_operator_token"]

@@ -1,27 +1,30 @@
-"""Static files for the HTTP side of the WebSocket port: one cached ``bytes`` object per file, allow-lists, and a
-budget of the static bytes being sent at once.
+"""Static files for the HTTP side of the WebSocket port: one cached ``bytes`` object per file and allow-lists.
 
-Why a budget: ``websockets`` answers an HTTP request (``process_request``) by serializing the whole response and
-handing it to the asyncio transport, which keeps what the peer has not read yet in its own buffer (a copy per
-connection). A peer that requests Pyodide's 9.6 MB ``pyodide.asm.wasm`` and never reads pins ~9.6 MB until the
-handshake timeout aborts it; 100 of them pinned 665 MiB (issue 13, F13). :class:`InflightBudget` counts the body
-bytes of every large response from when it is handed to the transport until that connection is gone; a response
-that would take the total (or one peer's share) over the limit waits a little for room (a burst of tabs loading
-Pyodide at once queues instead of failing – a waiting request holds no body) and is then refused with 503 and
-``Retry-After``. True streaming would need a second HTTP stack beside ``websockets`` (its ``Response`` is one
-``bytes`` body, sent whole within its ``open_timeout``).
+Every response for one file shares its cached ``bytes``; :class:`coordinator.service.http_server.HttpConnection`
+sends it in ``memoryview`` slices with flow control, so a peer that requests Pyodide's 9.6 MB ``pyodide.asm.wasm``
+and never reads pins about 128 KiB of the process, not a copy of the file (issue 13, F13: when ``websockets``
+answered HTTP with one buffered body, 100 such peers pinned 665 MiB; ``tests/test_http_budget.py``).
+
+Compressible files (:data:`GZIP_TYPES`, at least :data:`GZIP_MIN_BYTES`: Pyodide's wasm 9.6 MB → 3.5 MB, its
+``.mjs`` 1.25 MB → 0.26 MB) also get a gzip encoding, made once per file in a worker thread (``zlib`` releases the
+GIL; the 9.6 MB wasm takes about a second) and kept beside the identity bytes: :func:`gzip_body` returns it once it
+is ready and starts it otherwise – the requests before it is ready get the identity encoding, none waits or is
+refused. HTML is never compressed here: its CSP hashes its inline scripts from the identity body.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import logging
 import mimetypes
 import posixpath
+import zlib
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote
+
+log = logging.getLogger("fl-coordinator.http")
 
 mimetypes.add_type("application/wasm", ".wasm")
 mimetypes.add_type("text/javascript", ".mjs")
@@ -29,16 +32,37 @@ mimetypes.add_type("text/javascript", ".js")
 
 # bytes of file contents kept in memory (the whole browser client is ~15 MB); over it the cache starts afresh
 CACHE_LIMIT = 256 * 1024 * 1024
+# content types worth a gzip encoding (not HTML – see the module docstring – nor zip, PNG … which are compressed)
+GZIP_TYPES = frozenset({"application/wasm", "text/javascript", "application/json", "text/css", "text/plain",
+                        "text/x-python", "image/svg+xml"})
+GZIP_MIN_BYTES = 1024
+GZIP_LEVEL = 6
+GZIP_MAX_RATIO = 0.9  # an encoding that saves less than 10 % is not used
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class FileData:
+    """A cached file: its bytes, content type and ETag; ``gzip`` its gzip encoding once made (``gzip_state``:
+    ``""`` not started, ``"running"``, ``"done"`` – ``gzip`` stays None when it was not worth it)."""
+
     body: bytes
     content_type: str
     etag: str
+    gzip: bytes | None = field(default=None, repr=False)
+    gzip_state: str = ""
+
+    @property
+    def compressible(self) -> bool:
+        return self.content_type in GZIP_TYPES and len(self.body) >= GZIP_MIN_BYTES
+
+    @property
+    def gzip_etag(self) -> str:
+        """The ETag of the gzip encoding (another representation: another ETag)."""
+        return self.etag[:-1] + '-gz"'
 
 
 _CACHE: dict[Path, tuple[tuple[int, int], FileData]] = {}
+_compressor: ThreadPoolExecutor | None = None
 
 
 def read_file(path: Path) -> FileData:
@@ -51,10 +75,60 @@ def read_file(path: Path) -> FileData:
         return cached[1]
     ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     data = FileData(path.read_bytes(), ctype, f'"{key[0]:x}-{key[1]:x}"')
-    if sum(len(d.body) for _, d in _CACHE.values()) + len(data.body) > CACHE_LIMIT:
+    if sum(len(d.body) + len(d.gzip or b"") for _, d in _CACHE.values()) + len(data.body) > CACHE_LIMIT:
         _CACHE.clear()
     _CACHE[path] = (key, data)
     return data
+
+
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """Whether an ``Accept-Encoding`` allows gzip: ``gzip`` (or ``x-gzip``, else ``*``) with a q-value above 0."""
+    if not accept_encoding:
+        return False
+    q_gzip: float | None = None
+    q_any: float | None = None
+    for item in accept_encoding.split(","):
+        coding, _, params = item.partition(";")
+        q = 1.0
+        for param in params.split(";"):
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value.strip())
+                except ValueError:
+                    q = 0.0
+        coding = coding.strip().lower()
+        if coding in ("gzip", "x-gzip"):
+            q_gzip = q if q_gzip is None else max(q_gzip, q)
+        elif coding == "*":
+            q_any = q
+    q_final = q_gzip if q_gzip is not None else q_any
+    return q_final is not None and q_final > 0
+
+
+def gzip_body(f: FileData) -> bytes | None:
+    """``f``'s gzip encoding if it is ready; otherwise None, and its compression is started (once) in a worker
+    thread. None for files not worth compressing."""
+    if f.gzip is not None or not f.compressible or f.gzip_state:
+        return f.gzip
+    global _compressor
+    if _compressor is None:
+        _compressor = ThreadPoolExecutor(1, thread_name_prefix="fl-gzip")
+    f.gzip_state = "running"
+    _compressor.submit(_compress, f)
+    return None
+
+
+def _compress(f: FileData) -> None:
+    try:
+        c = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # wbits 31: a gzip stream (mtime 0: reproducible)
+        z = c.compress(f.body) + c.flush()
+        if len(z) <= GZIP_MAX_RATIO * len(f.body):
+            f.gzip = z
+    except Exception:  # pragma: no cover - zlib does not fail on bytes
+        log.exception("gzip of a static file failed")
+    finally:
+        f.gzip_state = "done"
 
 
 def under_root(root: Path, rel: str) -> Path | None:
@@ -102,61 +176,5 @@ def expand(root: Path, patterns: Iterable[str]) -> frozenset[str]:
     return frozenset(out)
 
 
-@dataclass
-class InflightBudget:
-    """Static body bytes being sent at once: in total (``limit``) and per peer address (``per_peer_limit``)."""
-
-    limit: int
-    per_peer_limit: int
-    wait: float = 3.0  # seconds acquire_wait waits for room
-    total: int = 0
-    by_peer: dict[str, int] = field(default_factory=dict)
-    refused: int = 0  # responses refused with 503 so far
-    _waiters: set[asyncio.Future[None]] = field(default_factory=set, repr=False)
-
-    @property
-    def waiting(self) -> int:
-        return len(self._waiters)
-
-    def acquire(self, peer: str, n: int) -> bool:
-        """Count ``n`` more bytes for ``peer``; ``False`` (nothing counted) if a limit would be exceeded – except
-        that a single response is never refused when nothing else is in flight (a file above the limit would
-        otherwise never be served)."""
-        mine = self.by_peer.get(peer, 0)
-        if (self.total and self.total + n > self.limit) or (mine and mine + n > self.per_peer_limit):
-            return False
-        self.total += n
-        self.by_peer[peer] = mine + n
-        return True
-
-    async def acquire_wait(self, peer: str, n: int) -> bool:
-        """:meth:`acquire`, waiting up to ``wait`` seconds for room (woken by every :meth:`release`)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.wait
-        while not self.acquire(peer, n):
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                self.refused += 1
-                return False
-            waiter = loop.create_future()
-            self._waiters.add(waiter)
-            try:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waiter, remaining)
-            finally:
-                self._waiters.discard(waiter)
-        return True
-
-    def release(self, peer: str, n: int) -> None:
-        self.total -= n
-        left = self.by_peer.get(peer, 0) - n
-        if left > 0:
-            self.by_peer[peer] = left
-        else:
-            self.by_peer.pop(peer, None)
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-
-
-__all__ = ["FileData", "InflightBudget", "allowed_file", "expand", "normalize", "read_file", "under_root"]
+__all__ = ["GZIP_MIN_BYTES", "GZIP_TYPES", "FileData", "accepts_gzip", "allowed_file", "expand", "gzip_body",
+           "normalize", "read_file", "under_root"]

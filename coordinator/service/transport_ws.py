@@ -1,12 +1,26 @@
 """WebSocket transport (library ``websockets``, asyncio): one binary frame = one protocol message.
 
-Also answers plain HTTP requests on the same port (health, status JSON, static files) through
-:class:`coordinator.service.http_routes.HttpRoutes`, passing on the method, ``If-None-Match`` and ``Authorization``.
+The same port serves plain HTTP (health, status JSON, static files) through
+:class:`coordinator.service.http_routes.HttpRoutes`. Every accepted connection first waits for its first request's
+header block (at most ``[http] header_timeout_s``, 8 KiB) before anything else runs – no ``websockets`` handshake
+task, no ``open_timeout``. Then it is one of two kinds:
+
+- a request for ``/ws`` (``flcore.protocol.WS_PATH``; the WebSocket handshake): the connection becomes a
+  ``websockets`` connection – ``ServerConnection.connection_made`` runs now and is fed the bytes read so far;
+  ``websockets`` answers a request there that is not an upgrade with 426;
+- anything else: the transport is handed to a :class:`coordinator.service.http_server.HttpConnection`
+  (``transport.set_protocol``), which serves this and later keep-alive requests through
+  :func:`coordinator.service.http_adapter.respond`, streaming bodies with bounded buffers, Range requests and its
+  own timeouts (header, idle, send progress) instead of ``websockets``' 10 s deadline for a whole response.
+
 Text frames are refused with a protocol error by the engine (they are not .mle).
 
 Admission control (issue 13 F1, F11, F18, F20; :mod:`coordinator.service.admission`, docs/operations.md):
 
-- a TCP connection over ``max_connections`` or ``max_connections_per_ip`` is dropped as it is accepted;
+- a TCP connection over ``max_connections`` or ``max_connections_per_ip`` is dropped as it is accepted (both kinds
+  count until they close); one whose first header block is not complete within ``header_timeout_s`` is closed;
+- the bytes held of requests not yet parsed (≤ 8 KiB before the decision, 16 KiB on an HTTP connection) count
+  towards ``max_buffered_mb`` like partial frames do;
 - ``/ws`` refuses a browser handshake whose ``Origin`` is not allowed with 403 (default: the origin of the host the
   browser asked for, and native clients that send no ``Origin``; ``*`` allows all);
 - until the engine has authenticated the connection a frame (or a fragmented message) may hold at most
@@ -17,7 +31,9 @@ Admission control (issue 13 F1, F11, F18, F20; :mod:`coordinator.service.admissi
   whose data crosses it closes with 1009;
 - every incoming frame (data, control and continuation frames alike) takes a token from the connection's bucket and
   its IP's bucket; an empty bucket closes the connection with 1008 (policy violation);
-- a peer that does not answer a close is dropped after ``close_timeout`` (also on shutdown, so ``stop`` is bounded).
+- a peer that does not answer a close is dropped after ``close_timeout`` (also on shutdown, so ``stop`` is bounded:
+  connections that have not sent a request yet are closed, HTTP connections finish their current response within
+  ``close_timeout`` or are aborted).
 """
 
 from __future__ import annotations
@@ -25,7 +41,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
 from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -39,6 +54,16 @@ from coordinator.service import http_adapter
 from coordinator.service.admission import Admission, LimitSettings, TokenBucket, peer_ip
 from coordinator.service.driver import EngineDriver, QueueLink
 from coordinator.service.http_routes import HttpRoutes
+from coordinator.service.http_server import (
+    HttpConnection,
+    HttpLimits,
+    HttpReply,
+    HttpRequest,
+    error_reply,
+    head_end,
+    request_target,
+)
+from coordinator.service.security_headers import security_headers
 from flcore.protocol import WS_PATH
 
 log = logging.getLogger("fl-coordinator.ws")
@@ -67,40 +92,104 @@ def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...
 
 
 class _AdmittedConnection(ServerConnection):
-    """A :class:`ServerConnection` that reports to the transport's :class:`Admission` (see the module docstring)."""
+    """A :class:`ServerConnection` that reports to the transport's :class:`Admission` and becomes a WebSocket only
+    when its first request asks for ``/ws`` (see the module docstring); otherwise its transport goes to an
+    :class:`HttpConnection`."""
 
     transport_owner: WebSocketTransport  # set on the per-transport subclass
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
+        # websockets' connection_made (which starts the handshake under open_timeout) waits for the first request
         owner = self.transport_owner
+        assert isinstance(transport, asyncio.Transport)
+        self.raw_transport = transport
         self.ip = peer_ip(transport.get_extra_info("peername"))
         self.bucket: TokenBucket = owner.admission.connection_bucket()
         self.authenticated = False
         self.refused = False
+        self.kind = "pending"  # → "websocket" | "http" once the first header block is in
+        self.head = bytearray()
         self._abort_handle: asyncio.TimerHandle | None = None
+        self._head_timer: asyncio.TimerHandle | None = None
         self.admitted = owner.admission.open(self.ip) is None
         if not self.admitted:
             transport.abort()  # over a connection cap: no handshake, no buffers (counted and logged by Admission)
             return
-        self.protocol.max_message_size = owner.admission.limits.pre_auth_max_bytes
-        owner.live.add(self)
+        owner.pending.add(self)
+        self.head_deadline = self.loop.time() + owner.http_limits.header_timeout_s
+        self._head_timer = self.loop.call_at(self.head_deadline, transport.close)  # a slowloris: no answer
 
     def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        if self.kind == "websocket":
+            super().connection_lost(exc)
         if self._abort_handle is not None:
             self._abort_handle.cancel()
         if self.admitted:
             self.admitted = False
             self.transport_owner.admission.close(self.ip, self)
+        self.transport_owner.pending.discard(self)
         self.transport_owner.live.discard(self)
 
+    def eof_received(self) -> bool | None:
+        if self.kind == "websocket":
+            return super().eof_received()
+        return None  # before a complete request: nothing to answer, close
+
     def data_received(self, data: bytes) -> None:
+        if self.kind == "pending":
+            if not self.admitted:
+                return
+            searched = max(0, len(self.head) - 3)  # a slowloris sending byte by byte: each byte searched once
+            self.head += data
+            limit = self.transport_owner.http_limits.max_header_bytes
+            if head_end(self.head, searched) is None and len(self.head) <= limit:
+                if not self.transport_owner.admission.set_buffered(self, len(self.head)):
+                    self.raw_transport.abort()  # too many bytes buffered over all connections
+                return
+            self._dispatch()
+            return
         super().data_received(data)
         if self.admitted:
             self.account()
             if self.protocol.state is State.CLOSING:
                 self._abort_later()
+
+    def _dispatch(self) -> None:
+        """The first header block is in (or too long): WebSocket for ``/ws``, HTTP for everything else."""
+        owner, transport = self.transport_owner, self.raw_transport
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        owner.pending.discard(self)
+        data, self.head = bytes(self.head), bytearray()
+        line_end = data.find(b"\r\n")
+        target = request_target(data[:line_end]) if line_end >= 0 else None
+        if target is not None and target.split("?", 1)[0] == WS_PATH:
+            self.kind = "websocket"
+            ServerConnection.connection_made(self, transport)  # the handshake task (open_timeout) starts now
+            self.protocol.max_message_size = owner.admission.limits.pre_auth_max_bytes
+            owner.live.add(self)
+            self.data_received(data)
+            return
+        self.kind = "http"
+        owner.admission.set_buffered(self, 0)  # the HTTP connection accounts for its bytes itself
+        self.admitted = False  # … and closes the admission when it is gone
+        http = HttpConnection(owner.http_handler, owner.http_limits,
+                              error_headers=list(security_headers("text/plain", b"", owner.routes.csp).items()))
+
+        def buffered(n: int) -> bool:
+            return owner.admission.set_buffered(http, n)
+
+        def closed(ip: str = self.ip) -> None:
+            owner.admission.close(ip, http)
+            owner.http.discard(http)
+
+        http.on_buffered, http.on_closed = buffered, closed
+        owner.http.add(http)
+        transport.set_protocol(http)
+        http.start(transport, data, self.head_deadline)
 
     def process_event(self, event: object) -> None:
         if isinstance(event, Frame) and self.admitted:
@@ -150,13 +239,20 @@ class _AdmittedConnection(ServerConnection):
 
 
 class WebSocketTransport:
+    """The WebSocket + HTTP port (module docstring). ``live``: WebSocket connections; ``http``: HTTP connections;
+    ``pending``: connections whose first request is not complete yet."""
+
     def __init__(self, driver: EngineDriver, routes: HttpRoutes, max_message_bytes: int,
-                 admission: Admission | None = None, allowed_origins: tuple[str, ...] = ()) -> None:
+                 admission: Admission | None = None, allowed_origins: tuple[str, ...] = (),
+                 http_limits: HttpLimits | None = None) -> None:
         self.driver, self.routes, self.max_message_bytes = driver, routes, max_message_bytes
         self.admission = admission or Admission(LimitSettings())
         self.allowed_origins = tuple(allowed_origins)
+        self.http_limits = http_limits or HttpLimits()
         self.server: Server | None = None
         self.live: set[_AdmittedConnection] = set()
+        self.pending: set[_AdmittedConnection] = set()
+        self.http: set[HttpConnection] = set()
 
     async def start(self, host: str, port: int) -> int:
         connection_class = type("AdmittedConnection", (_AdmittedConnection,), {"transport_owner": self})
@@ -167,30 +263,51 @@ class WebSocketTransport:
         return self.server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
-        """Close every connection (1001) and the listening socket; peers that ignore the close handshake or never
-        finish their opening handshake are dropped after ``close_timeout`` – shutdown stays bounded (F20)."""
+        """Close every connection (WebSockets with 1001) and the listening socket; connections without a request
+        yet are closed at once, HTTP connections after their current response; peers that ignore the close
+        handshake, never finish their opening handshake or do not read are dropped after ``close_timeout`` –
+        shutdown stays bounded (F20)."""
         if self.server is None:
             return
+        grace = self.admission.limits.close_timeout
         self.server.close()
+        for pending in list(self.pending):
+            pending.raw_transport.abort()
+        http = list(self.http)
+        for connection in http:
+            connection.shutdown(grace)
         try:
-            await asyncio.wait_for(self.server.wait_closed(), self.admission.limits.close_timeout + 1.0)
+            await asyncio.wait_for(self.server.wait_closed(), grace + 1.0)
         except TimeoutError:
             for connection in list(self.live):
                 if connection.transport is not None:
                     connection.transport.abort()
             await self.server.wait_closed()
+        waiting = [c.closed for c in http if c.closed is not None and not c.closed.done()]
+        if waiting:  # each is aborted after the grace period at the latest
+            await asyncio.wait(waiting, timeout=grace + 1.0)
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Awaitable[Response] | Response | None:
-        if request.path.split("?", 1)[0] == WS_PATH:
-            origins = request.headers.get_all("Origin")
-            origin = origins[0] if len(origins) == 1 else ("" if origins else None)  # repeated: not allowed
-            if not origin_allowed(origin, _single(request.headers, "Host"), self.allowed_origins):
-                self.admission.refused("origin", f"WebSocket handshake from origin {origin[:200]!r}")
-                body = b"Origin not allowed\n"
-                return Response(403, "Forbidden", Headers({"Content-Type": "text/plain",
-                                                           "Content-Length": str(len(body))}), body)
-            return None  # go on with the WebSocket handshake
-        return http_adapter.respond(self.routes, connection, request, self.allowed_origins)  # HTTP (awaited)
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """The ``/ws`` handshake (only ``/ws`` requests reach ``websockets``): 403 for a browser origin that is not
+        allowed, else on with the handshake."""
+        origins = request.headers.get_all("Origin")
+        origin = origins[0] if len(origins) == 1 else ("" if origins else None)  # repeated: not allowed
+        if not origin_allowed(origin, _single(request.headers, "Host"), self.allowed_origins):
+            self.admission.refused("origin", f"WebSocket handshake from origin {origin[:200]!r}")
+            body = b"Origin not allowed\n"
+            return Response(403, "Forbidden", Headers({"Content-Type": "text/plain",
+                                                       "Content-Length": str(len(body))}), body)
+        return None  # go on with the WebSocket handshake
+
+    async def http_handler(self, request: HttpRequest) -> HttpReply:
+        """An HTTP request on an :class:`HttpConnection` → :func:`http_adapter.respond`. ``/ws`` there (after
+        other requests on a keep-alive connection) is refused: the handshake must be a connection's first
+        request."""
+        if request.path == WS_PATH:
+            csp = security_headers("text/plain", b"", self.routes.csp)
+            return error_reply(400, "the WebSocket handshake must be the first request on its connection",
+                               [*csp.items(), ("Connection", "close")])
+        return await http_adapter.respond(self.routes, request, self.allowed_origins)
 
     async def _handler(self, ws: ServerConnection) -> None:
         assert isinstance(ws, _AdmittedConnection)
