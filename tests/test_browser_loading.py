@@ -124,6 +124,7 @@ def test_coordinator_killed_while_the_tab_loads_the_tab_recovers_by_itself(tmp_p
                 wait_in_page(page, lambda: (d := page.evaluate("() => window.flDemo.downloads")) and
                              d[-1]["loaded"] > d[-1]["total"] / 3, 120, "a third of the download")
                 coord.kill()
+                link.cut()  # what was in flight is lost with it
                 time.sleep(8)
                 assert page.evaluate("() => window.flDemo.readyMs") is None
                 coord.start()

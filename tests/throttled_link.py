@@ -26,6 +26,7 @@ class ThrottledLink:
         self._tokens = 0.0
         self._last = time.monotonic()
         self._lock: asyncio.Lock | None = None
+        self._open: set[asyncio.StreamWriter] = set()
 
     def start(self) -> ThrottledLink:
         self._thread.start()
@@ -40,6 +41,15 @@ class ThrottledLink:
             asyncio.run_coroutine_threadsafe(stop(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+
+    def cut(self) -> None:
+        """Drop every open connection at once, both ways, and what the proxy holds of them – as when the server's
+        machine goes away: data already in the server's socket buffers never arrives (a killed process's
+        kernel would still deliver it)."""
+        async def cut() -> None:
+            for w in list(self._open):
+                w.transport.abort()
+        asyncio.run_coroutine_threadsafe(cut(), self._loop).result(5)
 
     async def _start(self) -> int:
         self._lock = asyncio.Lock()
@@ -66,6 +76,7 @@ class ThrottledLink:
             writer.close()
             return
         chunk = max(1024, min(16384, int(self.rate / 20)))
+        self._open |= {writer, up_writer}
 
         async def upstream() -> None:
             with contextlib.suppress(OSError, asyncio.IncompleteReadError):
@@ -86,6 +97,7 @@ class ThrottledLink:
         up = asyncio.ensure_future(upstream())
         await downstream()
         up.cancel()
+        self._open -= {writer, up_writer}
         for w in (writer, up_writer):
             with contextlib.suppress(Exception):
                 w.close()
