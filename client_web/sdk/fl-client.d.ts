@@ -1,5 +1,13 @@
 // Types of client_web/sdk/fl-client.js, the browser SDK of fl-coordinator (see docs/browser-sdk.md).
-import type { Runtime } from "../js/runtime";
+/** The SDK's module worker (Pyodide, the kernel, libsodium and the Python sessions). */
+export declare class WorkerRuntime {
+  readonly worker: Worker;
+  /** Loading timings by stage (ms since the worker started loading). */
+  timings: Record<string, number> | null;
+  /** Bytes of the preloaded files (from the network or Cache Storage). */
+  downloaded: number;
+  terminate(): void;
+}
 
 export interface ConnectOptions {
   /** Local training data: x flat row-major (examples × features), y integer labels. Or call setData() later. */
@@ -21,8 +29,16 @@ export interface ConnectOptions {
   privacy?: PrivacyOptions;
   /** Where the Python bundle is served (default `${coordinator}/py/`). */
   pythonUrl?: string;
-  /** An already loaded runtime (client_web/js/runtime.js) to reuse. */
-  runtime?: Runtime;
+  /** The runtime's asset list (default `${url}/sdk/assets.json`). */
+  assetsUrl?: string;
+  /** ms without progress before a loading stage is retried in a fresh worker. */
+  loadTimeouts?: { assets?: number; download?: number; pyodide?: number; "python-files"?: number };
+  /** Loading attempts before connect() rejects with code "loading" (default Infinity). */
+  loadAttempts?: number;
+  /** The worker script (default ./fl-worker.js beside fl-client.js). */
+  workerUrl?: string;
+  /** Another client's runtime (its worker): this client's session runs in it too. */
+  runtime?: WorkerRuntime;
   /** Largest training batch the kernel allocates for (default 64). */
   maxBatch?: number;
   /** Back-off between reconnects: starts at initialMs (500), doubles up to maxMs (10000), ×U[0.5, 1.5). */
@@ -111,7 +127,8 @@ export interface StatusDetail {
 }
 
 export interface FlEventMap {
-  loading: { stage: string; ms: number };
+  loading: { stage: string; ms?: number; loaded?: number; total?: number; cachedBytes?: number; snapshot?: boolean;
+             attempt?: number; error?: string; retryInMs?: number; url?: string; resumeAt?: number };
   connecting: { attempt: number; url: string };
   connected: { clientId: string; coordinatorKey: string; firstUse: boolean };
   disconnected: { code: number; reason: string; retryInMs: number };
@@ -154,7 +171,7 @@ export interface SecAggInput {
 }
 
 export declare class FlClient extends EventTarget {
-  readonly runtime: Runtime;
+  readonly runtime: WorkerRuntime;
   /** hex BLAKE2b-128 of this client's Ed25519 public key; stable across visits when persisted. */
   readonly clientId: string;
   /** This client's Ed25519 public key (hex): what an operator allow-lists or issues an enrolment token for. */
@@ -171,20 +188,20 @@ export declare class FlClient extends EventTarget {
   /** The "loading" events of connect(). */
   loading: FlEvent[];
 
-  setData(x: Float32Array | number[] | number[][], y: Int32Array | number[]): void;
+  setData(x: Float32Array | number[] | number[][], y: Int32Array | number[]): Promise<void>;
   /** Join rounds until the coordinator says stop or leave() is called; rejects on a fatal error. */
   participate(): Promise<ParticipationSummary>;
-  /** Class predictions of the latest global model received. Throws before the first round. */
+  /** Class predictions of the latest global model received, computed in the worker. Rejects before the first. */
   /** Rounds completed when the global model used by predict() was released (null: none yet); restored from
    *  IndexedDB with the identity, signature checked. */
   modelRound: number | null;
-  predict(x: Float32Array | number[] | number[][]): Int32Array;
+  predict(x: Float32Array | number[] | number[][]): Promise<Int32Array>;
   /** Send bye and close; participate() resolves with stopReason = reason (default "left"). */
   leave(reason?: string): Promise<void>;
   /** Debugging/tests: the field vector fed into the last secure aggregation. */
-  debugLastInput(): SecAggInput | null;
+  debugLastInput(): Promise<SecAggInput | null>;
   /** Debugging/tests: what a protocol frame is (not verified). */
-  debugDescribeFrame(frame: Uint8Array | ArrayBuffer): { type: string; round: number; sender: string; phase: string | null };
+  debugDescribeFrame(frame: Uint8Array | ArrayBuffer): Promise<{ type: string; round: number; sender: string; phase: string | null }>;
   /** The privacy policy this client enforces. */
   readonly policy: PrivacyPolicy;
   /** The default policy (what `policy` is without `privacy` options). */
