@@ -10,6 +10,8 @@
   in the browser, and numpy in CPython for reference.
 
 Goals (issue 6): ≥ 1.0× torch on the digits MLP, ≥ 0.2× on the large MLP, masking < 200 ms.
+Loading (cold and warm ready time, bytes, longest main-thread task, memory per tab, against Pyodide on the main
+thread): benchmarks/bench_browser_loading.py; a round's local training per model: benchmarks/bench_browser_models.py.
 Run: `.venv/bin/python benchmarks/bench_browser.py` (after `make web-setup`).
 """
 
