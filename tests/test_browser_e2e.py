@@ -188,6 +188,7 @@ def test_browsers_and_native_clients_federate_over_the_network(tmp_path: Path, w
             for k in range(1, 11):
                 pages[1].mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * (0.15 + 0.07 * k))
             pages[1].mouse.up()
+            pages[1].wait_for_function("() => window.flDemo.prediction !== null", timeout=10_000)  # (in the worker)
             drawn = pages[1].locator("#prediction").inner_text()
             assert drawn in list("0123456789"), drawn
             assert not errors, errors
