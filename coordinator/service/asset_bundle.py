@@ -24,7 +24,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from coordinator.service.static_files import normalize
+from coordinator.service.static_files import FileData, normalize
 
 ASSETS_PREFIX = "/assets/"
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -59,9 +59,15 @@ def rewritten(name: str, body: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class Asset:
-    body: bytes
-    content_type: str
+    """An asset's bytes as served (a :class:`FileData`, whose gzip encoding the HTTP layer makes once) and their
+    SHA-256."""
+
+    file: FileData
     sha256: str
+
+    @property
+    def body(self) -> bytes:
+        return self.file.body
 
 
 @dataclass(frozen=True)
@@ -100,7 +106,8 @@ def build(client_web: Path) -> AssetBundle:
     assets: dict[str, Asset] = {}
     for name, rel in ASSET_FILES.items():
         body = rewritten(name, (client_web / rel).read_bytes())
-        assets[name] = Asset(body, _content_type(name), hashlib.sha256(body).hexdigest())
+        digest = hashlib.sha256(body).hexdigest()
+        assets[name] = Asset(FileData(body, _content_type(name), f'"{digest[:32]}"'), digest)
     groups: dict[str, hashlib._Hash] = {}
     for name in sorted(assets):
         h = groups.setdefault(name.split("/", 1)[0], hashlib.sha256())

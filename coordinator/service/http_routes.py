@@ -28,7 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from coordinator.service.security_headers import DEFAULT_CSP, security_headers
-from coordinator.service.static_files import accepts_gzip, allowed_file, gzip_body, read_file, under_root
+from coordinator.service.static_files import (
+    FileData,
+    accepts_gzip,
+    allowed_file,
+    gzip_body,
+    read_file,
+    under_root,
+)
 from coordinator.service.status_view import operator_status, public_status
 
 RETRY_AFTER_S = 2  # seconds a 503 asks the client to wait
@@ -81,7 +88,7 @@ def token_matches(given: str, expected: str) -> bool:
 
 # a generated route: (path after the prefix, query string) → a response, a Deferred (expensive work, run off the
 # event loop by the transport), or None for 404
-Handler = Callable[[str, str], "HttpResponse | Deferred | None"]
+Handler = Callable[[str, str], "HttpResponse | StaticBody | Deferred | None"]
 
 
 @dataclass(frozen=True)
@@ -196,7 +203,8 @@ class HttpRoutes:
             return _file(self.index, accept_encoding)
         for prefix, handler in self.handlers.items():
             if path.startswith(prefix):
-                return handler(path[len(prefix):], query) or not_found(path)
+                r = handler(path[len(prefix):], query) or not_found(path)
+                return _file_response(r.file, r.cache_control, accept_encoding) if isinstance(r, StaticBody) else r
         for prefix, root in self.static.items():
             if path.startswith(prefix):
                 rel = path[len(prefix):]
@@ -218,12 +226,24 @@ class HttpRoutes:
         return json_response(operator_status(self.status()))
 
 
+@dataclass(frozen=True)
+class StaticBody:
+    """What a generated route returns for a file kept in memory (its gzip encoding is chosen per request)."""
+
+    file: FileData
+    cache_control: str = "no-cache"
+
+
 def _file(path: Path, accept_encoding: str | None = None) -> HttpResponse:
     """A file with an ETag from its size and modification time; its contents are one cached ``bytes`` object
-    (:func:`coordinator.service.static_files.read_file`). A compressible one varies by ``Accept-Encoding``: its
-    gzip encoding (ETag ``"…-gz"``) when the request allows gzip and the encoding is ready."""
-    f = read_file(path)
-    headers = {"Cache-Control": "no-cache", "ETag": f.etag}
+    (:func:`coordinator.service.static_files.read_file`)."""
+    return _file_response(read_file(path), "no-cache", accept_encoding)
+
+
+def _file_response(f: FileData, cache_control: str, accept_encoding: str | None) -> HttpResponse:
+    """``f`` with its ETag; a compressible one varies by ``Accept-Encoding``: its gzip encoding (ETag ``"…-gz"``)
+    when the request allows gzip and the encoding is ready."""
+    headers = {"Cache-Control": cache_control, "ETag": f.etag}
     if f.compressible:
         headers["Vary"] = "Accept-Encoding"
         if accepts_gzip(accept_encoding) and (gz := gzip_body(f)) is not None:

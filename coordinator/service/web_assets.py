@@ -30,7 +30,14 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from coordinator.service.asset_bundle import ASSETS_PREFIX, IMMUTABLE, bundle
-from coordinator.service.http_routes import Deferred, HttpResponse, HttpRoutes, json_response, unavailable
+from coordinator.service.http_routes import (
+    Deferred,
+    HttpResponse,
+    HttpRoutes,
+    StaticBody,
+    json_response,
+    unavailable,
+)
 from coordinator.service.static_files import expand, read_file
 
 log = logging.getLogger("fl-coordinator")
@@ -80,13 +87,11 @@ def asset_index(client_web: Path, rest: str, query: str) -> HttpResponse | None:
     return HttpResponse(200, "application/json", body, {"Cache-Control": "no-cache", "ETag": etag})
 
 
-def hashed_asset(client_web: Path, rest: str, query: str) -> HttpResponse | None:
-    """``/assets/<hash>/<group>/<file>``: immutable (a URL's bytes never change); an old hash is 404."""
+def hashed_asset(client_web: Path, rest: str, query: str) -> StaticBody | None:
+    """``/assets/<hash>/<group>/<file>``: immutable (a URL's bytes never change; gzip-encoded when the browser
+    accepts it – the hashes in assets.json are of the decoded bytes); an old hash is 404."""
     asset = bundle(client_web).lookup(rest)
-    if asset is None:
-        return None
-    return HttpResponse(200, asset.content_type, asset.body,
-                        {"Cache-Control": IMMUTABLE, "ETag": f'"{asset.sha256[:32]}"'})
+    return None if asset is None else StaticBody(asset.file, IMMUTABLE)
 
 
 def service_worker(client_web: Path, rest: str, query: str) -> HttpResponse | None:
