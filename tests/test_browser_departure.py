@@ -19,10 +19,20 @@ DEADLINE = 90.0  # train and phase timeout: a round that waited for the closed t
 FLAGS = ["--rounds", "3", "--clients-per-round", "6", "--min-clients-per-round", "5", "--group-size", "5",
          "--aggregator", "mean", "--local-epochs", "1", "--noise-multiplier", "2.5", "--epsilon", "10",
          "--train-timeout", str(DEADLINE), "--phase-timeout", str(DEADLINE), "--population", "6"]
+# the tab leaves the page as soon as it starts round 1's task: its training is done and its first SecAgg+ message
+# is out (the worker sends a task's frames before the page sees its events), its masked input is not – so its
+# group must drop it. (Closing it from the test after polling raced with a round that completes in well under a
+# second now that the page no longer blocks on training.)
 INIT = """
 window.__fl = { events: [] };
 window.addEventListener("fl-demo-client", (e) => {
-  e.detail.addEventListener("event", (ev) => window.__fl.events.push({ ...ev.detail, at: Date.now() }));
+  e.detail.addEventListener("event", (ev) => {
+    window.__fl.events.push({ ...ev.detail, at: Date.now() });
+    if (ev.detail.type === "round-start" && ev.detail.round === 1) {
+      sessionStorage.setItem("departed", String(Date.now()));
+      location.href = "about:blank";  // pagehide: the SDK sends its signed bye and closes the socket
+    }
+  });
 });
 """
 
@@ -55,14 +65,9 @@ def test_a_closed_selected_tab_does_not_hold_the_round(tmp_path: Path, workers: 
             # round 1 has one group of all the ready clients (5 or 6, the tab among them)
             # round 1 cannot complete before the tab's first SecAgg+ message, so closing it once its training
             # starts is deterministic: its group must drop it (before, it waited for the 90 s deadline)
-            wait_in_page(page, lambda: page.evaluate(
-                "() => window.__fl.events.some((e) => e.type === 'round-start' && e.round === 1)"), 120,
-                "tab selected for round 1")
-            assert coord.status()["round"] == 0
-            closed = time.monotonic()
-            page.close()
+            wait_in_page(page, lambda: page.url == "about:blank", 120, "tab selected for round 1, then gone")
             status = coord.wait_round(1, DEADLINE)
-            took = time.monotonic() - closed
+            took = time.time() - int(page.evaluate("() => sessionStorage.getItem('departed')")) / 1000
         finally:
             browser.close()
     metrics = status["metrics"]
