@@ -4,9 +4,10 @@
 :class:`~coordinator.service.http_server.HttpConnection` (streaming, keep-alive, ranges, timeouts) calls
 :func:`respond` for every request that is not the WebSocket handshake (:mod:`coordinator.service.transport_ws`
 decides). Passed on to the routes: the method, the target, ``If-None-Match`` (304 is theirs), ``Authorization``
-(only when sent once) and ``Accept-Encoding`` (the gzip encoding of compressible static files); added here: CORS
-for the public paths (:func:`cors_headers`). Bodies stay the routes' cached ``bytes`` – the connection sends them in
-slices with flow control, so no body is copied per connection.
+(only when sent once) and ``Accept-Encoding`` (the gzip encoding of compressible static files – not for a range
+request, see :func:`respond`); added here: CORS for the public paths (:func:`cors_headers`). Bodies stay the
+routes' cached ``bytes`` – the connection sends them in slices with flow control, so no body is copied per
+connection.
 """
 
 from __future__ import annotations
@@ -54,8 +55,13 @@ async def respond(routes: HttpRoutes, request: HttpRequest, allowed_origins: tup
     """The reply to ``request`` (not a WebSocket handshake); CORS headers for the public paths when
     ``allowed_origins`` lets the request's ``Origin`` in (:func:`cors_headers`)."""
     h = request.headers
+    # a range request gets the identity encoding: a client that resumes a download with the count of bytes it has
+    # decoded (fetch() decodes gzip: client_web/js/loader.js resumes with Range: bytes=<decoded>-) would otherwise
+    # get gzip bytes from the wrong offset; one that resumes the gzip encoding sends If-Range with its ETag, which
+    # the identity encoding does not match: it gets the whole (identity) body – correct, if not the cheapest
+    encoding = None if h.get_all("Range") else h.joined("Accept-Encoding")
     r = await routes.handle_async(request.method, request.target, h.joined("If-None-Match"), h.single("Authorization"),
-                                  accept_encoding=h.joined("Accept-Encoding"))
+                                  accept_encoding=encoding)
     headers = merge_headers({"Content-Type": r.content_type, **r.headers},
                             cors_headers(h.single("Origin"), request.target, allowed_origins))
     length = headers.pop("Content-Length", None)  # HEAD: the GET's length, no body
