@@ -81,7 +81,12 @@ def test_the_demo_loads_gzip_encoded_pyodide_and_joins(coordinator: Coordinator)
                                    "window.flDemo.client.clientId))", timeout=90_000)
             client = page.evaluate("() => window.flDemo.client && window.flDemo.client.clientId")
             error = page.evaluate("() => window.flDemo.error ? String(window.flDemo.error) : null")
-            connected = [c["kind"] for c in coordinator.status()["clients"] if c["connected"]]
+            connected: list[str] = []
+            for _ in range(100):  # the client id exists before the WebSocket is up: wait for it to be connected
+                connected = [c["kind"] for c in coordinator.status()["clients"] if c["connected"]]
+                if connected:
+                    break
+                page.wait_for_timeout(100)
         finally:
             browser.close()
     assert error is None and client and errors == [] and external == [], (error, errors, external)
