@@ -213,7 +213,10 @@ function waitingText(s) {
 
 function showStatus(s) {
   if (s.round !== undefined) {
-    $("round").textContent = `${s.round} / ${s.rounds}`;
+    // (a round-done event may have shown a later round already: the card never goes back)
+    demo.rounds = s.rounds;
+    demo.shownRound = Math.max(s.round, demo.shownRound ?? 0);
+    $("round").textContent = `${demo.shownRound} / ${s.rounds}`;
     $("round-sub").textContent = s.finished ? "finished" : s.inProgress ? `round ${s.inProgress.round} in progress`
       : waitingText(s);
   }
@@ -413,18 +416,17 @@ async function main() {
     setStatus("connected – waiting to be selected for a round");
     log(`connected as ${e.detail.clientId.slice(0, 12)}…, coordinator key ${e.detail.coordinatorKey.slice(0, 12)}… ${e.detail.firstUse ? "(first use: pinned now)" : "(matches the pinned key)"}`);
   });
-  let trainStart = 0;
   client.addEventListener("round-start", (e) => {
     demo.modelRound = e.detail.round - 1;
-    trainStart = performance.now();
     setStatus(`round ${e.detail.round}: training on ${e.detail.examples} local digits`);
     log(`round ${e.detail.round}: selected – training on ${e.detail.examples} local digits`);
   });
   client.addEventListener("trained", (e) => {
-    const seconds = (performance.now() - trainStart) / 1000;
+    const seconds = e.detail.seconds; // measured in the worker: the local training and the masking after it
     demo.trainSeconds.push(seconds);
     $("loss").textContent = e.detail.loss.toFixed(3);
-    $("loss-sub").textContent = `round ${e.detail.round}, trained in ${seconds.toFixed(2)} s (stays in this tab)`;
+    $("loss-sub").textContent = `round ${e.detail.round}: local round ${seconds < 0.1 ? `${(1000 * seconds).toFixed(0)} ms`
+      : `${seconds.toFixed(2)} s`} (stays in this tab)`;
     demo.losses[e.detail.round] = e.detail.loss;
     setStatus(`round ${e.detail.round}: secure aggregation`);
     predictDrawing();
@@ -442,12 +444,18 @@ async function main() {
   client.addEventListener("round-done", (e) => {
     if (e.detail.declined) { log(`round ${e.detail.round}: ended (${e.detail.status}) without this tab`); return; }
     log(`round ${e.detail.round}: ${e.detail.status}`);
+    demo.shownRound = Math.max(e.detail.round, demo.shownRound ?? 0);
+    if (demo.rounds) $("round").textContent = `${demo.shownRound} / ${demo.rounds}`;
     setStatus(`round ${e.detail.round} done (${e.detail.status}) – ready for the next`);
   });
   client.addEventListener("status", (e) => showStatus(e.detail));
   client.addEventListener("disconnected", (e) => { setStatus(`connection lost (${e.detail.code}); retrying in ${(e.detail.retryInMs / 1000).toFixed(1)} s`, "error"); log("disconnected"); });
   client.addEventListener("error", (e) => log(`error ${e.detail.code}: ${e.detail.message}`));
-  client.addEventListener("stopped", (e) => { setStatus(`federation over: ${e.detail.reason}`, "done"); log(`stopped: ${e.detail.reason}`); });
+  client.addEventListener("stopped", (e) => {
+    setStatus(`federation over: ${e.detail.reason}`, "done");
+    log(`stopped: ${e.detail.reason}`);
+    $("round-sub").textContent = e.detail.reason === "left" ? "left" : "finished";
+  });
   window.dispatchEvent(new CustomEvent("fl-demo-client", { detail: client }));
   demo.summary = await client.participate();
 }

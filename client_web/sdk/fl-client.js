@@ -310,7 +310,7 @@ function ledgerFromPython(s) {
 /**
  * A federated client bound to one coordinator. Emits (EventTarget, `event.detail`):
  * "loading" {stage, ms}, "connecting" {attempt, url}, "connected" {clientId, coordinatorKey, firstUse},
- * "disconnected" {code, reason, retryInMs}, "round-start" {round, examples}, "trained" {round, loss},
+ * "disconnected" {code, reason, retryInMs}, "round-start" {round, examples}, "trained" {round, loss, seconds},
  * "ledger" {round, epsilon, epsilonWorstCase, participations, budget, delta, private, lastRound, persisted},
  * "declined" {round, code, message}, "round-done" {round, status, declined},
  * "status" {round, rounds, accuracy, loss, epsilon, …}, "stopped" {reason}, "error" {code, message, fatal};
@@ -656,7 +656,7 @@ export class FlClient extends EventTarget {
       }
       case "trained":
         this.summary.lastLoss = ev.loss;
-        this._emit("trained", { round: ev.round, loss: ev.loss });
+        this._emit("trained", { round: ev.round, loss: ev.loss, seconds: ev.seconds ?? null });
         break;
       case "round_done":
         if (!ev.declined) (ev.status === "ok" ? this.summary.rounds : this.summary.failedRounds).push(ev.round);

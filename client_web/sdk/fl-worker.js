@@ -80,12 +80,15 @@ const ops = {
   frame({ handle, data }) {
     const py = client(handle);
     let frames = [], error = null;
+    const t0 = performance.now();
     try {
       frames = pyCall(py, "receive", data);
     } catch (err) {
       error = lastLine(err);
     }
-    return { frames, error, events: pyCall(py, "take_events") };
+    const seconds = (performance.now() - t0) / 1000; // a task's frame: the local training (and what follows it)
+    const events = pyCall(py, "take_events").map((ev) => (ev.type === "trained" ? { ...ev, seconds } : ev));
+    return { frames, error, events };
   },
 
   start({ handle }) {
