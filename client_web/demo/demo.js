@@ -14,7 +14,7 @@ const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const demo = { client: null, events: [], history: [], losses: {}, summary: null, error: null, prediction: null,
                privacyOptions: {}, policy: null, ledger: null, declines: [], downloads: [],
-               readyMs: null, readyAt: null, trainSeconds: [] };
+               readyMs: null, readyAt: null, startedAt: null, trainSeconds: [] };
 window.flDemo = demo;
 
 // ── the privacy policy from the URL ───────────────────────────────────────────────────────────────────
@@ -376,8 +376,13 @@ async function fetchShard(url) {
 }
 
 // ── join ──────────────────────────────────────────────────────────────────────────────────────────────
+/** Let the browser run its pending tasks (input, rendering) before going on: no task of ours grows long. */
+const nextTask = () => new Promise((resolve) => setTimeout(resolve, 0));
+
 async function main() {
-  clearPad();
+  demo.startedAt = performance.now(); // the page's own work starts here (after its first parse and layout)
+  clearPad(); // (the first use of a canvas sets up its backing store)
+  await nextTask();
   const identity = params.get("identity") ?? "demo";
   const shard = pickShard(identity);
   const partition = params.get("partition") ?? "dirichlet:0.5";
@@ -385,10 +390,12 @@ async function main() {
   const privacy = privacyFromUrl();
   demo.privacyOptions = privacy;
   showPolicy({ ...DEFAULT_POLICY, ...privacy }, privacy);
+  await nextTask();
   setStatus("loading Pyodide, libsodium, the WASM kernel and the Python client core…");
   const shardUrl = `/demo/shard?i=${shard.i}&n=${shard.n}&partition=${encodeURIComponent(partition)}`;
   registerServiceWorker([shardUrl]);
   const dataP = fetchShard(shardUrl);
+  await nextTask();
   const client = await connect(location.origin, {
     persist: identity !== "ephemeral", identityName: identity, privacy,
     onEvent: (ev) => {
