@@ -4,7 +4,7 @@ serve`, headless Debian Chromium, the demo page:
 - the main thread: no task over 50 ms (a ``longtask`` PerformanceObserver, buffered from the first script on)
   while the tab loads Pyodide and trains rounds – with the demo's model and with a 64-512-512-10 MLP – because
   Pyodide, the kernel and the Python session run in the SDK's worker;
-- a slow link (a proxy that carries 200 KB/s in total, reading from the coordinator no faster: the coordinator
+- a slow link (a proxy that carries 250 KB/s in total, reading from the coordinator no faster: the coordinator
   sees a slow reader) loads everything, without a stall, a retry or a cut-off;
 - the coordinator SIGKILLed while the tab downloads: the tab resumes (Range) or retries by itself once it is back,
   finishes loading and connects – no reload;
@@ -37,7 +37,7 @@ window.addEventListener("fl-demo-client", (e) => {
 """
 ROUNDS_FLAGS = ["--rounds", "2", "--clients-per-round", "5", "--group-size", "5", "--aggregator", "mean",
                 "--local-epochs", "2", "--noise-multiplier", "2.5", "--epsilon", "10", "--train-timeout", "60",
-                "--phase-timeout", "10"]
+                "--phase-timeout", "10", "--probation", "0"]
 IDLE_FLAGS = ["--rounds", "1", "--clients-per-round", "5", "--group-size", "5", "--aggregator", "mean"]
 
 
@@ -81,7 +81,7 @@ def test_a_slow_link_loads_completely(tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     coord = Coordinator(tmp_path, IDLE_FLAGS).start()
-    link = ThrottledLink(coord.ws_port, rate=200_000).start()
+    link = ThrottledLink(coord.ws_port, rate=250_000).start()
     try:
         with sync_playwright() as pw:
             browser = launch_browser(pw)
@@ -99,7 +99,7 @@ def test_a_slow_link_loads_completely(tmp_path: Path) -> None:
                 assert downloads[-1]["loaded"] == total > 5_000_000, downloads[-1]
                 # the link was the bottleneck: everything came through it, at its pace (far beyond the 10 s that
                 # cut the download off before), and the page showed the progress as it went
-                assert link.bytes_down > 5_000_000 and took > link.bytes_down / 200_000 * 0.8, (link.bytes_down, took)
+                assert link.bytes_down > 5_000_000 and took > link.bytes_down / 250_000 * 0.8 > 15, (link.bytes_down, took)
                 assert len({d["loaded"] for d in downloads}) > 20, downloads[:5]
             finally:
                 browser.close()
