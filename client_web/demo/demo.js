@@ -211,12 +211,16 @@ function waitingText(s) {
   return `waiting for clients: ${s.ready} of ${need} ready${more}`;
 }
 
+/** The round card: from /status and from round-done events, whichever is later (it never goes back). */
+function showRound(round) {
+  demo.shownRound = Math.max(round, demo.shownRound ?? 0);
+  if (demo.rounds) $("round").textContent = `${demo.shownRound} / ${demo.rounds}`;
+}
+
 function showStatus(s) {
   if (s.round !== undefined) {
-    // (a round-done event may have shown a later round already: the card never goes back)
     demo.rounds = s.rounds;
-    demo.shownRound = Math.max(s.round, demo.shownRound ?? 0);
-    $("round").textContent = `${demo.shownRound} / ${s.rounds}`;
+    showRound(s.round);
     $("round-sub").textContent = s.finished ? "finished" : s.inProgress ? `round ${s.inProgress.round} in progress`
       : waitingText(s);
   }
@@ -451,8 +455,7 @@ async function main() {
   client.addEventListener("round-done", (e) => {
     if (e.detail.declined) { log(`round ${e.detail.round}: ended (${e.detail.status}) without this tab`); return; }
     log(`round ${e.detail.round}: ${e.detail.status}`);
-    demo.shownRound = Math.max(e.detail.round, demo.shownRound ?? 0);
-    if (demo.rounds) $("round").textContent = `${demo.shownRound} / ${demo.rounds}`;
+    showRound(e.detail.round);
     setStatus(`round ${e.detail.round} done (${e.detail.status}) – ready for the next`);
   });
   client.addEventListener("status", (e) => showStatus(e.detail));

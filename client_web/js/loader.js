@@ -28,6 +28,8 @@ export async function sha256Hex(bytes) {
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+/** The wait before retry `attempt + 1`: 0.5, 1, 2, 4, 8, 8 … s. */
+const backoff = (attempt) => sleep(Math.min(8000, 500 * 2 ** (attempt - 1)));
 
 async function openCache() {
   try {
@@ -53,11 +55,12 @@ export async function cachedAsset(url, expect) {
 /** One attempt: append the body of `url` from byte `chunks.total` on to `chunks`; throws on a stall or error. */
 async function download(url, chunks, stallMs, onChunk) {
   const ctrl = new AbortController();
-  let timer = setTimeout(() => ctrl.abort(new Error(`no data for ${stallMs / 1000} s`)), stallMs);
+  let timer = null;
   const rearm = () => {
     clearTimeout(timer);
     timer = setTimeout(() => ctrl.abort(new Error(`no data for ${stallMs / 1000} s`)), stallMs);
   };
+  rearm();
   try {
     const headers = chunks.total > 0 ? { Range: `bytes=${chunks.total}-` } : {};
     const resp = await fetch(url, { headers, signal: ctrl.signal });
@@ -105,7 +108,7 @@ export async function fetchAsset(url, expect, opts = {}) {
       if (err instanceof LoadError) throw err;
       if (attempt >= attempts) throw new LoadError("download", `${url}: ${err?.message ?? err} (${attempt} attempts)`);
       opts.onRetry?.({ attempt, error: String(err?.message ?? err), resumeAt: chunks.total });
-      await sleep(Math.min(8000, 500 * 2 ** (attempt - 1)));
+      await backoff(attempt);
     }
   }
   const bytes = new Uint8Array(chunks.total);
@@ -142,7 +145,7 @@ export async function fetchWithRetry(url, stage, { timeoutMs = 20000, attempts =
       if (err instanceof LoadError) throw err;
       const message = ctrl.signal.aborted ? String(ctrl.signal.reason?.message ?? ctrl.signal.reason) : String(err?.message ?? err);
       if (attempt >= attempts) throw new LoadError(stage, `${url}: ${message}`);
-      await sleep(Math.min(8000, 500 * 2 ** (attempt - 1)));
+      await backoff(attempt);
     } finally {
       clearTimeout(timer);
     }

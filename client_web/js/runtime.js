@@ -66,8 +66,9 @@ async function preload(assets, base, progress, stallMs) {
   let cachedBytes = 0;
   const report = () => progress("download", { loaded: [...loaded.values()].reduce((a, b) => a + b, 0), total, cachedBytes });
   await Promise.all(list.map(async (url) => {
+    const type = typeOf(url);
     const bytes = await fetchAsset(url, expect[url], {
-      stallMs, cacheType: typeOf(url),
+      stallMs, cacheType: type,
       onProgress: (n, fromCache) => {
         loaded.set(url, n);
         if (fromCache) cachedBytes += n;
@@ -75,9 +76,9 @@ async function preload(assets, base, progress, stallMs) {
       },
       onRetry: (r) => progress("download-retry", { url, ...r }),
     });
-    files.set(url, { bytes, type: typeOf(url) });
+    files.set(url, { bytes, type });
   }));
-  return { files, expect };
+  return files;
 }
 
 // ── memory snapshot: a returning tab restores Python's heap instead of starting the interpreter ──────────
@@ -154,7 +155,7 @@ export async function loadRuntime(options = {}) {
     // the JS modules load while the large files download
     pyodideModule = import(entry("pyodide"));
     sodiumModule = import(entry("sodium"));
-    const { files } = await preload(assets, base, progress, options.stallMs ?? 20000);
+    const files = await preload(assets, base, progress, options.stallMs ?? 20000);
     downloaded = [...files.values()].reduce((s, f) => s + f.bytes.length, 0);
     indexURL = new URL("./", entry("pyodide")).href;
     kernelP = loadKernel(files.get(entry("kernel")).bytes);

@@ -197,7 +197,6 @@ export class WorkerRuntime {
   load(args, timeouts, onProgress) {
     return new Promise((resolve, reject) => {
       let timer = null;
-      let downloading = false;
       const arm = (stage) => {
         clearTimeout(timer);
         timer = setTimeout(() => {
@@ -210,8 +209,7 @@ export class WorkerRuntime {
       this.onProgress = (p) => {
         onProgress(p);
         if (p.stage === "download" || p.stage === "download-retry") {
-          downloading = p.stage === "download-retry" || p.loaded < p.total;
-          arm(downloading ? "download" : "pyodide");
+          arm(p.stage === "download-retry" || p.loaded < p.total ? "download" : "pyodide");
         } else if (p.stage === "assets") {
           arm("download");
         } else if (p.stage === "pyodide") {
@@ -378,16 +376,18 @@ export class FlClient extends EventTarget {
     return this._coordinatorKey ?? this._identity.record?.coordinatorKey ?? this._options.coordinatorKey ?? null;
   }
 
-  /** Call a BrowserClient method in the worker; resolves with its result (plain JS). */
-  async _call(method, ...args) {
-    const m = await this.runtime.request("call", { handle: this._handle, method, args });
-    this._state(m.state);
+  /** A request about this client to the worker; keeps the state that comes with the answer (the coordinator
+   * key in use, a fresh signed bye) and resolves with the result. */
+  async _request(op, args = {}) {
+    const m = await this.runtime.request(op, { handle: this._handle, ...args });
+    if (m.state?.coordinatorKey) this._coordinatorKey = m.state.coordinatorKey;
+    if (m.state?.bye) this._bye = m.state.bye;
     return m.result;
   }
 
-  _state(state) {
-    if (state?.coordinatorKey) this._coordinatorKey = state.coordinatorKey;
-    if (state?.bye) this._bye = state.bye;
+  /** Call a BrowserClient method in the worker; resolves with its result (plain JS). */
+  _call(method, ...args) {
+    return this._request("call", { method, args });
   }
 
   /** Coordinator URLs: {http, ws, origin}. */
@@ -552,11 +552,7 @@ export class FlClient extends EventTarget {
       let queue = Promise.resolve();
       this._bye = [];
       ws.onopen = () => {
-        queue = queue.then(async () => {
-          const m = await this.runtime.request("start", { handle: this._handle });
-          this._state(m.state);
-          send(m.result.frames);
-        }).catch((err) => this._emit("error", { code: "internal", message: String(err?.message ?? err), fatal: false }));
+        queue = queue.then(async () => send((await this._request("start")).frames)).catch((err) => this._emit("error", { code: "internal", message: String(err?.message ?? err), fatal: false }));
       };
       ws.onmessage = (e) => {
         if (!(e.data instanceof ArrayBuffer)) return; // the coordinator only sends binary frames
@@ -578,9 +574,7 @@ export class FlClient extends EventTarget {
   /** One frame from the coordinator: the frames the session may send now go out, then its events in order; a
    * "ledger" event is stored (awaited) before the frames withheld behind it are released and sent. */
   async _onFrame(data, out, ws, send) {
-    const m = await this.runtime.request("frame", { handle: this._handle, data });
-    this._state(m.state);
-    const { frames, error, events } = m.result;
+    const { frames, error, events } = await this._request("frame", { data });
     if (error) this._emit("error", { code: "internal", message: error, fatal: false });
     send(frames);
     for (const ev of events) {

@@ -6,7 +6,7 @@
 //   page → worker  {id, op: "load", args: {assetsUrl, pythonUrl, stallMs}}
 //                  {id, op: "create", args: {seed, coordinatorKey, maxBatch, policy, ledger, enrolmentToken}}
 //                  {id, op: "call", args: {handle, method, args}}   – a BrowserClient method
-//                  {id, op: "frame", args: {handle, data}}          – receive(data) + take_events() + a bye
+//                  {id, op: "frame", args: {handle, data}}          – receive(data) + take_events()
 //                  {id, op: "start", args: {handle}}                – the handshake's first frames
 //   worker → page  {id, ok: true, result, state: {coordinatorKey, bye?}}
 //                  {id, ok: false, error: {message, python, stage, fatal}}
@@ -44,8 +44,9 @@ function client(handle) {
   return py;
 }
 
+// the BrowserClient methods the page may call (policy and ledger come with "create" and the ledger events)
 const ALLOWED = new Set(["leave", "ledger_persisted", "set_data", "predict", "model_file", "load_model",
-                         "last_input", "describe_frame", "ledger_summary", "ledger_state_json", "policy"]);
+                         "last_input", "describe_frame"]);
 
 const ops = {
   async load({ assetsUrl, pythonUrl, stallMs }) {
@@ -93,11 +94,6 @@ const ops = {
 
   start({ handle }) {
     return { frames: pyCall(client(handle), "start") };
-  },
-
-  close({ handle }) {
-    clients.get(handle)?.destroy();
-    clients.delete(handle);
   },
 };
 
