@@ -72,11 +72,15 @@ class Asset:
 
 @dataclass(frozen=True)
 class AssetBundle:
-    """Every asset (by served name), each group's hash, and ``/sdk/assets.json``'s body."""
+    """Every asset (by served name), each group's hash, and ``/sdk/assets.json`` (its ETag made once)."""
 
     assets: dict[str, Asset]
     group_hash: dict[str, str]
-    index: bytes
+    index_file: FileData
+
+    @property
+    def index(self) -> bytes:
+        return self.index_file.body
 
     def url(self, name: str) -> str:
         """The absolute path of asset ``name`` (``/assets/<hash>/<group>/<file>``)."""
@@ -113,7 +117,7 @@ def build(client_web: Path) -> AssetBundle:
         h = groups.setdefault(name.split("/", 1)[0], hashlib.sha256())
         h.update(f"{name}\0{assets[name].sha256}\n".encode())
     group_hash = {g: h.hexdigest()[:16] for g, h in groups.items()}
-    partial = AssetBundle(assets, group_hash, b"")
+    partial = AssetBundle(assets, group_hash, FileData(b"", "application/json", '""'))
     index = {
         "version": 1,
         # relative to /sdk/assets.json: a page on another origin resolves them against the coordinator
@@ -121,7 +125,9 @@ def build(client_web: Path) -> AssetBundle:
         "preload": [".." + partial.url(name) for name in PRELOAD],
         "files": {".." + partial.url(name): {"sha256": a.sha256, "size": len(a.body)} for name, a in assets.items()},
     }
-    return AssetBundle(assets, group_hash, json.dumps(index, indent=1, sort_keys=True).encode())
+    body = json.dumps(index, indent=1, sort_keys=True).encode()
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    return AssetBundle(assets, group_hash, FileData(body, "application/json", etag))
 
 
 _CACHE: dict[Path, tuple[tuple[tuple[int, int], ...], AssetBundle]] = {}
@@ -129,7 +135,8 @@ _CACHE: dict[Path, tuple[tuple[tuple[int, int], ...], AssetBundle]] = {}
 
 def bundle(client_web: Path) -> AssetBundle:
     """:func:`build`, kept until one of the files changes (size or modification time)."""
-    key = tuple((p.stat().st_size, p.stat().st_mtime_ns) for p in (client_web / r for r in ASSET_FILES.values()))
+    stats = [(client_web / r).stat() for r in ASSET_FILES.values()]
+    key = tuple((st.st_size, st.st_mtime_ns) for st in stats)
     cached = _CACHE.get(client_web)
     if cached is None or cached[0] != key:
         cached = (key, build(client_web))

@@ -78,13 +78,9 @@ def python_bundle(rest: str, query: str) -> HttpResponse | None:
     return HttpResponse(200, "text/x-python; charset=utf-8", f.body, {"Cache-Control": "no-cache", "ETag": f.etag})
 
 
-def asset_index(client_web: Path, rest: str, query: str) -> HttpResponse | None:
+def asset_index(client_web: Path, rest: str, query: str) -> StaticBody | None:
     """``/sdk/assets.json``: where the runtime's large files are (:mod:`coordinator.service.asset_bundle`)."""
-    if rest:
-        return None
-    body = bundle(client_web).index
-    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-    return HttpResponse(200, "application/json", body, {"Cache-Control": "no-cache", "ETag": etag})
+    return None if rest else StaticBody(bundle(client_web).index_file)
 
 
 def hashed_asset(client_web: Path, rest: str, query: str) -> StaticBody | None:
@@ -97,10 +93,7 @@ def hashed_asset(client_web: Path, rest: str, query: str) -> StaticBody | None:
 def service_worker(client_web: Path, rest: str, query: str) -> HttpResponse | None:
     """``/sw.js``: the service worker (``client_web/sdk/fl-sw.js``), at the root so that its scope is the whole
     origin; revalidated on every registration check (``no-cache``) so that a new version takes over."""
-    if rest:
-        return None
-    f = read_file(client_web / "sdk" / "fl-sw.js")
-    return HttpResponse(200, "text/javascript", f.body, {"Cache-Control": "no-cache", "ETag": f.etag})
+    return None if rest else StaticBody(read_file(client_web / "sdk" / "fl-sw.js"))
 
 
 class ShardService:
