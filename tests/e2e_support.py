@@ -3,6 +3,7 @@ worker processes (tests/e2e/client_worker.py)."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -31,6 +32,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def http_get(port: int, path: str, headers: dict[str, str] | None = None, method: str = "GET",
+             timeout: float = 30) -> tuple[int, dict[str, str], bytes]:
+    """One request to 127.0.0.1:``port`` on its own connection: status, headers (lower-case names), body."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request(method, path, headers=headers or {})
+        r = c.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        c.close()
 
 
 def _env() -> dict[str, str]:

@@ -14,7 +14,9 @@ serve`, headless Debian Chromium, the demo page:
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,70 +78,63 @@ def test_no_main_thread_task_over_50ms_while_loading_and_training(tmp_path: Path
             browser.close()
 
 
-def test_a_slow_link_loads_completely(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _tab_behind_a_link(tmp_path: Path, rate: float) -> Iterator[tuple[Coordinator, ThrottledLink, Any]]:
+    """A coordinator, a ThrottledLink of ``rate`` bytes/s in front of it and a tab (no service worker) that has just
+    opened the demo page through the link."""
     check_prerequisites()
     from playwright.sync_api import sync_playwright
 
     coord = Coordinator(tmp_path, IDLE_FLAGS).start()
-    link = ThrottledLink(coord.ws_port, rate=250_000).start()
+    link = ThrottledLink(coord.ws_port, rate=rate).start()
     try:
         with sync_playwright() as pw:
             browser = launch_browser(pw)
             try:
                 page = browser.new_context().new_page()
-                t0 = time.monotonic()
                 page.goto(f"http://127.0.0.1:{link.port}/?shard=0/5&identity=ephemeral&sw=off", timeout=120_000)
-                page.wait_for_function("() => window.flDemo.readyMs || window.flDemo.error", timeout=300_000)
-                took = time.monotonic() - t0
-                assert page.evaluate("() => window.flDemo.error") is None
-                stages = _loading(page)
-                assert not [e for e in stages if e["stage"] in ("retry", "download-retry")], stages
-                downloads = page.evaluate("() => window.flDemo.downloads")
-                total = downloads[-1]["total"]
-                assert downloads[-1]["loaded"] == total > 5_000_000, downloads[-1]
-                # the link was the bottleneck: everything came through it, at its pace (far beyond the 10 s that
-                # cut the download off before), and the page showed the progress as it went
-                assert link.bytes_down > 5_000_000 and took > link.bytes_down / 250_000 * 0.8 > 15, (link.bytes_down, took)
-                assert len({d["loaded"] for d in downloads}) > 20, downloads[:5]
+                yield coord, link, page
             finally:
                 browser.close()
     finally:
         link.close()
         coord.kill()
+
+
+def test_a_slow_link_loads_completely(tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    with _tab_behind_a_link(tmp_path, 250_000) as (_, link, page):
+        page.wait_for_function("() => window.flDemo.readyMs || window.flDemo.error", timeout=300_000)
+        took = time.monotonic() - t0
+        assert page.evaluate("() => window.flDemo.error") is None
+        stages = _loading(page)
+        assert not [e for e in stages if e["stage"] in ("retry", "download-retry")], stages
+        downloads = page.evaluate("() => window.flDemo.downloads")
+        total = downloads[-1]["total"]
+        assert downloads[-1]["loaded"] == total > 5_000_000, downloads[-1]
+        # the link was the bottleneck: everything came through it, at its pace (far beyond the 10 s that cut the
+        # download off before), and the page showed the progress as it went
+        assert link.bytes_down > 5_000_000 and took > link.bytes_down / 250_000 * 0.8 > 15, (link.bytes_down, took)
+        assert len({d["loaded"] for d in downloads}) > 20, downloads[:5]
 
 
 def test_coordinator_killed_while_the_tab_loads_the_tab_recovers_by_itself(tmp_path: Path) -> None:
-    check_prerequisites()
-    from playwright.sync_api import sync_playwright
-
-    coord = Coordinator(tmp_path, IDLE_FLAGS).start()
-    link = ThrottledLink(coord.ws_port, rate=400_000).start()
-    try:
-        with sync_playwright() as pw:
-            browser = launch_browser(pw)
-            try:
-                page = browser.new_context().new_page()
-                page.goto(f"http://127.0.0.1:{link.port}/?shard=0/5&identity=ephemeral&sw=off", timeout=120_000)
-                # a third of the way through the download: the coordinator dies, and stays away for 8 s
-                wait_in_page(page, lambda: (d := page.evaluate("() => window.flDemo.downloads")) and
-                             d[-1]["loaded"] > d[-1]["total"] / 3, 120, "a third of the download")
-                coord.kill()
-                link.cut()  # what was in flight is lost with it
-                time.sleep(8)
-                assert page.evaluate("() => window.flDemo.readyMs") is None
-                coord.start()
-                page.wait_for_function("() => window.flDemo.readyMs || window.flDemo.error", timeout=240_000)
-                assert page.evaluate("() => window.flDemo.error") is None
-                stages = [e["stage"] for e in _loading(page)]
-                assert "download-retry" in stages or "retry" in stages, stages
-                # and it joins the restarted coordinator
-                wait_in_page(page, lambda: page.evaluate(
-                    "() => window.flDemo.events.some((e) => e.type === 'connected')"), 60, "connected")
-            finally:
-                browser.close()
-    finally:
-        link.close()
+    with _tab_behind_a_link(tmp_path, 400_000) as (coord, link, page):
+        # a third of the way through the download: the coordinator dies, and stays away for 8 s
+        wait_in_page(page, lambda: (d := page.evaluate("() => window.flDemo.downloads")) and
+                     d[-1]["loaded"] > d[-1]["total"] / 3, 120, "a third of the download")
         coord.kill()
+        link.cut()  # what was in flight is lost with it
+        time.sleep(8)
+        assert page.evaluate("() => window.flDemo.readyMs") is None
+        coord.start()
+        page.wait_for_function("() => window.flDemo.readyMs || window.flDemo.error", timeout=240_000)
+        assert page.evaluate("() => window.flDemo.error") is None
+        stages = [e["stage"] for e in _loading(page)]
+        assert "download-retry" in stages or "retry" in stages, stages
+        # and it joins the restarted coordinator
+        wait_in_page(page, lambda: page.evaluate(
+            "() => window.flDemo.events.some((e) => e.type === 'connected')"), 60, "connected")
 
 
 def test_a_returning_tab_starts_from_its_caches_while_the_coordinator_is_down(tmp_path: Path) -> None:

@@ -57,8 +57,8 @@ class _Quiet(SimpleHTTPRequestHandler):
         pass
 
 
-def _serve(directory: Path) -> ThreadingHTTPServer:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(directory)))
+def _serve(directory: Path, handler: type[SimpleHTTPRequestHandler] = _Quiet) -> ThreadingHTTPServer:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(directory)))
     httpd.daemon_threads = True
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     return httpd
@@ -193,9 +193,7 @@ def _self_hosted(tmp_path: Path, base: str, variant: str) -> tuple[dict[str, Any
         data = bytearray(kernel.read_bytes())
         data[len(data) // 2] ^= 1
         kernel.write_bytes(bytes(data))
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Typed, directory=str(site)))
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    httpd = _serve(site, _Typed)
     origin = f"http://127.0.0.1:{httpd.server_address[1]}"
     seen: list[str] = []
     try:

@@ -6,11 +6,11 @@ a 304 keeps the file's caching headers."""
 from __future__ import annotations
 
 import asyncio
-import http.client
 import re
 from pathlib import Path
 
 import pytest
+from e2e_support import http_get
 
 from coordinator.federation.config import FederationConfig
 from coordinator.federation.engine import Engine
@@ -23,17 +23,6 @@ from flcore.modelspec import mlp
 IMPORT_MAP = '{"imports": {"pyodide": "/sdk/p.mjs"}}'
 PAGE = f'<!doctype html><script type="importmap">{IMPORT_MAP}</script><script type="module" src="/sdk/a.js"></script>'
 PATHS = ("/", "/health", "/status", "/sdk/a.js", "/sdk/k.wasm", "/nope", "/status/operator")
-
-
-def _request(port: int, method: str, path: str, headers: dict[str, str] | None = None
-             ) -> tuple[int, dict[str, str], bytes]:
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        c.request(method, path, headers=headers or {})
-        r = c.getresponse()
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
-    finally:
-        c.close()
 
 
 @pytest.fixture()
@@ -56,7 +45,7 @@ def _serve(routes: HttpRoutes, calls: list[tuple[str, str, dict[str, str] | None
         ws = WebSocketTransport(EngineDriver(engine), routes, 1 << 20)
         port = await ws.start("127.0.0.1", 0)
         try:
-            return [await asyncio.to_thread(_request, port, m, p, h) for m, p, h in calls]
+            return [await asyncio.to_thread(http_get, port, p, h, m) for m, p, h in calls]
         finally:
             await ws.stop()
 

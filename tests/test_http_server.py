@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 import pytest
 import websockets
 from admission_support import authenticate, engine
+from e2e_support import http_get as get
 
 from coordinator.service.admission import Admission, LimitSettings
 from coordinator.service.driver import EngineDriver
@@ -112,17 +113,6 @@ def read_response(f: BinaryIO, head: bool = False) -> tuple[int, dict[str, str],
         headers[k.strip().lower()] = v.strip()
     n = 0 if head or status == 304 else int(headers.get("content-length", "0"))
     return status, headers, f.read(n)
-
-
-def get(host_port: int, path: str, headers: dict[str, str] | None = None, method: str = "GET"
-        ) -> tuple[int, dict[str, str], bytes]:
-    c = http.client.HTTPConnection("127.0.0.1", host_port, timeout=30)
-    try:
-        c.request(method, path, headers=headers or {})
-        r = c.getresponse()
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
-    finally:
-        c.close()
 
 
 def closed_by_peer(s: socket.socket, timeout: float) -> float | None:

@@ -12,12 +12,12 @@
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
 import re
 from typing import Any
 
 import pytest
+from e2e_support import http_get
 
 from coordinator.federation.config import FederationConfig
 from coordinator.federation.engine import Engine
@@ -31,16 +31,6 @@ from flcore.wire import client_id_for
 CW = web_assets.CLIENT_WEB
 CLIENT_KEYS = [bytes([i]) * 32 for i in range(1, 4)]
 CLIENT_IDS = [client_id_for(k) for k in CLIENT_KEYS]
-
-
-def _request(port: int, path: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        c.request(method, path)
-        r = c.getresponse()
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
-    finally:
-        c.close()
 
 
 def _serve(paths: list[str], method: str = "GET") -> tuple[dict[str, tuple[int, dict[str, str], bytes]], HttpRoutes]:
@@ -57,7 +47,7 @@ def _serve(paths: list[str], method: str = "GET") -> tuple[dict[str, tuple[int, 
         ws = WebSocketTransport(EngineDriver(engine), routes, 1 << 20)
         port = await ws.start("127.0.0.1", 0)
         try:
-            return {p: await asyncio.to_thread(_request, port, p, method) for p in paths}
+            return {p: await asyncio.to_thread(http_get, port, p, None, method) for p in paths}
         finally:
             await ws.stop()
             routes.close()
