@@ -262,7 +262,7 @@ class ClientSession:
         return [self._send("reveal", {"round": r, "attempt": b["attempt"], "secret": secret.hex()}, r)]
 
     def _on_task(self, env: Envelope, f: mle.MleFile) -> list[Action]:
-        from privacy.client_pipeline import DistributedDPConfig
+        from flcore.task_admission import admit_group_task
         from privacy.secagg import GroupConfig, partition
 
         config = env.body["config"]
@@ -303,28 +303,11 @@ class ClientSession:
             n, degree, threshold = len(groups[g]), config["degree"], config["threshold"]
             if not (isinstance(degree, int) and isinstance(threshold, int)):
                 raise ProtocolError("bad_task", "degree and threshold must be integers")
-            self.policy.check_group(n, degree, threshold)
-            try:
-                dp = DistributedDPConfig(**dict(config["dp"]))
-                dp.validate(n)
-            except (TypeError, ValueError) as exc:
-                raise PolicyViolation("policy_range", f"DP/quantization parameters: {exc}") from None
-            if dp.dimension != spec.num_parameters():
-                raise PolicyViolation("policy_dimension", f"dimension {dp.dimension} != the model's "
-                                      f"{spec.num_parameters()} parameters")
-            if dp.noise_multiplier > 0 and dp.min_contributors != threshold:
-                raise PolicyViolation("policy_calibration", f"noise share calibrated for {dp.min_contributors} "
-                                      f"contributors, the group's threshold is {threshold}")
-            self.policy.check_noise(dp.noise_multiplier)  # against the whole contribution, indicator included
             binding = assignment.group_binding(seed, sel["hash"], g, groups[g], keys, degree, threshold,
                                                config["dp"])
-            honest = threshold - self.policy.colluders
-            entry = LedgerEntry(round=r, attempt=sel["attempt"], group_size=n, threshold=threshold,
-                                z_guaranteed=dp.noise_multiplier_with(honest) if honest >= 1 else 0.0,
-                                z_own=dp.noise_multiplier_with(1), config_hash=binding.hex())
-            if self.ledger.recorded(entry):
-                raise ProtocolError("bad_task", "this round attempt is already in our ledger: not released twice")
-            self.ledger.check(entry)
+            dp, entry = admit_group_task(self.policy, self.ledger, round_=r, attempt=sel["attempt"], n=n,
+                                         degree=degree, threshold=threshold, dp_params=config["dp"],
+                                         dimension=spec.num_parameters(), binding=binding)
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             return self._decline(r, "bad_task", f"malformed task: {exc!r}")
         except ProtocolError as exc:

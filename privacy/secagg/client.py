@@ -44,6 +44,7 @@ from privacy.secagg.wire import encode_masked
 SERVER_ID = "server"
 NONCE_BYTES = 24
 ADVERTISE_ITEMS = frozenset({"b_commit", "c_pk", "s_pk"})
+_PHASES = frozenset({"init", "advertised", "shared", "masked", "consistent", "done", "failed"})
 
 
 def encode_survivors(u3: tuple[str, ...]) -> bytes:
@@ -98,6 +99,46 @@ class SecAggClient:
         self._shares_s: dict[str, tuple[int, int]] = {}
         self._u2: set[str] = set()
         self._u3: tuple[str, ...] = ()
+
+    # ── state across processes ───────────────────────────────────────────────────────────────────────
+    def export_state(self) -> dict[str, Any]:
+        """Everything this client must remember between two server messages, as JSON-safe values – for
+        runtimes that rebuild the client for every message (Flower's ClientApp runs each message in a fresh
+        call, keeping only the node's context). It holds this round's secrets: keep it where the identity key
+        is kept. The group configuration and identity seed are not included (pass them to :meth:`restore`)."""
+        def shares(d: dict[str, tuple[int, int]]) -> dict[str, str]:
+            return {u: shamir.encode_share(s).hex() for u, s in d.items()}
+
+        return {"phase": self.phase, "me": self.me,
+                "x": None if self._x is None else bytes(self._x.tobytes()).hex(),
+                "c_sk": self._c_sk.hex(), "s_sk": self._s_sk.hex(), "b": self._b.hex(),
+                "peer_c": {u: k.hex() for u, k in self._peer_c.items()},
+                "peer_s": {u: k.hex() for u, k in self._peer_s.items()},
+                "shares_b": shares(self._shares_b), "shares_s": shares(self._shares_s),
+                "u2": sorted(self._u2), "u3": list(self._u3)}
+
+    @classmethod
+    def restore(cls, cfg: GroupConfig, identity_seed: bytes, state: dict[str, Any], backend: Any,
+                crypto: Crypto | None = None) -> SecAggClient:
+        """The client :meth:`export_state` described, in the same phase (``ValueError`` on a malformed state)."""
+        try:
+            me = str(state["me"])
+            x = None if state["x"] is None else backend.field_from_bytes(bytes.fromhex(state["x"]),
+                                                                         cfg.vector_length, cfg.modulus_bits)
+            client = cls(cfg, me, identity_seed, x if x is not None else [0] * cfg.vector_length, backend, crypto)
+            client._x = x
+            client.phase = str(state["phase"])
+            client._c_sk, client._s_sk, client._b = (bytes.fromhex(state[k]) for k in ("c_sk", "s_sk", "b"))
+            client._peer_c = {u: bytes.fromhex(k) for u, k in state["peer_c"].items()}
+            client._peer_s = {u: bytes.fromhex(k) for u, k in state["peer_s"].items()}
+            client._shares_b = {u: shamir.decode_share(bytes.fromhex(v)) for u, v in state["shares_b"].items()}
+            client._shares_s = {u: shamir.decode_share(bytes.fromhex(v)) for u, v in state["shares_s"].items()}
+            client._u2, client._u3 = set(state["u2"]), tuple(state["u3"])
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"malformed secure-aggregation client state: {exc!r}") from None
+        if client.phase not in _PHASES or any(len(k) != 32 for k in (client._c_sk, client._s_sk, client._b)):
+            raise ValueError("malformed secure-aggregation client state: phase or key sizes")
+        return client
 
     # ── helpers ──────────────────────────────────────────────────────────────────────────────────────
     def _msg(self, phase: str, items: dict[str, bytes]) -> bytes:

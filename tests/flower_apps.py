@@ -1,0 +1,72 @@
+"""Flower apps for tests/test_flower_interop.py: clients written as a Flower user writes them (no import of our
+packages in the clients), one of which attacks; the ServerApps record what the test checks.
+
+Every honest client returns its weights moved by its own small offset (0.015–0.08 per coordinate: an update of
+norm ≤ 0.8·√(d/100)), the attacker (partition 0) by +5.0 per coordinate.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import numpy as np
+
+D = 1000  # model size: one array of D float32
+
+ATTACK = 5.0
+
+
+def offset(pid: int) -> float:
+    return ATTACK if pid == 0 else 0.01 + 0.005 * pid
+
+
+def honest_offsets(n: int) -> np.ndarray:
+    return np.array([offset(p) for p in range(1, n)])
+
+
+def message_api_client_app() -> Any:
+    """A Message-API ClientApp (``@app.train()``)."""
+    from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+    from flwr.clientapp import ClientApp
+
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context: Any) -> Message:
+        pid = int(context.node_config["partition-id"])
+        arrays = msg.content["arrays"].to_numpy_ndarrays()
+        new = [a + np.float32(offset(pid)) for a in arrays]
+        return Message(RecordDict({"arrays": ArrayRecord(new), "metrics": MetricRecord({"num-examples": 10})}),
+                       reply_to=msg)
+
+    return app
+
+
+def legacy_client_app(mods: list[Any]) -> Any:
+    """A NumPyClient in a legacy ``ClientApp(client_fn=…, mods=…)``: where Flower's SecAgg+ lives."""
+    from flwr.client import ClientApp, NumPyClient
+
+    class Client(NumPyClient):
+        def __init__(self, pid: int) -> None:
+            self.pid = pid
+
+        def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[list[np.ndarray], int, dict]:
+            return [p + np.float32(offset(self.pid)) for p in parameters], 10, {}
+
+    def client_fn(context: Any) -> Any:
+        return Client(int(context.node_config["partition-id"])).to_client()
+
+    return ClientApp(client_fn=client_fn, mods=mods)
+
+
+def run(server_app: Any, client_app: Any, num_supernodes: int) -> None:
+    """Flower's simulation engine (Ray backend), quiet."""
+    from flwr.simulation import run_simulation
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+    run_simulation(server_app=server_app, client_app=client_app, num_supernodes=num_supernodes,
+                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                                   "init_args": {"num_cpus": 2, "include_dashboard": False}})
