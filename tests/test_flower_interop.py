@@ -1,0 +1,235 @@
+"""Flower interop (flower_interop/, docs/flower.md), in Flower's own simulation engine (Ray backend).
+
+One attacker among 10–15 clients (partition 0 moves its weights by +5.0 per coordinate, the honest clients by
+0.015–0.08): our strategy and our grouped secure workflow keep the model at the honest value, while Flower's
+Krum under its SecAgg+ – handed only the sum – lands at the plain average.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("flwr")
+
+import flower_apps as fa
+
+from flower_interop.grouping import GroupTask
+from flower_interop.secure_workflow import GroupedSecureFitWorkflow
+from flower_interop.strategy import RobustFedAvg
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _legacy_model(ctx) -> np.ndarray:  # type: ignore[no-untyped-def]
+    from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
+
+    return ctx.state.array_records[MAIN_PARAMS_RECORD].to_numpy_ndarrays()[0]
+
+
+def _legacy_run(context, strategy, fit_workflow, grid) -> np.ndarray:  # type: ignore[no-untyped-def]
+    from flwr.server import LegacyContext, ServerConfig
+    from flwr.server.workflow import DefaultWorkflow
+
+    ctx = LegacyContext(context=context, config=ServerConfig(num_rounds=1), strategy=strategy)
+    DefaultWorkflow(fit_workflow=fit_workflow)(grid, ctx)
+    return _legacy_model(ctx)
+
+
+def _fedavg(n: int, strategy_cls=None, **kw):  # type: ignore[no-untyped-def]
+    from flwr.common import ndarrays_to_parameters
+    from flwr.server.strategy import FedAvg
+
+    return (strategy_cls or FedAvg)(fraction_fit=1.0, min_fit_clients=n, min_available_clients=n,
+                                    fraction_evaluate=0.0,
+                                    initial_parameters=ndarrays_to_parameters([np.zeros(fa.D, np.float32)]), **kw)
+
+
+# ── 1. RobustFedAvg, Message API ─────────────────────────────────────────────────────────────────────────
+def test_robust_strategy_keeps_the_honest_value_where_fedavg_does_not() -> None:
+    from flwr.app import ArrayRecord
+    from flwr.serverapp import ServerApp
+    from flwr.serverapp.strategy import FedAvg
+
+    n = 10
+    got: dict[str, object] = {}
+    app = ServerApp()
+
+    @app.main()
+    def main(grid, context) -> None:  # type: ignore[no-untyped-def]
+        init = ArrayRecord([np.zeros(fa.D, np.float32)])
+        common = {"fraction_evaluate": 0.0, "min_train_nodes": n, "min_available_nodes": n}
+        median = RobustFedAvg("median", num_malicious_nodes=1, **common)
+        got["median"] = median.start(grid, initial_arrays=init, num_rounds=2)
+        cc = RobustFedAvg("clip(median)|bucket(2)|cc(tau=1)", num_malicious_nodes=1, **common)
+        got["cc"] = cc.start(grid, initial_arrays=init, num_rounds=2)
+        got["cc_state"] = cc.state
+        got["fedavg"] = FedAvg(**common).start(grid, initial_arrays=init, num_rounds=1)
+
+    fa.run(app, fa.message_api_client_app(), n)
+    honest = fa.honest_offsets(n)
+    median_model = got["median"].arrays.to_numpy_ndarrays()[0]  # type: ignore[attr-defined]
+    # two rounds of the median of the ten offsets (nine honest, one at +5): exactly the honest median, twice
+    np.testing.assert_allclose(median_model, 2 * np.median([*honest, fa.ATTACK]), rtol=1e-6)
+    metrics = got["median"].train_metrics_clientapp[1]  # type: ignore[attr-defined]
+    assert metrics["robust-replies"] == n and metrics["robust-refused"] == 0
+    assert metrics["robust-max-outlier-score"] > 10  # the attacker stands out in the diagnostics
+    # clipping, bucketing and centered clipping over updates, with the CC centre kept across rounds
+    cc_model = got["cc"].arrays.to_numpy_ndarrays()[0]  # type: ignore[attr-defined]
+    assert 0 < cc_model.mean() < 2 * honest.max()
+    assert got["cc_state"].cc and next(iter(got["cc_state"].cc.values())).center is not None  # type: ignore[attr-defined]
+    # Flower's FedAvg: dragged to the plain mean
+    fedavg = got["fedavg"].arrays.to_numpy_ndarrays()[0]  # type: ignore[attr-defined]
+    np.testing.assert_allclose(fedavg, np.mean([*honest, fa.ATTACK]), rtol=1e-5)
+    assert fedavg.mean() > 5 * honest.max()
+
+
+def test_robust_strategy_validates_n_and_f_before_sending() -> None:
+    with pytest.raises(ValueError, match=r"krum needs n >= 2f\+3"):
+        RobustFedAvg("krum", num_malicious_nodes=3, min_train_nodes=8)
+    with pytest.raises(ValueError, match="num_malicious_nodes"):
+        RobustFedAvg("median", num_malicious_nodes=-1)
+    with pytest.raises(ValueError, match="exactly one aggregator"):
+        RobustFedAvg("clip(1)")
+    RobustFedAvg("krum", num_malicious_nodes=3, min_train_nodes=9)  # 9 >= 2·3 + 3
+
+
+# ── 2. Flower's own SecAgg+ Mod: Krum under SecAgg+ vs our grouped workflow ─────────────────────────────────
+def test_grouped_workflow_over_flowers_secaggplus_mod_keeps_the_honest_value_krum_does_not() -> None:
+    from flwr.client.mod import secaggplus_mod
+    from flwr.server import ServerApp
+    from flwr.server.strategy import Krum
+    from flwr.server.workflow import SecAggPlusWorkflow
+
+    n = 15
+    got: dict[str, np.ndarray] = {}
+    grouped = GroupedSecureFitWorkflow(protocol="flower-secaggplus", group_size=5, aggregation="median",
+                                       num_malicious_nodes=1)
+    app = ServerApp()
+
+    @app.main()
+    def main(grid, context) -> None:  # type: ignore[no-untyped-def]
+        got["krum"] = _legacy_run(context, _fedavg(n, Krum, num_malicious_clients=1),
+                                  SecAggPlusWorkflow(num_shares=n, reconstruction_threshold=11), grid)
+        got["grouped"] = _legacy_run(context, _fedavg(n), grouped, grid)
+
+    fa.run(app, fa.legacy_client_app([secaggplus_mod]), n)
+    honest = fa.honest_offsets(n)
+    # Krum is handed the unmasked sum in place of every client's result: the plain average, attacker included
+    np.testing.assert_allclose(got["krum"], np.mean([*honest, fa.ATTACK]), atol=5e-4)  # its quantisation: 16/2^22 per client
+    assert got["krum"].mean() > 4 * honest.max()
+    # per-group SecAgg+ (Flower's Mod, unchanged) + the median of 3 group means: the attacker's group is outvoted
+    assert honest.min() - 5e-4 <= got["grouped"].min() and got["grouped"].max() <= honest.max() + 5e-4
+    info = grouped.history[-1]
+    assert (info["groups"], info["groups_released"]) == (3, 3) and info["group_sizes"] == [5.0, 5.0, 5.0]
+
+
+# ── 3. Our SecAgg+ as a client Mod: policy, ledger, distributed DP, robust across groups ────────────────────
+def test_grouped_workflow_with_our_mod_policy_ledger_and_robustness(tmp_path: Path) -> None:
+    from flwr.server import ServerApp
+
+    from flower_interop.secagg_mod import make_secagg_mod
+
+    n = 15
+    got: dict[str, np.ndarray] = {}
+    too_little_noise = GroupedSecureFitWorkflow(group_size=5, aggregation="median", num_malicious_nodes=1,
+                                                noise_multiplier=0.5, l2_clip=3.0)
+    private = GroupedSecureFitWorkflow(group_size=5, aggregation="median", num_malicious_nodes=1,
+                                       noise_multiplier=1.0, l2_clip=3.0)
+    app = ServerApp()
+
+    @app.main()
+    def main(grid, context) -> None:  # type: ignore[no-untyped-def]
+        got["refused"] = _legacy_run(context, _fedavg(n), too_little_noise, grid)
+        got["private"] = _legacy_run(context, _fedavg(n), private, grid)
+
+    mod = make_secagg_mod(identity_file=str(tmp_path / "{node_id}" / "identity.key"),
+                          ledger_file=str(tmp_path / "{node_id}" / "ledger.json"))
+    fa.run(app, fa.legacy_client_app([mod]), n)
+    # z = 0.5 would bring every client's own ε above its default budget (10): all decline, the model stays
+    assert not got["refused"].any()
+    assert too_little_noise.history[-1]["groups_released"] == 0
+    # z = 1: three groups of five release noisy sums; the median of the group means is at the honest value
+    # (the noise on the mean over 1000 coordinates is ≈ 0.02; the plain average would be at 0.38)
+    honest = fa.honest_offsets(n)
+    assert private.history[-1]["groups_released"] == 3
+    assert honest.min() - 0.1 < float(got["private"].mean()) < honest.max() + 0.1
+    # each client's ledger holds exactly the one participation it released (the declined round is not in it)
+    ledgers = [json.loads(p.read_text()) for p in tmp_path.glob("*/ledger.json")]
+    assert len(ledgers) == n and all(len(led["entries"]) == 1 for led in ledgers)
+    assert {e["group_size"] for led in ledgers for e in led["entries"]} == {5}
+
+
+def test_grouped_workflow_validates_groups_before_sending() -> None:
+    wf = GroupedSecureFitWorkflow(group_size=5, aggregation="median", num_malicious_nodes=2)
+    with pytest.raises(ValueError, match=r"median needs n >= 2f\+1: got n=3 groups, f=2"):
+        wf.validate(15)
+    assert wf.validate(25) == 5
+    with pytest.raises(ValueError, match="protocol"):
+        GroupedSecureFitWorkflow(protocol="plain")
+    with pytest.raises(ValueError, match="group_size"):
+        GroupedSecureFitWorkflow(group_size=1)
+
+
+def test_group_task_is_checked_by_the_client() -> None:
+    from flcore.wire import client_id_for
+    from flcrypto import default_crypto
+
+    cr = default_crypto()
+    keys = [cr.ed25519_public_key(cr.random_bytes(32)) for _ in range(6)]
+    members = {client_id_for(k): k for k in keys}
+    task = GroupTask(7, 3, 3, members, 1, 2, {"l2_clip": 1.0})
+    back = GroupTask.from_bytes(task.to_bytes())
+    assert back == task and back.group_members() == task.groups()[1] and len(task.groups()) == 2
+    forged = json.loads(task.to_bytes())
+    forged["members"][next(iter(members))] = keys[-1].hex()  # an id with another client's key
+    with pytest.raises(ValueError, match="not the hash of its identity key"):
+        GroupTask.from_bytes(json.dumps(forged).encode())
+    with pytest.raises(ValueError, match="no group 5"):
+        GroupTask.from_bytes(task.to_bytes().replace(b'"group": 1', b'"group": 5'))
+    with pytest.raises(ValueError, match="malformed"):
+        GroupTask.from_bytes(b"{not json")
+
+
+def test_secagg_client_state_survives_a_fresh_process_per_message() -> None:
+    """Flower rebuilds the ClientApp for every message: a group whose clients are exported to JSON and restored
+    between all messages releases exactly the plain sum."""
+    from flcrypto import default_crypto
+    from privacy.backends import NumpyBackend
+    from privacy.secagg import GroupConfig, SecAggClient, SecAggServer
+
+    cr, be = default_crypto(), NumpyBackend()
+    ids = [f"c{i}" for i in range(5)]
+    seeds = {u: cr.random_bytes(32) for u in ids}
+    cfg = GroupConfig(1, 0, tuple(ids), {u: cr.ed25519_public_key(seeds[u]) for u in ids}, 64, 32, b"\1" * 32,
+                      None, 4)
+    rng = np.random.default_rng(0)
+    xs = {u: rng.integers(0, 2**32, 64, dtype=np.uint64).astype(np.uint32) for u in ids}
+    srv, state = SecAggServer(cfg, be), {}
+    for u in ids:
+        c = SecAggClient(cfg, u, seeds[u], xs[u], be)
+        srv.receive(c.start())
+        state[u] = json.dumps(c.export_state())
+    while srv.phase != "done":
+        for u, msg in srv.close_phase().items():
+            c = SecAggClient.restore(cfg, seeds[u], json.loads(state[u]), be)
+            for reply in c.handle(msg):
+                srv.receive(reply)
+            state[u] = json.dumps(c.export_state())
+    want = sum(xs[u].astype(np.uint64) for u in ids) % 2**32
+    np.testing.assert_array_equal(np.asarray(srv.result.sum, dtype=np.uint64), want)
+    with pytest.raises(ValueError, match="malformed"):
+        SecAggClient.restore(cfg, seeds["c0"], {"me": "c0"}, be)
+
+
+def test_the_core_never_imports_flwr() -> None:
+    code = ("import sys; sys.modules['flwr'] = None; sys.modules['flwr_datasets'] = None\n"
+            "import coordinator.service.server, coordinator.federation.engine, aggregation, privacy.secagg, flcore.session\n"
+            "import client_native.client, simulations.runner\n"
+            "assert not any(m.startswith('flower_interop') for m in sys.modules)\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
