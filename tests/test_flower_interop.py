@@ -233,3 +233,74 @@ def test_the_core_never_imports_flwr() -> None:
             "import client_native.client, simulations.runner\n"
             "assert not any(m.startswith('flower_interop') for m in sys.modules)\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+# ── a malicious Flower server against our Mod (hand-written adversary, the real SecAggMod) ─────────────────
+@pytest.fixture
+def server_process_identity():  # type: ignore[no-untyped-def]
+    from flwr.supercore.task_identity import TaskIdentity
+
+    saved = TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1  # as Flower sets in its processes
+    yield
+    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+
+
+def _to_node(record: dict, node: int = 5):  # type: ignore[no-untyped-def]
+    from flwr.app import ConfigRecord, Message, RecordDict
+    from flwr.common import FitIns, ndarrays_to_parameters
+    from flwr.compat.common import recorddict_compat as compat
+
+    content = compat.fitins_to_recorddict(FitIns(ndarrays_to_parameters([np.zeros(fa.D, np.float32)]), {}), True) \
+        if record.get("stage") == "task" else RecordDict()
+    content.config_records["fl-secagg"] = ConfigRecord(record)
+    return Message(content, dst_node_id=node, message_type="train")
+
+
+@pytest.mark.parametrize("forgery, code", [
+    ("threshold_two", "policy_threshold"), ("group_of_three", "policy_group_size"),
+    ("no_noise", "policy_noise"), ("victim_moved", "bad_task"), ("miscalibrated", "policy_calibration")])
+@pytest.mark.usefixtures("server_process_identity")
+def test_a_malicious_server_gets_a_decline_and_nothing_derived_from_the_update(forgery: str, code: str) -> None:
+    from dataclasses import asdict
+
+    from flwr.app import Context, RecordDict
+
+    from flcore.wire import client_id_for
+    from flcrypto import default_crypto
+    from flower_interop.secagg_mod import make_secagg_mod
+    from privacy.client_pipeline import DistributedDPConfig
+
+    mod, ctx = make_secagg_mod(), Context(run_id=1, node_id=5, node_config={}, state=RecordDict(), run_config={})
+    trained: list[object] = []
+
+    def app(msg, context):  # type: ignore[no-untyped-def]  # the Flower app: must never be asked to train
+        trained.append(msg)
+        raise AssertionError("the update was computed for a task the policy refuses")
+
+    hello = mod(_to_node({"stage": "hello"}), ctx, app).content.config_records["fl-secagg"]
+    victim_key = bytes(hello["identity_key"])
+    cr = default_crypto()
+    others = [cr.ed25519_public_key(cr.random_bytes(32)) for _ in range(9)]
+    members = {client_id_for(k): k for k in [victim_key, *others]}
+    victim = client_id_for(victim_key)
+    size, t, z = 5, 4, 1.0
+    if forgery == "group_of_three":
+        size, t = 3, 3
+    if forgery == "threshold_two":
+        t = 2
+    if forgery == "no_noise":
+        z = 0.0
+    probe = GroupTask(1, 1, size, members, 0, t, {})
+    group = next(i for i, g in enumerate(probe.groups()) if victim in g)
+    if forgery == "victim_moved":
+        group = next(i for i, g in enumerate(probe.groups()) if victim not in g)
+    dp = asdict(DistributedDPConfig(1.0, z, 16, 32, 3 if forgery == "miscalibrated" else t, fa.D))
+    task = GroupTask(1, 1, size, members, group, t, dp)
+    reply = mod(_to_node({"stage": "task", "task": task.to_bytes()}), ctx, app)
+    out = dict(reply.content.config_records["fl-secagg"])
+    assert out["declined"] == code, out
+    assert "payload" not in out and not trained and not reply.content.array_records
+    assert "fl-secagg.state" not in ctx.state.config_records  # nothing kept for a later stage either
+    late = dict(mod(_to_node({"stage": "secagg", "payload": b"x"}), ctx, app).content.config_records["fl-secagg"])
+    assert late["declined"] == "unexpected"
