@@ -50,7 +50,7 @@ class RobustFedAvg(FedAvg):
         self.weighted = weighted
         self.state = PipelineState()
         self._rng = np.random.default_rng(seed)
-        self._global: ArrayRecord | None = None
+        self.current_arrays: ArrayRecord | None = None  # the global model of the round being configured
         self.validate(max(self.min_train_nodes, 1))
 
     def validate(self, n: int) -> None:
@@ -67,19 +67,19 @@ class RobustFedAvg(FedAvg):
         messages = list(super().configure_train(server_round, arrays, config, grid))
         if messages:
             self.validate(len(messages))  # before anything is sent: n = the sample, f = num_malicious_nodes
-        self._global = arrays
+        self.current_arrays = arrays
         return messages
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """The global model plus the pipeline's aggregate of the replies' updates, and metrics: FedAvg's
         aggregated client metrics plus ``robust-*`` diagnostics."""
-        if self._global is None:
+        if self.current_arrays is None:
             raise RuntimeError("aggregate_train before configure_train: no global model to compute updates from")
         replies = list(replies)
         valid = [m for m in replies if not m.has_error()]
-        layout = Layout.of(self._global)
-        base = layout.flatten(self._global)
+        layout = Layout.of(self.current_arrays)
+        base = layout.flatten(self.current_arrays)
         rows, weights, used, refused = [], [], [], 0
         for msg in valid:
             try:

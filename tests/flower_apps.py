@@ -53,12 +53,19 @@ def legacy_client_app(mods: list[Any]) -> Any:
             self.pid = pid
 
         def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[list[np.ndarray], int, dict]:
+            if config.get("fail-partition") == self.pid:  # a client that crashes in its fit: a dropout
+                raise RuntimeError(f"partition {self.pid} fails on purpose")
             return [p + np.float32(offset(self.pid)) for p in parameters], 10, {}
 
     def client_fn(context: Any) -> Any:
         return Client(int(context.node_config["partition-id"])).to_client()
 
     return ClientApp(client_fn=client_fn, mods=mods)
+
+
+def fail_partition(pid: int):  # type: ignore[no-untyped-def]
+    """An ``on_fit_config_fn`` that makes partition ``pid`` crash in its fit."""
+    return lambda server_round: {"fail-partition": pid}
 
 
 def run(server_app: Any, client_app: Any, num_supernodes: int) -> None:

@@ -99,6 +99,43 @@ def test_robust_strategy_validates_n_and_f_before_sending() -> None:
     RobustFedAvg("krum", num_malicious_nodes=3, min_train_nodes=9)  # 9 >= 2·3 + 3
 
 
+@pytest.mark.usefixtures("server_process_identity")
+def test_robust_strategy_refuses_malformed_replies_and_excludes_nonfinite_ones() -> None:
+    """Real Flower reply messages: five honest, one NaN, one with another shape, one error reply. Nothing
+    raises; the malformed ones are counted and the result is the honest median."""
+    from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
+
+    strategy = RobustFedAvg("median", num_malicious_nodes=1, min_train_nodes=5)
+    base = [np.zeros(4, np.float32), np.zeros((2, 2), np.float32)]
+    strategy.current_arrays = ArrayRecord(base)
+
+    def reply(node: int, arrays: list[np.ndarray] | None) -> Message:
+        out = Message(RecordDict({"arrays": ArrayRecord(base), "config": ConfigRecord({})}), dst_node_id=node,
+                      message_type="train")
+        if arrays is None:
+            return Message(Error(code=0, reason="client crashed"), reply_to=out)
+        return Message(RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord({"num-examples": 1})}),
+                       reply_to=out)
+
+    honest = [0.1, 0.2, 0.3, 0.4, 0.5]
+    replies = [reply(i + 1, [b + np.float32(v) for b in base]) for i, v in enumerate(honest)]
+    replies.append(reply(10, [np.full(4, np.nan, np.float32), np.zeros((2, 2), np.float32)]))
+    replies.append(reply(11, [np.zeros(5, np.float32), np.zeros((2, 2), np.float32)]))
+    replies.append(reply(12, None))
+    arrays, metrics = strategy.aggregate_train(1, replies)
+    assert arrays is not None and metrics is not None
+    for a in arrays.to_numpy_ndarrays():
+        np.testing.assert_allclose(a, 0.3, rtol=1e-6)
+    assert (metrics["robust-replies"], metrics["robust-refused"], metrics["robust-errors"],
+            metrics["robust-nonfinite"]) == (6, 1, 1, 1)
+    assert 10 not in metrics["robust-selected-nodes"]  # type: ignore[operator]
+    # too few usable replies for the rule (Krum with f = 1 needs 5): the model is kept, the metrics say why
+    krum = RobustFedAvg("krum", num_malicious_nodes=1, min_train_nodes=5)
+    krum.current_arrays = ArrayRecord(base)
+    arrays, metrics = krum.aggregate_train(1, replies[:3])
+    assert arrays is None and metrics is not None and metrics["robust-skipped"] == 1
+
+
 # ── 2. Flower's own SecAgg+ Mod: Krum under SecAgg+ vs our grouped workflow ─────────────────────────────────
 def test_grouped_workflow_over_flowers_secaggplus_mod_keeps_the_honest_value_krum_does_not() -> None:
     from flwr.client.mod import secaggplus_mod
@@ -116,17 +153,18 @@ def test_grouped_workflow_over_flowers_secaggplus_mod_keeps_the_honest_value_kru
     def main(grid, context) -> None:  # type: ignore[no-untyped-def]
         got["krum"] = _legacy_run(context, _fedavg(n, Krum, num_malicious_clients=1),
                                   SecAggPlusWorkflow(num_shares=n, reconstruction_threshold=11), grid)
-        got["grouped"] = _legacy_run(context, _fedavg(n), grouped, grid)
+        got["grouped"] = _legacy_run(context, _fedavg(n, on_fit_config_fn=fa.fail_partition(n - 1)), grouped, grid)
 
     fa.run(app, fa.legacy_client_app([secaggplus_mod]), n)
     honest = fa.honest_offsets(n)
     # Krum is handed the unmasked sum in place of every client's result: the plain average, attacker included
     np.testing.assert_allclose(got["krum"], np.mean([*honest, fa.ATTACK]), atol=5e-4)  # its quantisation: 16/2^22 per client
     assert got["krum"].mean() > 4 * honest.max()
-    # per-group SecAgg+ (Flower's Mod, unchanged) + the median of 3 group means: the attacker's group is outvoted
+    # per-group SecAgg+ (Flower's Mod, unchanged) + the median of 3 group means: the attacker's group is outvoted;
+    # the client that crashes in its fit (after sharing its keys) has its pairwise masks removed from its group's sum
     assert honest.min() - 5e-4 <= got["grouped"].min() and got["grouped"].max() <= honest.max() + 5e-4
     info = grouped.history[-1]
-    assert (info["groups"], info["groups_released"]) == (3, 3) and info["group_sizes"] == [5.0, 5.0, 5.0]
+    assert (info["groups"], info["groups_released"]) == (3, 3) and sorted(info["group_sizes"]) == [4.0, 5.0, 5.0]
 
 
 # ── 3. Our SecAgg+ as a client Mod: policy, ledger, distributed DP, robust across groups ────────────────────
@@ -146,7 +184,7 @@ def test_grouped_workflow_with_our_mod_policy_ledger_and_robustness(tmp_path: Pa
     @app.main()
     def main(grid, context) -> None:  # type: ignore[no-untyped-def]
         got["refused"] = _legacy_run(context, _fedavg(n), too_little_noise, grid)
-        got["private"] = _legacy_run(context, _fedavg(n), private, grid)
+        got["private"] = _legacy_run(context, _fedavg(n, on_fit_config_fn=fa.fail_partition(n - 1)), private, grid)
 
     mod = make_secagg_mod(identity_file=str(tmp_path / "{node_id}" / "identity.key"),
                           ledger_file=str(tmp_path / "{node_id}" / "ledger.json"))
@@ -157,11 +195,13 @@ def test_grouped_workflow_with_our_mod_policy_ledger_and_robustness(tmp_path: Pa
     # z = 1: three groups of five release noisy sums; the median of the group means is at the honest value
     # (the noise on the mean over 1000 coordinates is ≈ 0.02; the plain average would be at 0.38)
     honest = fa.honest_offsets(n)
-    assert private.history[-1]["groups_released"] == 3
+    assert private.history[-1]["groups_released"] == 3  # one client crashed in its fit: its group has 4 of 5
+    assert sorted(private.history[-1]["group_sizes"]) == [4.0, 5.0, 5.0]
     assert honest.min() - 0.1 < float(got["private"].mean()) < honest.max() + 0.1
-    # each client's ledger holds exactly the one participation it released (the declined round is not in it)
+    # each client's ledger holds exactly the one participation it released (the declined round is not in it; the
+    # client that crashed before its masked input left has none)
     ledgers = [json.loads(p.read_text()) for p in tmp_path.glob("*/ledger.json")]
-    assert len(ledgers) == n and all(len(led["entries"]) == 1 for led in ledgers)
+    assert len(ledgers) == n - 1 and all(len(led["entries"]) == 1 for led in ledgers)
     assert {e["group_size"] for led in ledgers for e in led["entries"]} == {5}
 
 
