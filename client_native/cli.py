@@ -5,6 +5,13 @@
 
 ``--data`` is an ``.npz`` file with arrays ``x`` and ``y``, or ``digits:I/N`` – shard I of N of the training split
 of scikit-learn's digits (non-IID Dirichlet label skew by default, see ``--partition``).
+
+A Flower client instead of the built-in torch trainer (client_native/flower_app.py, docs/flower-clients.md):
+
+    fl-client --server 127.0.0.1:8766 --flower-app my_app.client_app:app --node-config "partition-id=3 num-partitions=15"
+
+The Flower client loads its own data: ``--data`` (and the DP-SGD flags, which belong to the built-in trainer)
+are refused with ``--flower-app``; every other flag, the privacy policy's included, works as without it.
 """
 
 from __future__ import annotations
@@ -64,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ca-file", default=None, help="PEM certificate(s) to verify the TLS server with (default: the "
                    "system's roots)")
     p.add_argument("--transport", choices=("grpc", "websocket"), default="grpc", help="default: grpc")
-    p.add_argument("--data", required=False, help="local data: FILE.npz (arrays x, y) or digits:INDEX/COUNT")
+    p.add_argument("--data", required=False, help="local data: FILE.npz (arrays x, y) or digits:INDEX/COUNT "
+                   "(not with --flower-app)")
     p.add_argument("--partition", default="dirichlet:0.5", help="for digits:I/N: dirichlet:ALPHA or iid "
                    "(default: dirichlet:0.5)")
     p.add_argument("--partition-seed", type=int, default=0, help="seed of the digits split (default: 0)")
@@ -84,6 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "needed the first time only")
     p.add_argument("--show-identity", action="store_true", help="print this client's id and public key (what "
                    "the operator allow-lists or issues an enrolment token for) from --state-dir and exit")
+    f = p.add_argument_group("Flower client", "train with an unmodified Flower client instead of the built-in "
+                             "torch trainer (needs flwr: pip install 'fl-coordinator[flower]')")
+    f.add_argument("--flower-app", default=None, metavar="MODULE:ATTR", help="a client_fn(context), NumPyClient "
+                   "(instance or class), Client or ClientApp, e.g. my_app.client_app:app; it loads its own data")
+    f.add_argument("--app-dir", default=".", help="directory put first on the Python path to import --flower-app "
+                   "from (default: the current directory)")
+    f.add_argument("--node-config", default=None, help="the Flower Context's node_config, as for "
+                   "flower-supernode: \"partition-id=0 num-partitions=10\"")
+    f.add_argument("--run-config", default=None, help="the Flower Context's run_config, same syntax "
+                   "(e.g. \"local-epochs=2\")")
     d = PrivacyPolicy()
     g = p.add_argument_group("privacy policy", "what this client requires of every task; it declines the others "
                              "(nothing about its update is sent). Defaults are safe: see docs/threat-model.md")
@@ -108,6 +126,29 @@ def policy_from_args(args: argparse.Namespace) -> PrivacyPolicy:
     return PrivacyPolicy(min_group_size=args.min_group_size, threshold_rule=args.threshold_rule,
                          colluders=args.colluders, allow_sparse_graph=args.allow_sparse_graph,
                          min_noise_multiplier=args.min_noise, epsilon_budget=args.epsilon_budget, delta=args.delta)
+
+
+def check_flower_args(args: argparse.Namespace) -> None:
+    """``--flower-app`` excludes ``--data`` and DP-SGD (the Flower client trains on its own data, with its own
+    code); ``--node-config``/``--run-config`` need it."""
+    if args.flower_app:
+        if args.data:
+            raise ValueError("--data and --flower-app exclude each other: the Flower client loads its own data "
+                             "(pass it what it needs with --node-config, e.g. \"partition-id=0 num-partitions=10\")")
+        if args.dp_sgd_noise > 0:
+            raise ValueError("--dp-sgd-noise belongs to the built-in torch trainer, not to --flower-app (use Opacus "
+                             "inside the Flower client's fit)")
+    elif args.node_config is not None or args.run_config is not None:
+        raise ValueError("--node-config and --run-config configure a Flower client: they need --flower-app")
+
+
+def flower_client(args: argparse.Namespace, opts: ClientOptions) -> NativeClient:
+    """The :class:`client_native.flower_app.FlowerAppClient` of ``--flower-app`` (flwr imported only here)."""
+    from client_native.flower_app import FlowerAppClient, parse_config_string
+
+    node = parse_config_string(args.node_config or "", "--node-config")
+    run = parse_config_string(args.run_config or "", "--run-config")
+    return FlowerAppClient(args.flower_app, opts, node_config=node, run_config=run, app_dir=args.app_dir)
 
 
 def show_ledger(state_dir: str | None, policy: PrivacyPolicy) -> int:
@@ -149,10 +190,12 @@ def main(argv: list[str] | None = None) -> int:
             return show_ledger(args.state_dir, policy)
         if args.show_identity:
             return show_identity(args.state_dir)
-        missing = [f"--{n}" for n in ("server", "data") if not getattr(args, n)]
+        check_flower_args(args)
+        required = ("server",) if args.flower_app else ("server", "data")
+        missing = [f"--{n}" for n in required if not getattr(args, n)]
         if missing:
             raise ValueError(f"the following arguments are required: {', '.join(missing)}")
-        data = load_data(args.data, args.partition, args.partition_seed)
+        data = None if args.flower_app else load_data(args.data, args.partition, args.partition_seed)
         key = bytes.fromhex(args.coordinator_key) if args.coordinator_key else None
         if key is not None and len(key) != 32:
             raise ValueError("--coordinator-key must be 32 bytes of hex")
@@ -162,11 +205,12 @@ def main(argv: list[str] | None = None) -> int:
         opts = ClientOptions(args.server, args.transport, args.state_dir, key, args.threads, dp,
                              max_message_bytes=int(args.max_message_mb * 1024 * 1024), policy=policy,
                              enrolment_token=args.enrolment_token.strip(), ca_file=args.ca_file)
-        client = NativeClient(data, opts)
+        client = flower_client(args, opts) if args.flower_app else NativeClient(data, opts)
     except (ValueError, ClientError) as exc:
         print(f"fl-client: error: {exc}", file=sys.stderr)
         return 2
-    logging.getLogger("fl-client").info("client %s, %d local samples", client.client_id, len(data.x))
+    logging.getLogger("fl-client").info("client %s, %s", client.client_id, f"{len(data.x)} local samples"
+                                        if data is not None else f"Flower app {args.flower_app}")
     try:
         summary = asyncio.run(client.run(args.max_rounds))
     except ClientError as exc:

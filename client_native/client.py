@@ -116,9 +116,11 @@ def load_or_create_key(path: Path) -> bytes:
 
 class NativeClient:
     """Subclass hooks: :meth:`transform_update` (what is sent instead of the honest delta – used by tests and
-    the simulation of attackers) and :meth:`disconnect_after_send` (drop the connection right after a frame)."""
+    the simulation of attackers), :meth:`disconnect_after_send` (drop the connection right after a frame);
+    :meth:`_train_sync` and :meth:`local_sample_count` for another local trainer
+    (:class:`client_native.flower_app.FlowerAppClient`, which passes ``data=None``)."""
 
-    def __init__(self, data: LocalData, options: ClientOptions) -> None:
+    def __init__(self, data: LocalData | None, options: ClientOptions) -> None:
         self.data, self.opt = data, options
         state = Path(options.state_dir).expanduser() if options.state_dir else None
         self.state_dir = state
@@ -149,6 +151,10 @@ class NativeClient:
 
     def disconnect_after_send(self, round_: int, secagg_messages_sent: int) -> bool:
         return False
+
+    def local_sample_count(self) -> int | None:
+        """The sample count of the last local training, for display only (it never leaves the client)."""
+        return len(self.data.x) if self.data is not None else None
 
     def _drop_if_asked(self, round_: int, secagg_messages_sent: int) -> None:
         if self.disconnect_after_send(round_, secagg_messages_sent):
@@ -272,11 +278,13 @@ class NativeClient:
         delta, loss = await asyncio.to_thread(self._train_sync, task)
         delta = np.asarray(self.transform_update(task.round, delta), dtype=np.float32)
         self._drop_if_asked(task.round, 0)
-        return self.session.training_done(delta, loss, len(self.data.x))
+        return self.session.training_done(delta, loss, self.local_sample_count())
 
     def _train_sync(self, task: Train) -> tuple[np.ndarray, float]:
         from client_native.torch_model import build_module, flatten, set_parameters, train_local
 
+        if self.data is None:
+            raise ClientError("no local data to train on (a subclass without data must override _train_sync)")
         module = build_module(task.spec)
         set_parameters(module, task.parameters)
         hp = task.hyperparameters
