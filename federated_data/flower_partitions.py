@@ -290,13 +290,17 @@ def _run(name: str, kw: dict[str, Any], labels: np.ndarray, n_clients: int, seed
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            parts = [np.sort(np.asarray(partitioner.load_partition(i)["index"], dtype=np.int64))
-                     for i in range(n_clients)]
+            parts = [_indices(partitioner.load_partition(i)) for i in range(n_clients)]
         except (TypeError, ValueError) as exc:
             raise FlowerPartitionError(f"{where}: Flower failed: {exc}{_SIZED_HINT.get(name, '')}") from None
     for w in caught:  # the checks below say what matters, with the option to change
         log.debug("flwr_datasets %s: %s", name, w.message)
     return parts
+
+
+def _indices(partition: Any) -> np.ndarray:
+    """A loaded partition's positions in our labels (its ``index`` column), sorted."""
+    return np.sort(np.asarray(partition.with_format("numpy")["index"][:], dtype=np.int64))
 
 
 def _shard_kwargs(kw: dict[str, Any], n: int, n_clients: int) -> dict[str, Any]:
