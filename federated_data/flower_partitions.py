@@ -315,18 +315,18 @@ def _shard_kwargs(kw: dict[str, Any], n: int, n_clients: int) -> dict[str, Any]:
         return kw
     k, size = kw.get("num_shards_per_partition"), kw.get("shard_size")
     if size is not None and k is None:
-        if "keep_incomplete_shard" not in kw:
-            log.info("ShardPartitioner: keep_incomplete_shard = true (the harness's default: the last shard of "
-                     "%d samples is dealt out, not dropped)", n % size or size)
+        if "keep_incomplete_shard" not in kw and n % size:
+            log.warning("ShardPartitioner: keep_incomplete_shard = true (the harness's default: the last shard, "
+                        "of %d samples, is dealt out, not dropped)", n % size)
         return {**kw, "keep_incomplete_shard": True}
     if k is not None and size is None and n % (n_clients * k):
         size = math.ceil(n / (n_clients * k))
         shards = math.ceil(n / size)
-        log.info("ShardPartitioner: num_shards_per_partition = %d over %d samples and %d clients would drop %d "
-                 "samples (Flower cuts %d shards of %d samples); using shard_size = %d with keep_incomplete_shard "
-                 "= true instead: %d shards, the last of %d samples, every sample kept%s", k, n, n_clients,
-                 n % (n_clients * k), n_clients * k, n // (n_clients * k), size, shards, n - (shards - 1) * size,
-                 "" if shards == n_clients * k else f" (some clients get {shards // n_clients} shards, not {k})")
+        log.warning("ShardPartitioner: num_shards_per_partition = %d over %d samples and %d clients would drop %d "
+                    "samples (Flower cuts %d shards of %d samples); using shard_size = %d with keep_incomplete_shard "
+                    "= true instead: %d shards, the last of %d samples, every sample kept%s", k, n, n_clients,
+                    n % (n_clients * k), n_clients * k, n // (n_clients * k), size, shards, n - (shards - 1) * size,
+                    "" if shards == n_clients * k else f" (some clients get {shards // n_clients} shards, not {k})")
         rest = {key: v for key, v in kw.items() if key != "num_shards_per_partition"}
         return {**rest, "shard_size": size, "keep_incomplete_shard": True}
     return kw  # n a multiple of num_clients · k (nothing to drop), or both given (checked by the exact cover)
