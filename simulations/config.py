@@ -11,6 +11,8 @@ mode = "engine"              # "engine": the real coordinator engine + client se
 [data]
 dataset = "digits"           # "digits" | "synthetic"
 partition = "dirichlet"      # "iid" | "dirichlet" | "shards" (digits; synthetic is non-IID by construction)
+                             # or a Flower Datasets partitioner (docs/simulation.md):
+                             # partition = {flwr = "DirichletPartitioner", args = {alpha = 0.5}}
 alpha = 0.5                  # Dirichlet α
 num_clients = 25             # population N
 [model]
@@ -36,7 +38,10 @@ import math
 import tomllib
 from dataclasses import MISSING, asdict, dataclass, field, fields, make_dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from federated_data.flower_partitions import FlowerPartition
 
 DATASETS = ("digits", "synthetic")
 PARTITIONS = ("iid", "dirichlet", "shards")
@@ -94,7 +99,8 @@ def _typed(section: str, key: str, value: Any, kind: type | tuple[type, ...]) ->
 @dataclass(frozen=True)
 class DataConfig:
     dataset: str = "digits"
-    partition: str = "dirichlet"
+    # one of PARTITIONS, or a Flower Datasets partitioner ({flwr = NAME, args = {…}} in TOML; see parse_partition)
+    partition: str | FlowerPartition = "dirichlet"
     alpha: float = 0.5  # Dirichlet concentration
     shards_per_client: int = 2
     num_clients: int = 25
@@ -106,13 +112,19 @@ class DataConfig:
     synthetic_dim: int = 60
     synthetic_samples: tuple[int, int] = (50, 200)
 
+    def __post_init__(self) -> None:  # a table given in code (DataConfig(partition={"flwr": …})) is parsed too
+        object.__setattr__(self, "partition", parse_partition(self.partition))
+
     def validate(self) -> None:
         if self.dataset not in DATASETS:
             raise ConfigError(f"[data] dataset must be one of {DATASETS}, got {self.dataset!r}")
-        if self.partition not in PARTITIONS:
-            raise ConfigError(f"[data] partition must be one of {PARTITIONS}, got {self.partition!r}")
+        if isinstance(self.partition, str) and self.partition not in PARTITIONS:
+            raise ConfigError(f"[data] partition must be one of {PARTITIONS} or a Flower Datasets partitioner "
+                              f"{{flwr = \"<Partitioner>\", args = {{…}}}}, got {self.partition!r}")
         if self.num_clients < 1:
             raise ConfigError(f"[data] num_clients must be >= 1, got {self.num_clients}")
+        if not isinstance(self.partition, str):
+            self._validate_flower()
         if not self.alpha > 0:
             raise ConfigError(f"[data] alpha must be > 0, got {self.alpha}")
         if self.shards_per_client < 1 or self.min_size < 1:
@@ -124,6 +136,23 @@ class DataConfig:
         lo, hi = self.synthetic_samples
         if not 1 <= lo <= hi:
             raise ConfigError(f"[data] synthetic_samples must be [lo, hi] with 1 <= lo <= hi, got {[lo, hi]}")
+
+    def _validate_flower(self) -> None:
+        """A Flower partitioner: the dataset takes a partition, Flower Datasets is installed, and the arguments
+        that depend on the number of clients fit (name and arguments were checked by :func:`parse_partition`)."""
+        from federated_data.flower_partitions import INSTALL, FlowerPartitionError, flower_installed
+
+        if self.dataset == "synthetic":
+            raise ConfigError(f"[data] partition = {self.partition}: dataset 'synthetic' takes no partition "
+                              f"(FedProx Synthetic(α, β) generates each client's data, non-IID by construction; "
+                              f"synthetic_alpha and synthetic_beta set its heterogeneity)")
+        if not flower_installed():
+            raise ConfigError(f"[data] partition = {self.partition}: Flower Datasets partitioners need "
+                              f"flwr-datasets, which is not installed: {INSTALL}")
+        try:
+            self.partition.check_clients(self.num_clients)
+        except FlowerPartitionError as exc:
+            raise ConfigError(f"[data] partition: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -317,6 +346,8 @@ class SimulationConfig:
         d["model"] = {"hidden": list(d.pop("hidden"))}
         d["plugins"] = list(d["plugins"])
         d["data"]["synthetic_samples"] = list(d["data"]["synthetic_samples"])
+        if not isinstance(self.data.partition, str):
+            d["data"]["partition"] = self.data.partition.to_table()
         if d["federation"]["epsilon"] == math.inf:
             d["federation"]["epsilon"] = "inf"
         if d["attack"]["omniscient"] is None:
@@ -428,6 +459,25 @@ def load_plugins(modules: Any) -> list[Any]:
     return out
 
 
+def parse_partition(value: Any) -> str | FlowerPartition:
+    """``[data] partition``: one of :data:`PARTITIONS` (checked by :meth:`DataConfig.validate`), or the inline
+    table ``{flwr = "DirichletPartitioner", args = {alpha = 0.5}}``: a Flower Datasets partitioner, its name and
+    arguments checked here (:class:`federated_data.flower_partitions.FlowerPartition`; Flower is not imported)."""
+    if isinstance(value, str):
+        return value
+    from federated_data.flower_partitions import FlowerPartition, FlowerPartitionError
+
+    if isinstance(value, FlowerPartition):
+        return value
+    if not isinstance(value, dict):
+        raise ConfigError(f"[data] partition must be one of {PARTITIONS} or a Flower Datasets partitioner "
+                          f"{{flwr = \"<Partitioner>\", args = {{…}}}}, got {value!r}")
+    try:
+        return FlowerPartition.from_table(value)
+    except FlowerPartitionError as exc:
+        raise ConfigError(f"[data] partition: {exc}") from None
+
+
 def _section(cls: type, name: str, data: Any) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"[{name}] must be a table, got {data!r}")
@@ -445,6 +495,8 @@ def _section(cls: type, name: str, data: Any) -> Any:
             if not (isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) for x in v)):
                 raise ConfigError(f"[{name}] synthetic_samples must be [lo, hi], got {v!r}")
             v = tuple(v)
+        elif cls is DataConfig and k == "partition":
+            v = parse_partition(v)
         elif k == "omniscient":
             v = _typed(name, k, v, bool)
         elif default is not None and not isinstance(default, tuple):
@@ -460,9 +512,16 @@ def _toml_value(v: Any) -> str:
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(v, list | tuple):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):  # an inline table, e.g. [data] partition = {flwr = "…", args = {…}}
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
     if isinstance(v, float) and math.isinf(v):
         return '"inf"'
     return repr(v)
+
+
+def _toml_key(key: str) -> str:
+    bare = key and all(c.isascii() and (c.isalnum() or c in "_-") for c in key)
+    return key if bare else _toml_value(key)
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:

@@ -1,5 +1,6 @@
-"""Client datasets for a simulation: scikit-learn digits split by IID / Dirichlet(α) / shards, or FedProx's
-Synthetic(α, β) (one generated client per simulated client, with a pooled held-out test set)."""
+"""Client datasets for a simulation: scikit-learn digits split by IID / Dirichlet(α) / shards or a Flower Datasets
+partitioner (:mod:`federated_data.flower_partitions`), or FedProx's Synthetic(α, β) (one generated client per
+simulated client, with a pooled held-out test set)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,9 @@ def build_data(cfg: DataConfig, seed: int) -> FederatedData:
     if cfg.dataset == "digits":
         ds = load_digits(test_fraction=cfg.test_fraction, seed=seed)
         n = cfg.num_clients
-        if cfg.partition == "iid":
+        if not isinstance(cfg.partition, str):
+            parts = _flower_parts(cfg, ds.y_train, seed)
+        elif cfg.partition == "iid":
             parts = iid(ds.y_train, n, rng)
         elif cfg.partition == "dirichlet":
             min_size = min(cfg.min_size, len(ds.y_train) // n)
@@ -53,6 +56,9 @@ def build_data(cfg: DataConfig, seed: int) -> FederatedData:
             parts = shards(ds.y_train, n, cfg.shards_per_client, rng)
         return FederatedData([ds.x_train[p] for p in parts], [ds.y_train[p] for p in parts], ds.x_test, ds.y_test,
                              ds.num_classes, (8, 8))
+    if not isinstance(cfg.partition, str):  # DataConfig.validate refuses it first; a config built unchecked
+        raise ConfigError(f"[data] partition = {cfg.partition}: dataset 'synthetic' takes no partition (non-IID by "
+                          f"construction)")
     xs, ys = synthetic(cfg.synthetic_alpha, cfg.synthetic_beta, cfg.num_clients, dim=cfg.synthetic_dim,
                        samples_per_client=cfg.synthetic_samples, seed=seed)
     # hold out test_fraction of every client's examples; the pooled held-out set is the test set
@@ -68,3 +74,15 @@ def build_data(cfg: DataConfig, seed: int) -> FederatedData:
         te_y.append(y[te])
         owner.append(np.full(len(te), i, dtype=np.int64))
     return FederatedData(tr_x, tr_y, np.concatenate(te_x), np.concatenate(te_y), 10, None, np.concatenate(owner))
+
+
+def _flower_parts(cfg: DataConfig, labels: np.ndarray, seed: int) -> list[np.ndarray]:
+    """The digits training set split by a Flower Datasets partitioner (seeded by the run's seed), an exact cover
+    or a :class:`ConfigError` saying which option to change."""
+    from federated_data.flower_partitions import FlowerPartitionError
+
+    try:
+        return cfg.partition.split(labels, cfg.num_clients, seed)
+    except FlowerPartitionError as exc:
+        raise ConfigError(f"[data] partition (digits training set: {len(labels)} examples with test_fraction = "
+                          f"{cfg.test_fraction:g}, num_clients = {cfg.num_clients}): {exc}") from None
