@@ -233,7 +233,12 @@ class Run:
     @property
     def first(self) -> float:
         """Launch → first round done (start-up)."""
-        return self.ends[0] - self.launch
+        return self.ends[0] - self.launch if self.ends else float("nan")
+
+    @property
+    def first_inner(self) -> float:
+        """The first round's own duration."""
+        return self.inner[0] if self.inner else float("nan")
 
     @property
     def steady(self) -> float:
@@ -255,6 +260,11 @@ class Run:
     def server_by_name(self) -> dict[str, float]:
         names = sorted({k for c in self.server_cpu for k in c if k != "total"})
         return {k: self.per_round([c.get(k, 0.0) for c in self.server_cpu]) for k in names}
+
+
+def cell(text: str) -> str:
+    """Text for a markdown table cell."""
+    return text.replace("|", "\\|")
 
 
 def ratio(a: float, b: float) -> str:
@@ -339,14 +349,15 @@ def flower_deployment(n: int, rounds: int, round_timeout: float) -> Run:
             log(f"Flower N={n}: SuperLink + {n} SuperNodes up after {time.time() - run.launch:.1f} s; "
                 "flwr run")
             marks = tmp / "marks.jsonl"
+            watch = FlowerWatch(time.time())
             submit = subprocess.run(
                 [str(BIN / "flwr"), "run", str(APP_DIR), "bench", "--run-config",
                  f"num-rounds={rounds} num-clients={n} dim={D} num-shares={n} threshold={t} marks='{marks}'"],
                 cwd=tmp, env=env, capture_output=True, text=True, timeout=300, check=False)
             if submit.returncode != 0:
                 raise RuntimeError(f"flwr run failed ({submit.returncode}): {submit.stdout}{submit.stderr}")
-            main_at = _follow_flower(run, link.pid, nodes, marks, rounds, round_timeout, died)
-            run.notes.append(f"flwr run → ServerApp main() running: {main_at:.1f} s")
+            _follow_flower(run, watch, link.pid, nodes, marks, round_timeout, died)
+            run.notes += watch.notes(run)
             _check_flower(run, marks, rounds)
         except BaseException:
             logs = sorted(tmp.glob("*.log"))[:3]
@@ -367,33 +378,67 @@ def _died_check(procs: dict[str, tuple[subprocess.Popen[bytes], Path]]) -> Calla
     return check
 
 
-def _follow_flower(run: Run, link: int, nodes: dict[str, tuple[subprocess.Popen[bytes], Path]], marks: Path,
-                   rounds: int, round_timeout: float, died: Callable[[], None]) -> float:
-    """Wait for the ServerApp's marks until it is done; at each round's end sample the CPU of the SuperLink's
-    tree (server side) and of the SuperNodes' trees (client side). Returns flwr run → ServerApp main()."""
-    offset, starts, submitted, main_at = 0, {}, time.time(), float("nan")
+@dataclass
+class FlowerWatch:
+    """What the harness sees of a Flower run besides the round marks: when ``flwr run`` was called, when the
+    ServerApp's main() and each round started, and the ``flwr-clientapp`` processes (pid → the round in
+    progress when it was first seen; sampled every 0.5 s, and each lives for seconds)."""
+
+    submitted: float
+    main: float = float("nan")
+    starts: dict[int, float] = field(default_factory=dict)
+    clientapps: dict[int, int] = field(default_factory=dict)
+
+    def sample(self, nodes: list[int], current_round: int) -> None:
+        table = proc_table()
+        for root in nodes:
+            for p in descendants(root, table):
+                if p.name == "flwr-clientapp":
+                    self.clientapps.setdefault(p.pid, current_round)
+
+    def notes(self, run: Run) -> list[str]:
+        steady = range(2, len(run.ends) + 1)
+        started = sum(1 for r in self.clientapps.values() if r in steady)
+        per_round = started / len(steady) if steady else float("nan")
+        return [f"flwr run → ServerApp main(): {self.main - self.submitted:.1f} s, → round 1 start: "
+                f"{self.starts.get(1, float('nan')) - self.submitted:.1f} s",
+                f"flwr-clientapp processes started per steady round: {per_round:.0f} "
+                f"({per_round / run.n:.1f} per client); clients' CPU per such process ≈ "
+                f"{run.clients / per_round:.2f} s"]
+
+
+def _follow_flower(run: Run, watch: FlowerWatch, link: int,
+                   nodes: dict[str, tuple[subprocess.Popen[bytes], Path]], marks: Path, round_timeout: float,
+                   died: Callable[[], None]) -> None:
+    """Follow the ServerApp's marks until it is done; at each round's end sample the CPU of the SuperLink's
+    tree (server side) and of the SuperNodes' trees (client side)."""
+    offset, ticks = 0, 0
     deadline = time.monotonic() + 300 + round_timeout
+    roots = [p.pid for p, _ in nodes.values()]
     while True:
         died()
         records, offset = read_marks(marks, offset)
         for m in records:
             if m["event"] == "main":
-                main_at = m["t"] - submitted
+                watch.main = m["t"]
             elif m["event"] == "start":
-                starts[m["round"]] = m["t"]
+                watch.starts[m["round"]] = m["t"]
             elif m["event"] == "end":
                 table = proc_table()
                 run.ends.append(m["t"])
-                run.inner.append(m["t"] - starts[m["round"]])
+                run.inner.append(m["t"] - watch.starts[m["round"]])
                 run.server_cpu.append(tree_cpu(link, table))
-                run.client_cpu.append(sum(tree_cpu(p.pid, table)["total"] for p, _ in nodes.values()))
+                run.client_cpu.append(sum(tree_cpu(pid, table)["total"] for pid in roots))
                 log(f"Flower N={run.n}: round {m['round']} done in {run.inner[-1]:.1f} s")
                 deadline = time.monotonic() + round_timeout
             elif m["event"] == "done":
-                return main_at
+                return
         if time.monotonic() > deadline:
-            raise TimeoutError(f"Flower N={run.n}: round {len(run.ends) + 1} of {rounds} not done after "
+            raise TimeoutError(f"Flower N={run.n}: round {len(run.ends) + 1} not done after "
                                f"{round_timeout:.0f} s")
+        ticks += 1
+        if ticks % 5 == 0:
+            watch.sample(roots, len(run.ends) + 1)
         time.sleep(0.1)
 
 
@@ -455,6 +500,8 @@ def ours_deployment(n: int, group: int, rounds: int, round_timeout: float) -> Ru
                 raise RuntimeError(f"fl-coordinator serve exited with {coord.returncode}:\n"
                                    f"{tail(tmp / 'coordinator.log')}")
             _check_ours(run, tmp / "data", rounds)
+            run.notes.append("start-up includes serve's probation: a new identity can be selected 10 s "
+                             "after it enrols (--probation, default 10)")
         except BaseException:
             log("our logs:\n" + "\n".join(f"--- {p.name}\n{tail(p)}" for p in sorted(tmp.glob("*.log"))))
             raise
@@ -620,7 +667,7 @@ def deployment_table(out: Report, runs: list[Run]) -> None:
         "s/round | clients' CPU s/round | check |")
     out("|---|---|---|---|---|---|---|---|---|")
     for r in runs:
-        out(f"| {r.n} | {r.side} | {r.label} | {r.first:.1f} | {r.inner[0]:.2f} | {r.steady:.2f} | "
+        out(f"| {r.n} | {r.side} | {cell(r.label)} | {r.first:.1f} | {r.first_inner:.2f} | {r.steady:.2f} | "
             f"{r.server:.3f} | {r.clients:.2f} | {'ok' if r.ok else 'FAILED'} |")
 
 
@@ -644,8 +691,8 @@ def simulation_table(out: Report, runs: list[SimRun]) -> None:
         "first | check |")
     out("|---|---|---|---|---|---|")
     for r in runs:
-        out(f"| {r.side} | {r.label} | {r.startup:.2f} | {r.steady:.3f} | "
-            f"{' '.join(f'{x:.3f}' for x in r.rounds[1:])} | {r.check} |")
+        out(f"| {r.side} | {cell(r.label)} | {r.startup:.2f} | {r.steady:.3f} | "
+            f"{' '.join(f'{x:.3f}' for x in r.rounds[1:])} | {cell(r.check)} |")
 
 
 def details(out: Report, runs: list[Run]) -> None:
@@ -692,7 +739,7 @@ def main() -> int:
         for group in (OUR_GROUP, n):
             log(f"ours N={n}, groups of {group}: {args.our_rounds} rounds")
             deployment.append(ours_deployment(n, group, args.our_rounds, args.round_timeout))
-        log(f"Flower N={n}: {rounds} rounds (≈ 90-180 s each on 2 cores)")
+        log(f"Flower N={n}: {rounds} rounds (about a minute or more each)")
         deployment.append(flower_deployment(n, rounds, args.round_timeout))
     simulation: list[SimRun] = []
     if not args.no_simulation:
@@ -718,10 +765,18 @@ def report(out: Report, deployment: list[Run], simulation: list[SimRun], rounds:
     ratio_table(out, deployment)
     out("\ndetails")
     details(out, deployment)
+    if any(r.side == "Flower" for r in deployment):
+        out("- Flower 1.42's deployment runtime, from its source: an idle SuperNode polls the SuperLink "
+            "every 3 s (flwr/supernode/start_client_internal.py), the ServerApp's grid pulls the replies "
+            "every 3 s (flwr/superlink/grid/http_grid.py), and with the default subprocess isolation each "
+            "message runs in a new flwr-clientapp process (counted above); SecAgg+ needs 4 such round trips "
+            "per round")
     if simulation:
         out(f"\n## Simulation, N = 10, in-process ({args.sim_rounds} rounds per side; warmed-up = mean of "
             "the rounds after the first)")
         simulation_table(out, simulation)
+        out("(ours: one process, the clients and the engine one after the other on one core; Flower: Ray, "
+            "one actor per core)")
         f = next(r for r in simulation if r.side == "Flower")
         for o in (r for r in simulation if r.side == "ours"):
             out(f"- Flower / ours ({o.label}): warmed-up round {ratio(f.steady, o.steady)}, start-up "
