@@ -399,7 +399,7 @@ class FlowerWatch:
     def notes(self, run: Run) -> list[str]:
         steady = range(2, len(run.ends) + 1)
         started = sum(1 for r in self.clientapps.values() if r in steady)
-        per_round = started / len(steady) if steady else float("nan")
+        per_round = started / len(steady) if started else float("nan")
         return [f"flwr run → ServerApp main(): {self.main - self.submitted:.1f} s, → round 1 start: "
                 f"{self.starts.get(1, float('nan')) - self.submitted:.1f} s",
                 f"flwr-clientapp processes started per steady round: {per_round:.0f} "
