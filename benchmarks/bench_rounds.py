@@ -105,7 +105,10 @@ def main() -> None:
             a = next(r for r in rows if r["n"] == n and r["transport"] == transport and r["secagg"])
             b = next(r for r in rows if r["n"] == n and r["transport"] == transport and not r["secagg"])
             print(f"  {n:>4} clients, {transport:>9}: {a['wall_s'] / b['wall_s']:.2f}×")
-    print("Flower SecAgg+ (Ray simulation, design brief, same machine class): 3.9 s/round for 10 clients, d=100k")
+    # Flower is measured beside us, never quoted here (a figure from elsewhere once included Ray's start-up)
+    print("Flower for comparison, measured in the same run as ours: docs/results/bench_secagg.txt (SecAgg+ "
+          "in its Ray simulation, warmed-up rounds); benchmarks/bench_flower.py → "
+          "docs/results/bench_flower.txt (its deployment engine against this coordinator, its simulation)")
 
 
 if __name__ == "__main__":

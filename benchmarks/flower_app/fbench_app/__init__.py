@@ -1,0 +1,1 @@
+"""Flower app for benchmarks/bench_flower.py (see ../pyproject.toml)."""
