@@ -51,6 +51,15 @@ class _Group:
 
     def keep(self, replies: dict[int, dict[str, Any]]) -> None:
         self.active &= set(replies)
+        self.check()
+
+    def drop(self, member: int, why: str) -> None:
+        """A member whose reply does not parse is a dropout (the group goes on without it)."""
+        log.warning("node %d dropped from its group: %s", member, why)
+        self.active.discard(member)
+        self.check()
+
+    def check(self) -> None:
         if not self.failure and len(self.active) < self.t:
             self.failure = f"only {len(self.active)} of {len(self.members)} nodes answered; threshold {self.t}"
 
@@ -75,15 +84,22 @@ def run_flower_secaggplus(ex: Exchange, rnd: int, fitins: dict[int, RecordDict],
                               Key.CLIPPING_RANGE: clipping_range, Key.TARGET_RANGE: quantization_range,
                               Key.MOD_RANGE: modulus_range, Key.MAX_WEIGHT: max_weight})
     for g in live():
-        for m in g.active:
-            g.keys[m] = (cast(bytes, reps[m][Key.PUBLIC_KEY_1]), cast(bytes, reps[m][Key.PUBLIC_KEY_2]))
+        for m in sorted(g.active):
+            pk1, pk2 = reps[m].get(Key.PUBLIC_KEY_1), reps[m].get(Key.PUBLIC_KEY_2)
+            if isinstance(pk1, bytes) and isinstance(pk2, bytes):
+                g.keys[m] = (pk1, pk2)
+            else:
+                g.drop(m, "setup reply without its two public keys")
     # stage 1: each member gets its group's public keys; encrypted shares come back addressed to members
     reps = send(lambda g, m: {Key.STAGE: Stage.SHARE_KEYS, **{str(v): list(g.keys[v]) for v in sorted(g.active)}})
     for g in live():
         g.shared = set(g.active)
         for src in sorted(g.active):
-            dsts = cast(list[int], reps[src][Key.DESTINATION_LIST])
-            cts = cast(list[bytes], reps[src][Key.CIPHERTEXT_LIST])
+            dsts, cts = reps[src].get(Key.DESTINATION_LIST), reps[src].get(Key.CIPHERTEXT_LIST)
+            if not (isinstance(dsts, list) and isinstance(cts, list) and len(dsts) == len(cts)):
+                g.drop(src, "share-keys reply without matching destination and ciphertext lists")
+                g.shared.discard(src)
+                continue
             for dst, ct in zip(dsts, cts, strict=True):
                 if dst in g.forward:  # never forward across groups
                     g.forward[dst][0].append(src)
@@ -91,9 +107,16 @@ def run_flower_secaggplus(ex: Exchange, rnd: int, fitins: dict[int, RecordDict],
     # stage 2: the forwarded shares with the fit instructions; masked vectors come back
     reps = send(lambda g, m: {Key.STAGE: Stage.COLLECT_MASKED_VECTORS, Key.SOURCE_LIST: g.forward[m][0],
                               Key.CIPHERTEXT_LIST: g.forward[m][1]}, with_fit=True)
+    shapes = [(1,), *(a.shape for a in global_nd)]  # Flower's weighting factor, then the model's arrays
     for g in live():
         for m in sorted(g.active):
-            vec = [bytes_to_ndarray(b) for b in cast(list[bytes], reps[m][Key.MASKED_PARAMETERS])]
+            try:
+                vec = [bytes_to_ndarray(b) for b in cast(list[bytes], reps[m][Key.MASKED_PARAMETERS])]
+                if [a.shape for a in vec] != shapes or any(a.dtype.kind not in "iu" for a in vec):
+                    raise ValueError(f"masked vector of shapes {[a.shape for a in vec]}, expected {shapes}")
+            except (KeyError, TypeError, ValueError) as exc:  # its masks are then removed as a dropout's
+                g.drop(m, f"masked-vector reply refused: {exc}")
+                continue
             g.masked = vec if g.masked is None else parameters_addition(g.masked, vec)
         g.masked = parameters_mod(g.masked, modulus_range) if g.masked is not None else None
     survivors = {id(g): sorted(g.active) for g in live()}
@@ -107,7 +130,7 @@ def run_flower_secaggplus(ex: Exchange, rnd: int, fitins: dict[int, RecordDict],
             continue
         try:
             mean = _unmask(g, survivors[id(g)], reps, clipping_range, quantization_range, modulus_range)
-        except (ValueError, KeyError) as exc:
+        except (ValueError, KeyError, TypeError) as exc:
             out.append(GroupOutcome(g.members, failure=f"unmasking failed: {exc}"))
             continue
         flat_mean = np.concatenate([a.astype(np.float64).ravel() for a in mean])
@@ -123,9 +146,11 @@ def _unmask(g: _Group, survivors: list[int], reps: dict[int, dict[str, Any]], cl
     masks, then undo Flower's quantisation and weighting factor."""
     shares: dict[int, list[bytes]] = {m: [] for m in g.members}
     for m in g.active:
-        owners = cast(list[int], reps[m][Key.NODE_ID_LIST])
-        for owner, share in zip(owners, cast(list[bytes], reps[m][Key.SHARE_LIST]), strict=True):
-            if owner in shares:
+        owners, sent = reps[m].get(Key.NODE_ID_LIST), reps[m].get(Key.SHARE_LIST)
+        if not (isinstance(owners, list) and isinstance(sent, list) and len(owners) == len(sent)):
+            continue  # a malformed unmask reply contributes no shares
+        for owner, share in zip(owners, sent, strict=True):
+            if owner in shares and isinstance(share, bytes):
                 shares[owner].append(share)
     vec = g.masked
     assert vec is not None

@@ -24,11 +24,11 @@ the new global model (as Flower's own SecAgg+ workflow does), so FedAvg-derived 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
-from flwr.app import Context, RecordDict
+from flwr.app import Context
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.compat.common import recorddict_compat as compat
 from flwr.server.compat.legacy_context import LegacyContext
@@ -38,12 +38,12 @@ from flwr.serverapp import Grid
 
 from aggregation import PipelineState, aggregate_groups, parse_pipeline
 from flcore.policy import required_threshold
+from flower_interop.fl_secagg_server import run_fl_secagg
 from flower_interop.flower_secaggplus import run_flower_secaggplus
-from flower_interop.grouping import GroupTask
-from flower_interop.stages import Exchange, GroupOutcome
-from privacy.backends import NumpyBackend
-from privacy.client_pipeline import DistributedDPConfig, decode_sum
-from privacy.secagg import GroupConfig, SecAggError, SecAggServer
+from flower_interop.grouping import group_seed, selection_hash
+from flower_interop.stages import Exchange
+from privacy.client_pipeline import DistributedDPConfig
+from privacy.secagg import partition
 
 log = logging.getLogger(__name__)
 PROTOCOLS = ("fl-secagg", "flower-secaggplus")
@@ -116,7 +116,8 @@ class GroupedSecureFitWorkflow:
         dimension = sum(int(a.size) for a in global_nd)
         exchange = Exchange(grid, rnd, self.timeout)
         if self.protocol == "fl-secagg":
-            outcomes = self._fl_secagg(exchange, context, rnd, fitins, dimension)
+            outcomes = run_fl_secagg(exchange, int(context.run_id), rnd, fitins, self.group_size,
+                                     lambda n: self._dp(n, dimension), self.validate)
         else:
             outcomes = run_flower_secaggplus(exchange, rnd, fitins, global_nd, self._group_ids(rnd, list(fitins)),
                                              self._threshold, self.clipping_range, self.quantization_range,
@@ -165,9 +166,6 @@ class GroupedSecureFitWorkflow:
 
     def _group_ids(self, rnd: int, nids: list[int]) -> list[list[int]]:
         """Flower's protocol has no identities to bind: groups of node ids from the public seed."""
-        from flower_interop.grouping import group_seed, selection_hash
-        from privacy.secagg import partition
-
         seed = group_seed(selection_hash(0, rnd, self.group_size, {str(n): b"" for n in nids}))
         return [[int(x) for x in g] for g in partition(sorted(str(n) for n in nids), self.group_size, seed)]
 
@@ -176,80 +174,3 @@ class GroupedSecureFitWorkflow:
                                  self._threshold(n), dimension)
         dp.validate(n)
         return dp
-
-    # ── our SecAgg+ (flower_interop.secagg_mod on the clients) ───────────────────────────────────────
-    def _fl_secagg(self, ex: Exchange, context: Context, rnd: int, fitins: dict[int, RecordDict],
-                   dimension: int) -> list[GroupOutcome]:
-        hello = ex.send({nid: {"stage": "hello"} for nid in fitins})
-        keys: dict[int, bytes] = {}
-        for nid, rep in hello.items():
-            key = rep.get("identity_key")
-            if isinstance(key, bytes) and len(key) == 32:
-                keys[nid] = key
-        dup = {k for k in keys.values() if list(keys.values()).count(k) > 1}
-        keys = {nid: k for nid, k in keys.items() if k not in dup}  # one identity, one node
-        from flcore.wire import client_id_for
-
-        cid_of = {nid: client_id_for(k) for nid, k in keys.items()}
-        nid_of = {c: nid for nid, c in cid_of.items()}
-        members = {cid_of[nid]: keys[nid] for nid in keys}
-        if len(members) < self.group_size:
-            return [GroupOutcome(sorted(fitins), failure=f"only {len(members)} nodes sent identity keys")]
-        self.validate(len(members))
-        run_id = int(context.run_id) if hasattr(context, "run_id") else 0
-        probe = GroupTask(run_id, rnd, self.group_size, members, 0, 1, {})
-        groups = probe.groups()
-        servers: dict[int, SecAggServer] = {}
-        dps: dict[int, DistributedDPConfig] = {}
-        outcomes = [GroupOutcome([nid_of[c] for c in g]) for g in groups]
-        tasks: dict[int, dict[str, Any]] = {}
-        backend = NumpyBackend()
-        for gi, ids in enumerate(groups):
-            dp = self._dp(len(ids), dimension)
-            task = GroupTask(run_id, rnd, self.group_size, members, gi, dp.min_contributors, asdict(dp))
-            dps[gi] = dp
-            servers[gi] = SecAggServer(GroupConfig(rnd, gi, tuple(ids), {c: members[c] for c in ids}, dp.length,
-                                                   dp.modulus_bits, task.seed, len(ids) - 1, dp.min_contributors,
-                                                   task.binding()), backend)
-            for c in ids:
-                tasks[nid_of[c]] = {"stage": "task", "task": task.to_bytes()}
-        group_of = {nid_of[c]: gi for gi, ids in enumerate(groups) for c in ids}
-        replies = ex.send(tasks, fitins)
-        while True:
-            for nid, gi in group_of.items():
-                srv = servers.get(gi)
-                if srv is None:
-                    continue
-                rep = replies.get(nid)
-                payload = None if rep is None else rep.get("payload")
-                if isinstance(payload, bytes) and payload:
-                    try:
-                        srv.receive(payload)
-                        continue
-                    except (SecAggError, ValueError) as exc:
-                        log.warning("round %d: node %d: %s", rnd, nid, exc)
-                elif rep is not None and "declined" in rep:
-                    log.warning("round %d: node %d declined: %s: %s", rnd, nid, rep["declined"], rep.get("reason"))
-                srv.drop(cid_of[nid])
-            out: dict[int, dict[str, Any]] = {}
-            for gi, srv in list(servers.items()):
-                try:
-                    msgs = srv.close_phase()
-                except SecAggError as exc:
-                    outcomes[gi].failure = str(exc)
-                    msgs = srv.failure_messages
-                    del servers[gi]
-                if srv.phase == "done" and srv.result is not None:
-                    res = srv.result
-                    outcomes[gi].survivors = [nid_of[c] for c in res.survivors]
-                    outcomes[gi].sum = np.asarray(decode_sum(res.sum, dps[gi], backend), dtype=np.float64)
-                    servers.pop(gi, None)
-                out.update({nid_of[c]: {"stage": "secagg", "payload": m} for c, m in msgs.items()})
-            if not out:
-                break
-            replies = ex.send(out)
-            if not servers:  # only failure notices went out
-                break
-        for gi, srv in servers.items():
-            outcomes[gi].failure = outcomes[gi].failure or f"stopped in phase {srv.phase}"
-        return outcomes

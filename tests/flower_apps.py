@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Any
 
 import numpy as np
@@ -63,17 +64,54 @@ def legacy_client_app(mods: list[Any]) -> Any:
     return ClientApp(client_fn=client_fn, mods=mods)
 
 
+def corrupt_masked_vector_mod(msg: Any, context: Any, call_next: Any) -> Any:
+    """A Byzantine client's outermost Mod: when the fit config names its partition (``corrupt-partition``), the
+    masked vector Flower's ``secaggplus_mod`` returns is replaced by one of another shape."""
+    from flwr.app import ConfigRecord
+    from flwr.common import ndarray_to_bytes
+    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
+
+    reply = call_next(msg, context)
+    fit_config = msg.content.config_records.get("fitins.config")
+    if fit_config is not None and fit_config.get("corrupt-partition") == int(context.node_config["partition-id"]):
+        cfg = dict(reply.content.config_records[RECORD_KEY_CONFIGS])
+        cfg[Key.MASKED_PARAMETERS] = [ndarray_to_bytes(np.zeros(7, np.int64))]
+        reply.content.config_records[RECORD_KEY_CONFIGS] = ConfigRecord(cfg)
+    return reply
+
+
+def corrupt_partition(pid: int):  # type: ignore[no-untyped-def]
+    """An ``on_fit_config_fn`` that makes partition ``pid`` send a malformed masked vector."""
+    return lambda server_round: {"corrupt-partition": pid}
+
+
 def fail_partition(pid: int):  # type: ignore[no-untyped-def]
     """An ``on_fit_config_fn`` that makes partition ``pid`` crash in its fit."""
     return lambda server_round: {"fail-partition": pid}
 
 
-def run(server_app: Any, client_app: Any, num_supernodes: int) -> None:
-    """Flower's simulation engine (Ray backend), quiet."""
+def run(server_app: Any, client_app: Any, num_supernodes: int, timeout: float = 400) -> None:
+    """Flower's simulation engine (Ray backend), quiet. A simulation whose Ray cluster died (e.g. a raylet crash:
+    ``run_simulation`` then waits forever) fails after ``timeout`` seconds instead of hanging the suite."""
     from flwr.simulation import run_simulation
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     logging.getLogger("flwr").setLevel(logging.WARNING)
-    run_simulation(server_app=server_app, client_app=client_app, num_supernodes=num_supernodes,
-                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                                   "init_args": {"num_cpus": 2, "include_dashboard": False}})
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            run_simulation(server_app=server_app, client_app=client_app, num_supernodes=num_supernodes,
+                           backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                                           "init_args": {"num_cpus": 2, "include_dashboard": False}})
+        except BaseException as exc:  # re-raised in the test's thread
+            failure.append(exc)
+
+    worker = threading.Thread(target=target, name="flower-simulation", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise TimeoutError(f"Flower's simulation did not finish in {timeout:.0f} s (did its Ray cluster die? see "
+                           "/tmp/ray/session_latest/logs)")
+    if failure:
+        raise failure[0]

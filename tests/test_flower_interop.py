@@ -153,15 +153,17 @@ def test_grouped_workflow_over_flowers_secaggplus_mod_keeps_the_honest_value_kru
     def main(grid, context) -> None:  # type: ignore[no-untyped-def]
         got["krum"] = _legacy_run(context, _fedavg(n, Krum, num_malicious_clients=1),
                                   SecAggPlusWorkflow(num_shares=n, reconstruction_threshold=11), grid)
-        got["grouped"] = _legacy_run(context, _fedavg(n, on_fit_config_fn=fa.fail_partition(n - 1)), grouped, grid)
+        got["grouped"] = _legacy_run(context, _fedavg(n, on_fit_config_fn=fa.corrupt_partition(n - 1)), grouped,
+                                     grid)
 
-    fa.run(app, fa.legacy_client_app([secaggplus_mod]), n)
+    fa.run(app, fa.legacy_client_app([fa.corrupt_masked_vector_mod, secaggplus_mod]), n)
     honest = fa.honest_offsets(n)
     # Krum is handed the unmasked sum in place of every client's result: the plain average, attacker included
     np.testing.assert_allclose(got["krum"], np.mean([*honest, fa.ATTACK]), atol=5e-4)  # its quantisation: 16/2^22 per client
     assert got["krum"].mean() > 4 * honest.max()
     # per-group SecAgg+ (Flower's Mod, unchanged) + the median of 3 group means: the attacker's group is outvoted;
-    # the client that crashes in its fit (after sharing its keys) has its pairwise masks removed from its group's sum
+    # the client whose masked vector does not parse (it shared its keys) is refused, not a crash: its pairwise masks
+    # are removed from its group's sum like a dropout's
     assert honest.min() - 5e-4 <= got["grouped"].min() and got["grouped"].max() <= honest.max() + 5e-4
     info = grouped.history[-1]
     assert (info["groups"], info["groups_released"]) == (3, 3) and sorted(info["group_sizes"]) == [4.0, 5.0, 5.0]
