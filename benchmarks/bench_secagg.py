@@ -7,7 +7,7 @@ phase, server time, total time (sequential, and each phase's clients on 2 thread
 float32; every round's unmasked sum is checked bit for bit against the plain sum of the inputs. Also a
 sparse-graph row (degree = default_degree(n), which clients' default policy refuses) and a dropout row.
 
-Flower: its own SecAgg+ (flwr 1.41 SecAggPlusWorkflow + secaggplus_mod) in run_simulation with the Ray backend,
+Flower: its own SecAgg+ (flwr 1.42 SecAggPlusWorkflow + secaggplus_mod) in run_simulation with the Ray backend,
 same n, each client's fit returning a d = 100,000 float32 update (benchmarks/flower_secagg.py); the first
 round (Ray actors starting, ClientApps loading) is reported separately from the mean of the warmed-up rounds.
 
@@ -159,7 +159,7 @@ def main() -> int:
         try:
             import flower_secagg as flower_mod
         except ImportError as e:  # flwr not installed in this environment
-            print(f"Flower not available ({e}); benchmarks/requirements-peers.txt: flwr[simulation] 1.41")
+            print(f"Flower not available ({e}); benchmarks/requirements-peers.txt: flwr[simulation] 1.42")
     if flower_mod:
         print(flower_mod.versions())
     print()

@@ -1,5 +1,5 @@
 """Benchmark: simulated client updates per second for FedAvg on digits, 100 and 1,000 clients per round, ours
-vs Flower's simulation (flwr 1.41, Ray backend) of the same task, in the same run.
+vs Flower's simulation (flwr 1.42, Ray backend) of the same task, in the same run.
 
 Task (both sides): digits (scikit-learn), IID split over N = m clients (all sampled every round), the model-spec
 MLP 64-32-10, 1 local epoch of SGD (batch 32, lr 0.1), FedAvg (mean of the updates), 3 rounds.
@@ -163,7 +163,7 @@ def main() -> int:
         r2 = "n/a" if f is None else f"{e / f:.1f}×"
         print(f"{m:>13} {d:>12,.0f} {e:>12,.0f} {fr:>10} {r1:>14} {r2:>14}")
     if any(f is None for *_, f in rows):
-        print("Flower is not installed in this environment (benchmarks/requirements-peers.txt: flwr[simulation] 1.41)")
+        print("Flower is not installed in this environment (benchmarks/requirements-peers.txt: flwr[simulation] 1.42)")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Flower's own SecAgg+ round (flwr 1.41: SecAggPlusWorkflow on the server, secaggplus_mod on the clients), run
+"""Flower's own SecAgg+ round (flwr 1.42: SecAggPlusWorkflow on the server, secaggplus_mod on the clients), run
 through run_simulation with the Ray backend, for benchmarks/bench_secagg.py.
 
 Each of the n clients' fit returns a d-element float32 update drawn from its own seed (no training: our
