@@ -32,6 +32,10 @@ mean on both sides.
    Reported per side: launch → first round done (start-up, reported apart), the first round's own duration,
    steady-state seconds per round (mean spacing of round completions after the first), coordinator CPU seconds
    per steady round, the clients' CPU per steady round, and the ratios Flower / ours.
+   - Flower's deployment engine again, N = 10, with fl-coordinator's ``GroupedSecureFitWorkflow`` on the server
+     and our SecAgg+ Mod on the clients (flower_interop; groups of 5, the plain mean across groups, no noise, a
+     clip above every update's norm, 24-bit quantization): the recommended Flower path, in the runtime that
+     starts a new ClientApp process for every message (the Mod's state lives in the node's context).
 2. Simulation, N = 10: Flower's ``run_simulation`` (Ray backend; benchmarks/flower_secagg.py) vs our engine
    in-process (``simulations.engine_driver.EngineDriver``: the engine mode of ``fl-coordinator simulate``,
    with the same random updates instead of training): start-up (call → first round done) apart from the
@@ -291,9 +295,11 @@ def threshold(n: int) -> int:
 def flower_env(home: Path) -> dict[str, str]:
     """Flower's processes: a private FLWR_HOME/HOME, no telemetry, no update check, no runtime dependency
     installation (nothing may be downloaded), the venv's console scripts first on PATH (the SuperLink starts
-    ``flower-superexec`` by name), and not our PYTHONPATH (the app is self-contained)."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(FLWR_HOME=str(home), HOME=str(home), FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1",
+    ``flower-superexec`` by name), and this checkout first on PYTHONPATH (the grouped workflow's app imports
+    flower_interop: the code measured is the code of this commit)."""
+    env = dict(os.environ)
+    env.update(PYTHONPATH=str(REPO), FLWR_HOME=str(home), HOME=str(home), FLWR_TELEMETRY_ENABLED="0",
+               FLWR_DISABLE_UPDATE_CHECK="1",
                FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1", RAY_USAGE_STATS_ENABLED="0",
                PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
     return env
@@ -325,10 +331,15 @@ def read_marks(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
     return [json.loads(line) for line in data[:end].splitlines() if line.strip()], offset + end
 
 
-def flower_deployment(n: int, rounds: int, round_timeout: float) -> Run:
-    """Flower's SecAgg+ over its deployment engine (module docstring); all its processes are killed after."""
+def flower_deployment(n: int, rounds: int, round_timeout: float, workflow: str = "secaggplus") -> Run:
+    """Flower's SecAgg+ over its deployment engine (module docstring) – or, with ``workflow="grouped"``, our
+    GroupedSecureFitWorkflow and SecAgg+ Mod in the same engine; all its processes are killed after."""
     t = threshold(n)
-    run = Run("Flower", f"SuperLink + {n} SuperNodes, SecAgg+ num_shares={n} t={t}", n)
+    if workflow == "grouped":
+        run = Run("Flower + flower_interop", f"SuperLink + {n} SuperNodes, GroupedSecureFitWorkflow: our SecAgg+ "
+                  f"Mod in groups of {OUR_GROUP} (t={threshold(OUR_GROUP)}), mean across groups", n)
+    else:
+        run = Run("Flower", f"SuperLink + {n} SuperNodes, SecAgg+ num_shares={n} t={t}", n)
     with tempfile.TemporaryDirectory(prefix="fbench-flower-") as tmp_name:
         tmp = Path(tmp_name)
         port, env = free_port(), flower_env(tmp / "home")
@@ -352,7 +363,8 @@ def flower_deployment(n: int, rounds: int, round_timeout: float) -> Run:
             watch = FlowerWatch(time.time())
             submit = subprocess.run(
                 [str(BIN / "flwr"), "run", str(APP_DIR), "bench", "--run-config",
-                 f"num-rounds={rounds} num-clients={n} dim={D} num-shares={n} threshold={t} marks='{marks}'"],
+                 f"num-rounds={rounds} num-clients={n} dim={D} num-shares={n} threshold={t} marks='{marks}' "
+                 f"workflow='{workflow}'"],
                 cwd=tmp, env=env, capture_output=True, text=True, timeout=300, check=False)
             if submit.returncode != 0:
                 raise RuntimeError(f"flwr run failed ({submit.returncode}): {submit.stdout}{submit.stderr}")
@@ -684,6 +696,12 @@ def ratio_table(out: Report, runs: list[Run]) -> None:
         cells = [f"{ratio(f.steady, o.steady)} | {ratio(f.server, o.server)}" if o else "– | –"
                  for o in (o5, on)]
         out(f"| {n} | {cells[0]} | {cells[1]} |")
+    for g in (r for r in runs if r.side == "Flower + flower_interop"):
+        f = next((r for r in runs if r.n == g.n and r.side == "Flower"), None)
+        if f is not None:
+            out(f"- N={g.n}, in Flower's deployment engine: our grouped workflow + Mod / Flower's SecAgg+ = "
+                f"{ratio(g.steady, f.steady)} steady s/round, {ratio(g.server, f.server)} coordinator CPU "
+                "(six stages per round instead of four, in groups of 5)")
 
 
 def simulation_table(out: Report, runs: list[SimRun]) -> None:
@@ -716,6 +734,8 @@ def main() -> int:
     ap.add_argument("--sim-rounds", type=int, default=8, help="simulation rounds per side (N = 10)")
     ap.add_argument("--sizes", type=int, nargs="+", help="deployment client counts (default 10 20)")
     ap.add_argument("--no-simulation", action="store_true", help="deployment only")
+    ap.add_argument("--grouped-sizes", type=int, nargs="*", default=[10],
+                    help="N at which Flower's deployment engine also runs our grouped workflow + Mod (default 10)")
     ap.add_argument("--round-timeout", type=float, default=900.0, help="fail if a round takes longer (s)")
     ap.add_argument("--write", action="store_true", help=f"write the output to {RESULTS.relative_to(REPO)}")
     args = ap.parse_args()
@@ -741,6 +761,9 @@ def main() -> int:
             deployment.append(ours_deployment(n, group, args.our_rounds, args.round_timeout))
         log(f"Flower N={n}: {rounds} rounds (about a minute or more each)")
         deployment.append(flower_deployment(n, rounds, args.round_timeout))
+        if n in args.grouped_sizes:
+            log(f"Flower N={n} with our grouped workflow and Mod: {rounds} rounds")
+            deployment.append(flower_deployment(n, rounds, args.round_timeout, workflow="grouped"))
     simulation: list[SimRun] = []
     if not args.no_simulation:
         for group in (OUR_GROUP, 10):

@@ -1,4 +1,6 @@
-"""ClientApp: a NumPyClient whose fit returns a seeded random update, behind Flower's ``secaggplus_mod``."""
+"""ClientApp: a NumPyClient whose fit returns a seeded random update, behind Flower's ``secaggplus_mod`` – or,
+for messages of fl-coordinator's grouped workflow, behind our SecAgg+ Mod (flower_interop.secagg_mod) with a
+policy that accepts the benchmark's noise-free task (the bench measures cost, not privacy)."""
 
 from __future__ import annotations
 
@@ -27,4 +29,14 @@ def client_fn(context: Context) -> Any:
     return RandomUpdateClient(int(context.node_config["partition-id"]), dim).to_client()
 
 
-app = ClientApp(client_fn=client_fn, mods=[secaggplus_mod])
+def either_secagg_mod(msg: Any, context: Context, call_next: Any) -> Any:
+    """Our Mod for our workflow's messages, Flower's for Flower's."""
+    if "fl-secagg" in msg.content.config_records:
+        from flcore.policy import PrivacyPolicy
+        from flower_interop.secagg_mod import make_secagg_mod
+
+        return make_secagg_mod(PrivacyPolicy.permissive())(msg, context, call_next)
+    return secaggplus_mod(msg, context, call_next)
+
+
+app = ClientApp(client_fn=client_fn, mods=[either_secagg_mod])

@@ -1,5 +1,6 @@
-"""ServerApp: FedAvg over all N clients in ``DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(...))``, no
-evaluation. It writes what bench_flower.py measures to the run config's ``marks`` file, a JSON object a line:
+"""ServerApp: FedAvg over all N clients in ``DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(...))`` – or, with
+the run config's ``workflow = "grouped"``, fl-coordinator's ``GroupedSecureFitWorkflow`` (our SecAgg+ per group of
+5, its Mod on the clients: flower_interop) –, no evaluation. It writes what bench_flower.py measures to the run config's ``marks`` file, a JSON object a line:
 
 - ``{"event": "start" | "end", "round": r, "t": <time.time()>}`` around each round's fit workflow (model
   broadcast, the 4 SecAgg+ stages with the clients' fit, unmasking, dequantization, FedAvg);
@@ -37,6 +38,23 @@ class Marks:
     def write(self, **record: Any) -> None:
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
+
+
+def grouped_workflow(marks: Marks, n: int) -> Any:
+    """fl-coordinator's grouped secure fit workflow on the same work: groups of 5 (t = 4), the plain mean across
+    the group means, no DP noise, a clip above every update's norm (‖U[−1, 1)^d‖ ≈ 184) and 24-bit quantization
+    (grid step ≈ 5e-5), so the global model is the plain mean of the updates within the grid's error."""
+    from flower_interop.secure_workflow import GroupedSecureFitWorkflow
+
+    class Timed(GroupedSecureFitWorkflow):
+        def __call__(self, grid: Grid, context: Any) -> None:
+            marks.round += 1
+            marks.write(event="start", round=marks.round, t=time.time())
+            super().__call__(grid, context)
+            marks.write(event="end", round=marks.round, t=time.time())
+
+    return Timed(group_size=5, aggregation="mean", num_malicious_nodes=0, noise_multiplier=0.0, l2_clip=400.0,
+                 quantization_bits=24, modulus_bits=32)
 
 
 def timed_workflow(marks: Marks) -> type[SecAggPlusWorkflow]:
@@ -102,8 +120,11 @@ def main(grid: Grid, context: Context) -> None:
                          initial_parameters=ndarrays_to_parameters([np.zeros(dim, np.float32)]))
     legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=int(cfg["num-rounds"])),
                            strategy=strategy)
-    workflow = timed_workflow(marks)(num_shares=int(cfg["num-shares"]),
-                                     reconstruction_threshold=int(cfg["threshold"]), max_weight=MAX_WEIGHT)
+    if str(cfg.get("workflow", "secaggplus")) == "grouped":
+        workflow = grouped_workflow(marks, n)
+    else:
+        workflow = timed_workflow(marks)(num_shares=int(cfg["num-shares"]),
+                                         reconstruction_threshold=int(cfg["threshold"]), max_weight=MAX_WEIGHT)
     marks.write(event="main", t=time.time())
     DefaultWorkflow(fit_workflow=workflow)(grid, legacy)
     marks.write(event="done", t=time.time())
