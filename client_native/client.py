@@ -33,6 +33,7 @@ from flcore.policy import PrivacyPolicy
 from flcore.session import ClientSession, Failed, LedgerUpdated, RoundDone, SendFrame, Stopped, Train
 from flcrypto import default_crypto
 from flcrypto.keyfile import load_or_create_seed
+from privacy.dp.ledger import write_ledger_file
 
 log = logging.getLogger("fl-client")
 # "enrolment": the coordinator does not admit this key (allow-list, or no valid enrolment token) – retrying cannot
@@ -99,12 +100,7 @@ def load_ledger(state_dir: Path | None) -> dict[str, Any] | None:
 
 def save_ledger(state_dir: Path, state: dict[str, Any]) -> None:
     """Atomically replace the ledger file (write, fsync, rename)."""
-    tmp = state_dir / (LEDGER_FILE + ".tmp")
-    with open(tmp, "w") as fh:
-        json.dump(state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, state_dir / LEDGER_FILE)
+    write_ledger_file(state_dir / LEDGER_FILE, state)
 
 
 def load_or_create_key(path: Path) -> bytes:

@@ -28,7 +28,9 @@ nothing but its own noise (:meth:`PrivacyLedger.epsilon_worst_case`).
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -302,3 +304,16 @@ class PrivacyLedger:
         if not isinstance(d["entries"], list):
             raise ValueError("ledger entries must be a list")
         return cls(budget, _number(d["delta"], "delta"), [LedgerEntry.from_dict(e) for e in d["entries"]])
+
+
+def write_ledger_file(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
+    """Atomically replace the ledger file at ``path`` with ``state`` (:meth:`PrivacyLedger.to_dict`): write a
+    sibling ``.tmp``, fsync, rename – a crash leaves the old ledger or the new one, never a torn file. Native
+    clients and the Flower Mod write their ledgers through it (the browser keeps its ledger in IndexedDB)."""
+    path = os.fspath(path)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(state, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
