@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from flwr.app import Array, ArrayRecord
+
+
+def flat(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """Arrays as one float64 vector, in order (the layout every aggregation rule works on)."""
+    return np.concatenate([np.asarray(a).astype(np.float64, copy=False).ravel() for a in arrays]) if arrays \
+        else np.zeros(0)
 
 
 @dataclass(frozen=True)
@@ -38,8 +45,8 @@ class Layout:
                 raise ValueError(f"array {name!r} has shape {tuple(a.shape)}, the model's is {shape}")
             if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
                 raise ValueError(f"array {name!r} has dtype {a.dtype}: not numeric")
-            parts.append(a.astype(np.float64, copy=False).ravel())
-        return np.concatenate(parts) if parts else np.zeros(0)
+            parts.append(a)
+        return flat(parts)
 
     def unflatten(self, vec: np.ndarray) -> ArrayRecord:
         """A record with this layout's names, shapes and dtypes from a flat vector."""

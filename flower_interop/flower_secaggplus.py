@@ -32,6 +32,7 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from flwr.common.secure_aggregation.secaggplus_utils import pseudo_rand_gen
 from flwr.supercore.primitives.asymmetric import bytes_to_private_key, bytes_to_public_key
 
+from flower_interop.arrays import flat
 from flower_interop.stages import Exchange, GroupOutcome
 
 log = logging.getLogger(__name__)
@@ -64,10 +65,12 @@ class _Group:
             self.failure = f"only {len(self.active)} of {len(self.members)} nodes answered; threshold {self.t}"
 
 
-def run_flower_secaggplus(ex: Exchange, rnd: int, fitins: dict[int, RecordDict], global_nd: list[np.ndarray],
-                          groups: list[list[int]], threshold: Callable[[int], int], clipping_range: float,
+def run_flower_secaggplus(ex: Exchange, rnd: int, fitins: dict[int, RecordDict], base: np.ndarray,
+                          shapes: tuple[tuple[int, ...], ...], groups: list[list[int]],
+                          threshold: Callable[[int], int], clipping_range: float,
                           quantization_range: int, modulus_range: int, max_weight: float) -> list[GroupOutcome]:
-    """Run the four stages for every group at once; returns each group's sum of updates (or its failure)."""
+    """Run the four stages for every group at once; returns each group's sum of updates (or its failure).
+    ``base``: the global model, flat; ``shapes``: its arrays' shapes."""
     gs = [_Group(g, threshold(len(g))) for g in groups]
     live = lambda: [g for g in gs if not g.failure]  # noqa: E731
 
@@ -107,13 +110,13 @@ def run_flower_secaggplus(ex: Exchange, rnd: int, fitins: dict[int, RecordDict],
     # stage 2: the forwarded shares with the fit instructions; masked vectors come back
     reps = send(lambda g, m: {Key.STAGE: Stage.COLLECT_MASKED_VECTORS, Key.SOURCE_LIST: g.forward[m][0],
                               Key.CIPHERTEXT_LIST: g.forward[m][1]}, with_fit=True)
-    shapes = [(1,), *(a.shape for a in global_nd)]  # Flower's weighting factor, then the model's arrays
+    expected = [(1,), *shapes]  # Flower's weighting factor, then the model's arrays
     for g in live():
         for m in sorted(g.active):
             try:
                 vec = [bytes_to_ndarray(b) for b in cast(list[bytes], reps[m][Key.MASKED_PARAMETERS])]
-                if [a.shape for a in vec] != shapes or any(a.dtype.kind not in "iu" for a in vec):
-                    raise ValueError(f"masked vector of shapes {[a.shape for a in vec]}, expected {shapes}")
+                if [a.shape for a in vec] != expected or any(a.dtype.kind not in "iu" for a in vec):
+                    raise ValueError(f"masked vector of shapes {[a.shape for a in vec]}, expected {expected}")
             except (KeyError, TypeError, ValueError) as exc:  # its masks are then removed as a dropout's
                 g.drop(m, f"masked-vector reply refused: {exc}")
                 continue
@@ -133,10 +136,8 @@ def run_flower_secaggplus(ex: Exchange, rnd: int, fitins: dict[int, RecordDict],
         except (ValueError, KeyError, TypeError) as exc:
             out.append(GroupOutcome(g.members, failure=f"unmasking failed: {exc}"))
             continue
-        flat_mean = np.concatenate([a.astype(np.float64).ravel() for a in mean])
-        flat_global = np.concatenate([a.astype(np.float64).ravel() for a in global_nd])
         n = len(survivors[id(g)])
-        out.append(GroupOutcome(g.members, survivors[id(g)], (flat_mean - flat_global) * n))
+        out.append(GroupOutcome(g.members, survivors[id(g)], (flat(mean) - base) * n))
     return out
 
 

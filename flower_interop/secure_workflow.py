@@ -29,7 +29,7 @@ from typing import Any, cast
 
 import numpy as np
 from flwr.app import Context
-from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common import Code, FitRes, Status
 from flwr.compat.common import recorddict_compat as compat
 from flwr.server.compat.legacy_context import LegacyContext
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
@@ -38,6 +38,7 @@ from flwr.serverapp import Grid
 
 from aggregation import PipelineState, aggregate_groups, parse_pipeline
 from flcore.policy import required_threshold
+from flower_interop.arrays import Layout
 from flower_interop.fl_secagg_server import run_fl_secagg
 from flower_interop.flower_secaggplus import run_flower_secaggplus
 from flower_interop.grouping import group_seed, selection_hash
@@ -105,7 +106,8 @@ class GroupedSecureFitWorkflow:
         rnd = cast(int, cfg[WorkflowKey.CURRENT_ROUND])
         arrays = context.state.array_records[MAIN_PARAMS_RECORD]
         parameters = compat.arrayrecord_to_parameters(arrays, keep_input=True)
-        global_nd = parameters_to_ndarrays(parameters)
+        layout = Layout.of(arrays)
+        base = layout.flatten(arrays)
         instructions = context.strategy.configure_fit(rnd, parameters, context.client_manager)
         if not instructions:
             log.info("round %d: no clients sampled", rnd)
@@ -113,13 +115,14 @@ class GroupedSecureFitWorkflow:
         self.validate(len(instructions))  # before anything is sent
         fitins = {proxy.node_id: compat.fitins_to_recorddict(ins, True) for proxy, ins in instructions}
         proxies = {proxy.node_id: proxy for proxy, _ in instructions}
-        dimension = sum(int(a.size) for a in global_nd)
+        dimension = layout.size
         exchange = Exchange(grid, rnd, self.timeout)
         if self.protocol == "fl-secagg":
             outcomes = run_fl_secagg(exchange, int(context.run_id), rnd, fitins, self.group_size,
                                      lambda n: self._dp(n, dimension), self.validate)
         else:
-            outcomes = run_flower_secaggplus(exchange, rnd, fitins, global_nd, self._group_ids(rnd, list(fitins)),
+            outcomes = run_flower_secaggplus(exchange, rnd, fitins, base, layout.shapes,
+                                             self._group_ids(rnd, list(fitins)),
                                              self._threshold, self.clipping_range, self.quantization_range,
                                              self.modulus_range, self.max_weight)
         done = [o for o in outcomes if o.sum is not None]
@@ -142,15 +145,10 @@ class GroupedSecureFitWorkflow:
             info["error"] = str(exc)
             self.history.append(info)
             return
-        flat = np.concatenate([a.astype(np.float64).ravel() for a in global_nd]) + result.value
-        new_nd, pos = [], 0
-        for a in global_nd:
-            new_nd.append(flat[pos: pos + a.size].reshape(a.shape).astype(a.dtype))
-            pos += a.size
+        new_params = compat.arrayrecord_to_parameters(layout.unflatten(base + result.value), keep_input=True)
         info.update(selected_groups=int(np.count_nonzero(result.diagnostics.selected)),
                     update_norm=float(np.linalg.norm(result.value)), group_sizes=sizes.tolist())
         self.history.append(info)
-        new_params = ndarrays_to_parameters(new_nd)
         results = [(proxies[nid], FitRes(Status(Code.OK, ""), new_params, 1, {})) for o in done
                    for nid in o.survivors]
         params, metrics = context.strategy.aggregate_fit(rnd, results, [])  # type: ignore[arg-type]
