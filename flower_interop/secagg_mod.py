@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,10 +37,12 @@ from flcore.policy import PolicyViolation, PrivacyPolicy
 from flcore.task_admission import admit_group_task
 from flcore.wire import client_id_for
 from flcrypto import default_crypto
+from flcrypto.keyfile import load_or_create_seed
+from flower_interop.arrays import flat
 from flower_interop.grouping import IDENTITY, LEDGER, RECORD, STATE, GroupTask
 from privacy.backends import NumpyBackend
 from privacy.client_pipeline import prepare_update
-from privacy.dp.ledger import LedgerBudgetExceeded, LedgerEntry, PrivacyLedger
+from privacy.dp.ledger import LedgerBudgetExceeded, LedgerEntry, PrivacyLedger, write_ledger_file
 from privacy.randomness import RandomStream
 from privacy.secagg import GroupConfig, SecAggClient, SecAggError
 
@@ -93,9 +94,10 @@ class SecAggMod:
         task = GroupTask.from_bytes(bytes(cfg["task"]))  # type: ignore[arg-type]
         seed = self._identity(context)
         crypto = default_crypto()
-        me = client_id_for(crypto.ed25519_public_key(seed))
+        key = crypto.ed25519_public_key(seed)
+        me = client_id_for(key)
         ids = task.group_members()
-        if me not in ids or task.members[me] != crypto.ed25519_public_key(seed):
+        if me not in ids or task.members[me] != key:
             raise PolicyViolation("bad_task", "the group is not the one the public seed assigns us")
         global_arrays = parameters_to_ndarrays(compat.recorddict_to_fitins(msg.content, keep_input=True).parameters)
         dimension = sum(int(a.size) for a in global_arrays)
@@ -146,16 +148,7 @@ class SecAggMod:
     # ── node-local storage ───────────────────────────────────────────────────────────────────────────
     def _identity(self, context: Context) -> bytes:
         if self.identity_file:
-            path = self._path(self.identity_file)
-            if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(default_crypto().random_bytes(32))
-            seed = path.read_bytes()
-            if len(seed) != 32:
-                raise ValueError(f"{path}: an identity seed is 32 bytes, got {len(seed)}")
-            return seed
+            return load_or_create_seed(self._path(self.identity_file))  # ValueError unless 32 bytes
         rec = context.state.config_records.setdefault(IDENTITY, ConfigRecord({}))
         if "seed" not in rec:
             rec["seed"] = default_crypto().random_bytes(32)
@@ -174,25 +167,12 @@ class SecAggMod:
         return PrivacyLedger(self.policy.epsilon_budget, self.policy.delta, list(entries))
 
     def _save_ledger(self, context: Context, ledger: PrivacyLedger) -> None:
-        text = json.dumps(ledger.to_dict())
         if not self.ledger_file:
-            context.state.config_records[LEDGER] = ConfigRecord({"json": text})
+            context.state.config_records[LEDGER] = ConfigRecord({"json": json.dumps(ledger.to_dict())})
             return
         path = self._path(self.ledger_file)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        with open(tmp, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-
-
-def ledger_summary(context: Context) -> dict[str, Any]:
-    """The privacy ledger a node keeps in its context (for ClientApps and tests that want to show it)."""
-    if LEDGER not in context.state.config_records:
-        return PrivacyLedger(float("inf"), 1e-6).summary()
-    return PrivacyLedger.from_dict(json.loads(str(context.state.config_records[LEDGER]["json"]))).summary()
+        write_ledger_file(path, ledger.to_dict())
 
 
 def _group_config(task: GroupTask) -> GroupConfig:
@@ -208,8 +188,7 @@ def _delta(weights: list[np.ndarray], global_arrays: list[np.ndarray]) -> np.nda
     if len(weights) != len(global_arrays) or any(w.shape != g.shape for w, g in zip(weights, global_arrays)):
         raise ValueError(f"the ClientApp returned arrays {[w.shape for w in weights]}, the model's are "
                          f"{[g.shape for g in global_arrays]}")
-    return np.concatenate([(np.asarray(w, np.float64) - np.asarray(g, np.float64)).ravel()
-                           for w, g in zip(weights, global_arrays)])
+    return flat(weights) - flat(global_arrays)
 
 
 def make_secagg_mod(policy: PrivacyPolicy | None = None, *, identity_file: str | None = None,
