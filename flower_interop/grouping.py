@@ -14,6 +14,7 @@ import json
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from flcore import assignment
@@ -51,19 +52,25 @@ class GroupTask:
     threshold: int
     dp: dict[str, Any]  # privacy.client_pipeline.DistributedDPConfig fields
 
-    @property
+    # derived once per task (a frozen dataclass keeps cached_property values in its __dict__): the Mod and the
+    # server read them for the membership check, the binding and the SecAgg+ configuration
+    @cached_property
     def selection(self) -> bytes:
         return selection_hash(self.run_id, self.round, self.group_size, self.members)
 
-    @property
+    @cached_property
     def seed(self) -> bytes:
         return group_seed(self.selection)
 
+    @cached_property
+    def _groups(self) -> tuple[tuple[str, ...], ...]:
+        return tuple(tuple(g) for g in partition(sorted(self.members), self.group_size, self.seed))
+
     def groups(self) -> list[list[str]]:
-        return partition(sorted(self.members), self.group_size, self.seed)
+        return [list(g) for g in self._groups]
 
     def group_members(self) -> list[str]:
-        return self.groups()[self.group]
+        return list(self._groups[self.group])
 
     @property
     def attempt(self) -> str:
