@@ -40,32 +40,33 @@ class Marks:
             f.write(json.dumps(record) + "\n")
 
 
-def grouped_workflow(marks: Marks, n: int) -> Any:
+def marked(base: type, marks: Marks) -> type:
+    """``base`` (a fit workflow class) with each round's start and end written to the marks file."""
+
+    class Marked(base):  # type: ignore[misc, valid-type]
+        def __call__(self, grid: Grid, context: Any) -> None:
+            marks.round += 1
+            marks.write(event="start", round=marks.round, t=time.time())
+            super().__call__(grid, context)
+            marks.write(event="end", round=marks.round, t=time.time())
+
+    return Marked
+
+
+def grouped_workflow(marks: Marks) -> Any:
     """fl-coordinator's grouped secure fit workflow on the same work: groups of 5 (t = 4), the plain mean across
     the group means, no DP noise, a clip above every update's norm (‖U[−1, 1)^d‖ ≈ 184) and 24-bit quantization
     (grid step ≈ 5e-5), so the global model is the plain mean of the updates within the grid's error."""
     from flower_interop.secure_workflow import GroupedSecureFitWorkflow
 
-    class Timed(GroupedSecureFitWorkflow):
-        def __call__(self, grid: Grid, context: Any) -> None:
-            marks.round += 1
-            marks.write(event="start", round=marks.round, t=time.time())
-            super().__call__(grid, context)
-            marks.write(event="end", round=marks.round, t=time.time())
-
-    return Timed(group_size=5, aggregation="mean", num_malicious_nodes=0, noise_multiplier=0.0, l2_clip=400.0,
-                 quantization_bits=24, modulus_bits=32)
+    return marked(GroupedSecureFitWorkflow, marks)(group_size=5, aggregation="mean", num_malicious_nodes=0,
+                                                   noise_multiplier=0.0, l2_clip=400.0, quantization_bits=24,
+                                                   modulus_bits=32)
 
 
 def timed_workflow(marks: Marks) -> type[SecAggPlusWorkflow]:
     """A SecAggPlusWorkflow subclass that marks each round's start and end and times each stage."""
-
-    class Timed(SecAggPlusWorkflow):
-        def __call__(self, grid: Grid, context: Any) -> None:
-            marks.round += 1
-            marks.write(event="start", round=marks.round, t=time.time())
-            super().__call__(grid, context)
-            marks.write(event="end", round=marks.round, t=time.time())
+    Timed = marked(SecAggPlusWorkflow, marks)
 
     def timed_stage(name: str) -> Any:
         def stage(self: SecAggPlusWorkflow, grid: Grid, context: Any, state: Any) -> bool:
@@ -121,7 +122,7 @@ def main(grid: Grid, context: Context) -> None:
     legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=int(cfg["num-rounds"])),
                            strategy=strategy)
     if str(cfg.get("workflow", "secaggplus")) == "grouped":
-        workflow = grouped_workflow(marks, n)
+        workflow = grouped_workflow(marks)
     else:
         workflow = timed_workflow(marks)(num_shares=int(cfg["num-shares"]),
                                          reconstruction_threshold=int(cfg["threshold"]), max_weight=MAX_WEIGHT)
