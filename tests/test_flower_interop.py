@@ -346,3 +346,63 @@ def test_a_malicious_server_gets_a_decline_and_nothing_derived_from_the_update(f
     assert "fl-secagg.state" not in ctx.state.config_records  # nothing kept for a later stage either
     late = dict(mod(_to_node({"stage": "secagg", "payload": b"x"}), ctx, app).content.config_records["fl-secagg"])
     assert late["declined"] == "unexpected"
+
+
+@pytest.mark.usefixtures("server_process_identity")
+def test_our_mod_writes_its_ledger_before_its_masked_input_leaves(tmp_path: Path) -> None:
+    """Five real Mods (default policy, ledgers in files) against the real per-group SecAgg+ server, in-process:
+    no ledger exists before a client's masked input, and the entry is on disk when the reply carrying it is
+    returned; the group then releases its sum."""
+    from flwr.app import Context, Message, RecordDict
+    from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+    from flwr.compat.common import recorddict_compat as compat
+
+    from flcore.policy import required_threshold
+    from flower_interop.fl_secagg_server import _Groups
+    from flower_interop.secagg_mod import make_secagg_mod
+    from privacy.client_pipeline import DistributedDPConfig
+    from privacy.secagg.messages import Message as SecAggMessage
+
+    mod = make_secagg_mod(ledger_file=str(tmp_path / "{node_id}" / "ledger.json"))
+    nodes = [1, 2, 3, 4, 5]
+    contexts = {n: Context(run_id=1, node_id=n, node_config={}, state=RecordDict(), run_config={}) for n in nodes}
+
+    def app(msg, context):  # type: ignore[no-untyped-def]  # a Flower client's fit: weights + 0.01
+        ins = compat.recorddict_to_fitins(msg.content, keep_input=True)
+        weights = [a + np.float32(0.01) for a in parameters_to_ndarrays(ins.parameters)]
+        return Message(compat.fitres_to_recorddict(FitRes(Status(Code.OK, ""), ndarrays_to_parameters(weights), 10,
+                                                          {}), True), reply_to=msg)
+
+    def ledger_entries(node: int) -> int:
+        path = tmp_path / str(node) / "ledger.json"
+        return len(json.loads(path.read_text())["entries"]) if path.exists() else 0
+
+    masked_seen: list[int] = []
+
+    def send(records: dict[int, dict]) -> dict[int, dict]:  # type: ignore[type-arg]
+        out = {}
+        for n, rec in records.items():
+            reply = dict(mod(_to_node(rec, n), contexts[n], app).content.config_records["fl-secagg"])
+            payload = reply.get("payload")
+            if payload and SecAggMessage.from_bytes(bytes(payload)).phase == "masked":
+                assert ledger_entries(n) == 1  # recorded and on disk before the masked input is handed over
+                masked_seen.append(n)
+            elif reply["stage"] != "secagg" or not payload or \
+                    SecAggMessage.from_bytes(bytes(payload)).phase in ("advertise", "shares"):
+                assert ledger_entries(n) == 0  # nothing recorded before
+            out[n] = reply
+        return out
+
+    keys = {n: bytes(r["identity_key"]) for n, r in send({n: {"stage": "hello"} for n in nodes}).items()}
+    groups = _Groups(1, 1, 5, keys, lambda n: DistributedDPConfig(1.0, 1.0, 16, 32,
+                                                                  required_threshold(n, "two-thirds", 1), fa.D))
+    replies = send(groups.tasks)
+    while True:
+        groups.receive(1, replies)
+        out = groups.close_phase()
+        if not out:
+            break
+        replies = send(out)
+    outcome = groups.outcomes[0]
+    assert outcome.failure == "" and sorted(outcome.survivors) == nodes and outcome.sum is not None
+    assert sorted(masked_seen) == nodes and all(ledger_entries(n) == 1 for n in nodes)
