@@ -30,6 +30,7 @@ from flcore.protocol import COORDINATOR_ID, PROTOCOL_VERSIONS, Envelope, Protoco
 from flcore.wire import as_u8, client_id_for, decode, encode, tensor_bytes
 from flcrypto import Crypto, default_crypto
 from privacy.dp.ledger import LedgerBudgetExceeded, LedgerEntry, PrivacyLedger
+from privacy.rotation import rotation_seed
 
 
 @dataclass(frozen=True)
@@ -308,6 +309,8 @@ class ClientSession:
             dp, entry = admit_group_task(self.policy, self.ledger, round_=r, attempt=sel["attempt"], n=n,
                                          degree=degree, threshold=threshold, dp_params=config["dp"],
                                          dimension=spec.num_parameters(), binding=binding)
+            if dp.rotation_seed and dp.rotation_seed != rotation_seed(seed, self.crypto).hex():
+                raise ProtocolError("bad_task", "the rotation seed is not the one the public seed determines")
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             return self._decline(r, "bad_task", f"malformed task: {exc!r}")
         except ProtocolError as exc:
@@ -319,7 +322,7 @@ class ClientSession:
         params = {name: model[name] for name, _ in spec.parameter_shapes()}
         self._task = dict(config)
         self._task["_round"] = r
-        self._task["_group_config"] = GroupConfig(r, g, tuple(groups[g]), keys, dp.length, dp.modulus_bits, seed,
+        self._task["_group_config"] = GroupConfig(r, g, tuple(groups[g]), keys, dp.field_length, dp.modulus_bits, seed,
                                                   degree, threshold, binding)
         self._task["_dp"] = dp
         self._entry = entry

@@ -132,7 +132,7 @@ class DirectDriver:
             gdp = rs.dp[gi]
             mod = gdp.modulus_bits
             attacker_dp = gdp if self.attackers_clip else DistributedDPConfig(**unclipped_dp(asdict(gdp)))
-            acc = backend.zeros_field(gdp.length, mod)
+            acc = backend.zeros_field(gdp.field_length, mod)
             survivors = [c for c in g if self.index[c] not in self.absent]
             for c in survivors:
                 i = self.index[c]

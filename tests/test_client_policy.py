@@ -64,6 +64,8 @@ def test_route_1_threshold_one_with_coordinator_members_and_no_noise_is_refused(
     (lambda t: t["dp"].update(min_contributors=2), "policy_calibration"),        # route 4: share too small for t
     (lambda t: t["dp"].update(dimension=7), "policy_dimension"),                 # not the model's dimension
     (lambda t: t["dp"].update(modulus_bits=16), "policy_range"),                 # the group sum would wrap
+    (lambda t: t["dp"].update(modulus_bits=12), "policy_range"),                 # a packed field too narrow
+    (lambda t: t["dp"].update(rotation_seed="ab" * 32), "bad_task"),             # a rotation not from the seed
     (lambda t: t["dp"].update(l2_clip=-1.0), "policy_range"),
     (lambda t: t["dp"].update(bogus=1), "policy_range"),
 ])
@@ -187,3 +189,15 @@ def test_a_group_of_one_is_declined_not_a_crash_when_colluders_are_assumed() -> 
     task["dp"].update(min_contributors=1)
     code, frames = outcome(coord.task(victim, 1, task), victim)
     assert (code, frames) == ("policy_threshold", ["decline"])
+
+
+def test_a_task_with_the_rotation_the_public_seed_determines_is_accepted() -> None:
+    """The compact uplink's rotation seed is derived from the commit–reveal seed (privacy.rotation.rotation_seed):
+    every client recomputes it, so the coordinator cannot pick the rotation; the honest one is accepted."""
+    from privacy.rotation import rotation_seed
+
+    coord, victim, sel, reveal = _selected()
+    task = coord.honest_task(victim, sel, reveal)
+    task["dp"].update(rotation_seed=rotation_seed(bytes.fromhex(task["public_seed"])).hex())
+    code, frames = outcome(coord.task(victim, 1, task), victim)
+    assert code == "train" and frames == []

@@ -115,7 +115,7 @@ def test_every_federation_and_server_option_is_settable_from_toml_and_flags(tmp_
     values = {"rounds": 4, "clients_per_round": 6, "min_clients_per_round": 3, "group_size": 3,
               "aggregator": "mean", "byzantine": 0, "server_optimizer": "fedadam", "server_lr": 0.5,
               "local_epochs": 2, "batch_size": 8, "lr": 0.05, "l2_clip": 2.0, "noise_multiplier": 0.5,
-              "quantization_bits": 14, "modulus_bits": 32, "epsilon": 10.0, "delta": 1e-6, "train_timeout": 5.0,
+              "quantization_bits": 14, "modulus_bits": 0, "rotation": True, "epsilon": 10.0, "delta": 1e-6, "train_timeout": 5.0,
               "phase_timeout": 4.0, "seed": 9, "trust_decay": 0.8, "trust_outlier_threshold": 3.0,
               "trust_floor": 0.1, "ban_threshold": 0.1, "trust_min_evidence": 3, "threshold_rule": "majority",
               "colluders": 0, "selection": "uniform", "adaptive_clip_quantile": 0.6, "adaptive_clip_lr": 0.3,

@@ -156,10 +156,12 @@ def small(**over) -> dict:
 @pytest.mark.parametrize("attack", ["gaussian(sigma=0.3)", "absent"])
 def test_direct_mode_is_bit_identical_to_driving_the_engine(attack: str) -> None:
     """The direct mode equals the real engine + sessions + SecAgg+ path exactly: selection, groups, clipping/
-    quantization/DP noise (attackers ignoring the clip), group sums, dropouts, CC+bucketing+momentum, trust, ε."""
-    over = {"attack.name": attack}
+    quantization/DP noise (attackers ignoring the clip), group sums, dropouts, CC+bucketing+momentum, trust, ε.
+    The dropout case also runs the compact uplink: the random rotation and the per-group modulus (packed)."""
+    over: dict = {"attack.name": attack}
     if attack == "absent":  # dropouts fail groups of 2: leave enough groups for the rule
-        over["federation.aggregator"] = "median"
+        over.update({"federation.aggregator": "median", "federation.rotation": True, "federation.modulus_bits": 0,
+                     "federation.quantization_bits": 10})
     e = Simulation(SimulationConfig.from_dict(small(mode="engine", **over)))
     d = Simulation(SimulationConfig.from_dict(small(mode="direct", **over)))
     re, rd = e.run(), d.run()

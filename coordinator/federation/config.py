@@ -46,8 +46,9 @@ class FederationConfig:
     adaptive_clip_weight: float = 0.5  # κ/C: weight of the indicator coordinate (the update's noise grows by
     # √(1 + (κ/C)²/4): ε is unchanged, the noise shares cover update and indicator)
     noise_multiplier: float = 0.0  # z of every released group sum (0: no DP noise)
-    quantization_bits: int = 16
-    modulus_bits: int = 32
+    quantization_bits: int = 16  # B: each coordinate's grid range ±(2^(B−1) − 1)
+    modulus_bits: int = 32  # m of the field (0: per group, the fewest bits its sum needs – required_modulus_bits)
+    rotation: bool = False  # a public-seed randomized Hadamard rotation before quantization (privacy.rotation)
     epsilon: float = math.inf
     delta: float = 1e-5
     train_timeout: float = 60.0
@@ -109,11 +110,11 @@ class FederationConfig:
         if self.server_lr < 0:
             raise ValueError(f"server_lr must be >= 0 (0: the optimizer's default), got {self.server_lr}")
         ServerOptimizer(self.server_optimizer, lr=self.server_step())
-        dp = self.dp_config()
-        # partition() spreads a remainder over the groups (no group exceeds 2s − 1 members); with fewer clients
-        # than m any remainder can occur, so bound the largest group by 2s − 1
-        largest = self.group_size + (self.group_size - 1 if self.min_clients < self.clients_per_round
-                                     else self.clients_per_round % self.group_size)
+        if self.modulus_bits != 0 and not self.quantization_bits <= self.modulus_bits <= 32:
+            raise ValueError(f"modulus_bits must be 0 (chosen per group) or in quantization_bits..32 = "
+                             f"{self.quantization_bits}..32, got {self.modulus_bits}")
+        largest = self.largest_group()
+        dp = self.dp_config(members=largest)
         dp.validate(largest)
         if self.noise_multiplier > 0 and not self.epsilon < math.inf:
             raise ValueError("DP noise is on but no ε budget is set")
@@ -135,6 +136,12 @@ class FederationConfig:
             raise ValueError("timeouts must be > 0")
         _ = DistributedDPConfig
 
+    def largest_group(self) -> int:
+        """The largest group a round can have: partition() spreads a remainder over the groups (no group exceeds
+        2s − 1 members); with fewer clients than m any remainder can occur, so it is bounded by 2s − 1."""
+        return self.group_size + (self.group_size - 1 if self.min_clients < self.clients_per_round
+                                  else self.clients_per_round % self.group_size)
+
     def threshold(self, n: int | None = None) -> int:
         """SecAgg+ threshold of a group of n members (default: s) on the complete graph: the rule's floor and
         2t − n > colluders (:func:`flcore.policy.required_threshold`, the same function clients check with)."""
@@ -151,15 +158,26 @@ class FederationConfig:
     def adaptive_clip(self) -> bool:
         return self.adaptive_clip_quantile > 0
 
-    def dp_config(self, threshold: int | None = None, clip: float | None = None) -> Any:
-        """The DP/quantization parameters of a group whose threshold is ``threshold`` (default: a group of s) in
-        a round whose clip is ``clip`` (default: ``l2_clip``): each client's noise share is calibrated so that a
-        sum of ``threshold`` inputs carries the full noise; with adaptive clipping the indicator's weight is
-        κ = adaptive_clip_weight·clip."""
+    def dp_config(self, threshold: int | None = None, clip: float | None = None, members: int | None = None,
+                  rotation_seed: bytes | None = None) -> Any:
+        """The DP/quantization parameters of a group of ``members`` (default: s) whose threshold is ``threshold``
+        (default: the group's) in a round whose clip is ``clip`` (default: ``l2_clip``): each client's noise share
+        is calibrated so that a sum of ``threshold`` inputs carries the full noise; with adaptive clipping the
+        indicator's weight is κ = adaptive_clip_weight·clip. With ``modulus_bits = 0`` the modulus is the fewest
+        bits the group's sum needs; with ``rotation`` the vector is rotated under ``rotation_seed`` (the round's,
+        :func:`privacy.rotation.rotation_seed`; a placeholder when the caller only needs the sizes)."""
         from privacy.client_pipeline import DistributedDPConfig
 
-        t = self.threshold() if threshold is None else threshold
+        n = self.group_size if members is None else members
+        t = self.threshold(n) if threshold is None else threshold
         c = self.l2_clip if clip is None else clip
         kappa = self.adaptive_clip_weight * c if self.adaptive_clip else 0.0
-        return DistributedDPConfig(c, self.noise_multiplier, self.quantization_bits, self.modulus_bits,
-                                   t, self.model.num_parameters(), kappa)
+        rot = "" if not self.rotation else (rotation_seed or bytes(32)).hex()
+        m = self.modulus_bits or 32
+        dp = DistributedDPConfig(c, self.noise_multiplier, self.quantization_bits, m, t, self.model.num_parameters(),
+                                 kappa, rot)
+        if self.modulus_bits == 0:
+            from dataclasses import replace
+
+            dp = replace(dp, modulus_bits=dp.required_modulus_bits(n))
+        return dp

@@ -76,6 +76,7 @@ from flcrypto import Crypto, default_crypto
 from privacy.backends import numpy_backend
 from privacy.client_pipeline import decode_sum, unclipped_count
 from privacy.dp import ParticipationAccountant, PrivacyAccountant, RoundEvent, epsilon_report
+from privacy.rotation import rotation_seed
 from privacy.secagg import GroupConfig, GroupResult, SecAggError, SecAggServer, ThresholdError, partition
 from privacy.secagg.server import PHASE_ORDER
 
@@ -672,12 +673,13 @@ class Engine:
         rs.seed = assignment.round_seed(rs.selection, rs.reveals)
         rs.groups = partition(rs.selected, self.cfg.group_size, rs.seed)
         keys = {c: self.registry[c] for c in rs.selected}
+        rot = rotation_seed(rs.seed, self.crypto) if self.cfg.rotation else None
         for g, members in enumerate(rs.groups):
             n = len(members)
             t = self.cfg.threshold(n)
-            dp = self.cfg.dp_config(t, self.clip)
+            dp = self.cfg.dp_config(t, self.clip, members=n, rotation_seed=rot)
             binding = assignment.group_binding(rs.seed, rs.selection, g, members, keys, n - 1, t, asdict(dp))
-            gc = GroupConfig(rs.number, g, tuple(members), {m: keys[m] for m in members}, dp.length,
+            gc = GroupConfig(rs.number, g, tuple(members), {m: keys[m] for m in members}, dp.field_length,
                              dp.modulus_bits, rs.seed, n - 1, t, binding)
             rs.servers[g] = SecAggServer(gc, self.backend, self.crypto)
             rs.dp[g] = dp
@@ -951,7 +953,8 @@ class Engine:
         dp = dps[0]  # decoding (clip, bits → grid scale) is the same for every group; the noise share is not
         audit: list[Action] = [GroupAggregated(rs.number, g, tuple(res.survivors), tuple(res.dropped),
                                                tuple(res.faulty), res.sum) for g, res in done]
-        decoded = [np.asarray(decode_sum(res.sum, dp, self.backend), dtype=np.float64) for _, res in done]
+        decoded = [np.asarray(decode_sum(res.sum, d, self.backend), dtype=np.float64)  # each group its modulus
+                   for d, (_, res) in zip(dps, done, strict=True)]
         # with adaptive clipping the last coordinate is each group's indicator sum Σ κ(b_i − ½) + noise
         indicator = np.array([v[dp.dimension:].sum() for v in decoded])
         sums = np.stack([v[:dp.dimension] for v in decoded]).astype(np.float32)

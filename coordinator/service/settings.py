@@ -14,7 +14,7 @@ TOML layout (every key optional; see ``fl-coordinator serve --help`` and docs/pr
                   close_timeout, log_line_max_chars, log_repeats_per_minute
     [federation]  rounds, clients_per_round, min_clients_per_round, group_size, aggregator, byzantine,
                   server_optimizer, server_lr, local_epochs, batch_size, lr, l2_clip, noise_multiplier,
-                  quantization_bits, modulus_bits, epsilon, delta, train_timeout, phase_timeout, seed,
+                  quantization_bits, modulus_bits, rotation, epsilon, delta, train_timeout, phase_timeout, seed,
                   trust_decay, trust_outlier_threshold, trust_floor, ban_threshold, trust_min_evidence,
                   trust_negative_weight, trust_deviation_decay, trust_deviation_threshold,
                   trust_alignment_threshold
@@ -253,7 +253,10 @@ FEDERATION_HELP = {
                             "update's noise grows by √(1 + (κ/C)²/4) and a group count's noise is z·√(C²/κ² + ¼)",
     "noise_multiplier": "z: distributed DP noise per released group sum (0 = off)",
     "quantization_bits": "B: bits per quantized coordinate",
-    "modulus_bits": "m: secure-aggregation field is Z_{2^m}",
+    "modulus_bits": "m: secure-aggregation field is Z_{2^m}; 0 = per group, the fewest bits its sum needs "
+                    "(quantization bits, group size, noise headroom), sent bit-packed",
+    "rotation": "rotate each update by a public-seed randomized Hadamard transform before quantization "
+                "(Kairouz et al. 2021), so that fewer bits per coordinate suffice",
     "epsilon": "privacy budget ε per client against this coordinator (a client whose next round would exceed "
                "it is not selected); inf = none",
     "delta": "privacy δ",
