@@ -8,7 +8,10 @@ coordinator re-reads its own checkpoint). .mle save is atomic and durable (temp 
 the peers neither rename nor fsync. The ".mle plain" row saves like the peers (``write_stream`` into an open
 file, no rename, no fsync) and reads with ``verify_crc=False`` (what a reader does after verifying the
 signature, which already covers every byte, or when it trusts its own disk): the per-tensor CRC32 check
-is the one cost the peers don't pay. Run: `.venv-bench/bin/python benchmarks/bench_mle.py`.
+is the one cost the peers don't pay. Last, the throughput of bit-packed field elements (``field_packed``, what a
+SecAgg+ masked input of d = 101,770 – the digits CNN's parameters + 1 – travels as when m is not 16 or 32), with
+numpy and with the pure-Python packer the browser falls back to. Run: `.venv-bench/bin/python
+benchmarks/bench_mle.py` (`--packed`: only that last part).
 """
 
 from __future__ import annotations
@@ -141,7 +144,39 @@ def print_rows(title: str, rows: list[tuple], nbytes: int) -> None:
               f"{fmt_time(read)}{read / ref[3]:7.2f}{nbytes / read / 1e9:7.2f}{size / 1e6:10.3f}{size / ref[4]:7.3f}")
 
 
+def bench_packed(d: int = 101_770, repeats: int = 15) -> None:
+    """Encode (``FieldElements(..., packed=True)`` → .mle bytes, as ``encode_masked``: no range check) and decode
+    (``loads(verify_crc=False)`` → ``field_values``, as ``decode_masked``) of d field elements, numpy and pure."""
+    import array
+
+    print(f"\nfield_packed, d = {d:,} (median of {repeats}; M el/s = million elements per second)")
+    print(f"{'m':>3}{'packed KB':>11}{'field KB':>10}{'backend':>9}{'encode':>13}{'M el/s':>8}{'decode':>13}"
+          f"{'M el/s':>8}")
+    rng = np.random.default_rng(3)
+    for m in (12, 16, 20):
+        values = rng.integers(0, 1 << m, d, dtype=np.uint64).astype(np.uint16 if m <= 16 else np.uint32)
+        plain = len(mle.dumps({"v": mle.FieldElements(values, modulus_bits=m)}))
+        inputs = {"numpy": values, "pure": array.array("H" if m <= 16 else "I", values.tobytes())}
+        for backend, v in inputs.items():
+            def encode(v: object = v, m: int = m) -> bytes:
+                return mle.dumps({"v": mle.FieldElements(v, modulus_bits=m, check=False, packed=True)})
+
+            blob = encode()
+
+            def decode(blob: bytes = blob, backend: str = backend) -> object:
+                return mle.loads(blob, backend=backend, verify_crc=False).field_values("v")[1]
+
+            got = decode()
+            assert len(got) == d and list(got[:5]) == values[:5].tolist()
+            enc, dec = timeit(encode, repeats), timeit(decode, repeats)
+            print(f"{m:>3}{len(blob) / 1e3:11.1f}{plain / 1e3:10.1f}{backend:>9}{fmt_time(enc)}{d / enc / 1e6:8.1f}"
+                  f"{fmt_time(dec)}{d / dec / 1e6:8.1f}")
+
+
 def main() -> None:
+    if "--packed" in sys.argv[1:]:
+        bench_packed()
+        return
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         big = big_model()
@@ -167,6 +202,7 @@ def main() -> None:
               f"encode {tq:.2f} s")
         print(f"  top-1% sparse f16  {len(s) / 1e6:8.2f} MB  {len(s) / raw:7.2%} of raw   (goal <= 2%)   "
               f"encode {ts:.2f} s")
+    bench_packed()
 
 
 if __name__ == "__main__":

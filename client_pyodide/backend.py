@@ -2,7 +2,8 @@
 WASM kernel and results bit-identical to :class:`privacy.backends.PureBackend` (it is a subclass: whatever it
 does not override is the pure-Python reference itself).
 
-In the kernel: addition/subtraction mod 2^m (SecAgg+ masking), reduction of integers mod 2^m, stochastic
+In the kernel: addition/subtraction mod 2^m (SecAgg+ masking), reduction of integers mod 2^m, m-bit packing
+of field elements (.mle ``field_packed``; ``runtime.install`` registers it with ``mle.bitpack``), stochastic
 rounding (binary64, same operations in the same order as the pure backend), scaling, the finiteness check.
 The discrete-Gaussian sampler (:meth:`WasmBackend.sample_discrete_gaussian`, which
 ``privacy.dp.discrete_gaussian`` uses when a backend has it) consumes the RandomStream exactly as the pure loop
@@ -104,6 +105,39 @@ class WasmBackend(PureBackend):
             out = self.k.alloc(2 * n)
             self.k.x.fl_ints_to_field_u16(pq, n, mask, out)
             return self.k.read_into(out, array.array("H", bytes(2 * n)))
+
+    # ── m-bit packing (.mle field_packed) ───────────────────────────────────────────────────────────
+    def pack_bits(self, values: Any, modulus_bits: int) -> bytes:
+        """Field elements (u16 storage when m ≤ 16, else u32) packed in m bits each, ``ceil(n·m/8)`` bytes, in the
+        kernel (``fl_pack_bits``); bit-identical to ``mle.bitpack.pack_pure``. The low m bits of each value."""
+        from mle.bitpack import packed_nbytes
+
+        code = _storage(modulus_bits)
+        va = _typed(values, code)
+        n, nbytes = len(va), packed_nbytes(len(va), modulus_bits)
+        if not n:
+            return b""
+        with self.k.scratch():
+            pv, out = self.k.put(va), self.k.alloc(nbytes)
+            self.k.x.fl_pack_bits(pv, n, modulus_bits, out)
+            return self.k.read(out, nbytes)
+
+    def unpack_bits(self, data: Any, n: int, modulus_bits: int) -> array.array:
+        """The inverse of :meth:`pack_bits` (``fl_unpack_bits``): ``array.array('H')`` (m ≤ 16) or ``'I'``."""
+        from mle.bitpack import packed_nbytes
+
+        code = _storage(modulus_bits)
+        mv = memoryview(data).cast("B")
+        if mv.nbytes != packed_nbytes(n, modulus_bits):
+            raise ValueError(f"{n} elements of {modulus_bits} bits need {packed_nbytes(n, modulus_bits)} bytes, "
+                             f"got {mv.nbytes}")
+        out = array.array(code, bytes(n * array.array(code).itemsize))
+        if not n:
+            return out
+        with self.k.scratch():
+            pin, pout = self.k.put(mv), self.k.alloc(n * out.itemsize)
+            self.k.x.fl_unpack_bits(pin, n, modulus_bits, pout)
+            return self.k.read_into(pout, out)
 
     # ── floats ──────────────────────────────────────────────────────────────────────────────────────
     def from_floats(self, xs: Any) -> array.array:

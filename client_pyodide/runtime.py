@@ -2,7 +2,9 @@
 
 ``install(sodium, kernel_exports)`` registers :class:`SodiumCrypto` as :func:`flcrypto.default_crypto` (so every
 client-core module – RandomStream, SecAgg+, .mle signing – uses libsodium-wrappers) and creates the kernel and
-the :class:`WasmBackend`; :func:`kernel`, :func:`backend`, :func:`crypto` hand them to the session code.
+the :class:`WasmBackend`, whose kernel bit packing it registers with :func:`mle.bitpack.set_accelerator` (so
+.mle ``field_packed`` tensors – SecAgg+ masked inputs – are packed and unpacked in the kernel); :func:`kernel`,
+:func:`backend`, :func:`crypto` hand them to the session code.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ def install(sodium: Any, kernel_exports: Any) -> None:
     from client_pyodide.kernel import Kernel
     from client_pyodide.sodium_crypto import SodiumCrypto
     from flcrypto import set_default_crypto
+    from mle.bitpack import set_accelerator
 
     crypto = SodiumCrypto(sodium)
     set_default_crypto(crypto)
     k = Kernel(kernel_exports)
-    _state.update(crypto=crypto, kernel=k, backend=WasmBackend(k))
+    backend = WasmBackend(k)
+    set_accelerator(backend.pack_bits, backend.unpack_bits)  # .mle field_packed: masked inputs packed in the kernel
+    _state.update(crypto=crypto, kernel=k, backend=backend)
 
 
 def _get(name: str) -> Any:

@@ -4,6 +4,7 @@ Write::
 
     mle.save("model.mle", {"w": array, "b": array}, metadata={...}, signing_key=seed32)
     blob = mle.dumps({"delta": mle.quantize_int8(d), "mask": mle.FieldElements(v, modulus_bits=16)})
+    mle.FieldElements(v, modulus_bits=20, packed=True)   # field_packed: exactly 20 bits per element (mle.bitpack)
 
 Read::
 

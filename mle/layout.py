@@ -8,6 +8,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
+from mle.bitpack import packed_nbytes
 from mle.errors import (
     AlignmentError,
     BoundsError,
@@ -24,6 +25,7 @@ from mle.spec import (
     ALIGNMENT,
     DTYPE_BY_CODE,
     ENC_FIELD,
+    ENC_FIELD_PACKED,
     ENC_INT8,
     ENC_INT8_CHANNEL,
     ENC_RAW,
@@ -375,15 +377,26 @@ def _check_encoding(e: Entry, where: str) -> None:
         if k > n:
             raise BoundsError(f"{where}: {k} sparse entries for a tensor of {n} elements")
         _expect(e, where, [(ROLE_INDICES, {"u32"}, k), (ROLE_VALUES, {"f16", "f32"}, k)])
-    elif e.encoding == ENC_FIELD:
-        m = e.params.get("modulus_bits")
-        limit = {"u16": 16, "u32": 32}.get(e.dtype.name)
-        if limit is None:
-            raise TableError(f"{where}: field elements are stored as u16 or u32, not {e.dtype.name}")
-        if set(e.params) != {"modulus_bits"} or not isinstance(m, int) or isinstance(m, bool) \
-                or not 1 <= m <= limit:
-            raise TableError(f"{where}: field params must be {{'modulus_bits': 1..{limit}}}, got {e.params}")
-        _expect(e, where, [(ROLE_DATA, {e.dtype.name}, n)])
+    elif e.encoding in (ENC_FIELD, ENC_FIELD_PACKED):
+        m = _modulus_bits(e, where)
+        if e.encoding == ENC_FIELD:
+            _expect(e, where, [(ROLE_DATA, {e.dtype.name}, n)])
+        else:  # n elements of m bits, LSB first: ceil(n·m/8) bytes
+            _expect(e, where, [(ROLE_DATA, {"u8"}, packed_nbytes(n, m))])
+
+
+def _modulus_bits(e: Entry, where: str) -> int:
+    """The checked ``modulus_bits`` of a field / field_packed entry: params exactly ``{"modulus_bits": m}``,
+    1 ≤ m ≤ 16 for a u16 logical dtype, ≤ 32 for u32."""
+    m = e.params.get("modulus_bits")
+    limit = {"u16": 16, "u32": 32}.get(e.dtype.name)
+    if limit is None:
+        raise TableError(f"{where}: field elements are stored as u16 or u32, not {e.dtype.name}")
+    if set(e.params) != {"modulus_bits"} or not isinstance(m, int) or isinstance(m, bool) \
+            or not 1 <= m <= limit:
+        raise TableError(f"{where}: {e.encoding_name} params must be {{'modulus_bits': 1..{limit}}}, "
+                         f"got {e.params}")
+    return m
 
 
 def _check_no_overlap(entries: list[Entry], h: Header) -> None:

@@ -16,11 +16,13 @@ import zlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from mle import bitpack
 from mle.errors import ChecksumError, EncodingError, FormatError, SignatureError
 from mle.layout import Entry, Header, Segment, parse_header, parse_metadata, parse_table
 from mle.signing import body_digest, verify_body
 from mle.spec import (
     ENC_FIELD,
+    ENC_FIELD_PACKED,
     ENC_INT8,
     ENC_INT8_CHANNEL,
     ENC_RAW,
@@ -182,6 +184,11 @@ class MleFile:
                 bad = any(v >= limit for v in vals)
             if bad:
                 raise EncodingError(f"tensor {e.name!r}: field element >= 2^{m}")
+        elif e.encoding == ENC_FIELD_PACKED:
+            s = e.segment(ROLE_DATA)
+            if not bitpack.padding_is_zero(self._segment_bytes(e, s), e.numel, e.params["modulus_bits"]):
+                raise EncodingError(f"tensor {e.name!r}: nonzero padding bits after the last packed element "
+                                    f"(byte {s.offset + s.length - 1})")
 
     # ── decoding ─────────────────────────────────────────────────────────────────────────────────────────
     def tensor(self, name: str) -> Any:
@@ -200,6 +207,9 @@ class MleFile:
                 u = np.frombuffer(seg, dtype="<u2").astype(np.uint32) << 16
                 return u.view(np.float32).reshape(shape)
             return np.frombuffer(seg, dtype=e.dtype.numpy).reshape(shape)
+        if e.encoding == ENC_FIELD_PACKED:
+            seg = self._segment_bytes(e, e.segments[0])
+            return bitpack.unpack_numpy(seg, e.numel, e.params["modulus_bits"]).reshape(shape)
         out_dtype = np.float64 if e.dtype.name == "f64" else np.float32
         if e.encoding in (ENC_INT8, ENC_INT8_CHANNEL):
             q = np.frombuffer(self._segment_bytes(e, e.segment(ROLE_Q)), dtype=np.int8).reshape(shape)
@@ -230,6 +240,9 @@ class MleFile:
                 u = seg.cast("H")
                 return array.array("f", struct.unpack(f"<{n}f", struct.pack(f"<{n}I", *(x << 16 for x in u))))
             return seg.cast(e.dtype.fmt)
+        if e.encoding == ENC_FIELD_PACKED:  # a memoryview, as for the unpacked field encoding
+            seg = self._segment_bytes(e, e.segments[0])
+            return memoryview(bitpack.unpack(seg, n, e.params["modulus_bits"], use_numpy=False))
         code = "d" if e.dtype.name == "f64" else "f"
         if e.encoding in (ENC_INT8, ENC_INT8_CHANNEL):
             q = self._segment_bytes(e, e.segment(ROLE_Q)).cast("b")
@@ -256,9 +269,11 @@ class MleFile:
         raise EncodingError(f"tensor {e.name!r}: unknown encoding {e.encoding}")  # pragma: no cover
 
     def field_values(self, name: str) -> tuple[int, Any]:
-        """``(modulus_bits, values)`` of a field-element tensor (numpy u16/u32 view, or memoryview)."""
+        """``(modulus_bits, values)`` of a field-element tensor, ``field`` or ``field_packed`` alike: a numpy
+        u16/u32 array (a view for ``field``, unpacked for ``field_packed``), or a memoryview of format
+        ``'H'``/``'I'``."""
         e = self.entry(name)
-        if e.encoding != ENC_FIELD:
+        if e.encoding not in (ENC_FIELD, ENC_FIELD_PACKED):
             raise EncodingError(f"tensor {name!r} is {e.encoding_name}, not field elements")
         return e.params["modulus_bits"], self.tensor(name)
 

@@ -60,12 +60,14 @@ ENC_INT8 = 1
 ENC_INT8_CHANNEL = 2
 ENC_SPARSE = 3
 ENC_FIELD = 4
+ENC_FIELD_PACKED = 5
 ENCODING_NAMES = {
     ENC_RAW: "raw",
     ENC_INT8: "int8",
     ENC_INT8_CHANNEL: "int8_channel",
     ENC_SPARSE: "sparse",
     ENC_FIELD: "field",
+    ENC_FIELD_PACKED: "field_packed",
 }
 ENCODING_CODES = {v: k for k, v in ENCODING_NAMES.items()}
 

@@ -11,10 +11,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mle import bitpack
 from mle.errors import FormatError, TableError
 from mle.spec import (
     DTYPE_BY_NAME,
     ENC_FIELD,
+    ENC_FIELD_PACKED,
     ENC_RAW,
     ROLE_DATA,
 )
@@ -114,13 +116,18 @@ def to_encoded(name: str, value: Any) -> Encoded:
 
 @dataclass(frozen=True)
 class FieldElements:
-    """A vector of integers mod 2^m (masked secure-aggregation input): stored as u16 when m <= 16, else u32.
+    """A vector of integers mod 2^m (masked secure-aggregation input).
 
-    ``values``: numpy integer array, ``array.array('H'/'I')`` or a list of ints, each in [0, 2^m)."""
+    Stored as u16 when m <= 16, else u32 (encoding ``field``: zero-copy on both sides), or with
+    ``packed=True`` in exactly m bits per element (encoding ``field_packed``: ``ceil(n·m/8)`` bytes, packed by
+    :mod:`mle.bitpack`; decodes to the same u16/u32 values). ``values``: numpy integer array,
+    ``array.array('H'/'I')`` or a list of ints, each in [0, 2^m). ``check=False`` skips the range check (the
+    caller guarantees it); the packer then keeps the low m bits of each value."""
 
     values: Any
     modulus_bits: int
     check: bool = True
+    packed: bool = False
 
     def encoded(self, name: str = "field") -> Encoded:
         m = self.modulus_bits
@@ -134,6 +141,8 @@ class FieldElements:
                 raise FormatError(f"field tensor {name!r}: must be a vector, got shape {v.shape}")
             if self.check and v.size and (v.min() < 0 or int(v.max()) >= 1 << m):
                 raise FormatError(f"field tensor {name!r}: values must lie in [0, 2^{m})")
+            if self.packed:
+                return _packed(dtype, m, int(v.size), bitpack.pack_numpy(v, m))
             arr = np.ascontiguousarray(v, dtype="<u2" if dtype == "u16" else "<u4")
             buf: Any = arr.view(np.uint8) if arr.size else b""
             n = int(arr.size)
@@ -147,5 +156,11 @@ class FieldElements:
                 arr2 = array.array(code, v)
             if self.check and len(arr2) and max(arr2) >= 1 << m:
                 raise FormatError(f"field tensor {name!r}: values must lie in [0, 2^{m})")
+            if self.packed:
+                return _packed(dtype, m, len(arr2), bitpack.pack(arr2, m))
             buf, n = memoryview(arr2).cast("B"), len(arr2)
         return Encoded(dtype, ENC_FIELD, (n,), {"modulus_bits": m}, ((ROLE_DATA, dtype, buf),))
+
+
+def _packed(dtype: str, m: int, n: int, data: Any) -> Encoded:
+    return Encoded(dtype, ENC_FIELD_PACKED, (n,), {"modulus_bits": m}, ((ROLE_DATA, "u8", data),))

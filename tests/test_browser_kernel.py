@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import filecmp
+import hashlib
 import json
 import random
 import shutil
@@ -302,6 +303,47 @@ def test_typed_arrays_from_js_feed_the_engine(browser_page) -> None:  # noqa: F8
         return {pred, n: delta.length};
     }""")
     assert out == {"pred": [1, 0], "n": 15}
+
+
+BROWSER_BITPACK = """
+import array, base64, hashlib
+from client_pyodide import runtime
+from mle import bitpack
+from privacy.secagg.wire import encode_masked
+be = runtime.backend()
+h = lambda b: hashlib.sha256(b).hexdigest()
+res = []
+for m, n, blob in CASES:
+    v = array.array("H" if m <= 16 else "I", base64.b64decode(blob))
+    kernel, pure = be.pack_bits(v, m), bitpack.pack_pure(v, m)
+    res.append([h(kernel), h(pure), be.unpack_bits(kernel, n, m) == v, bitpack.unpack_pure(pure, n, m) == v,
+                h(encode_masked(v, m, 5, 2))])
+acc = bitpack._accelerator
+result = {"res": res, "registered": acc is not None and acc == (be.pack_bits, be.unpack_bits)}
+"""
+
+
+def test_bit_packing_in_the_kernel_and_in_pure_python_matches_cpython(browser_page) -> None:  # noqa: F811
+    """.mle field_packed in the browser: the kernel's fl_pack_bits/fl_unpack_bits (WasmBackend.pack_bits/unpack_bits,
+    registered with mle.bitpack by runtime.install) and mle.bitpack's pure-Python packer in Pyodide give CPython's
+    numpy bytes for m from 1 to 32 and lengths around the kernel's 8-byte tail, unpack back exactly, and a masked
+    input encoded in the browser (encode_masked → the kernel) is byte for byte the one CPython writes."""
+    from mle import bitpack
+    from privacy.secagg.wire import encode_masked
+
+    rng = np.random.default_rng(11)
+    cases, want = [], []
+    for m in (1, 3, 7, 12, 16, 17, 20, 31, 32):
+        for n in (0, 1, 9, 77, 20_000 if m in (12, 20) else 1001):
+            v = rng.integers(0, 1 << m, n, dtype=np.uint64).astype(np.uint16 if m <= 16 else np.uint32)
+            cases.append((m, n, base64.b64encode(v.tobytes()).decode()))
+            packed = bitpack.pack_numpy(v, m).tobytes()
+            digest = hashlib.sha256(packed).hexdigest()
+            want.append([digest, digest, True, True, hashlib.sha256(encode_masked(v, m, 5, 2)).hexdigest()])
+    out = browser_page.run(f"CASES = {cases!r}\n" + BROWSER_BITPACK)
+    assert out["registered"]
+    for case, got, expected in zip(cases, out["res"], want, strict=True):
+        assert got == expected, case[:2]
 
 
 def test_committed_wasm_is_reproducible(tmp_path) -> None:

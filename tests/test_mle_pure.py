@@ -28,6 +28,7 @@ SCRIPT = textwrap.dedent(
         "q": mle.quantize_int8(list(w), axis=0, shape=(4, 6)),
         "s": mle.sparse_topk(list(w), k=5, value_dtype="f32"),
         "fe": mle.FieldElements([1, 2, 65535], modulus_bits=16),
+        "fp": mle.FieldElements(array.array("I", [1, 2, 4095, 7, 0x1FFFF]), modulus_bits=17, packed=True),
     }
     blob = mle.dumps(tensors, {"kind": "pure"}, signing_key=seed)
     f = mle.loads(blob, trusted_keys=[pk], require_signature=True)
@@ -43,6 +44,8 @@ SCRIPT = textwrap.dedent(
     s = list(f["s"])
     assert sum(1 for v in s if v != 0) == 5 and s[23] == w[23] and s[0] == 0
     assert f.field_values("fe")[1].tolist() == [1, 2, 65535]
+    assert f.field_values("fp") == (17, f["fp"]) and f["fp"].tolist() == [1, 2, 4095, 7, 0x1FFFF]
+    assert len(f.raw("fp")) == 11  # 5 × 17 bits
     try:
         mle.loads(blob, trusted_keys=[mle.public_key(bytes(32))])
     except mle.SignatureError:

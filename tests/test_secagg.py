@@ -425,3 +425,27 @@ def test_backends_are_identical() -> None:
         q = rng.integers(-(1 << (m - 1)) + 1, 1 << (m - 1), 1000)
         assert nb.field_to_signed(nb.ints_to_field(q, m), m).tolist() == q.tolist()
         assert pb.field_to_signed(pb.ints_to_field(q.tolist(), m), m) == q.tolist()
+
+
+@pytest.mark.parametrize("m", [1, 12, 16, 20, 31, 32])
+def test_masked_inputs_travel_in_exactly_m_bits_unless_u16_or_u32_are_exact(m: int) -> None:
+    """encode_masked: field_packed (ceil(d·m/8) bytes) when m is not 16 or 32, field (u16/u32) otherwise; numpy and
+    pure inputs give the same bytes, and decode_masked reads either encoding into the same values on both
+    backends."""
+    import mle
+    from privacy.secagg.wire import decode_masked, encode_masked
+
+    d = 1001
+    y = np.random.default_rng(m).integers(0, 1 << m, d, dtype=np.uint64).astype(np.uint16 if m <= 16 else np.uint32)
+    blob = encode_masked(y, m, 7, 3)
+    assert blob == encode_masked(pure_backend().ints_to_field(y.tolist(), m), m, 7, 3)
+    e = mle.loads(blob).entry("masked")
+    assert e.encoding_name == ("field" if m in (16, 32) else "field_packed")
+    assert e.nbytes == ((d * m + 7) // 8 if m not in (16, 32) else d * m // 8)
+    plain = mle.dumps({"masked": mle.FieldElements(y, modulus_bits=m)},
+                      {"kind": "secagg-masked-input", "round": 7, "group": 3})
+    for b in (blob, plain):
+        bits, nv = decode_masked(b, "numpy", 7, 3)
+        _, pv = decode_masked(b, "pure", 7, 3)
+        assert bits == m and nv.dtype == y.dtype and nv.tolist() == pv.tolist() == y.tolist()
+        assert pv.format == ("H" if m <= 16 else "I")

@@ -108,3 +108,52 @@ EXPORT(fl_sub_f32) void fl_sub_f32(const f32 *a, const f32 *b, int n, f32 *out) 
     for (; i + 4 <= n; i += 4) wasm_v128_store(out + i, wasm_f32x4_sub(wasm_v128_load(a + i), wasm_v128_load(b + i)));
     for (; i < n; i++) out[i] = a[i] - b[i];
 }
+
+/* m-bit packing of field elements (.mle field_packed, docs/mle-format.md): element i occupies bits [i·m, (i+1)·m)
+ * of the output read as one little-endian integer; ceil(n·m/8) bytes, the last byte's padding bits zero. Values in
+ * field storage – u16 when m <= 16, else u32 – and only their low m bits are used. 1 <= m <= 32. */
+#define PACK_LOOP(T)                                                                              \
+    for (int i = 0; i < n; i++) {                                                                 \
+        acc |= (uint64_t)(((const T *)v)[i] & mask) << bits;                                      \
+        bits += m;                                                                                \
+        if (bits >= 32) {                                                                         \
+            uint32_t w = (uint32_t)acc;                                                           \
+            __builtin_memcpy(p, &w, 4);                                                           \
+            p += 4, acc >>= 32, bits -= 32;                                                       \
+        }                                                                                         \
+    }
+
+EXPORT(fl_pack_bits) void fl_pack_bits(const void *v, int n, int m, uint8_t *out) {
+    uint32_t mask = m >= 32 ? 0xffffffffu : (1u << m) - 1u;
+    uint64_t acc = 0; /* the next `bits` (< 32) output bits */
+    int bits = 0;
+    uint8_t *p = out;
+    if (m <= 16) { PACK_LOOP(uint16_t) } else { PACK_LOOP(uint32_t) }
+    for (; bits > 0; bits -= 8, acc >>= 8) *p++ = (uint8_t)acc;
+}
+
+/* the inverse: ceil(n·m/8) bytes → n values in field storage. Element i is one unaligned 8-byte load at byte
+ * ⌊i·m/8⌋, shifted and masked; the last few elements, whose 8 bytes would pass the end, gather only existing bytes. */
+static inline uint64_t tail_bits(const uint8_t *in, uint64_t bit, uint64_t nbytes) {
+    uint64_t w = 0;
+    for (uint64_t at = bit >> 3, k = 0; at + k < nbytes; k++) w |= (uint64_t)in[at + k] << (8 * k);
+    return w >> (bit & 7);
+}
+
+#define UNPACK_LOOP(T)                                                                           \
+    for (; i < safe; i++, bit += (uint64_t)m) {                                                   \
+        uint64_t w;                                                                               \
+        __builtin_memcpy(&w, in + (bit >> 3), 8);                                                 \
+        ((T *)out)[i] = (T)((w >> (bit & 7)) & mask);                                             \
+    }                                                                                             \
+    for (; i < n; i++, bit += (uint64_t)m) ((T *)out)[i] = (T)(tail_bits(in, bit, nbytes) & mask);
+
+EXPORT(fl_unpack_bits) void fl_unpack_bits(const uint8_t *in, int n, int m, void *out) {
+    uint32_t mask = m >= 32 ? 0xffffffffu : (1u << m) - 1u;
+    uint64_t nbytes = ((uint64_t)n * (uint64_t)m + 7) / 8, bit = 0;
+    /* elements whose 8-byte load stays inside the input: i·m/8 + 8 <= nbytes */
+    int64_t safe = nbytes >= 8 ? (int64_t)((8 * (nbytes - 8) + 7) / (uint64_t)m) + 1 : 0;
+    if (safe > n) safe = n;
+    int i = 0;
+    if (m <= 16) { UNPACK_LOOP(uint16_t) } else { UNPACK_LOOP(uint32_t) }
+}
