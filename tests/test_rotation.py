@@ -138,7 +138,7 @@ def test_conditional_rounding_enforces_the_sensitivity_bound() -> None:
             return self.contribution_bound() * self.fixed_point().scale() * 0.5
 
     tight = Tight(**dataclasses.asdict(_cfg(bits=5)))
-    x = np.full(tight.field_length, tight.fixed_point().clip / math.sqrt(tight.field_length) * 2)
+    x = np.full(tight.field_length, tight.fixed_point().clip)  # every coordinate at the edge of the grid
     with pytest.raises(ValueError, match="sensitivity bound"):
         round_within(x, tight, RandomStream(SEED), be)
 
