@@ -54,8 +54,10 @@ def reveal_secret(seed: int, index: int, k: int) -> bytes:
 
 def unclipped_dp(dp: dict[str, Any]) -> dict[str, Any]:
     """The DP/quantization parameters a clip-ignoring Byzantine client encodes with: the same grid step
-    ((2^(B−1) − 1)/C), but B raised to m − 1 (at most 31) and C raised by the same factor."""
-    wide_bits = min(31, int(dp["modulus_bits"]) - 1)
+    ((2^(B−1) − 1)/C), but B raised to m − 1 (at most 31) and C raised by the same factor. A field chosen for the
+    group's needs (``modulus_bits = 0``) may leave no bit above B: then the field itself bounds what any member can
+    add to a coordinate, and this encoding is the honest one (the harness's attacker cannot widen it)."""
+    wide_bits = max(int(dp["bits"]), min(31, int(dp["modulus_bits"]) - 1))
     factor = ((1 << (wide_bits - 1)) - 1) / ((1 << (int(dp["bits"]) - 1)) - 1)
     return {**dp, "bits": wide_bits, "l2_clip": float(dp["l2_clip"]) * factor}
 

@@ -47,7 +47,7 @@ class FederationConfig:
     # √(1 + (κ/C)²/4): ε is unchanged, the noise shares cover update and indicator)
     noise_multiplier: float = 0.0  # z of every released group sum (0: no DP noise)
     quantization_bits: int = 16  # B: each coordinate's grid range ±(2^(B−1) − 1)
-    modulus_bits: int = 32  # m of the field (0: per group, the fewest bits its sum needs – required_modulus_bits)
+    modulus_bits: int = 0  # m of the field (0: per group, the fewest bits its sum needs – required_modulus_bits)
     rotation: bool = False  # a public-seed randomized Hadamard rotation before quantization (privacy.rotation)
     epsilon: float = math.inf
     delta: float = 1e-5
