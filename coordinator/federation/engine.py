@@ -952,7 +952,7 @@ class Engine:
         dps = [rs.dp[g] for g, _ in done]
         dp = dps[0]  # decoding (clip, bits → grid scale) is the same for every group; the noise share is not
         audit: list[Action] = [GroupAggregated(rs.number, g, tuple(res.survivors), tuple(res.dropped),
-                                               tuple(res.faulty), res.sum) for g, res in done]
+                                               tuple(res.faulty), res.sum, rs.dp[g].modulus_bits) for g, res in done]
         decoded = [np.asarray(decode_sum(res.sum, d, self.backend), dtype=np.float64)  # each group its modulus
                    for d, (_, res) in zip(dps, done, strict=True)]
         # with adaptive clipping the last coordinate is each group's indicator sum Σ κ(b_i − ½) + noise

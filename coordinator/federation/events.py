@@ -124,6 +124,7 @@ class GroupAggregated:
     dropped: tuple[str, ...]
     faulty: tuple[str, ...]
     field_sum: Any
+    modulus_bits: int = 32  # m of the group's field (chosen per group: docs/privacy.md)
 
 
 @dataclass(frozen=True)

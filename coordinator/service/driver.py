@@ -267,7 +267,7 @@ class EngineDriver:
         import numpy as np
 
         meta = {"kind": "group_sum", "round": a.round, "group": a.group, "survivors": list(a.survivors),
-                "dropped": list(a.dropped), "faulty": list(a.faulty)}
+                "dropped": list(a.dropped), "faulty": list(a.faulty), "modulus_bits": a.modulus_bits}
         mle.save(self.audit_dir / f"round-{a.round:06d}-group-{a.group:03d}.mle",
                  {"sum": np.asarray(a.field_sum)}, meta)
 
