@@ -71,6 +71,43 @@ def test_the_delta_rebuilds_the_signed_model_bit_exact_with_numpy_and_in_pure_py
     assert len(d.data) < len(e.model_bytes) // 2
 
 
+def test_the_rebuild_needs_no_numpy(tmp_path: Path) -> None:
+    """As in Pyodide without numpy: the chain m0 → m1 → m2 rebuilt with numpy unimportable gives the coordinator's
+    signed file."""
+    import subprocess
+
+    e = _engine(CNN_DIGITS)
+    files = [e.model_bytes]
+    for clip in (0.5, 0.25):
+        _engine_round(e, np.random.default_rng(4), clip=clip)
+        files.append(e.model_bytes)
+    assert len(e.downlink.deltas) == 2  # together still smaller than the model: both kept
+    for i, blob in enumerate([files[0], *(d.data for d in e.downlink.deltas), files[-1]]):
+        (tmp_path / f"{i}.mle").write_bytes(blob)
+    script = f"""
+import builtins, sys
+real = builtins.__import__
+def blocked(name, *a, **k):
+    if name == "numpy" or name.startswith("numpy."):
+        raise ImportError("numpy is blocked")
+    return real(name, *a, **k)
+builtins.__import__ = blocked
+import mle
+from mle.delta import apply_model_delta
+d = {str(tmp_path)!r}
+key = bytes.fromhex({e.public_key.hex()!r})
+model = open(d + "/0.mle", "rb").read()
+for i in (1, 2):
+    delta = mle.loads(open(f"{{d}}/{{i}}.mle", "rb").read(), trusted_keys=[key], require_signature=True)
+    model = apply_model_delta(mle.loads(model), delta)
+assert "numpy" not in sys.modules
+print(model == open(d + "/3.mle", "rb").read())
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                         env={"PYTHONPATH": str(Path(__file__).parent.parent)})
+    assert out.stdout.strip() == "True", out.stderr[-2000:]
+
+
 def test_error_feedback_keeps_the_model_within_one_step_of_the_unquantized_trajectory() -> None:
     """The residual carries what quantization left out: the int8 model stays within one round's rounding of the
     optimizer's own trajectory however many rounds pass (no drift)."""
@@ -192,7 +229,7 @@ def test_an_honest_chain_is_applied_and_trained_on() -> None:
 
 
 def _ready_body(coord: MaliciousCoordinator, victim: ClientSession) -> dict[str, Any]:
-    victim.state = "training"
+    """The body of the next ready the victim sends (as after its round_end)."""
     return coord.read(victim._ready().data, victim).body
 
 
@@ -250,7 +287,6 @@ def test_a_trailer_that_does_not_sign_the_rebuilt_model_is_refused() -> None:
 
 
 def test_a_full_model_task_still_works_and_no_sha_is_announced_to_a_coordinator_that_did_not_ask() -> None:
-    coord = MaliciousCoordinator()
     from test_client_policy import _selected
 
     coord, victim, sel, reveal = _selected()
