@@ -52,15 +52,19 @@ MESSAGE_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
     "welcome": {"client_id": _STR, "round": _INT},
     # the signed selection of one round attempt: every selected client's identity key and commitment
     "select": {"round": _INT, "attempt": _STR, "group_size": _INT, "members": _DICT, "commitments": _DICT},
-    "task": {"config": _DICT},  # tensor "global_model": the coordinator-signed model file (u8)
+    # tensor "global_model": the coordinator-signed model file (u8); or "model_delta.0" … "model_delta.{n-1}": the
+    # signed model deltas from the model the client announced in its ready (none: it holds the task's model)
+    "task": {"config": _DICT},
     "round_end": {"round": _INT, "status": _STR},
     "stop": {"reason": _STR},  # the federation is over (rounds done or privacy budget spent)
     "error": {"code": _STR, "message": _STR},
 }
 # Fields a body may carry in addition to its schema (absent unless used, so peers that predate them still accept the
-# message): the enrolment token the operator issued for this key (a coordinator with ``enrolment = "token"``).
+# message): the enrolment token the operator issued for this key (a coordinator with ``enrolment = "token"``); the
+# SHA-256 of the model the client holds (compact downlink), sent only to a coordinator whose tasks announce deltas.
 OPTIONAL_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
     "hello": {"enrolment_token": _STR},
+    "ready": {"model_sha256": _STR},
 }
 
 

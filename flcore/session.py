@@ -78,6 +78,10 @@ class LedgerUpdated:
 Action = SendFrame | Train | RoundDone | Stopped | Failed | LedgerUpdated
 
 
+class _DeltaRefused(Exception):
+    """A task's delta chain does not rebuild a model from the one we hold."""
+
+
 def _hex(value: Any, length: int, what: str) -> bytes:
     try:
         out = bytes.fromhex(value) if isinstance(value, str) else None
@@ -101,6 +105,11 @@ class ClientSession:
     ledger_state: dict[str, Any] | None = None  # a persisted PrivacyLedger.to_dict(), or None: a new ledger
     secret_source: Any = None  # n → n secret bytes for the seed commitments (default: crypto.random_bytes)
     enrolment_token: str = ""  # sent in the hello when set (a coordinator with enrolment = "token" needs it once)
+    # compact downlink (docs/protocol.md "Compact downlink"): the last verified global model (a .mle file signed by
+    # the coordinator; a driver may pass one it kept) and whether the coordinator's tasks announce model deltas –
+    # then each ready names the held model and a task may carry only the deltas from it
+    model_file: bytes = b""
+    delta_downlink: bool = False
 
     def __post_init__(self) -> None:
         from privacy.backends import default_backend
@@ -125,6 +134,8 @@ class ClientSession:
         self._selection: dict[str, Any] | None = None
         self._entry: LedgerEntry | None = None  # this round's ledger entry, recorded when our masked input leaves
         self.aborted_reveals = 0  # consecutive attempts (any round number) we revealed for that did not complete
+        self._held_sha = ""  # SHA-256 of model_file's body ("" until computed, or no usable model)
+        self._hold(bytes(self.model_file))
 
     # ── sending ──────────────────────────────────────────────────────────────────────────────────────
     def _send(self, msg_type: str, body: dict[str, Any], round_: int = -1, tensors: dict[str, Any] | None = None
@@ -138,7 +149,45 @@ class ClientSession:
         self._secret = (self.secret_source or self.crypto.random_bytes)(assignment.SECRET_BYTES)
         self._commitment = assignment.commitment(self._secret, self.client_id)
         self.state = "ready"
-        return self._send("ready", {"commitment": self._commitment.hex()})
+        body = {"commitment": self._commitment.hex()}
+        if self.delta_downlink and self._held_sha:  # only to a coordinator that announced deltas (older ones refuse it)
+            body["model_sha256"] = self._held_sha
+        return self._send("ready", body)
+
+    def _hold(self, model_file: bytes) -> None:
+        """Keep ``model_file`` as the base of the next delta download (b"": forget it)."""
+        self.model_file, self._held_sha = model_file, ""
+        if model_file:
+            try:
+                self._held_sha = mle.loads(model_file).sha256()
+            except mle.FormatError:
+                self.model_file = b""
+
+    def _task_model(self, f: mle.MleFile) -> tuple[bytes, bool]:
+        """The task's global model file and whether it was rebuilt from deltas: the ``global_model`` tensor, or the
+        held model with the chain ``model_delta.0`` … ``model_delta.{n-1}`` applied link by link (each delta signed
+        by the coordinator, its base the model so far, the rebuilt model's SHA-256 the one it names). Raises
+        :class:`_DeltaRefused` for a chain that does not rebuild a model; the caller still checks the result's
+        signature and the task's ``model_sha256``."""
+        from mle.delta import apply_model_delta
+
+        names = [n for n in f.tensor_names if n.startswith("model_delta.")]
+        if "global_model" in f:
+            if names:
+                raise ProtocolError("bad_message", "task carries both the full model and deltas")
+            return tensor_bytes(f, "global_model"), False
+        if names != [f"model_delta.{i}" for i in range(len(names))]:
+            raise _DeltaRefused(f"the delta chain is not model_delta.0 … model_delta.{len(names) - 1} in order")
+        if not self.model_file:
+            raise _DeltaRefused("the task carries deltas but we hold no model to apply them to")
+        model = self.model_file
+        for name in names:
+            try:
+                delta = mle.loads(tensor_bytes(f, name), trusted_keys=[self.coordinator_key], require_signature=True)
+                model = apply_model_delta(mle.loads(model), delta)
+            except (mle.FormatError, mle.SignatureError, mle.DeltaBaseError, ValueError) as exc:
+                raise _DeltaRefused(f"{name}: {exc}") from None
+        return model, True
 
     def _decline(self, round_: int, code: str, message: str) -> list[Action]:
         """Refuse this round: tell the coordinator (nothing about the update is sent) and the driver."""
@@ -270,18 +319,35 @@ class ClientSession:
         sel = self._selection
         if self.state != "selected" or sel is None or env.round != sel["round"]:
             raise ProtocolError("unexpected", "task without a matching selection")
-        blob = tensor_bytes(f, "global_model")
-        try:
-            model = mle.loads(blob, trusted_keys=[self.coordinator_key], require_signature=True)
-        except (mle.FormatError, mle.SignatureError) as exc:
-            raise ProtocolError("bad_model", f"global model rejected: {exc}") from None
-        if hashlib.sha256(model.body).hexdigest() != config.get("model_sha256"):
-            raise ProtocolError("bad_model", "global model does not match the task's SHA-256")
-        try:
-            spec = ModelSpec.from_dict(model.metadata["model"])
-        except (KeyError, ValueError) as exc:
-            raise ProtocolError("bad_model", f"model spec: {exc}") from None
         r = env.round
+        rebuilt = False
+        try:
+            blob, rebuilt = self._task_model(f)
+            model = mle.loads(blob, trusted_keys=[self.coordinator_key], require_signature=True)
+            if hashlib.sha256(model.body).hexdigest() != config.get("model_sha256"):
+                raise ProtocolError("bad_model", "global model does not match the task's SHA-256")
+            spec = ModelSpec.from_dict(model.metadata["model"])
+        except _DeltaRefused as exc:
+            rebuilt, reason = True, str(exc)
+        except (mle.FormatError, mle.SignatureError) as exc:
+            reason = f"global model rejected: {exc}"
+        except ProtocolError as exc:
+            if exc.code != "bad_model":
+                raise
+            reason = exc.message
+        except (KeyError, ValueError) as exc:
+            reason = f"model spec: {exc}"
+        else:
+            reason = ""
+        if reason:
+            if not rebuilt:  # the full model itself is bad: refused locally, as always
+                raise ProtocolError("bad_model", reason)
+            # deltas that do not rebuild the signed model: never trained on; we drop our model (the next ready
+            # names none, so the next task brings the full model) and decline, so our group does not wait for us
+            self._hold(b"")
+            return self._decline(r, "bad_model", f"model deltas refused: {reason}")
+        self._hold(blob)  # verified: the base of the next delta download
+        self.delta_downlink = bool(config.get("downlink"))
         try:
             if config.get("attempt") != sel["attempt"]:
                 raise ProtocolError("bad_task", "task for another attempt than the selection")

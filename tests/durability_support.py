@@ -33,11 +33,11 @@ from flcore.wire import decode, tensor_bytes
 from privacy.secagg.messages import Message
 
 
-def config(rounds: int = 3, clients: int = 6, hidden: int = 16) -> FederationConfig:
+def config(rounds: int = 3, clients: int = 6, hidden: int = 16, downlink: str = "int8-delta") -> FederationConfig:
     return FederationConfig(model=mlp([64, hidden, 10]), rounds=rounds, clients_per_round=clients,
                             group_size=clients, aggregator="mean", byzantine=0, local_epochs=1, lr=0.1, l2_clip=1.0,
                             noise_multiplier=0.05, quantization_bits=16, modulus_bits=32, epsilon=1e9,
-                            phase_timeout=5.0, train_timeout=10.0)
+                            phase_timeout=5.0, train_timeout=10.0, downlink=downlink)
 
 
 @dataclass
@@ -141,7 +141,9 @@ def _disk_full(data_dir: str) -> int:
     import signal
 
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
-    fed = InProcessFederation(Path(data_dir), config(rounds=3, hidden=1024))
+    # downlink "full": the int8-delta residual (engine state, as large as the model) would make round 2's SQLite
+    # write, not its model file, the first to cross the limit
+    fed = InProcessFederation(Path(data_dir), config(rounds=3, hidden=1024, downlink="full"))
     wal = Path(data_dir) / (Store.DB_NAME + "-wal")
 
     def limit(metrics: dict[str, Any]) -> None:

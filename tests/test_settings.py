@@ -120,7 +120,7 @@ def test_every_federation_and_server_option_is_settable_from_toml_and_flags(tmp_
               "trust_floor": 0.1, "ban_threshold": 0.1, "trust_min_evidence": 3, "threshold_rule": "majority",
               "colluders": 0, "selection": "uniform", "adaptive_clip_quantile": 0.6, "adaptive_clip_lr": 0.3,
               "adaptive_clip_weight": 1.0, "trust_negative_weight": 1.5, "trust_deviation_decay": 0.95,
-              "trust_deviation_threshold": 3.0, "trust_alignment_threshold": 1.5}
+              "trust_deviation_threshold": 3.0, "trust_alignment_threshold": 1.5, "downlink": "full"}
     assert set(values) == set(FED_OPTIONS)  # a new option must be added here (and to the docs)
     toml = "[federation]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
     s = settings(tmp_path, toml, "--evaluation", "none")

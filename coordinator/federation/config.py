@@ -64,6 +64,10 @@ class FederationConfig:
     trust_deviation_threshold: float = 2.0  # co-deviation statistic from which evidence is negative; 0: off
     trust_alignment_threshold: float = 1.0  # opposition statistic from which evidence is negative; 0: off
     selection: str = "trust"  # "trust" (∝ max(trust, floor)) or "uniform" (the baseline trust is measured against)
+    # how the global model reaches the clients (docs/protocol.md "Compact downlink"): "int8-delta" – the model moves
+    # on the int8 grid of each round's step (server-side error feedback) and a client holding an earlier model gets
+    # the signed deltas from it; "full" – the whole signed model every time, the model exactly the optimizer's output
+    downlink: str = "int8-delta"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -134,6 +138,8 @@ class FederationConfig:
             raise ValueError("adaptive_clip_lr must be in (0, 10] and adaptive_clip_weight in (0, 2]")
         if self.train_timeout <= 0 or self.phase_timeout <= 0:
             raise ValueError("timeouts must be > 0")
+        if self.downlink not in ("int8-delta", "full"):
+            raise ValueError(f"downlink must be 'int8-delta' or 'full', got {self.downlink!r}")
         _ = DistributedDPConfig
 
     def largest_group(self) -> int:

@@ -39,6 +39,7 @@ import mle
 from aggregation import PipelineState, aggregate_groups, parse_pipeline
 from coordinator.federation.admission import AdmissionConfig, EnrolmentBucket, TokenError, check_token
 from coordinator.federation.config import FederationConfig
+from coordinator.federation.downlink import Downlink
 from coordinator.federation.events import (
     Action,
     ClientEnrolled,
@@ -99,6 +100,7 @@ class Connection:
     idle_since: float = 0.0  # when it last became "authenticated" (after its handshake or its last round)
     handshake_since: float = 0.0  # when its current handshake began: hello → auth must finish by hello_timeout
     refused: tuple[str, str] | None = None  # the enrolment policy's refusal of its hello's key, told at its auth
+    model_sha256: str = ""  # from the last ``ready``: the model the client holds (compact downlink), "" = none
 
 
 @dataclass
@@ -188,6 +190,8 @@ class Engine:
             init = self.spec.init_parameters(config.seed)
             params = np.concatenate([np.asarray(init[n], np.float32) for n, _ in self.spec.parameter_shapes()])
         self.params = params.astype(np.float32)
+        # the compact downlink: its error-feedback residual is engine state (coordinator/federation/downlink.py)
+        self.downlink = Downlink.from_state(config.downlink, self.spec, state.get("downlink"))
         self.model_bytes = self._model_file()
         self.round: RoundState | None = None
         self.round_declined: dict[str, int] = {}  # client → the last round number whose task it declined
@@ -220,7 +224,8 @@ class Engine:
         return {"round": self.round_number, "clip": self.clip, "trust": self.trust.to_dict(),
                 "accountant": self.amplified.to_dict(), "participation": self.participation.to_dict(),
                 "optimizer": self.opt_state.to_dict(),
-                "aggregation": self.agg_state.to_dict(), "history": self.history}
+                "aggregation": self.agg_state.to_dict(), "history": self.history,
+                **({"downlink": self.downlink.state()} if self.cfg.downlink != "full" else {})}
 
     def forget_identities(self, client_ids: list[str]) -> list[str]:
         """Forget identities that never took part (no trust observation, no participation) and are not connected –
@@ -324,8 +329,11 @@ class Engine:
                 commitment = b""
             if len(commitment) != 32:
                 raise ProtocolError("bad_message", "ready: the commitment must be 32 bytes of hex")
+            held = env.body.get("model_sha256", "")
+            if held and (len(held) != 64 or held.strip("0123456789abcdef")):
+                raise ProtocolError("bad_message", "ready: model_sha256 must be 64 lowercase hex digits")
             if conn.state == "authenticated":
-                conn.state, conn.commitment = "ready", commitment
+                conn.state, conn.commitment, conn.model_sha256 = "ready", commitment, held
                 self._said_ready[conn.conn] = None
             return self._maybe_start(now)
         if env.type == "reveal":
@@ -718,11 +726,15 @@ class Engine:
                       "dp": asdict(rs.dp[g]),
                       "train": {"epochs": self.cfg.local_epochs, "batch_size": self.cfg.batch_size,
                                 "lr": self.cfg.lr}}
+            if self.cfg.downlink != "full":  # clients that see it announce the model they hold in their ready
+                config["downlink"] = self.cfg.downlink
             for m in members:
                 conn_id = self.by_client.get(m)
                 if conn_id is not None:
-                    actions.append(self._send(self.conns[conn_id], "task", {"config": config}, r,
-                                              {"global_model": as_u8(self.model_bytes)}))
+                    conn = self.conns[conn_id]
+                    # the full signed model, or the deltas from the one the client holds (or none: it has it)
+                    model = self.downlink.payload(conn.model_sha256, self.model_bytes, model_sha)
+                    actions.append(self._send(conn, "task", {"config": config}, r, model))
                 else:
                     rs.departed.add(m)  # its connection is gone: it cannot take part
         rs.pending = set(rs.servers)
@@ -744,7 +756,12 @@ class Engine:
         the reveals the attempt is abandoned at once; during SecAgg+ its group sees a dropout."""
         rs, cid = self.round, conn.client_id or ""
         code, msg = str(env.body["code"])[:64], str(env.body["message"])[:300]
-        conn.declined = f"{code}: {msg}"
+        if code == "bad_model" and conn.model_sha256:
+            # the deltas from the model it announced did not rebuild the signed model on its side: it dropped that
+            # model and gets the full one next time (its next ready announces none); nothing against its policy
+            conn.model_sha256 = ""
+        else:
+            conn.declined = f"{code}: {msg}"
         self.round_declined[cid] = int(env.body["round"])
         out: list[Action] = [Log("warning", f"client {cid[:8]} declined round {env.body['round']}: {code}: {msg}")]
         if rs is None or env.body["round"] != rs.number or cid not in rs.commitments:
@@ -1012,6 +1029,9 @@ class Engine:
         unclipped = self._adapt_clip(indicator, dps, sizes, ~over, min(f_left, int((~over).sum())))
         self.params, self.opt_state = apply_update(self.optimizer, self.params, result.value.astype(np.float32),
                                                    self.opt_state)
+        # int8-delta downlink: the model moves on the int8 grid of this step (error feedback); evaluated, signed
+        # and sent as it is
+        self.params = self.downlink.snap(self.model_bytes, self.params)
         self.round_number = rs.number
         units = [list(res.survivors) for _, res in done]
         final = sums / sizes[:, None]
@@ -1042,6 +1062,7 @@ class Engine:
                             for k, v in self.evaluator(self.params_dict()).items()})
         self.history.append(metrics)
         self.model_bytes = self._model_file()
+        self.downlink.commit(self.model_bytes, self.seed)
         if self.round_number >= self.cfg.rounds:
             self.finished, self.stopped_reason = True, f"all {self.cfg.rounds} rounds done"
             self._last_participants = set(participants)

@@ -17,7 +17,7 @@ TOML layout (every key optional; see ``fl-coordinator serve --help`` and docs/pr
                   quantization_bits, modulus_bits, rotation, epsilon, delta, train_timeout, phase_timeout, seed,
                   trust_decay, trust_outlier_threshold, trust_floor, ban_threshold, trust_min_evidence,
                   trust_negative_weight, trust_deviation_decay, trust_deviation_threshold,
-                  trust_alignment_threshold
+                  trust_alignment_threshold, downlink
     [model]       spec = "mlp:64-32-10"  (or "cnn:digits", "cnn:digits:C1-C2", a JSON file path, or an inline table
                   {input_shape, layers, ...})
     [evaluation]  dataset = "digits" | "none" | "path/to/test.npz" (arrays x, y)
@@ -275,6 +275,9 @@ FEDERATION_HELP = {
     "trust_deviation_threshold": "co-deviation statistic from which a client gets negative evidence; 0 = off",
     "trust_alignment_threshold": "opposition statistic (updates against the aggregate, round after round) from which "
                                  "a client gets negative evidence; 0 = off",
+    "downlink": "how the global model reaches clients: int8-delta (the model moves on the int8 grid of each round's "
+                "step with server-side error feedback; a client holding an earlier model gets the signed deltas "
+                "from it) or full (the whole signed model every round)",
 }
 
 
