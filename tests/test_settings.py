@@ -565,3 +565,24 @@ def test_a_known_population_makes_the_grouping_risk_exact(tmp_path: Path) -> Non
     assert s.server.population == 15
     with pytest.raises(SettingsError, match="population must be >= 1"):
         settings(tmp_path, None, *flags, "--population", "0")
+
+
+def test_a_data_dir_from_before_the_compact_wire_options_resumes_under_their_legacy_values(tmp_path: Path) -> None:
+    """A stored federation without ``rotation``/``downlink`` (created before they existed) ran without rotation and
+    with the full-model downlink: it resumes with those settings and is refused – naming them and both values –
+    with the new defaults, instead of a bare mismatch."""
+    from coordinator.service.server import build_engine
+    from coordinator.service.settings import federation_to_dict
+    from coordinator.service.store import Store
+
+    s = settings(tmp_path, None, "--evaluation", "none", "--downlink", "full")
+    old = json.loads(json.dumps(federation_to_dict(s.federation)))
+    del old["rotation"], old["downlink"]
+    store = Store(tmp_path / "data")
+    try:
+        store.set_config("federation", old)
+        build_engine(s, store, bytes(32))  # resumes: the legacy values are these settings
+        with pytest.raises(SettingsError, match=r"downlink: 'full' there, 'int8-delta' now"):
+            build_engine(settings(tmp_path, None, "--evaluation", "none"), store, bytes(32))
+    finally:
+        store.close()

@@ -12,6 +12,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -59,6 +60,11 @@ def load_or_create_identity(data_dir: Path, store: Store | None = None) -> bytes
     return seed
 
 
+# What a federation stored before an option existed ran with: a data dir from an earlier version resumes under
+# these values (and is refused, naming them, if the settings now ask for something else).
+LEGACY_FEDERATION_DEFAULTS: dict[str, Any] = {"rotation": False, "downlink": "full"}
+
+
 def build_engine(settings: ServeSettings, store: Store, seed: bytes) -> Engine:
     """A fresh engine, or one resumed from the store's last completed round (model, round, trust, accountant,
     optimizer state); refuses to resume with a different federation configuration."""
@@ -67,10 +73,13 @@ def build_engine(settings: ServeSettings, store: Store, seed: bytes) -> Engine:
     stored = store.get_config("federation")
     if stored is None:
         store.set_config("federation", wanted)
-    elif stored != wanted:
-        diff = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
-        raise SettingsError(f"{store.dir} holds a federation with other settings ({', '.join(diff)}); "
-                            "use another --data-dir or the same settings")
+    else:
+        stored = {**LEGACY_FEDERATION_DEFAULTS, **stored}  # options a data dir from before they existed ran without
+        if stored != wanted:
+            diff = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+            raise SettingsError(f"{store.dir} holds a federation with other settings ("
+                                + ", ".join(f"{k}: {stored.get(k)!r} there, {wanted.get(k)!r} now" for k in diff)
+                                + "); use another --data-dir or the same settings")
     evaluator = None
     if settings.evaluation == "digits":
         from coordinator.federation.evaluation import evaluator as make_evaluator
