@@ -178,6 +178,33 @@ class DistributedDPConfig:
             raise ValueError(f"noise share σ_c={self.sigma_client():.2f} < 2 grid units: raise bits")
 
 
+MAX_NOISE_INFLATION = 1.02  # automatic bits with DP noise: rounding raises the sensitivity (so the noise) ≤ 2 %
+ROTATED_BITS_NO_NOISE = 8  # automatic bits without noise, rotated: a grid step of 3 % of a coordinate's rms
+
+
+def choose_quantization_bits(cfg: DistributedDPConfig) -> int:
+    """The quantization bits B a configuration needs (``cfg.bits`` is ignored): the fewest bits – and so the
+    smallest modulus – at which quantization costs nothing measurable.
+
+    With DP noise: the smallest B whose conditional-rounding sensitivity is within 2 % of the unrounded bound a
+    (the rounding then adds ≤ 2 % to the noise for the same ε, and its own error is far below the noise); rotated,
+    that is 5–7 bits whatever the model size. Without noise: rotated, 8 bits (the grid step is 4/127 of a rotated
+    coordinate's typical size, whatever d); unrotated, the same step relative to C/√L, which needs
+    log₂(127·√L/4) + 1 bits because one coordinate may carry the whole norm C."""
+    import dataclasses
+
+    if cfg.noise_multiplier > 0:
+        for b in range(2, 25):
+            c = dataclasses.replace(cfg, bits=b, modulus_bits=max(b, cfg.modulus_bits))
+            a = c.contribution_bound() * c.fixed_point().scale()
+            if c.sensitivity() <= MAX_NOISE_INFLATION * a:
+                return b
+        return 24
+    if cfg.rotation_seed:
+        return ROTATED_BITS_NO_NOISE
+    return min(24, math.ceil(math.log2(127 * math.sqrt(cfg.field_length) / 4 + 1)) + 1)
+
+
 def prepare_update(delta: Any, cfg: DistributedDPConfig, stream: RandomStream, backend: Any,
                    indicator_value: float | None = None, bound_rounding: bool | None = None) -> tuple[Any, float]:
     """Clip, quantize, add this client's noise share, reduce mod 2^m. Returns (field vector, original norm).

@@ -142,7 +142,8 @@ def test_the_clip_follows_the_target_quantile_of_honest_norms_through_the_engine
     drv = DirectDriver(cfg, 40, _updates_with_norms(0.5), seed=1)
     hist = drv.run()
     assert len(hist) == 60 and hist[0]["clip"] == 10.0
-    assert hist[0]["unclipped_fraction"] == pytest.approx(1.0, abs=1e-3)  # stochastic rounding of ±κ/2
+    # stochastic rounding of ±κ/2 (rotated: and of the coordinates sharing its Hadamard block, spread back on it)
+    assert hist[0]["unclipped_fraction"] == pytest.approx(1.0, abs=1e-2)
     last = [h["clip"] for h in hist[-20:]]
     assert 0.5 / 1.3 < float(np.median(last)) < 0.5 * 1.3, last
     assert 0.3 < float(np.mean([h["unclipped_fraction"] for h in hist[-20:]])) < 0.7
@@ -203,7 +204,7 @@ def test_direct_and_engine_modes_stay_bit_identical_with_adaptive_clipping_and_l
            "model": {"hidden": [16]},
            "federation": {"clients_per_round": 10, "group_size": 2, "byzantine": 1, "l2_clip": 5.0,
                           "aggregator": "median", "noise_multiplier": 0.5, "epsilon": 1e9,
-                          "adaptive_clip_quantile": 0.5,
+                          "adaptive_clip_quantile": 0.2,  # well below the honest fraction: C drops at once
                           # above the grouping planner's bound on purpose: this compares the two modes
                           "accept_grouping_risk": True},
            "attack": {"name": "sign_flip(scale=3)", "num_byzantine": 2, "respect_clip": True}}

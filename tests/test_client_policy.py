@@ -63,8 +63,8 @@ def test_route_1_threshold_one_with_coordinator_members_and_no_noise_is_refused(
     (lambda t: t["dp"].update(noise_multiplier=0.1), "policy_noise"),            # below the client's minimum
     (lambda t: t["dp"].update(min_contributors=2), "policy_calibration"),        # route 4: share too small for t
     (lambda t: t["dp"].update(dimension=7), "policy_dimension"),                 # not the model's dimension
-    (lambda t: t["dp"].update(modulus_bits=16), "policy_range"),                 # the group sum would wrap
-    (lambda t: t["dp"].update(modulus_bits=12), "policy_range"),                 # a packed field too narrow
+    (lambda t: t["dp"].update(modulus_bits=t["dp"]["bits"]), "policy_range"),    # the group sum would wrap
+    (lambda t: t["dp"].update(modulus_bits=t["dp"]["modulus_bits"] - 1), "policy_range"),  # one bit short
     (lambda t: t["dp"].update(rotation_seed="ab" * 32), "bad_task"),             # a rotation not from the seed
     (lambda t: t["dp"].update(l2_clip=-1.0), "policy_range"),
     (lambda t: t["dp"].update(bogus=1), "policy_range"),

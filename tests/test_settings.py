@@ -575,14 +575,14 @@ def test_a_data_dir_from_before_the_compact_wire_options_resumes_under_their_leg
     from coordinator.service.settings import federation_to_dict
     from coordinator.service.store import Store
 
-    s = settings(tmp_path, None, "--evaluation", "none", "--downlink", "full")
+    s = settings(tmp_path, None, "--evaluation", "none", "--downlink", "full", "--rotation", "false")
     old = json.loads(json.dumps(federation_to_dict(s.federation)))
     del old["rotation"], old["downlink"]
     store = Store(tmp_path / "data")
     try:
         store.set_config("federation", old)
         build_engine(s, store, bytes(32))  # resumes: the legacy values are these settings
-        with pytest.raises(SettingsError, match=r"downlink: 'full' there, 'int8-delta' now"):
+        with pytest.raises(SettingsError, match=r"downlink: 'full' there, 'int8-delta' now, rotation: False there"):
             build_engine(settings(tmp_path, None, "--evaluation", "none"), store, bytes(32))
     finally:
         store.close()

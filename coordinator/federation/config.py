@@ -46,9 +46,11 @@ class FederationConfig:
     adaptive_clip_weight: float = 0.5  # κ/C: weight of the indicator coordinate (the update's noise grows by
     # √(1 + (κ/C)²/4): ε is unchanged, the noise shares cover update and indicator)
     noise_multiplier: float = 0.0  # z of every released group sum (0: no DP noise)
-    quantization_bits: int = 16  # B: each coordinate's grid range ±(2^(B−1) − 1)
+    # B: each coordinate's grid range ±(2^(B−1) − 1) (0: the fewest bits at which quantization costs nothing
+    # measurable – privacy.client_pipeline.choose_quantization_bits)
+    quantization_bits: int = 0
     modulus_bits: int = 0  # m of the field (0: per group, the fewest bits its sum needs – required_modulus_bits)
-    rotation: bool = False  # a public-seed randomized Hadamard rotation before quantization (privacy.rotation)
+    rotation: bool = True  # a public-seed randomized Hadamard rotation before quantization (privacy.rotation)
     epsilon: float = math.inf
     delta: float = 1e-5
     train_timeout: float = 60.0
@@ -114,11 +116,13 @@ class FederationConfig:
         if self.server_lr < 0:
             raise ValueError(f"server_lr must be >= 0 (0: the optimizer's default), got {self.server_lr}")
         ServerOptimizer(self.server_optimizer, lr=self.server_step())
-        if self.modulus_bits != 0 and not self.quantization_bits <= self.modulus_bits <= 32:
-            raise ValueError(f"modulus_bits must be 0 (chosen per group) or in quantization_bits..32 = "
-                             f"{self.quantization_bits}..32, got {self.modulus_bits}")
+        if self.quantization_bits != 0 and not 2 <= self.quantization_bits <= 31:
+            raise ValueError(f"quantization_bits must be 0 (chosen) or in 2..31, got {self.quantization_bits}")
         largest = self.largest_group()
         dp = self.dp_config(members=largest)
+        if self.modulus_bits != 0 and not dp.bits <= self.modulus_bits <= 32:
+            raise ValueError(f"modulus_bits must be 0 (chosen per group) or in quantization_bits..32 = "
+                             f"{dp.bits}..32, got {self.modulus_bits}")
         dp.validate(largest)
         if self.noise_multiplier > 0 and not self.epsilon < math.inf:
             raise ValueError("DP noise is on but no ε budget is set")
@@ -178,12 +182,16 @@ class FederationConfig:
         t = self.threshold(n) if threshold is None else threshold
         c = self.l2_clip if clip is None else clip
         kappa = self.adaptive_clip_weight * c if self.adaptive_clip else 0.0
+        from dataclasses import replace
+
+        from privacy.client_pipeline import choose_quantization_bits
+
         rot = "" if not self.rotation else (rotation_seed or bytes(32)).hex()
         m = self.modulus_bits or 32
-        dp = DistributedDPConfig(c, self.noise_multiplier, self.quantization_bits, m, t, self.model.num_parameters(),
-                                 kappa, rot)
+        dp = DistributedDPConfig(c, self.noise_multiplier, self.quantization_bits or min(m, 24), m, t,
+                                 self.model.num_parameters(), kappa, rot)
+        if self.quantization_bits == 0:
+            dp = replace(dp, bits=min(choose_quantization_bits(dp), m))
         if self.modulus_bits == 0:
-            from dataclasses import replace
-
             dp = replace(dp, modulus_bits=dp.required_modulus_bits(n))
         return dp

@@ -252,7 +252,8 @@ FEDERATION_HELP = {
     "adaptive_clip_weight": "κ/C: weight of the indicator coordinate; ε is unchanged (the noise covers it), the "
                             "update's noise grows by √(1 + (κ/C)²/4) and a group count's noise is z·√(C²/κ² + ¼)",
     "noise_multiplier": "z: distributed DP noise per released group sum (0 = off)",
-    "quantization_bits": "B: bits per quantized coordinate",
+    "quantization_bits": "B: bits per quantized coordinate (0 = the fewest at which quantization costs nothing "
+                         "measurable: 5-8 with the rotation)",
     "modulus_bits": "m: secure-aggregation field is Z_{2^m}; 0 = per group, the fewest bits its sum needs "
                     "(quantization bits, group size, noise headroom), sent bit-packed",
     "rotation": "rotate each update by a public-seed randomized Hadamard transform before quantization "
