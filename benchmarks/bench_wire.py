@@ -135,6 +135,7 @@ def configs(z: float) -> list[tuple[str, dict[str, Any]]]:
     dp: dict[str, Any] = {"noise_multiplier": z, "epsilon": 1e9, "delta": 1e-5} if z else {}
     rows: list[tuple[str, dict[str, Any]]] = [("B=16 in u32 (first version)",
                                                {"quantization_bits": 16, "modulus_bits": 32, **dp})]
+    rows.append(("defaults (B, m chosen)", {"quantization_bits": 0, "modulus_bits": 0, "rotation": True, **dp}))
     for m in (10, 12, 16, 20, 32):
         for rot in (False, True):
             b = bits_for_modulus(m, z=z, rotation=rot)
