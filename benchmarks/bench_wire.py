@@ -14,7 +14,7 @@ Accuracy: the digits MLP 64-32-10 (d = 2,410), 60 clients (Dirichlet α = 1), 20
 default defence, through the direct mode (bit-identical to the engine mode) for the same rounds and seeds, with
 and without distributed DP noise. For each m the quantization bits B are the largest whose group sum fits m
 (``DistributedDPConfig.required_modulus_bits``), so each row is what the coordinator would choose for that width.
-The reference row is the float32-equivalent grid of the first version (B = 16 in a 32-bit field).
+The reference row is the first version's wire: B = 16 in a 32-bit field, no rotation, the full model down.
 
 Run: `.venv/bin/python benchmarks/bench_wire.py [--quick] [--write]` (--write: docs/results/bench_wire.txt).
 """
@@ -133,8 +133,8 @@ def accuracy(fed: dict[str, Any], rounds: int, seeds: list[int]) -> tuple[float,
 
 def configs(z: float) -> list[tuple[str, dict[str, Any]]]:
     dp: dict[str, Any] = {"noise_multiplier": z, "epsilon": 1e9, "delta": 1e-5} if z else {}
-    rows: list[tuple[str, dict[str, Any]]] = [("B=16 in u32 (first version)",
-                                               {"quantization_bits": 16, "modulus_bits": 32, **dp})]
+    rows: list[tuple[str, dict[str, Any]]] = [("first version: B=16, u32", {
+        "quantization_bits": 16, "modulus_bits": 32, "rotation": False, "downlink": "full", **dp})]
     rows.append(("defaults (B, m chosen)", {"quantization_bits": 0, "modulus_bits": 0, "rotation": True, **dp}))
     for m in (10, 12, 16, 20, 32):
         for rot in (False, True):
