@@ -40,13 +40,15 @@ from coordinator.federation.config import FederationConfig  # noqa: E402
 from flcore.modelspec import mlp  # noqa: E402
 
 D_SPEC = mlp([64, 32, 10])
+HIDDEN = (32, 256)  # bytes for both models; accuracy for the first
 GROUP, PER_ROUND = 5, 20
 
 
-def bits_for_modulus(m: int, *, z: float, rotation: bool, group: int = GROUP, per_round: int = PER_ROUND) -> int:
+def bits_for_modulus(m: int, *, z: float, rotation: bool, spec: Any = D_SPEC, group: int = GROUP,
+                     per_round: int = PER_ROUND) -> int:
     """The largest quantization bits B whose largest group's sum (noise included) fits an m-bit field."""
     for b in range(min(m, 31), 1, -1):
-        cfg = FederationConfig(D_SPEC, clients_per_round=per_round, group_size=group, noise_multiplier=z,
+        cfg = FederationConfig(spec, clients_per_round=per_round, group_size=group, noise_multiplier=z,
                                epsilon=1e9 if z else float("inf"), quantization_bits=b, modulus_bits=0,
                                rotation=rotation, delta=1e-5)
         n = cfg.largest_group()
@@ -131,16 +133,19 @@ def accuracy(fed: dict[str, Any], rounds: int, seeds: list[int]) -> tuple[float,
     return statistics.mean(accs), (statistics.stdev(accs) if len(accs) > 1 else 0.0)
 
 
-def configs(z: float) -> list[tuple[str, dict[str, Any]]]:
+def configs(z: float) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Rows: a name and the [federation] keys for each model of HIDDEN (B depends on d when m is fixed)."""
     dp: dict[str, Any] = {"noise_multiplier": z, "epsilon": 1e9, "delta": 1e-5} if z else {}
-    rows: list[tuple[str, dict[str, Any]]] = [("first version: B=16, u32", {
-        "quantization_bits": 16, "modulus_bits": 32, "rotation": False, "downlink": "full", **dp})]
-    rows.append(("defaults (B, m chosen)", {"quantization_bits": 0, "modulus_bits": 0, "rotation": True, **dp}))
+    first = {"quantization_bits": 16, "modulus_bits": 32, "rotation": False, "downlink": "full", **dp}
+    auto = {"quantization_bits": 0, "modulus_bits": 0, "rotation": True, **dp}
+    rows: list[tuple[str, list[dict[str, Any]]]] = [("first version: B=16, u32", [first] * len(HIDDEN)),
+                                                     ("defaults (B, m chosen)", [auto] * len(HIDDEN))]
     for m in (10, 12, 16, 20, 32):
         for rot in (False, True):
-            b = bits_for_modulus(m, z=z, rotation=rot)
-            rows.append((f"m={m:2d} {'rot' if rot else '   '} (B={b})",
-                         {"quantization_bits": b, "modulus_bits": m, "rotation": rot, **dp}))
+            feds = [{"quantization_bits": bits_for_modulus(m, z=z, rotation=rot, spec=mlp([64, h, 10])),
+                     "modulus_bits": m, "rotation": rot, **dp} for h in HIDDEN]
+            bits = "/".join(str(f["quantization_bits"]) for f in feds)
+            rows.append((f"m={m:2d} {'rot' if rot else '   '} (B={bits})", feds))
     return rows
 
 
@@ -159,7 +164,7 @@ def main() -> None:
              "  round (ready, reveal, SecAgg+ keys, shares, masked input, consistency, unmask); down = every frame",
              "  it receives (selection, task with the model delta, SecAgg+ relays, round end); ÷f32 = ÷ the float32",
              "  update as a raw .mle tensor"]
-    for hidden in (32, 256):
+    for hidden in HIDDEN:
         d = mlp([64, hidden, 10]).num_parameters()
         peers = peer_bytes(d)
         lines.append(f"MLP 64-{hidden}-10, d = {d:,}; peers, one update: "
@@ -169,20 +174,20 @@ def main() -> None:
         lines.append("")
         lines.append(f"noise z = {z:g} ({'distributed DP' if z else 'no DP noise'}); accuracy (MLP 64-32-10): mean ± sd "
                      f"over {len(seeds)} seed(s), {rounds} rounds, 60 clients, {PER_ROUND} per round")
-        lines.append(f"{'configuration':24s} | {'d = 2,410: masked':>17s} {'÷f32':>5s} {'up':>7s} {'÷f32':>5s} "
+        lines.append(f"{'configuration':26s} | {'d = 2,410: masked':>17s} {'÷f32':>5s} {'up':>7s} {'÷f32':>5s} "
                      f"{'down':>6s} | {'d = 19,210: masked':>18s} {'÷f32':>5s} {'up':>7s} {'÷f32':>5s} {'down':>6s}"
                      f" | {'accuracy':>15s}")
         print("\n".join(lines[-3:]), flush=True)
-        for name, fed in configs(z):
+        for name, feds in configs(z):
             t0 = time.perf_counter()
             cells = []
-            for hidden in (32, 256):
+            for hidden, fed in zip(HIDDEN, feds, strict=True):
                 f32 = peer_bytes(mlp([64, hidden, 10]).num_parameters())["float32 .mle"]
                 b = measure_bytes(fed, hidden=hidden)
                 cells.append(f"{b['masked']:17,.0f} {b['masked'] / f32:5.3f} {b['up']:7,.0f} {b['up'] / f32:5.3f} "
                              f"{b['down']:6,.0f}")
-            acc, sd = accuracy(fed, rounds, seeds)
-            lines.append(f"{name:24s} | {cells[0]} | {' ' + cells[1]} | {acc:9.4f} ± {sd:.3f}"
+            acc, sd = accuracy(feds[0], rounds, seeds)
+            lines.append(f"{name:26s} | {cells[0]} | {' ' + cells[1]} | {acc:9.4f} ± {sd:.3f}"
                          f"   ({time.perf_counter() - t0:.0f} s)")
             print(lines[-1], flush=True)
     text = "\n".join(lines)
