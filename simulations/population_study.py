@@ -352,7 +352,7 @@ def table(result: dict[str, Any]) -> str:
     checks = result.get("engine_check", [])
     if checks:
         c = checks[0]
-        lines += [f"## Engine mode: {c['task']}, s = {c['group_size']}, z = {c['noise']:g}, {c['rounds']} round(s)", "",
+        lines += [f"## Engine mode: {c['task']}, s = {c['group_size']}, z = {c['noise']:g}", "",
                   "The real engine (`mode = \"engine\"`: a ClientSession per client, Ed25519-signed messages, SecAgg+ "
                   "in groups of s with X25519 agreements, Shamir shares and masks) against the direct mode.", "",
                   "| population | mode | accuracy per round % | loss per round | ε max per round | updates/s | run s | "
@@ -362,7 +362,8 @@ def table(result: dict[str, Any]) -> str:
             for mode in ("engine", "direct"):
                 r = e[mode]
                 eps = ", ".join("–" if v is None else f"{v:.3f}" for v in r["epsilon_curve"])
-                same = ("**yes**" if e["identical"] else "no") if mode == "engine" else ""
+                same = "" if mode != "engine" else (("**yes**" if e["identical"] else "**NO**") if e["full_participation"]
+                                                    else "– (other clients selected)")
                 loss = ", ".join(f"{h['loss']:.6f}" for h in r["history"])
                 lines.append(f"| N = {e['num_clients']:,}, m = {e['clients_per_round']:,} | {mode} | "
                              f"{', '.join(f'{100 * a:.2f}' for a in r['curve'])} | {loss} | {eps} | "
