@@ -1,6 +1,6 @@
 """Partitions of a labelled dataset among clients. Each returns one index array per client; together they
-cover every index exactly once. Randomness comes from an explicit ``numpy.random.Generator`` (partitioning
-data is not a secret)."""
+cover every index exactly once – except :func:`resample`, which draws with replacement (more clients than
+examples). Randomness comes from an explicit ``numpy.random.Generator`` (partitioning data is not a secret)."""
 
 from __future__ import annotations
 
@@ -58,3 +58,29 @@ def shards(labels: np.ndarray, n_clients: int, shards_per_client: int, rng: np.r
     pieces = np.array_split(order, n_shards)
     assignment = rng.permutation(n_shards).reshape(n_clients, shards_per_client)
     return [np.sort(np.concatenate([pieces[s] for s in row])) for row in assignment]
+
+
+def resample(labels: np.ndarray, n_clients: int, size: int, alpha: float | None, rng: np.random.Generator
+             ) -> list[np.ndarray]:
+    """``size`` examples per client drawn *with replacement* from the whole set – for populations larger than the
+    data (10,000 clients from 1,347 digits): not a partition, so the same example is in many clients' data
+    (on average n_clients·size/len(labels) of them). With ``alpha`` each client first draws class proportions
+    p_k ~ Dirichlet(α·1) (label skew as in :func:`dirichlet`), then each of its examples a class from p_k and an
+    example of that class uniformly; ``alpha=None`` draws uniformly from all examples (IID)."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not len(labels):
+        raise ValueError("labels must be a non-empty 1-D array")
+    if n_clients < 1 or size < 1:
+        raise ValueError(f"n_clients and size must be >= 1, got {n_clients}, {size}")
+    if alpha is None:
+        return [np.sort(rng.integers(0, len(labels), size)) for _ in range(n_clients)]
+    if not alpha > 0:
+        raise ValueError(f"alpha must be > 0, got {alpha}")
+    classes = np.unique(labels)
+    members = [np.flatnonzero(labels == c) for c in classes]
+    props = rng.dirichlet(np.full(len(classes), alpha), n_clients)
+    out = []
+    for k in range(n_clients):
+        per_class = rng.multinomial(size, props[k])
+        out.append(np.sort(np.concatenate([rng.choice(members[c], n) for c, n in enumerate(per_class) if n])))
+    return out

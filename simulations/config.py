@@ -10,7 +10,8 @@ mode = "engine"              # "engine": the real coordinator engine + client se
                              #           aggregation, optimizer, trust) without messages or crypto
 [data]
 dataset = "digits"           # "digits" | "synthetic"
-partition = "dirichlet"      # "iid" | "dirichlet" | "shards" (digits; synthetic is non-IID by construction)
+partition = "dirichlet"      # "iid" | "dirichlet" | "shards" | "resample" (digits; synthetic is non-IID by
+                             # construction unless synthetic_iid = true)
                              # or a Flower Datasets partitioner (docs/simulation.md):
                              # partition = {flwr = "DirichletPartitioner", args = {alpha = 0.5}}
 alpha = 0.5                  # Dirichlet α
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     from federated_data.flower_partitions import FlowerPartition
 
 DATASETS = ("digits", "synthetic")
-PARTITIONS = ("iid", "dirichlet", "shards")
+PARTITIONS = ("iid", "dirichlet", "shards", "resample")
 BACKENDS = ("local", "ray")
 log = logging.getLogger("simulations")
 MODES = ("engine", "direct")
@@ -111,6 +112,12 @@ class DataConfig:
     synthetic_beta: float = 1.0
     synthetic_dim: int = 60
     synthetic_samples: tuple[int, int] = (50, 200)
+    # FedProx's Synthetic-IID variant: one labelling function for every client, feature shift B_k ~ N(0, β) only
+    # (federated_data.synthetic(iid=True); the non-IID Synthetic gives every client its own labelling function)
+    synthetic_iid: bool = False
+    # partition = "resample" (digits): each client draws this many training examples with replacement, class
+    # proportions ~ Dirichlet(alpha) – populations larger than the data set (federated_data.resample)
+    resample_size: int = 20
 
     def __post_init__(self) -> None:  # a table given in code (DataConfig(partition={"flwr": …})) is parsed too
         object.__setattr__(self, "partition", parse_partition(self.partition))
@@ -129,6 +136,8 @@ class DataConfig:
             raise ConfigError(f"[data] alpha must be > 0, got {self.alpha}")
         if self.shards_per_client < 1 or self.min_size < 1:
             raise ConfigError("[data] shards_per_client and min_size must be >= 1")
+        if self.resample_size < 1:
+            raise ConfigError(f"[data] resample_size must be >= 1, got {self.resample_size}")
         if not 0 < self.test_fraction < 1:
             raise ConfigError(f"[data] test_fraction must be in (0, 1), got {self.test_fraction}")
         if self.synthetic_alpha < 0 or self.synthetic_beta < 0 or self.synthetic_dim < 1:

@@ -1,6 +1,7 @@
 """Client datasets for a simulation: scikit-learn digits split by IID / Dirichlet(α) / shards or a Flower Datasets
-partitioner (:mod:`federated_data.flower_partitions`), or FedProx's Synthetic(α, β) (one generated client per
-simulated client, with a pooled held-out test set)."""
+partitioner (:mod:`federated_data.flower_partitions`), or resampled with replacement for more clients than examples
+(``partition = "resample"``), or FedProx's Synthetic(α, β) (one generated client per simulated client, with a
+pooled held-out test set; ``synthetic_iid``: the shared-model variant)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from federated_data import dirichlet, iid, load_digits, shards, synthetic
+from federated_data import dirichlet, iid, load_digits, resample, shards, synthetic
 from simulations.config import ConfigError, DataConfig
 
 
@@ -52,6 +53,8 @@ def build_data(cfg: DataConfig, seed: int) -> FederatedData:
                     f"{len(ds.y_train)} training examples over num_clients = {n} failed ({exc}); lower "
                     f"[data] min_size (now {min_size} examples per client), raise [data] alpha or use fewer "
                     f"clients") from None
+        elif cfg.partition == "resample":  # more clients than examples: drawn with replacement
+            parts = resample(ds.y_train, n, cfg.resample_size, cfg.alpha, rng)
         else:
             parts = shards(ds.y_train, n, cfg.shards_per_client, rng)
         return FederatedData([ds.x_train[p] for p in parts], [ds.y_train[p] for p in parts], ds.x_test, ds.y_test,
@@ -60,7 +63,7 @@ def build_data(cfg: DataConfig, seed: int) -> FederatedData:
         raise ConfigError(f"[data] partition = {cfg.partition}: dataset 'synthetic' takes no partition (non-IID by "
                           f"construction)")
     xs, ys = synthetic(cfg.synthetic_alpha, cfg.synthetic_beta, cfg.num_clients, dim=cfg.synthetic_dim,
-                       samples_per_client=cfg.synthetic_samples, seed=seed)
+                       samples_per_client=cfg.synthetic_samples, seed=seed, iid=cfg.synthetic_iid)
     # hold out test_fraction of every client's examples; the pooled held-out set is the test set
     tr_x, tr_y, te_x, te_y, owner = [], [], [], [], []
     for i, (x, y) in enumerate(zip(xs, ys, strict=True)):

@@ -2,7 +2,8 @@
 
 A round here: trust-weighted selection and the public partition into groups (as ``Engine._maybe_start``
 does) → every client's ``privacy.client_pipeline.prepare_update`` (clip, stochastic rounding, distributed DP
-noise, field elements) with the same per-client ``RandomStream`` the engine mode's sessions use → per-group
+noise, field elements) with the same per-client ``RandomStream`` the engine mode's sessions use – computed for
+all the round's clients at once by :mod:`simulations.batch_pipeline`, the same integers – → per-group
 sums mod 2^m → the engine's *own* round completion, ``Engine.complete_round``, fed those sums as the groups'
 SecAgg+ results (decoding, the honest-norm bound, robust aggregation, DP accounting, optimizer, trust
 evidence, evaluation, the next model file). So everything after the group sums is the engine's code, not a
@@ -35,9 +36,10 @@ import numpy as np
 
 from coordinator.federation.engine import Engine
 from flcore import assignment
-from privacy.client_pipeline import DistributedDPConfig, prepare_update
+from privacy.client_pipeline import DistributedDPConfig
 from privacy.randomness import RandomStream
 from privacy.secagg import GroupResult
+from simulations.batch_pipeline import SimulationCrypto, group_sum, prepare_updates
 from simulations.engine_driver import UpdateFn, derive_seed, lying_indicator, reveal_secret, unclipped_dp
 
 
@@ -63,7 +65,9 @@ class DirectDriver:
             self.engine.registry[cid] = pk
         self.seed = seed
         self.commits_made = [0] * num_clients  # how many `ready` commitments each simulated client has made
-        self.streams = [RandomStream(derive_seed(seed, "stream", i)) for i in range(num_clients)]
+        # the clients' streams (the engine mode's sessions draw the same bytes: same seeds, same requests)
+        crypto_streams = SimulationCrypto()
+        self.streams = [RandomStream(derive_seed(seed, "stream", i), crypto_streams) for i in range(num_clients)]
         self.byzantine = set(byzantine)
         self.attackers_clip = attackers_clip
         self.stopped_reason = ""
@@ -128,18 +132,31 @@ class DirectDriver:
         row = {i: k for k, i in enumerate(order)}
         results: dict[int, GroupResult | None] = {}
         bad_groups = 0
+        # every survivor's prepare_update (clip, rounding, noise share from its own stream), computed for the whole
+        # round at once by simulations.batch_pipeline – the same integers, client by client
+        members: list[int] = []
+        dps: list[DistributedDPConfig] = []
+        lies: list[float | None] = []
+        spans: list[tuple[int, int]] = []
+        survivors_of: list[list[str]] = []
         for gi, g in enumerate(groups):
             gdp = rs.dp[gi]
-            mod = gdp.modulus_bits
             attacker_dp = gdp if self.attackers_clip else DistributedDPConfig(**unclipped_dp(asdict(gdp)))
-            acc = backend.zeros_field(gdp.field_length, mod)
             survivors = [c for c in g if self.index[c] not in self.absent]
+            survivors_of.append(survivors)
+            spans.append((len(members), len(members) + len(survivors)))
             for c in survivors:
                 i = self.index[c]
                 dp = attacker_dp if i in self.byzantine else gdp
-                lie = lying_indicator(dp) if i in self.byzantine else None
-                vec, _ = prepare_update(deltas[row[i]], dp, self.streams[i], backend, indicator_value=lie)
-                acc = backend.iadd_mod(acc, vec, mod)
+                members.append(i)
+                dps.append(dp)
+                lies.append(lying_indicator(dp) if i in self.byzantine else None)
+        q = prepare_updates(deltas[[row[i] for i in members]], dps, [self.streams[i] for i in members], lies)
+        for gi, g in enumerate(groups):
+            survivors = survivors_of[gi]
+            a, b = spans[gi]
+            acc = group_sum(q[a:b], rs.dp[gi].modulus_bits) if b > a else backend.zeros_field(
+                rs.dp[gi].field_length, rs.dp[gi].modulus_bits)
             # SecAgg+ releases a group's sum only if at least its threshold of members took part
             ok = len(survivors) >= max(1, rs.servers[gi].cfg.t)
             results[gi] = GroupResult(acc, tuple(survivors), tuple(c for c in g if c not in survivors)) if ok else None

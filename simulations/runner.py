@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,22 @@ class SimulationResult:
                 "seconds": self.seconds, "client_updates": self.client_updates, "rounds": self.history,
                 "selection": self.selection, "client_ids": self.client_ids, "threads": self.threads,
                 "grouping_risk": self.grouping_risk, **self.extra}
+
+
+def client_privacy(participation: Any, client_ids: list[str], delta: float) -> dict[str, Any]:
+    """Every client's ε against the coordinator at ``delta`` from the engine's per-participation accountant
+    (``coordinator``'s ``ParticipationAccountant``: q = 1, each released group sum one Gaussian with the group's
+    effective z; docs/privacy.md), summarised: the largest (what ``/status`` reports and the budget bounds), the
+    median and mean over the whole population (clients never selected: 0), and the participations."""
+    eps = np.array([participation.epsilon_of(c, delta) for c in client_ids])
+    counts = np.array([participation.count(c) for c in client_ids])
+    taken = eps[counts > 0]
+    return {"delta": delta, "epsilon_max": float(eps.max(initial=0.0)), "epsilon_median": float(np.median(eps)),
+            "epsilon_mean": float(eps.mean()) if len(eps) else 0.0,
+            "epsilon_median_participants": float(np.median(taken)) if len(taken) else 0.0,
+            "participations_max": int(counts.max(initial=0)), "participations_median": float(np.median(counts)),
+            "participations_histogram": np.bincount(counts).tolist() if len(counts) else [],
+            "clients_participated": int((counts > 0).sum())}
 
 
 def thread_counts() -> dict[str, Any]:
@@ -227,11 +244,12 @@ class Simulation:
         return out
 
     # ── run ─────────────────────────────────────────────────────────────────────────────────────────
-    def run(self, out_dir: str | Path | None = None, verbose: bool = False, on_error: str = "raise"
-            ) -> SimulationResult:
+    def run(self, out_dir: str | Path | None = None, verbose: bool = False, on_error: str = "raise",
+            on_round: Callable[[dict[str, Any]], None] | None = None) -> SimulationResult:
         """Run the federation. ``on_error="record"``: an exception in a round ends the run with
         ``result.error`` set (type, message, traceback), the rounds completed so far kept and the outputs
-        written – how a grid records a failed run instead of aborting; ``"raise"`` (default) re-raises it."""
+        written – how a grid records a failed run instead of aborting; ``"raise"`` (default) re-raises it.
+        ``on_round`` is called with each completed round's metrics (progress reports of long runs)."""
         if on_error not in ("raise", "record"):
             raise ValueError(f"on_error must be 'raise' or 'record', got {on_error!r}")
         t0 = time.perf_counter()
@@ -240,6 +258,8 @@ class Simulation:
         state = None  # bans = false is ban_threshold = 0 in the FederationConfig (SimulationConfig.federation_config)
 
         def log(m: dict[str, Any]) -> None:
+            if on_round is not None:
+                on_round(m)
             if verbose:
                 extra = f" asr={m['attack_success_rate']:.3f}" if "attack_success_rate" in m else ""
                 print(f"[{cfg.name}] round {m['round']:>3}: accuracy={m['accuracy']:.4f} "
@@ -277,6 +297,8 @@ class Simulation:
         selection = [{"round": r, "clients": ids, "trust": [float(t) for t in trust]}
                      for r, (ids, trust) in sorted(driver.selection.items()) if r in done]
         client_ids = list(driver.ids) if cfg.mode == "direct" else [s.client_id for s in driver.sessions.values()]
+        if self.fed.noise_multiplier > 0:  # every client's own ε against the coordinator (its participations)
+            extra["privacy"] = client_privacy(driver.engine.participation, client_ids, self.fed.delta)
         # per population index the trust system's final view: trust, ban, observations, co-deviation statistic
         ts = driver.engine.trust
         codev = ts.codeviation()

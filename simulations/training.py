@@ -33,7 +33,7 @@ def _unflatten_batch(params: np.ndarray, spec: ModelSpec, c: int) -> list[torch.
     for _, shape in spec.parameter_shapes():
         n = math.prod(shape)
         t = torch.from_numpy(np.ascontiguousarray(params[pos: pos + n], dtype=np.float32)).reshape(shape)
-        out.append(t.unsqueeze(0).repeat(c, *([1] * len(shape))).requires_grad_(True))
+        out.append(t.unsqueeze(0).expand(c, *shape).contiguous().requires_grad_(True))  # C copies (faster than repeat)
         pos += n
     return out
 
