@@ -78,8 +78,12 @@ def test_the_budget_holds_for_every_client_when_it_binds() -> None:
     assert s["participations_histogram"] == [1, 1, 1] and s["clients_participated"] == 2
 
 
-def test_batched_pipeline_equals_prepare_update_client_by_client() -> None:
-    from dataclasses import asdict
+@pytest.mark.parametrize("rotated, tight", [(False, False), (True, True), (True, False), (False, True)])
+def test_batched_pipeline_equals_prepare_update_client_by_client(rotated: bool, tight: bool) -> None:
+    """Also with the random rotation, and with a rounding bound so tight that about half the honest vectors are
+    rounded again (conditional rounding's retries draw the same stream requests in the same order)."""
+    import math
+    from dataclasses import asdict, replace
 
     from flcrypto import default_crypto
     from privacy.backends import numpy_backend
@@ -97,15 +101,22 @@ def test_batched_pipeline_equals_prepare_update_client_by_client() -> None:
     attacker = DistributedDPConfig(**unclipped_dp(asdict(honest)))  # a clip-ignoring Byzantine client's encoding
     dps = [attacker if i % 9 == 0 else DistributedDPConfig(0.6, 2.5 if i % 5 else 0.0, 16, 32, 1 + i % 6, d, 0.3)
            for i in range(k)]
+    if rotated:
+        dps = [replace(dp, rotation_seed="5a" * 32) for dp in dps]
+    n = dps[0].field_length
     lies = [lying_indicator(dp) if i % 9 == 0 else None for i, dp in enumerate(dps)]
     seeds = [bytes(rng.integers(0, 256, 32, dtype=np.uint8)) for _ in range(k)]
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(batch_pipeline, "CHUNK_ENTRIES", 500)  # several chunks of rows
+        if tight:  # √(a² + L/4): the mean squared norm of a rounded vector, so ~half are rounded again
+            mp.setattr(DistributedDPConfig, "rounding_bound", lambda self: math.sqrt(
+                (self.contribution_bound() * self.fixed_point().scale()) ** 2 + self.field_length / 4))
         q = prepare_updates(deltas, dps, [RandomStream(s, SimulationCrypto()) for s in seeds], lies)
-    ref = [prepare_update(deltas[i], dps[i], RandomStream(s), be, indicator_value=lies[i])[0]
-           for i, s in enumerate(seeds)]
+        ref = [prepare_update(deltas[i], dps[i], RandomStream(s), be, indicator_value=lies[i])[0]
+               for i, s in enumerate(seeds)]
+    assert q.shape == (k, n)
     assert np.array_equal((q & 0xFFFFFFFF).astype(np.uint32), np.stack(ref))
-    acc = be.zeros_field(d + 1, 32)
+    acc = be.zeros_field(n, 32)
     for v in ref:
         acc = be.iadd_mod(acc, v, 32)
     assert np.array_equal(group_sum(q, 32), acc) and group_sum(q, 32).dtype == acc.dtype
