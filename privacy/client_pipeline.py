@@ -217,6 +217,8 @@ def prepare_update(delta: Any, cfg: DistributedDPConfig, stream: RandomStream, b
     care to be."""
     if len(delta) != cfg.dimension:
         raise ValueError(f"update has {len(delta)} coordinates, the task expects {cfg.dimension}")
+    if bound_rounding is None:  # decided before the honest indicator value is filled in below
+        bound_rounding = indicator_value is None
     clipped, norm = l2_clip(delta, cfg.l2_clip, backend)
     if cfg.clip_indicator > 0:
         if indicator_value is None:
@@ -225,8 +227,6 @@ def prepare_update(delta: Any, cfg: DistributedDPConfig, stream: RandomStream, b
     rotation = cfg.rotation()
     if rotation is not None:
         clipped = rotation.forward(_as_rotation_input(clipped, backend))
-    if bound_rounding is None:
-        bound_rounding = indicator_value is None
     q = round_within(clipped, cfg, stream, backend) if bound_rounding else quantize(clipped, cfg.fixed_point(),
                                                                                       stream, backend)
     if cfg.noise_multiplier > 0:
