@@ -150,3 +150,21 @@ def test_a_byzantine_encoding_is_not_held_to_the_honest_bound() -> None:
     x = np.zeros(300)
     vec, _ = prepare_update(x, cfg, RandomStream(SEED), numpy_backend(), indicator_value=-100.0)
     assert len(vec) == cfg.field_length
+
+
+@pytest.mark.parametrize("kappa", [0.0, 1.0])
+def test_honest_clients_are_held_to_the_bound_with_and_without_adaptive_clipping(kappa: float,
+                                                                                 monkeypatch: pytest.MonkeyPatch
+                                                                                 ) -> None:
+    """prepare_update enforces the bound for every honest contribution – also with the clipped indicator, whose
+    honest value the function fills in itself (it once took that for a lying value and skipped the bound). With the
+    bound at the mean rounded norm, about half the vectors need a second rounding."""
+    monkeypatch.setattr(DistributedDPConfig, "rounding_bound", lambda self: math.sqrt(
+        (self.contribution_bound() * self.fixed_point().scale()) ** 2 + self.field_length / 4))
+    cfg = _cfg(noise_multiplier=0.0, bits=16, clip_indicator=kappa, rotation_seed="")
+    be = numpy_backend()
+    for k in range(20):
+        x = np.random.default_rng(k).normal(size=300)
+        v, _ = prepare_update(x, cfg, RandomStream(bytes([k]) * 32), be)
+        q = np.asarray(be.field_to_signed(v, cfg.modulus_bits), np.int64)
+        assert int(q @ q) <= cfg.rounding_bound() ** 2
