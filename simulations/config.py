@@ -45,7 +45,8 @@ if TYPE_CHECKING:
     from federated_data.flower_partitions import FlowerPartition
 
 DATASETS = ("digits", "synthetic")
-PARTITIONS = ("iid", "dirichlet", "shards", "resample")
+PARTITIONS = ("iid", "dirichlet", "shards")  # partitions of the training set (every example exactly once)
+RESAMPLE = "resample"  # not a partition: clients draw with replacement (more clients than examples)
 BACKENDS = ("local", "ray")
 log = logging.getLogger("simulations")
 MODES = ("engine", "direct")
@@ -125,9 +126,10 @@ class DataConfig:
     def validate(self) -> None:
         if self.dataset not in DATASETS:
             raise ConfigError(f"[data] dataset must be one of {DATASETS}, got {self.dataset!r}")
-        if isinstance(self.partition, str) and self.partition not in PARTITIONS:
+        if isinstance(self.partition, str) and self.partition not in (*PARTITIONS, RESAMPLE):
             raise ConfigError(f"[data] partition must be one of {PARTITIONS} or a Flower Datasets partitioner "
-                              f"{{flwr = \"<Partitioner>\", args = {{…}}}}, got {self.partition!r}")
+                              f"{{flwr = \"<Partitioner>\", args = {{…}}}}, or {RESAMPLE!r} (draws with "
+                              f"replacement), got {self.partition!r}")
         if self.num_clients < 1:
             raise ConfigError(f"[data] num_clients must be >= 1, got {self.num_clients}")
         if not isinstance(self.partition, str):
@@ -469,9 +471,10 @@ def load_plugins(modules: Any) -> list[Any]:
 
 
 def parse_partition(value: Any) -> str | FlowerPartition:
-    """``[data] partition``: one of :data:`PARTITIONS` (checked by :meth:`DataConfig.validate`), or the inline
-    table ``{flwr = "DirichletPartitioner", args = {alpha = 0.5}}``: a Flower Datasets partitioner, its name and
-    arguments checked here (:class:`federated_data.flower_partitions.FlowerPartition`; Flower is not imported)."""
+    """``[data] partition``: one of :data:`PARTITIONS` or :data:`RESAMPLE` (checked by
+    :meth:`DataConfig.validate`), or the inline table ``{flwr = "DirichletPartitioner", args = {alpha = 0.5}}``: a
+    Flower Datasets partitioner, its name and arguments checked here
+    (:class:`federated_data.flower_partitions.FlowerPartition`; Flower is not imported)."""
     if isinstance(value, str):
         return value
     from federated_data.flower_partitions import FlowerPartition, FlowerPartitionError
@@ -480,7 +483,8 @@ def parse_partition(value: Any) -> str | FlowerPartition:
         return value
     if not isinstance(value, dict):
         raise ConfigError(f"[data] partition must be one of {PARTITIONS} or a Flower Datasets partitioner "
-                          f"{{flwr = \"<Partitioner>\", args = {{…}}}}, got {value!r}")
+                          f"{{flwr = \"<Partitioner>\", args = {{…}}}}, or {RESAMPLE!r} (draws with replacement), "
+                          f"got {value!r}")
     try:
         return FlowerPartition.from_table(value)
     except FlowerPartitionError as exc:
