@@ -111,16 +111,25 @@ class Rotation:
             raise ValueError(f"rotation of {self.n} coordinates given {len(x)}")
         signs, perm = self._signs_and_permutation()
         if _is_numpy(x):
-            import numpy as np
-
-            y = np.zeros(self.length, np.float64)
-            y[:self.n] = np.asarray(x, np.float64)
-            y *= np.asarray(signs)
-            return _fwht_numpy(y[np.asarray(perm)], self.block)
+            return self.forward_rows(x.reshape(1, -1))[0]
         L = self.length
         padded = [float(v) for v in x] + [0.0] * (L - self.n)
         y = [padded[p] * signs[p] for p in perm]
         return array.array("d", _fwht_pure(y, self.block))
+
+    def forward_rows(self, x: Any) -> Any:
+        """R·x for every row of a numpy (k, n) array: (k, L) float64, each row bit-identical to :meth:`forward`
+        (the same elementwise operations)."""
+        import numpy as np
+
+        signs, perm = self._signs_and_permutation()
+        k, n = x.shape
+        if n != self.n:
+            raise ValueError(f"rotation of {self.n} coordinates given rows of {n}")
+        y = np.zeros((k, self.length), np.float64)
+        y[:, :n] = x
+        y *= np.asarray(signs)
+        return _fwht_numpy(y[:, np.asarray(perm)], self.block)
 
     def inverse(self, y: Any) -> Any:
         """R⁻¹·y for y of L coordinates, truncated to the first n (numpy float64 or ``array('d')``)."""
@@ -146,9 +155,10 @@ _CACHE: dict[tuple[bytes, int], tuple[list[float], list[int]]] = {}
 
 
 def _fwht_numpy(y: Any, b: int) -> Any:
-    """Blockwise fast Walsh–Hadamard transform of y (length a multiple of b), scaled by 1/√b."""
+    """Blockwise fast Walsh–Hadamard transform of y (a vector or rows, length a multiple of b), scaled by 1/√b."""
     import numpy as np
 
+    shape = np.shape(y)
     blocks = np.array(y, np.float64).reshape(-1, b)
     h = 1
     while h < b:
@@ -157,7 +167,7 @@ def _fwht_numpy(y: Any, b: int) -> Any:
         v[:, :, 0, :] += c
         v[:, :, 1, :] = a - c
         h *= 2
-    return (blocks * (1.0 / math.sqrt(b))).reshape(-1)
+    return (blocks * (1.0 / math.sqrt(b))).reshape(shape)
 
 
 def _fwht_pure(y: list[float], b: int) -> list[float]:

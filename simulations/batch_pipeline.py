@@ -27,7 +27,6 @@ import numpy as np
 from flcrypto.pynacl_impl import PyNaClCrypto
 from privacy.client_pipeline import MAX_ROUNDING_ATTEMPTS, DistributedDPConfig
 from privacy.randomness import RandomStream
-from privacy.rotation import Rotation
 
 
 class SimulationCrypto(PyNaClCrypto):
@@ -110,7 +109,7 @@ def _prepare_chunk(x64: np.ndarray, dps: Sequence[DistributedDPConfig], streams:
             x[i, d] = float(v) if v is not None else dp.clip_indicator * ((1.0 if norms[i] <= dp.l2_clip else 0.0) - 0.5)
     rotation = dps[0].rotation()
     if rotation is not None:  # privacy.rotation.Rotation.forward on every row: the same elementwise operations
-        x = _rotate_rows(x, rotation)
+        x = rotation.forward_rows(x)
     if not np.isfinite(x).all():  # privacy.fixedpoint.quantize's check (the indicator value could be one)
         i, j = np.argwhere(~np.isfinite(x))[0]
         raise ValueError(f"quantize: coordinate {j} is not finite ({x[i, j]})")
@@ -149,26 +148,6 @@ def _squared_norm(q: np.ndarray) -> int:
     if q.size * mx * mx < 1 << 62:
         return int(np.dot(q, q))
     return sum(int(v) * int(v) for v in q.tolist())
-
-
-def _rotate_rows(x: np.ndarray, rotation: Rotation) -> np.ndarray:
-    """``rotation.forward`` of every row: zero-pad, signs, permutation, blockwise Walsh–Hadamard, 1/√b."""
-    signs, perm = rotation._signs_and_permutation()
-    k, n = x.shape
-    y = np.zeros((k, rotation.length), np.float64)
-    y[:, :n] = x
-    y *= np.asarray(signs)
-    y = y[:, np.asarray(perm)]
-    b = rotation.block
-    blocks = y.reshape(-1, b)
-    h = 1
-    while h < b:
-        v = blocks.reshape(blocks.shape[0], -1, 2, h)
-        a, c = v[:, :, 0, :].copy(), v[:, :, 1, :]
-        v[:, :, 0, :] += c
-        v[:, :, 1, :] = a - c
-        h *= 2
-    return (blocks * (1.0 / math.sqrt(b))).reshape(k, -1)
 
 
 def _discrete_gaussians(k: int, n: int, sigma: np.ndarray, streams: Sequence[RandomStream]) -> np.ndarray:

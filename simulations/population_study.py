@@ -277,7 +277,9 @@ def run_study(out: Path, *, workers: int = 2, quick: bool = False, engine_rounds
               "rows": rows, "engine_check": engine,
               "runs": [results[r] for r in runs]}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(_jsonable(result), indent=1))
+    from simulations.runner import jsonable
+
+    (out / "results.json").write_text(json.dumps(jsonable(result), indent=1))
     _write_csv(rows, out / "table.csv")
     (out / "table.md").write_text(table(result))
     plot(result, out / "accuracy_vs_epsilon.png")
@@ -413,17 +415,6 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None if math.isnan(x) else ("inf" if x > 0 else "-inf")
-    return x
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -388,7 +388,7 @@ def write_outputs(result: SimulationResult, out: Path) -> None:
             "# uncommitted changes to tracked files (metrics.json: code_changes): not reproducible from the commit\n")
     (out / "config.toml").write_text(f"# fl-coordinator simulation, code {version}; rerun: fl-coordinator simulate "
                                      f"config.toml\n{note}" + result.config.to_toml())
-    (out / "metrics.json").write_text(json.dumps(_jsonable(result.to_dict()), indent=1))
+    (out / "metrics.json").write_text(json.dumps(jsonable(result.to_dict()), indent=1))
     byz = set(result.byzantine)
     with (out / "selected.csv").open("w", newline="") as fh:  # one row per selected client per round
         sw = csv.writer(fh)
@@ -411,11 +411,12 @@ def write_outputs(result: SimulationResult, out: Path) -> None:
     result.out_dir = out
 
 
-def _jsonable(x: Any) -> Any:
+def jsonable(x: Any) -> Any:
+    """``x`` with numpy scalars as Python numbers and non-finite floats as None / "inf" / "-inf" (strict JSON)."""
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     if isinstance(x, np.generic):
         x = x.item()
     if isinstance(x, float) and not math.isfinite(x):
