@@ -109,9 +109,9 @@ class Rotation:
         """R·x for x of n coordinates: an L-vector (numpy float64 for numpy input, else ``array('d')``)."""
         if len(x) != self.n:
             raise ValueError(f"rotation of {self.n} coordinates given {len(x)}")
-        signs, perm = self._signs_and_permutation()
         if _is_numpy(x):
             return self.forward_rows(x.reshape(1, -1))[0]
+        signs, perm = self._signs_and_permutation()
         L = self.length
         padded = [float(v) for v in x] + [0.0] * (L - self.n)
         y = [padded[p] * signs[p] for p in perm]
